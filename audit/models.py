@@ -1,0 +1,91 @@
+"""The append-only, hash-chained audit log.
+
+Rows are only ever inserted, by ``audit.services.audit_record``. The ORM refuses updates and
+deletes (here, on every database); on PostgreSQL a trigger refuses them too (migration 0002).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from django.db import models
+
+
+class AppendOnlyError(Exception):
+    """Raised on any attempt to change or remove an audit event."""
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are append-only: update refused")
+
+    def delete(self) -> NoReturn:  # type: ignore[override]
+        raise AppendOnlyError("audit events are append-only: delete refused")
+
+    def _raw_delete(self, using: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are append-only: delete refused")
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are append-only: update refused")
+
+    def in_order(self) -> AuditEventQuerySet:
+        return self.order_by("sequence")
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "User"
+    TOKEN = "token", "API token"
+    SYSTEM = "system", "System"
+    ANONYMOUS = "anonymous", "Anonymous"
+
+
+class AuditEvent(models.Model):
+    sequence = models.BigIntegerField(unique=True)
+    occurred_at = models.DateTimeField(db_index=True)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor = models.CharField(max_length=150, db_index=True, help_text="username, token prefix, or system:<cause>")
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64)
+    object_key = models.CharField(max_length=255)
+    environment = models.CharField(max_length=63, blank=True, default="", db_index=True)
+    before = models.JSONField(null=True)
+    after = models.JSONField(null=True)
+    reason = models.TextField(blank=True, default="")
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["sequence"]
+        indexes = [models.Index(fields=["object_type", "object_key", "sequence"], name="audit_object_seq")]
+        constraints = [
+            # Sequence numbers start at 1 and the chain is walked in order; 0 is the genesis marker.
+            models.CheckConstraint(condition=models.Q(sequence__gte=1), name="audit_sequence_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action} {self.object_type}:{self.object_key} by {self.actor}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("audit events are append-only: update refused")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are append-only: delete refused")
+
+
+class AuditChainHead(models.Model):
+    """One row holding the chain's tip: locked by every writer so sequences have no gaps."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    sequence = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            # There is exactly one chain, so exactly one head row.
+            models.CheckConstraint(condition=models.Q(id=1), name="audit_chain_head_singleton"),
+        ]

@@ -1,0 +1,116 @@
+"""The demo data set: two environments, workloads at every phase, pilot cohorts, flags mid-rollout."""
+
+from __future__ import annotations
+
+from common.actors import Actor
+from rollout.models import Environment
+
+SEED = Actor.system("seed_demo")
+
+ENVIRONMENTS = [
+    {"key": "staging", "name": "Staging", "order": 0, "requires_approval": False},
+    {"key": "production", "name": "Production", "order": 1, "requires_approval": True},
+]
+
+WORKLOADS = [
+    {"key": "invoice-engine", "name": "Invoice engine", "risk": "high", "phase": "transition",
+     "reversibility": "dual_write", "owner": "billing-team", "legacy_system": "Mainframe BILL/370",
+     "parallel_system": "invoice-service (k8s)",
+     "description": "Monthly and ad-hoc invoice generation, moving tenant by tenant."},
+    {"key": "customer-search", "name": "Customer search", "risk": "low", "phase": "pilot",
+     "owner": "crm-team", "legacy_system": "Oracle Text", "parallel_system": "OpenSearch cluster",
+     "description": "Search across customer records for the support desk."},
+    {"key": "payment-routing", "name": "Payment routing", "risk": "critical", "phase": "validation",
+     "reversibility": "irreversible", "owner": "payments-team", "legacy_system": "Switch v2 (C++)",
+     "parallel_system": "router (Rust)", "description": "Choosing the acquirer for card payments."},
+    {"key": "report-export", "name": "Report export", "risk": "medium", "phase": "retired",
+     "owner": "analytics-team", "legacy_system": "Crystal Reports", "parallel_system": "export-worker",
+     "description": "CSV / PDF exports of monthly reports."},
+    {"key": "notifications", "name": "Notifications", "risk": "low", "phase": "development",
+     "owner": "platform-team", "legacy_system": "cron + sendmail", "parallel_system": "notify-service",
+     "description": "Email and SMS notifications."},
+]
+
+COHORTS = [
+    {"key": "internal-staff", "name": "Internal staff", "description": "Employees dog-food every change first.",
+     "rules": {"all": [{"attr": "email", "op": "ends_with", "values": ["@example.com"]}]},
+     "include": ["user-1", "user-2", "user-3"], "exclude": []},
+    {"key": "pilot-eu", "name": "EU pilot tenants", "match_on": "tenant_id",
+     "description": "Tenants in Germany and France who volunteered for the pilot.",
+     "rules": {"all": [{"attr": "country", "op": "in", "values": ["DE", "FR"]},
+                       {"attr": "plan", "op": "in", "values": ["pro", "enterprise"]}]},
+     "include": ["tenant-42", "tenant-77"], "exclude": ["tenant-13"]},
+    {"key": "regulated", "name": "Regulated tenants", "match_on": "tenant_id",
+     "description": "Tenants under banking regulation stay on legacy until sign-off.",
+     "rules": {"any": [{"attr": "regulated", "op": "eq", "values": [True]},
+                       {"attr": "industry", "op": "in", "values": ["banking", "insurance"]}]},
+     "include": ["tenant-13"], "exclude": []},
+    {"key": "beta-testers", "name": "Beta testers", "description": "Users who opted in to early features.",
+     "rules": None, "include": [f"user-{n}" for n in range(100, 1100)], "exclude": []},
+]
+
+FLAGS = [
+    {"key": "invoice-engine", "workload": "invoice-engine", "bucket_by": "tenant_id",
+     "description": "Generate invoices with the new invoice service.",
+     "states": {"staging": {"enabled": True, "percentage_value": 100, "compare_percentage": 50},
+                "production": {"enabled": True, "percentage_value": 25, "compare_percentage": 10,
+                               "include_cohorts": ["pilot-eu"], "exclude_cohorts": ["regulated"]}}},
+    {"key": "customer-search", "workload": "customer-search",
+     "description": "Serve support-desk search from OpenSearch.",
+     "states": {"staging": {"enabled": True, "percentage_value": 50, "compare_percentage": 100},
+                "production": {"enabled": True, "percentage_value": 0, "compare_percentage": 20,
+                               "include_cohorts": ["internal-staff", "beta-testers"],
+                               "overrides": {"user-9": "legacy"}}}},
+    {"key": "payment-routing", "workload": "payment-routing", "bucket_by": "merchant_id",
+     "description": "Route payments with the new router (shadow comparison only).",
+     "states": {"staging": {"enabled": True, "percentage_value": 10, "compare_percentage": 100},
+                "production": {"enabled": True, "percentage_value": 0, "compare_percentage": 5}}},
+    {"key": "report-export", "workload": "report-export", "description": "Exports by the export worker.",
+     "states": {"staging": {"enabled": True, "percentage_value": 100}, "production": {"enabled": True,
+                                                                                    "percentage_value": 100}},
+     "retire": ["staging", "production"]},
+    {"key": "notifications", "workload": "notifications", "description": "Send through notify-service.",
+     "states": {}},
+]
+
+
+def seed_demo() -> bool:
+    """Load the demo; each object is created only when missing, so a re-run (or a run after a failed
+    one) completes the set. Returns False when everything was already there."""
+    from cohorts.models import Cohort
+    from cohorts.services import cohort_create, cohort_members_add
+    from rollout.models import Flag, Workload
+    from rollout.services.environments import environment_create
+    from rollout.services.flags import flag_create, flag_state_retire, flag_state_update
+    from rollout.services.workloads import workload_create
+
+    created = False
+    for env in ENVIRONMENTS:
+        if not Environment.objects.filter(key=env["key"]).exists():
+            environment_create(actor=SEED, **env)
+            created = True
+    for workload in WORKLOADS:
+        if not Workload.objects.filter(key=workload["key"]).exists():
+            workload_create(actor=SEED, **workload)
+            created = True
+    for c in COHORTS:
+        if Cohort.objects.filter(key=c["key"]).exists():
+            continue
+        cohort_create(actor=SEED, key=c["key"], name=c["name"], description=c["description"],
+                      match_on=c.get("match_on", ""), rules=c["rules"])
+        if c["include"]:
+            cohort_members_add(actor=SEED, key=c["key"], subjects=c["include"], kind="include")
+        if c["exclude"]:
+            cohort_members_add(actor=SEED, key=c["key"], subjects=c["exclude"], kind="exclude")
+        created = True
+    for f in FLAGS:
+        if Flag.objects.filter(key=f["key"]).exists():
+            continue
+        flag_create(actor=SEED, key=f["key"], workload=f["workload"], description=f["description"],
+                    bucket_by=f.get("bucket_by", ""))
+        for env_key, changes in f["states"].items():
+            flag_state_update(actor=SEED, flag=f["key"], environment=env_key, version=None, **changes)
+        for env_key in f.get("retire", []):
+            flag_state_retire(actor=SEED, flag=f["key"], environment=env_key)
+        created = True
+    return created

@@ -1,0 +1,1 @@
+"""Every write to rollout's models goes through these functions (validated, atomic, audited)."""

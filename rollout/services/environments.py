@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from django.db import IntegrityError
+
+from audit.services import audit_record, audited_atomic
+from common.actors import Actor
+from common.errors import NotFound, ValidationFailed
+from common.services import UNSET, full_clean
+from rollout.models import Environment, Flag, FlagState
+from rollout.services.rulesets import ruleset_changed
+from rollout.snapshots import environment_snapshot
+
+
+def environment_create(
+    *, actor: Actor, key: str, name: str, order: int = 0, requires_approval: bool = False
+) -> Environment:
+    with audited_atomic():
+        env = Environment(key=key, name=name, order=order, requires_approval=requires_approval)
+        full_clean(env)
+        try:
+            env.save(force_insert=True)
+        except IntegrityError:
+            raise ValidationFailed.field("key", f"an environment '{key}' already exists") from None
+        # Every flag gets a (disabled, 0%) state in the new environment.
+        FlagState.objects.bulk_create([FlagState(flag=f, environment=env) for f in Flag.objects.all()])
+        ruleset_changed(environment_ids=[env.pk])
+        audit_record(actor=actor, action="environment.created", object_type="environment", object_key=env.key,
+                     environment=env.key, after=environment_snapshot(env))
+    return env
+
+
+def environment_update(
+    *, actor: Actor, key: str, name: str = UNSET, order: int = UNSET,  # type: ignore[assignment]
+    requires_approval: bool = UNSET, reason: str = "",  # type: ignore[assignment]
+) -> Environment:
+    with audited_atomic():
+        env = Environment.objects.select_for_update().filter(key=key).first()
+        if env is None:
+            raise NotFound(f"environment '{key}' does not exist")
+        before = environment_snapshot(env)
+        for field, value in (("name", name), ("order", order), ("requires_approval", requires_approval)):
+            if value is not UNSET:
+                setattr(env, field, value)
+        full_clean(env, validate_unique=False)
+        env.save(update_fields=["name", "order", "requires_approval", "updated_at"])
+        audit_record(actor=actor, action="environment.updated", object_type="environment", object_key=env.key,
+                     environment=env.key, before=before, after=environment_snapshot(env), reason=reason)
+    return env

@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError
+
+from audit.services import audit_record, audited_atomic
+from cohorts.models import Cohort
+from common.actors import Actor
+from common.errors import Conflict, NotFound, ValidationFailed
+from common.services import UNSET, check_version, full_clean, percentage
+from rollout.models import Environment, Flag, FlagState, Workload
+from rollout.services.rulesets import ruleset_changed
+from rollout.snapshots import flag_snapshot, flag_state_snapshot
+
+PATHS = ("legacy", "parallel")
+MAX_OVERRIDES = 10_000
+
+
+def _workload(key: str) -> Workload:
+    workload = Workload.objects.filter(key=key).first()
+    if workload is None:
+        raise ValidationFailed.field("workload", f"workload '{key}' does not exist")
+    return workload
+
+
+def _attribute_name(value: str, *, field: str) -> str:
+    value = (value or "").strip()
+    if len(value) > 100:
+        raise ValidationFailed.field(field, "is at most 100 characters")
+    return value
+
+
+def flag_create(
+    *, actor: Actor, key: str, workload: str, description: str = "", salt: str | None = None, bucket_by: str = ""
+) -> Flag:
+    with audited_atomic():
+        flag = Flag(key=key, workload=_workload(workload), description=description, salt=salt or key,
+                    bucket_by=_attribute_name(bucket_by, field="bucket_by"))
+        full_clean(flag)
+        try:
+            flag.save(force_insert=True)
+        except IntegrityError:
+            raise ValidationFailed.field("key", f"a flag '{key}' already exists") from None
+        FlagState.objects.bulk_create([FlagState(flag=flag, environment=env) for env in Environment.objects.all()])
+        ruleset_changed()
+        audit_record(actor=actor, action="flag.created", object_type="flag", object_key=flag.key,
+                     after=flag_snapshot(flag))
+    return flag
+
+
+def flag_update(
+    *, actor: Actor, key: str, description: str = UNSET, salt: str = UNSET,  # type: ignore[assignment]
+    bucket_by: str = UNSET, reason: str = "",  # type: ignore[assignment]
+) -> Flag:
+    """Changing ``salt`` or ``bucket_by`` reshuffles who is in the split, so it needs a reason."""
+    with audited_atomic():
+        flag = Flag.objects.select_for_update().select_related("workload").filter(key=key).first()
+        if flag is None:
+            raise NotFound(f"flag '{key}' does not exist")
+        before = flag_snapshot(flag)
+        if description is not UNSET:
+            flag.description = description
+        if salt is not UNSET:
+            flag.salt = salt
+        if bucket_by is not UNSET:
+            flag.bucket_by = _attribute_name(bucket_by, field="bucket_by")
+        full_clean(flag, validate_unique=False)
+        after = flag_snapshot(flag)
+        if after == before:
+            return flag
+        reshuffles = after["salt"] != before["salt"] or after["bucket_by"] != before["bucket_by"]
+        if reshuffles and not reason.strip():
+            raise ValidationFailed.field("reason", "changing salt or bucket_by moves subjects between paths; "
+                                                   "give a reason")
+        flag.save()
+        if reshuffles:
+            ruleset_changed()
+        audit_record(actor=actor, action="flag.updated", object_type="flag", object_key=flag.key,
+                     before=before, after=after, reason=reason)
+    return flag
+
+
+def flag_delete(*, actor: Actor, key: str, reason: str = "") -> None:
+    with audited_atomic():
+        flag = Flag.objects.select_for_update().select_related("workload").filter(key=key).first()
+        if flag is None:
+            raise NotFound(f"flag '{key}' does not exist")
+        live = list(flag.states.filter(enabled=True).values_list("environment__key", flat=True))
+        if live:
+            raise Conflict(f"flag '{key}' is enabled in {', '.join(sorted(live))}; kill it there before deleting")
+        before = flag_snapshot(flag)
+        flag.delete()
+        ruleset_changed()
+        audit_record(actor=actor, action="flag.deleted", object_type="flag", object_key=key, before=before,
+                     reason=reason)
+
+
+def get_state_for_update(flag: str, environment: str) -> FlagState:
+    state = (
+        FlagState.objects.select_for_update(of=("self",))
+        .select_related("flag", "environment")
+        .filter(flag__key=flag, environment__key=environment)
+        .first()
+    )
+    if state is None:
+        if not Flag.objects.filter(key=flag).exists():
+            raise NotFound(f"flag '{flag}' does not exist")
+        raise NotFound(f"environment '{environment}' does not exist")
+    return state
+
+
+def _cohorts(keys: Iterable[str], *, field: str) -> list[Cohort]:
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        raise ValidationFailed.field(field, "must be a list of cohort keys")
+    wanted = list(dict.fromkeys(keys))
+    if not all(isinstance(k, str) for k in wanted):
+        raise ValidationFailed.field(field, "must be a list of cohort keys")
+    found = {c.key: c for c in Cohort.objects.filter(key__in=wanted)}
+    missing = [k for k in wanted if k not in found]
+    if missing:
+        raise ValidationFailed.field(field, f"unknown cohort '{missing[0]}'")
+    return [found[k] for k in wanted]
+
+
+def validate_overrides(overrides: Any) -> dict[str, str]:
+    if not isinstance(overrides, Mapping):
+        raise ValidationFailed.field("overrides", "must be an object mapping subject keys to 'legacy' or 'parallel'")
+    if len(overrides) > MAX_OVERRIDES:
+        raise ValidationFailed.field("overrides", f"at most {MAX_OVERRIDES} overrides; use a cohort for more")
+    clean: dict[str, str] = {}
+    for subject, path in overrides.items():
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > 255:
+            raise ValidationFailed.field("overrides", f"subject key {subject!r} must be 1-255 characters")
+        if path not in PATHS:
+            raise ValidationFailed.field(f"overrides.{subject}", f"must be 'legacy' or 'parallel', not {path!r}")
+        clean[subject] = path
+    return clean
+
+
+def _save_state(state: FlagState, *, actor: Actor, action: str, before: dict[str, Any], reason: str) -> FlagState:
+    state.version += 1
+    state.save()
+    ruleset_changed(environment_ids=[state.environment_id])
+    audit_record(actor=actor, action=action, object_type="flag_state",
+                 object_key=f"{state.flag.key}@{state.environment.key}", environment=state.environment.key,
+                 before=before, after=flag_state_snapshot(state), reason=reason)
+    return state
+
+
+def flag_state_update(
+    *,
+    actor: Actor,
+    flag: str,
+    environment: str,
+    version: int | None,
+    enabled: bool = UNSET,  # type: ignore[assignment]
+    percentage_value: Any = UNSET,
+    compare_percentage: Any = UNSET,
+    include_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
+    exclude_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
+    overrides: Mapping[str, str] = UNSET,  # type: ignore[assignment]
+    reason: str = "",
+) -> FlagState:
+    """Change a flag's rollout in one environment; ``version`` is the one the caller read (409 if stale)."""
+    with audited_atomic():
+        state = get_state_for_update(flag, environment)
+        check_version(state, version, what=f"flag state '{flag}@{environment}'")
+        before = flag_state_snapshot(state)
+        if enabled is not UNSET:
+            if not isinstance(enabled, bool):
+                raise ValidationFailed.field("enabled", "must be true or false")
+            state.enabled = enabled
+        if percentage_value is not UNSET:
+            state.percentage = percentage(percentage_value, field="percentage")
+        if compare_percentage is not UNSET:
+            state.compare_percentage = percentage(compare_percentage, field="compare_percentage")
+        if overrides is not UNSET:
+            state.overrides = validate_overrides(overrides)
+        include = None if include_cohorts is UNSET else _cohorts(include_cohorts, field="include_cohorts")
+        exclude = None if exclude_cohorts is UNSET else _cohorts(exclude_cohorts, field="exclude_cohorts")
+        inc_keys = {c.key for c in include} if include is not None else set(before["include_cohorts"])
+        exc_keys = {c.key for c in exclude} if exclude is not None else set(before["exclude_cohorts"])
+        both = sorted(inc_keys & exc_keys)
+        if both:
+            raise ValidationFailed.field("include_cohorts", f"cohort '{both[0]}' cannot be both included and excluded")
+        if include is not None:
+            state.include_cohorts.set(include)
+        if exclude is not None:
+            state.exclude_cohorts.set(exclude)
+        after = flag_state_snapshot(state)
+        if {k: v for k, v in after.items() if k != "version"} == {k: v for k, v in before.items() if k != "version"}:
+            return state
+        return _save_state(state, actor=actor, action="flag_state.updated", before=before, reason=reason)
+
+
+def flag_state_kill(*, actor: Actor, flag: str, environment: str, reason: str = "") -> FlagState:
+    """Everyone to legacy, at once. Never waits for anything and needs no version."""
+    with audited_atomic():
+        state = get_state_for_update(flag, environment)
+        before = flag_state_snapshot(state)
+        if not state.enabled:
+            raise Conflict(f"flag '{flag}' is already off in {environment}", current_version=state.version)
+        state.enabled = False
+        return _save_state(state, actor=actor, action="flag_state.killed", before=before, reason=reason)
+
+
+def flag_state_resume(*, actor: Actor, flag: str, environment: str, version: int | None = None,
+                      reason: str = "") -> FlagState:
+    with audited_atomic():
+        state = get_state_for_update(flag, environment)
+        check_version(state, version, what=f"flag state '{flag}@{environment}'")
+        before = flag_state_snapshot(state)
+        if state.enabled:
+            raise Conflict(f"flag '{flag}' is already on in {environment}", current_version=state.version)
+        state.enabled = True
+        return _save_state(state, actor=actor, action="flag_state.resumed", before=before, reason=reason)
+
+
+def flag_state_retire(*, actor: Actor, flag: str, environment: str, version: int | None = None,
+                      reason: str = "") -> FlagState:
+    """Legacy retired: everyone takes the parallel path. Only from a full (100%) enabled rollout."""
+    with audited_atomic():
+        state = get_state_for_update(flag, environment)
+        check_version(state, version, what=f"flag state '{flag}@{environment}'")
+        before = flag_state_snapshot(state)
+        if state.retired:
+            raise Conflict(f"legacy is already retired for '{flag}' in {environment}", current_version=state.version)
+        if not state.enabled or state.percentage != Decimal(100):
+            raise Conflict(f"'{flag}' in {environment} must be enabled at 100% before legacy is retired",
+                           current_version=state.version)
+        state.retired = True
+        return _save_state(state, actor=actor, action="flag_state.retired", before=before, reason=reason)

@@ -1,0 +1,107 @@
+"""SDK keys and API tokens: created (shown once), stored hashed, revoked — all audited."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record, audited_atomic
+from common.actors import Actor
+from common.conf import get_setting
+from common.errors import Conflict, NotFound, ValidationFailed
+from common.secrets import new_secret
+from rollout.models import ApiToken, Environment, SdkKey
+
+
+def sdk_key_cache_key(digest: str) -> str:
+    return f"sdkkey:{digest}"
+
+
+def api_token_cache_key(digest: str) -> str:
+    return f"apitoken:{digest}"
+
+
+def _name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationFailed.field("name", "is required")
+    if len(name) > 100:
+        raise ValidationFailed.field("name", "is at most 100 characters")
+    return name
+
+
+def sdk_key_create(*, actor: Actor, environment: str, name: str) -> tuple[SdkKey, str]:
+    """Returns the key row and the secret, which is never stored and cannot be shown again."""
+    name = _name(name)
+    with audited_atomic():
+        env = Environment.objects.filter(key=environment).first()
+        if env is None:
+            raise ValidationFailed.field("environment", f"environment '{environment}' does not exist")
+        secret = new_secret("sdk")
+        key = SdkKey.objects.create(environment=env, name=name, prefix=secret.prefix, secret_hash=secret.digest,
+                                    created_by=actor.label)
+        audit_record(actor=actor, action="sdk_key.created", object_type="sdk_key", object_key=key.prefix,
+                     environment=env.key, after={"name": name, "prefix": key.prefix, "environment": env.key})
+    return key, secret.value
+
+
+def sdk_key_revoke(*, actor: Actor, prefix: str, reason: str = "") -> SdkKey:
+    with audited_atomic():
+        key = SdkKey.objects.select_for_update().select_related("environment").filter(prefix=prefix).first()
+        if key is None:
+            raise NotFound(f"SDK key '{prefix}' does not exist")
+        if key.revoked_at is not None:
+            raise Conflict(f"SDK key '{prefix}' is already revoked")
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        digest = key.secret_hash
+        transaction.on_commit(lambda: cache.delete(sdk_key_cache_key(digest)))
+        audit_record(actor=actor, action="sdk_key.revoked", object_type="sdk_key", object_key=key.prefix,
+                     environment=key.environment.key, before={"revoked": False}, after={"revoked": True},
+                     reason=reason)
+    return key
+
+
+def api_token_create(*, actor: Actor, username: str, name: str) -> tuple[ApiToken, str]:
+    name = _name(name)
+    with audited_atomic():
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise ValidationFailed.field("username", f"no active user '{username}'")
+        secret = new_secret("tok")
+        token = ApiToken.objects.create(user=user, name=name, prefix=secret.prefix, secret_hash=secret.digest)
+        audit_record(actor=actor, action="api_token.created", object_type="api_token", object_key=token.prefix,
+                     after={"name": name, "prefix": token.prefix, "user": username})
+    return token, secret.value
+
+
+def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken:
+    with audited_atomic():
+        token = ApiToken.objects.select_for_update().select_related("user").filter(prefix=prefix).first()
+        if token is None:
+            raise NotFound(f"API token '{prefix}' does not exist")
+        if token.revoked_at is not None:
+            raise Conflict(f"API token '{prefix}' is already revoked")
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        digest = token.secret_hash
+        transaction.on_commit(lambda: cache.delete(api_token_cache_key(digest)))
+        audit_record(actor=actor, action="api_token.revoked", object_type="api_token", object_key=token.prefix,
+                     before={"revoked": False}, after={"revoked": True, "user": token.user.get_username()},
+                     reason=reason)
+    return token
+
+
+def key_touch(model: type[SdkKey] | type[ApiToken], pk: int) -> None:
+    """Record last use, at most once per resolution window per key (bookkeeping, not audited)."""
+    resolution = get_setting("KEY_LAST_USED_RESOLUTION")
+    if not cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution):
+        return
+    now = timezone.now()
+    model.objects.filter(pk=pk).exclude(last_used_at__gt=now - timedelta(seconds=resolution)).update(
+        last_used_at=now
+    )

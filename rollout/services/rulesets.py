@@ -1,0 +1,30 @@
+"""Bumping an environment's ruleset version: every change that alters what SDKs decide calls this."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models import F
+
+from rollout.models import Environment
+
+logger = logging.getLogger("turnout.ruleset")
+
+
+def ruleset_changed(*, environment_ids: Iterable[int] | None = None) -> dict[str, int]:
+    """Raise the ruleset version of the given environments (all when None) inside the caller's
+    transaction, and announce the new versions once it commits. Returns {env_key: new_version}."""
+    qs = Environment.objects.all() if environment_ids is None else Environment.objects.filter(pk__in=environment_ids)
+    qs.update(ruleset_version=F("ruleset_version") + 1)
+    versions = dict(qs.values_list("key", "ruleset_version"))
+
+    def announce() -> None:
+        from rollout.publish import announce_ruleset
+
+        for env_key, version in versions.items():
+            announce_ruleset(env_key, version)
+
+    transaction.on_commit(announce)
+    return versions
