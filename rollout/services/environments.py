@@ -7,7 +7,6 @@ from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
 from common.services import UNSET, full_clean
 from rollout.models import Environment, Flag, FlagState
-from rollout.services.rulesets import ruleset_changed
 from rollout.snapshots import environment_snapshot
 
 
@@ -21,9 +20,8 @@ def environment_create(
             env.save(force_insert=True)
         except IntegrityError:
             raise ValidationFailed.field("key", f"an environment '{key}' already exists") from None
-        # Every flag gets a (disabled, 0%) state in the new environment.
+        # Every flag gets a (disabled, 0%) state; no SDK has seen this environment, so version 1 stands.
         FlagState.objects.bulk_create([FlagState(flag=f, environment=env) for f in Flag.objects.all()])
-        ruleset_changed(environment_ids=[env.pk])
         audit_record(actor=actor, action="environment.created", object_type="environment", object_key=env.key,
                      environment=env.key, after=environment_snapshot(env))
     return env
