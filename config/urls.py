@@ -4,12 +4,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common import views as common_views
-from rollout.api import sdk as sdk_api
 
 api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("sdk/ruleset", sdk_api.RulesetView.as_view(), name="sdk-ruleset"),
+    path("", include("rollout.urls")),
+    path("", include("cohorts.urls")),
+    path("", include("audit.urls")),
 ]
 
 urlpatterns = [
@@ -19,4 +20,5 @@ urlpatterns = [
     path("healthz", common_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("ofrep/v1/", include("rollout.ofrep_urls")),
 ]

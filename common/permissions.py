@@ -1,0 +1,102 @@
+"""The one permission layer, used by the API and the UI alike.
+
+Roles are Django groups (made by a migration). A superuser counts as ``admin``.
+
+| capability            | viewer | editor | approver | admin | compliance |
+|-----------------------|:------:|:------:|:--------:|:-----:|:----------:|
+| read                  |   ✓    |   ✓    |    ✓     |   ✓   |     ✓      |
+| edit (global objects) |        |   ✓    |    ✓     |   ✓   |            |
+| change an environment |        |  (1)   |   (1)    |   ✓   |            |
+| kill / rollback       |        |   ✓    |    ✓     |   ✓   |            |
+| approve others        |        |        |    ✓     |   ✓   |            |
+| keys, tokens, users   |        |        |          |   ✓   |            |
+| audit export / verify |        |        |          |   ✓   |     ✓      |
+
+(1) directly in environments that do not require approval; in those that do, by a change request.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    APPROVER = "approver"
+    ADMIN = "admin"
+    COMPLIANCE = "compliance"
+
+
+class Capability(StrEnum):
+    READ = "read"
+    EDIT = "edit"
+    CHANGE_ENV = "change_env"
+    EMERGENCY = "emergency"  # kill, rollback: never wait for approval
+    APPROVE = "approve"
+    ADMINISTER = "administer"  # keys, tokens, users, roles
+    AUDIT = "audit"  # export and verify the audit log
+
+
+GRANTS: dict[Role, frozenset[Capability]] = {
+    Role.VIEWER: frozenset({Capability.READ}),
+    Role.EDITOR: frozenset({Capability.READ, Capability.EDIT, Capability.CHANGE_ENV, Capability.EMERGENCY}),
+    Role.APPROVER: frozenset({Capability.READ, Capability.EDIT, Capability.CHANGE_ENV, Capability.EMERGENCY,
+                              Capability.APPROVE}),
+    Role.ADMIN: frozenset(Capability),
+    Role.COMPLIANCE: frozenset({Capability.READ, Capability.AUDIT}),
+}
+
+
+def roles_of(user: Any) -> frozenset[Role]:
+    if user is None or not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", True):
+        return frozenset()
+    cached = getattr(user, "_turnout_roles", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    names = set(user.groups.values_list("name", flat=True)) if getattr(user, "pk", None) else set()
+    roles = {Role(n) for n in names if n in Role.__members__.values()}
+    if getattr(user, "is_superuser", False):
+        roles.add(Role.ADMIN)
+    result = frozenset(roles)
+    user._turnout_roles = result
+    return result
+
+
+def capabilities_of(user: Any) -> frozenset[Capability]:
+    caps: set[Capability] = set()
+    for role in roles_of(user):
+        caps |= GRANTS[role]
+    return frozenset(caps)
+
+
+def can(user: Any, capability: Capability, *, environment: Any = None) -> bool:
+    """May ``user`` do this? For CHANGE_ENV, an environment that requires approval is admin-only
+    directly (others go through a change request)."""
+    caps = capabilities_of(user)
+    if capability not in caps:
+        return False
+    if capability is Capability.CHANGE_ENV and environment is not None and getattr(environment, "requires_approval",
+                                                                                      False):
+        return Capability.ADMINISTER in caps
+    return True
+
+
+def primary_role(user: Any) -> str:
+    order = [Role.ADMIN, Role.APPROVER, Role.EDITOR, Role.COMPLIANCE, Role.VIEWER]
+    roles = roles_of(user)
+    return next((r.value for r in order if r in roles), "none")
+
+
+class HasCapability(BasePermission):
+    """DRF: reads need READ; writes need the view's ``write_capability`` (default EDIT)."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        if request.method in SAFE_METHODS:
+            needed = getattr(view, "read_capability", Capability.READ)
+        else:
+            needed = getattr(view, "write_capability", Capability.EDIT)
+        return can(request.user, needed)
