@@ -18,7 +18,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class ServiceError(Exception):
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     code = "invalid"
 
     def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None, **extra: Any):
@@ -130,7 +130,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
         detail = getattr(exc, "detail", str(exc))
         extra: dict[str, Any] = {}
-        if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-            extra["retry_after"] = int(exc.wait + 0.999)
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, drf_exceptions.Throttled) and wait is not None:
+            extra["retry_after"] = int(wait + 0.999)
         response.data = error_body(code, str(detail), **extra)
     return response

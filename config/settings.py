@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dj_database_url
 
 from config import env
@@ -79,7 +81,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'turnout.sqlite3'}"),
+        env.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'turnout.sqlite3'}",
         conn_max_age=env.get_int("DATABASE_CONN_MAX_AGE", 60),
         conn_health_checks=True,
     )
@@ -151,7 +153,7 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "common.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

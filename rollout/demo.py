@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from common.actors import Actor
 from rollout.models import Environment
 
 SEED = Actor.system("seed_demo")
 
-ENVIRONMENTS = [
+ENVIRONMENTS: list[dict[str, Any]] = [
     {"key": "staging", "name": "Staging", "order": 0, "requires_approval": False},
     {"key": "production", "name": "Production", "order": 1, "requires_approval": True},
 ]
 
-WORKLOADS = [
+WORKLOADS: list[dict[str, Any]] = [
     {"key": "invoice-engine", "name": "Invoice engine", "risk": "high", "phase": "transition",
      "reversibility": "dual_write", "owner": "billing-team", "legacy_system": "Mainframe BILL/370",
      "parallel_system": "invoice-service (k8s)",
@@ -31,7 +33,7 @@ WORKLOADS = [
      "description": "Email and SMS notifications."},
 ]
 
-COHORTS = [
+COHORTS: list[dict[str, Any]] = [
     {"key": "internal-staff", "name": "Internal staff", "description": "Employees dog-food every change first.",
      "rules": {"all": [{"attr": "email", "op": "ends_with", "values": ["@example.com"]}]},
      "include": ["user-1", "user-2", "user-3"], "exclude": []},
@@ -49,7 +51,7 @@ COHORTS = [
      "rules": None, "include": [f"user-{n}" for n in range(100, 1100)], "exclude": []},
 ]
 
-FLAGS = [
+FLAGS: list[dict[str, Any]] = [
     {"key": "invoice-engine", "workload": "invoice-engine", "bucket_by": "tenant_id",
      "description": "Generate invoices with the new invoice service.",
      "states": {"staging": {"enabled": True, "percentage_value": 100, "compare_percentage": 50},
