@@ -490,7 +490,14 @@ class Turnout:
             return result
         self._executed(row, time.perf_counter_ns() - t0, error=False)
         if d.compare:
-            self._ashadow(d, key, result, legacy if par else parallel, compare, compare_timeout, redact)
+            other = legacy if par else parallel
+            if self._inline_shadow:
+                with self._async_lock:
+                    self._async_inflight += 1
+                limit = self._compare_timeout if compare_timeout is None else compare_timeout
+                await self._ashadow_job(d, key, result, other, compare, limit, redact)
+            else:
+                self._ashadow(d, key, result, other, compare, compare_timeout, redact)
         return result
 
     @overload
