@@ -76,6 +76,7 @@ class Stream:
         self._connect_timeout = connect_timeout
         self._conn: http.client.HTTPConnection | None = None
         self._resp: http.client.HTTPResponse | None = None
+        self._sock: socket.socket | None = None
         self.parser = SSEParser()
 
     def connect(self, last_event_id: str | None = None) -> None:
@@ -87,6 +88,9 @@ class Stream:
         self._transport.track(conn)
         try:
             conn.request("GET", self._transport.path(STREAM_PATH), headers=self._transport.headers(extra))
+            # keep the socket: http.client hands it to the response (conn.sock becomes None)
+            # when the server answers "Connection: close", as a stream does
+            self._sock = conn.sock
             resp = conn.getresponse()
         except (TimeoutError, socket.timeout) as exc:
             self.close()
@@ -104,8 +108,8 @@ class Stream:
         if not ctype.startswith("text/event-stream"):
             self.close()
             raise StreamUnsupported(f"stream endpoint answered {ctype or 'no content type'}")
-        if conn.sock is not None:
-            conn.sock.settimeout(self._read_timeout)
+        if self._sock is not None:
+            self._sock.settimeout(self._read_timeout)
         self._resp = resp
 
     def events(self) -> Iterator[Event]:
@@ -121,8 +125,8 @@ class Stream:
                 raise TransportError(
                     "timeout", f"stream silent for {self._read_timeout:g}s"
                 ) from exc
-            except (OSError, ValueError, http.client.HTTPException) as exc:
-                # ValueError: the response was closed under us by close().
+            except (OSError, ValueError, AttributeError, http.client.HTTPException) as exc:
+                # ValueError/AttributeError: the response was closed under us by close().
                 raise TransportError("network", f"stream: {type(exc).__name__}: {exc}") from exc
             if not raw:
                 return  # the server ended the stream
@@ -133,21 +137,24 @@ class Stream:
                 yield ev
 
     def close(self) -> None:
-        conn, self._conn, self._resp = self._conn, None, None
+        conn, resp, sock = self._conn, self._resp, self._sock
+        self._conn, self._resp, self._sock = None, None, None
         if conn is None:
             return
         self._transport.untrack(conn)
-        sock = conn.sock
         try:
             if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in readline()
         except OSError:
             pass
-        try:
-            conn.close()
-        except Exception:  # pragma: no cover
-            pass
+        del resp  # not closed here: a reader may be inside it; it sees EOF or an error
+        for closeable in (conn, sock):
+            try:
+                if closeable is not None:
+                    closeable.close()
+            except Exception:  # pragma: no cover
+                pass
 
     def abandon(self) -> None:
         """After a fork: forget the parent's socket without shutting it down."""
-        self._conn, self._resp = None, None
+        self._conn, self._resp, self._sock = None, None, None

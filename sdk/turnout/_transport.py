@@ -128,6 +128,12 @@ class Transport:
                 if len(data) > self.max_body:
                     self._drop(conn)
                     raise TransportError("too-large", f"response larger than {self.max_body} bytes")
+                declared = resp.getheader("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) != len(data):
+                    self._drop(conn)
+                    raise TransportError(
+                        "truncated", f"response body truncated ({len(data)} of {declared} bytes)"
+                    )
                 if resp.will_close:
                     self._drop(conn)
                 return Response(resp.status, resp.headers, data)

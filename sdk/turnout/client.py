@@ -1086,8 +1086,10 @@ class Turnout:
                     return False
                 if stream.parser.last_id:
                     self._last_event_id = stream.parser.last_id
-                if ev.event == "ruleset":
-                    self._on_ruleset_event(ev.data)
+                if ev.event == "ruleset" and not self._on_ruleset_event(ev.data):
+                    # the announced ruleset could not be fetched: leave the stream so the
+                    # loop retries the fetch with backoff instead of waiting for next event
+                    return False
             return time.monotonic() - started >= min(5.0, self._stream_read_timeout)
         except TransportError as exc:
             if not self._stop.is_set():
@@ -1104,14 +1106,15 @@ class Turnout:
             if self._stream is stream:
                 self._stream = None
 
-    def _on_ruleset_event(self, data: str) -> None:
+    def _on_ruleset_event(self, data: str) -> bool:
         try:
             announced = json.loads(data).get("version")
         except Exception:
             announced = None
         current = self.version
         if not isinstance(announced, int) or current is None or announced > current:
-            self._refresh()
+            return self._refresh()
+        return True
 
     # -- background: metrics -------------------------------------------------------------
 
