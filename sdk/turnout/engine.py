@@ -1,0 +1,568 @@
+"""The Turnout evaluation engine: one implementation for the server and the SDK.
+
+Pure Python, stdlib only, no Django. DESIGN.md ("The evaluation engine") is the contract;
+this module implements it exactly and documents the points the contract leaves open:
+
+- ``bucket(salt, value)`` is ``int.from_bytes(sha256(f"{salt}/{value}".encode()).digest()[:8],
+  "big") % 1_000_000``; a subject is in the split when ``bucket < round(percentage * 10_000)``.
+- The split value is the ``bucket_by`` attribute, or the context key. An attribute that is
+  absent or ``None`` means "not in the split" (``legacy``, ``DEFAULT``, no bucket). Any other
+  non-string value is bucketed by Python's ``str(value)``: ``True`` -> ``"True"``, ``42`` ->
+  ``"42"``, ``4.0`` -> ``"4.0"``.
+- Cohort member lists (``include``/``exclude``) hold strings; the subject's value (the
+  ``match_on`` attribute, or the key) is compared as ``str(value)`` the same way.
+- ``compare`` is false for ``ERROR``/``DISABLED``/``STATIC``; otherwise it is
+  ``bucket(f"{salt}/compare", key) < round(compare_percentage * 10_000)``.
+- The context key must be a non-empty string: ``None`` or ``""`` give ``TARGETING_KEY_MISSING``
+  (after the unknown-flag check), any other type ``INVALID_CONTEXT``; attributes that are not a
+  mapping give ``INVALID_CONTEXT`` when they are read.
+
+Ruleset document fields (schema 1): ``schema`` (1), ``environment`` (str), ``version``
+(int >= 0), ``cohorts`` (object, optional), ``flags`` (object). Per flag: ``enabled`` (bool)
+and ``percentage`` (0..100) are required; ``retired`` (false), ``salt`` (the flag key),
+``bucket_by`` (null), ``overrides`` ({}), ``exclude_cohorts``/``include_cohorts`` ([]),
+``compare_percentage`` (0) and ``stage`` (null) default as shown. Unknown fields are ignored
+so that older SDKs accept newer documents. Cohort rules are described in ``turnout._rules``.
+
+Speed: ``compile_ruleset`` turns every flag into one closure over precomputed constants
+(thresholds, pre-hashed salt prefixes, frozensets, compiled predicates), and every decision
+that does not depend on the subject is a shared, immutable ``Decision`` built once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import struct
+from itertools import chain
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from turnout._rules import RuleError, compile_rules, explain_rules, rules_are_empty, validate_rules
+from turnout.types import Decision, ErrorCode, Path, Reason
+
+__all__ = [
+    "RuleError",
+    "Ruleset",
+    "RulesetError",
+    "bucket",
+    "compile_ruleset",
+    "evaluate",
+    "explain_cohort",
+    "validate_rules",
+    "validate_ruleset",
+]
+
+SCHEMA = 1
+BUCKETS = 1_000_000
+
+_LEGACY = Path.LEGACY
+_PARALLEL = Path.PARALLEL
+_EMPTY: Mapping[str, Any] = {}
+_unpack_u64 = struct.Struct(">Q").unpack_from  # == int.from_bytes(digest[:8], "big")
+
+
+class RulesetError(ValueError):
+    """A ruleset document is invalid; the message starts with the path of the bad part."""
+
+
+def bucket(salt: str, value: str) -> int:
+    """The subject's bucket, 0 <= bucket < 1_000_000 (DESIGN: "Bucketing")."""
+    digest = hashlib.sha256(f"{salt}/{value}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def _threshold(percentage: float) -> int:
+    return round(percentage * 10_000)
+
+
+# -- Decision construction -----------------------------------------------------------------
+#
+# ``Decision`` is a frozen slotted dataclass; its generated ``__init__`` goes through
+# ``object.__setattr__`` once per field, which costs more (~1.6 us) than the sha256 we need.
+# ``_DecisionTwin`` has the same slots, so an instance can be filled with plain (specialised)
+# attribute stores and then become a real ``Decision`` by ``__class__`` assignment: the
+# result is indistinguishable from ``Decision(...)`` (type, equality, hash, repr, frozen).
+# A self-check at import falls back to the plain constructor if that ever stops holding
+# (for instance when ``Decision`` gains a field).
+
+_FIELDS = ("flag", "path", "reason", "compare", "error_code", "rule", "bucket", "stage", "version")
+
+
+class _DecisionTwin:
+    __slots__ = _FIELDS
+
+
+def _twin_decision(
+    flag: str,
+    path: Path,
+    reason: Reason,
+    compare: bool,
+    error_code: ErrorCode | None,
+    rule: str | None,
+    bucket: int | None,
+    stage: int | None,
+    version: int | None,
+    _twin: type = _DecisionTwin,
+    _decision: type = Decision,
+) -> Decision:
+    d: Any = _twin()
+    d.flag = flag
+    d.path = path
+    d.reason = reason
+    d.compare = compare
+    d.error_code = error_code
+    d.rule = rule
+    d.bucket = bucket
+    d.stage = stage
+    d.version = version
+    d.__class__ = _decision
+    return d  # type: ignore[no-any-return]
+
+
+def _pick_decision_factory() -> Callable[..., Decision]:
+    args = ("f", _PARALLEL, Reason.SPLIT, True, None, "split", 7, 2, 3)
+    try:
+        if tuple(f.name for f in dataclasses.fields(Decision)) != _FIELDS:
+            return Decision
+        fast = _twin_decision(*args)
+        slow = Decision(*args)
+        if type(fast) is Decision and fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow):
+            return _twin_decision
+    except Exception:  # pragma: no cover - depends on the interpreter
+        pass
+    return Decision  # pragma: no cover
+
+
+_decision = _pick_decision_factory()
+
+
+def _error(flag: str, code: ErrorCode, version: int | None = None, stage: int | None = None) -> Decision:
+    return Decision(flag, _LEGACY, Reason.ERROR, False, code, "error", None, stage, version)
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_percentage(value: object, path: str) -> None:
+    if not _is_number(value) or not 0 <= value <= 100:  # type: ignore[operator]
+        raise RulesetError(f"{path}: must be a number from 0 to 100, got {value!r}")
+
+
+def _check_name(value: object, path: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise RulesetError(f"{path}: must be a non-empty string, got {value!r}")
+
+
+def _check_string_list(value: object, path: str) -> None:
+    if not isinstance(value, list):
+        raise RulesetError(f"{path}: must be a list of strings")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise RulesetError(f"{path}[{i}]: must be a string, got {item!r}")
+
+
+def validate_ruleset(doc: object) -> None:
+    """Raise RulesetError naming the bad part of a ruleset document (schema 1)."""
+    if not isinstance(doc, Mapping):
+        raise RulesetError("ruleset: must be an object")
+    schema = doc.get("schema")
+    if schema != SCHEMA or isinstance(schema, bool):
+        raise RulesetError(f"schema: unsupported schema {schema!r} (expected {SCHEMA})")
+    if not isinstance(doc.get("environment"), str):
+        raise RulesetError("environment: must be a string")
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise RulesetError(f"version: must be an integer >= 0, got {version!r}")
+    cohorts = doc.get("cohorts", {})
+    if cohorts is None:
+        cohorts = {}
+    if not isinstance(cohorts, Mapping):
+        raise RulesetError("cohorts: must be an object")
+    for ckey, cohort in cohorts.items():
+        _check_name(ckey, "cohorts: key")
+        _validate_cohort(cohort, f"cohorts.{ckey}")
+    flags = doc.get("flags")
+    if not isinstance(flags, Mapping):
+        raise RulesetError("flags: must be an object")
+    for fkey, flag in flags.items():
+        _check_name(fkey, "flags: key")
+        _validate_flag(flag, f"flags.{fkey}", cohorts)
+
+
+def _validate_cohort(cohort: object, path: str) -> None:
+    if not isinstance(cohort, Mapping):
+        raise RulesetError(f"{path}: must be an object")
+    match_on = cohort.get("match_on")
+    if match_on is not None:
+        _check_name(match_on, f"{path}.match_on")
+    try:
+        validate_rules(cohort.get("rules"), f"{path}.rules")
+    except RuleError as exc:
+        raise RulesetError(str(exc)) from None
+    for field in ("include", "exclude"):
+        members = cohort.get(field)
+        if members is not None:
+            _check_string_list(members, f"{path}.{field}")
+
+
+def _validate_flag(flag: object, path: str, cohorts: Mapping[str, Any]) -> None:
+    if not isinstance(flag, Mapping):
+        raise RulesetError(f"{path}: must be an object")
+    for field, required in (("enabled", True), ("retired", False)):
+        value = flag.get(field)
+        if not isinstance(value, bool) and (required or value is not None):
+            raise RulesetError(f"{path}.{field}: must be true or false, got {value!r}")
+    for field in ("salt", "bucket_by"):
+        if flag.get(field) is not None:
+            _check_name(flag[field], f"{path}.{field}")
+    _check_percentage(flag.get("percentage"), f"{path}.percentage")
+    if flag.get("compare_percentage") is not None:
+        _check_percentage(flag["compare_percentage"], f"{path}.compare_percentage")
+    stage = flag.get("stage")
+    if stage is not None and (not isinstance(stage, int) or isinstance(stage, bool)):
+        raise RulesetError(f"{path}.stage: must be an integer or null, got {stage!r}")
+    overrides = flag.get("overrides")
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise RulesetError(f"{path}.overrides: must be an object")
+        for subject, value in overrides.items():
+            if not isinstance(subject, str):
+                raise RulesetError(f"{path}.overrides: keys must be strings, got {subject!r}")
+            if value not in ("legacy", "parallel") or not isinstance(value, str):
+                raise RulesetError(f"{path}.overrides.{subject}: must be 'legacy' or 'parallel', got {value!r}")
+    for field in ("exclude_cohorts", "include_cohorts"):
+        keys = flag.get(field)
+        if keys is None:
+            continue
+        _check_string_list(keys, f"{path}.{field}")
+        for i, ckey in enumerate(keys):
+            if ckey not in cohorts:
+                raise RulesetError(f"{path}.{field}[{i}]: unknown cohort {ckey!r}")
+
+
+# -- compilation ---------------------------------------------------------------------------
+
+Matcher = Callable[[str, Mapping[str, Any]], bool]
+FlagFn = Callable[[str, Any], Decision]
+
+
+def _compile_cohort(cohort: Mapping[str, Any]) -> Matcher:
+    """``(key, attrs) -> bool``: (value in include or rules match) and value not in exclude."""
+    match_on: str | None = cohort.get("match_on")
+    include = frozenset(cohort.get("include") or ())
+    exclude = frozenset(cohort.get("exclude") or ())
+    pred = compile_rules(cohort.get("rules"))
+    _str = str
+
+    if match_on is None and not include and not exclude and pred is not None:
+
+        def rules_only(key: str, attrs: Mapping[str, Any], pred: Callable[..., bool] = pred) -> bool:
+            return pred(attrs)
+
+        return rules_only
+
+    def member(
+        key: str,
+        attrs: Mapping[str, Any],
+        match_on: str | None = match_on,
+        include: frozenset[str] = include,
+        exclude: frozenset[str] = exclude,
+        pred: Callable[..., bool] | None = pred,
+    ) -> bool:
+        if match_on is None:
+            value: Any = key
+        else:
+            value = attrs.get(match_on)
+            if value is not None and value.__class__ is not _str:
+                value = _str(value)
+        if value is not None:
+            if value in exclude:
+                return False
+            if value in include:
+                return True
+        return pred is not None and pred(attrs)
+
+    return member
+
+
+def _compile_flag(fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Matcher], version: int) -> FlagFn:
+    stage: int | None = flag.get("stage")
+    if not flag["enabled"]:
+        disabled = Decision(fkey, _LEGACY, Reason.DISABLED, False, None, "disabled", None, stage, version)
+        return lambda key, attrs: disabled
+    if flag.get("retired"):
+        retired = Decision(fkey, _PARALLEL, Reason.STATIC, False, None, "retired", None, stage, version)
+        return lambda key, attrs: retired
+
+    salt: str = flag.get("salt") or fkey
+    bucket_by: str | None = flag.get("bucket_by")
+    threshold = _threshold(flag["percentage"])
+    cthreshold = _threshold(flag.get("compare_percentage") or 0)
+    # The compare sample: 0 = never (no hash), BUCKETS = always (no hash), else hashed.
+    compare_mode = 0 if cthreshold <= 0 else (2 if cthreshold >= BUCKETS else 1)
+    split_hasher = hashlib.sha256(f"{salt}/".encode())
+    compare_hasher = hashlib.sha256(f"{salt}/compare/".encode())
+
+    def pair(path: Path, reason: Reason, rule: str) -> tuple[Decision, Decision]:
+        """The constant decision without / with compare, indexed by the compare bool."""
+        return (
+            Decision(fkey, path, reason, False, None, rule, None, stage, version),
+            Decision(fkey, path, reason, True, None, rule, None, stage, version),
+        )
+
+    overrides = {
+        subject: pair(_PARALLEL if value == "parallel" else _LEGACY, Reason.TARGETING_MATCH, "override")
+        for subject, value in (flag.get("overrides") or {}).items()
+    }
+    excludes = tuple(
+        (matchers[c], pair(_LEGACY, Reason.TARGETING_MATCH, f"cohort:{c}")) for c in flag.get("exclude_cohorts") or ()
+    )
+    includes = tuple(
+        (matchers[c], pair(_PARALLEL, Reason.TARGETING_MATCH, f"cohort:{c}")) for c in flag.get("include_cohorts") or ()
+    )
+    unbucketed = pair(_LEGACY, Reason.DEFAULT, "default")
+    make = _decision
+    unpack = _unpack_u64
+    _str = str
+
+    def decide_flag(
+        key: str,
+        attrs: Any,
+        overrides: dict[str, tuple[Decision, Decision]] = overrides,
+        excludes: tuple[tuple[Matcher, tuple[Decision, Decision]], ...] = excludes,
+        includes: tuple[tuple[Matcher, tuple[Decision, Decision]], ...] = includes,
+        bucket_by: str | None = bucket_by,
+        threshold: int = threshold,
+        cthreshold: int = cthreshold,
+        compare_mode: int = compare_mode,
+        split_hasher: Any = split_hasher,
+        compare_hasher: Any = compare_hasher,
+        fkey: str = fkey,
+        stage: int | None = stage,
+        version: int = version,
+        unbucketed: tuple[Decision, Decision] = unbucketed,
+        split: Reason = Reason.SPLIT,
+        default: Reason = Reason.DEFAULT,
+        parallel: Path = _PARALLEL,
+        legacy: Path = _LEGACY,
+    ) -> Decision:
+        if attrs is None:
+            attrs = _EMPTY
+        if compare_mode == 0:
+            compare = False
+        elif compare_mode == 2:
+            compare = True
+        else:
+            h = compare_hasher.copy()
+            h.update(key.encode())
+            compare = unpack(h.digest())[0] % 1_000_000 < cthreshold
+        if overrides:
+            fixed = overrides.get(key)
+            if fixed is not None:
+                return fixed[compare]
+        for matcher, fixed in excludes:
+            if matcher(key, attrs):
+                return fixed[compare]
+        for matcher, fixed in includes:
+            if matcher(key, attrs):
+                return fixed[compare]
+        if bucket_by is None:
+            value = key
+        else:
+            value = attrs.get(bucket_by)
+            if value is None:
+                return unbucketed[compare]
+            if value.__class__ is not _str:
+                value = _str(value)
+        h = split_hasher.copy()
+        h.update(value.encode())
+        b = unpack(h.digest())[0] % 1_000_000
+        if b < threshold:
+            return make(fkey, parallel, split, compare, None, "split", b, stage, version)
+        return make(fkey, legacy, default, compare, None, "default", b, stage, version)
+
+    return decide_flag
+
+
+class Ruleset:
+    """A validated, precompiled ruleset document. Immutable; safe to share across threads."""
+
+    __slots__ = ("environment", "version", "doc", "flag_keys", "_fns", "_keyless", "_cohorts")
+
+    environment: str
+    version: int
+    doc: Mapping[str, Any]
+    flag_keys: frozenset[str]
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        """Compile a document that ``validate_ruleset`` accepted (use ``compile_ruleset``)."""
+        self.doc = doc
+        self.environment = doc["environment"]
+        self.version = version = doc["version"]
+        cohorts: Mapping[str, Any] = doc.get("cohorts") or {}
+        self._cohorts = cohorts
+        flags: Mapping[str, Any] = doc["flags"]
+        used = {c for f in flags.values() for c in chain(f.get("exclude_cohorts") or (), f.get("include_cohorts") or ())}
+        matchers = {c: _compile_cohort(cohorts[c]) for c in used}
+        self._fns: dict[str, FlagFn] = {k: _compile_flag(k, f, matchers, version) for k, f in flags.items()}
+        self._keyless = {
+            k: _error(k, ErrorCode.TARGETING_KEY_MISSING, version, f.get("stage")) for k, f in flags.items()
+        }
+        self.flag_keys = frozenset(flags)
+
+    def __repr__(self) -> str:
+        return f"<Ruleset {self.environment!r} v{self.version} ({len(self.flag_keys)} flags)>"
+
+    def decide(self, flag: str, key: str | None, attributes: Mapping[str, Any] | None = None) -> Decision:
+        """Legacy or parallel for this subject, and why. Never raises."""
+        try:
+            fn = self._fns.get(flag)
+            if fn is None:
+                return _error(flag, ErrorCode.FLAG_NOT_FOUND, self.version)
+            if key.__class__ is not str or not key:
+                if key is None or key == "":
+                    return self._keyless[flag]
+                if not isinstance(key, str):
+                    return _error(flag, ErrorCode.INVALID_CONTEXT, self.version)
+            return fn(key, attributes)  # type: ignore[arg-type]
+        except Exception:
+            return self._failed(flag, attributes)
+
+    def _failed(self, flag: Any, attributes: object) -> Decision:
+        try:
+            code = ErrorCode.GENERAL
+            if attributes is not None and not isinstance(attributes, Mapping):
+                code = ErrorCode.INVALID_CONTEXT
+            return _error(flag, code, self.version)
+        except Exception:  # pragma: no cover - a flag name whose repr explodes, etc.
+            return _error("", ErrorCode.GENERAL, None)
+
+
+def compile_ruleset(doc: Mapping[str, Any]) -> Ruleset:
+    """Validate and precompile a ruleset document; raises RulesetError if it is invalid."""
+    try:
+        validate_ruleset(doc)
+        return Ruleset(doc)
+    except RulesetError:
+        raise
+    except Exception as exc:  # a structure validation did not foresee: still "invalid"
+        raise RulesetError(f"ruleset: cannot be compiled ({type(exc).__name__}: {exc})") from exc
+
+
+# -- evaluate(): the dict-or-Ruleset front door ----------------------------------------------
+#
+# Compiling a document costs far more than deciding, so evaluate() keeps the last few compiled
+# documents, keyed by the dict's id() and re-checked on every call against the same object
+# (``is``, the cache holds a reference, so the id cannot be reused) and its ``environment`` and
+# ``version``. A ruleset document is a value: whoever changes it must give it a new version
+# (the server's versions only grow). Mutating a dict in place and keeping its version returns
+# decisions of the old content; hot callers should hold a Ruleset from compile_ruleset().
+
+_CACHE_SIZE = 8
+_cache: dict[int, tuple[Any, Any, Any, Ruleset | None]] = {}
+
+
+def _compiled(doc: Any) -> Ruleset | None:
+    entry = _cache.get(id(doc))
+    if (
+        entry is not None
+        and entry[0] is doc
+        and doc.get("version") == entry[1]
+        and doc.get("environment") == entry[2]
+    ):
+        return entry[3]
+    try:
+        compiled: Ruleset | None = compile_ruleset(doc)
+    except RulesetError:
+        compiled = None
+    if len(_cache) >= _CACHE_SIZE:
+        _cache.clear()
+    _cache[id(doc)] = (doc, doc.get("version"), doc.get("environment"), compiled)
+    return compiled
+
+
+def clear_cache() -> None:
+    """Forget the documents evaluate() compiled."""
+    _cache.clear()
+
+
+def evaluate(
+    ruleset: Mapping[str, Any] | Ruleset | None,
+    flag: str,
+    key: str | None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Decision:
+    """Decide with a Ruleset or a ruleset document. Never raises.
+
+    ``None`` -> legacy/ERROR/PROVIDER_NOT_READY; an invalid document -> legacy/ERROR/PARSE_ERROR.
+    """
+    try:
+        if ruleset.__class__ is Ruleset:
+            return ruleset.decide(flag, key, attributes)  # type: ignore[union-attr]
+        if ruleset is None:
+            return _error(flag, ErrorCode.PROVIDER_NOT_READY)
+        if not isinstance(ruleset, Mapping):
+            if isinstance(ruleset, Ruleset):
+                return ruleset.decide(flag, key, attributes)
+            return _error(flag, ErrorCode.PARSE_ERROR)
+        compiled = _compiled(ruleset)
+        if compiled is None:
+            return _error(flag, ErrorCode.PARSE_ERROR)
+        return compiled.decide(flag, key, attributes)
+    except Exception:
+        try:
+            return _error(flag, ErrorCode.GENERAL)
+        except Exception:  # pragma: no cover
+            return _error("", ErrorCode.GENERAL)
+
+
+# -- explain_cohort(): the server's "test a subject" box -------------------------------------
+
+
+def explain_cohort(
+    ruleset_or_doc: Ruleset | Mapping[str, Any],
+    cohort_key: str,
+    key: str | None,
+    attributes: Mapping[str, Any] | None = None,
+) -> tuple[bool, str]:
+    """Whether a subject is in a cohort, and why, in words for a person.
+
+    Accepts a Ruleset or a document (validated first: RulesetError if it is invalid).
+    """
+    if isinstance(ruleset_or_doc, Ruleset):
+        cohorts = ruleset_or_doc._cohorts
+    else:
+        validate_ruleset(ruleset_or_doc)
+        cohorts = ruleset_or_doc.get("cohorts") or {}
+    cohort = cohorts.get(cohort_key)
+    if cohort is None:
+        return False, f"unknown cohort {cohort_key!r}"
+    attrs: Mapping[str, Any] = attributes if attributes is not None else {}
+    if not isinstance(attrs, Mapping):
+        return False, "attributes must be an object"
+    match_on = cohort.get("match_on")
+    if match_on is None:
+        value: Any = key if isinstance(key, str) and key else None
+        who = f"key {value!r}" if value is not None else "no key"
+    else:
+        value = attrs.get(match_on)
+        if value is not None and not isinstance(value, str):
+            value = str(value)
+        who = f"{match_on} {value!r}" if value is not None else f"no '{match_on}' attribute"
+    if value is not None:
+        if value in (cohort.get("exclude") or ()):
+            return False, f"excluded: {who} is listed in exclude"
+        if value in (cohort.get("include") or ()):
+            return True, f"{who} is listed in include"
+    rules = cohort.get("rules")
+    if rules_are_empty(rules):
+        if value is None:
+            return False, f"{who}, and the cohort has no rules"
+        return False, f"{who} is not listed in include and the cohort has no rules"
+    return explain_rules(rules, attrs)
