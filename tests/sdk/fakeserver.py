@@ -10,6 +10,7 @@ Also the shared fixtures of the SDK client tests (import them into a test module
 from __future__ import annotations
 
 import copy
+import logging
 import hashlib
 import json
 import socket
@@ -21,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from turnout import Turnout
 
 SDK_KEY = "test-key"
 
@@ -307,3 +310,34 @@ def server() -> Iterator[FakeServer]:
     s = FakeServer().start()
     yield s
     s.stop()
+
+
+MakeClient = Callable[..., Turnout]
+
+
+@pytest.fixture
+def make_client() -> Iterator[MakeClient]:
+    made: list[Turnout] = []
+
+    def make(url: str | None, sdk_key: str | None = SDK_KEY, **options: Any) -> Turnout:
+        c = Turnout(url, sdk_key, **{**FAST, **options})
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def warnings_matching(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "turnout" and r.levelno == logging.WARNING and text in r.getMessage()
+    ]

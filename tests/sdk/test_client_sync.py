@@ -4,50 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeserver import FAST, SDK_KEY, FakeServer, make_doc, server, wait_for
+from fakeserver import (
+    SDK_KEY,
+    FakeServer,
+    MakeClient,
+    free_port,
+    make_client,
+    make_doc,
+    server,
+    wait_for,
+    warnings_matching,
+)
 
 from turnout import ErrorCode, Reason, Turnout, TurnoutError
 from turnout.engine import evaluate
 
-__all__ = ["server"]  # the fixture, imported for pytest
-
-MakeClient = Callable[..., Turnout]
-
-
-@pytest.fixture
-def make_client() -> Iterator[MakeClient]:
-    made: list[Turnout] = []
-
-    def make(url: str | None, sdk_key: str | None = SDK_KEY, **options: Any) -> Turnout:
-        c = Turnout(url, sdk_key, **{**FAST, **options})
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def warnings_matching(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "turnout" and r.levelno == logging.WARNING and text in r.getMessage()
-    ]
-
+__all__ = ["make_client", "server"]  # fixtures, imported for pytest
 
 def test_client__server_up__decides_like_the_engine(server: FakeServer, make_client: MakeClient) -> None:
     doc = make_doc(
