@@ -23,7 +23,11 @@ class ShadowPool:
         if workers < 1 or queue_size < 1:
             raise ValueError("shadow_workers and shadow_queue must be at least 1")
         self._workers = workers
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self._max = queue_size + workers  # waiting + running
+        # SimpleQueue is unbounded but cheap (C, no Condition); the bound is ``_taken``,
+        # counted under a lock, so no race can let it drift.
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._taken = 0
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -31,20 +35,17 @@ class ShadowPool:
 
     def submit(self, job: Job) -> bool:
         """Queue ``job`` if there is room; never blocks. ``job`` must not raise."""
-        if self._closed:
-            return False
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            return False
-        if len(self._threads) < self._workers:
-            with self._lock:
-                if len(self._threads) < self._workers and not self._closed:
-                    t = threading.Thread(
-                        target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
-                    )
-                    self._threads.append(t)
-                    t.start()
+        with self._lock:
+            if self._closed or self._taken >= self._max:
+                return False
+            self._taken += 1
+            if len(self._threads) < min(self._workers, self._taken):
+                t = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(t)
+                t.start()
+        self._queue.put(job)
         return True
 
     def _work(self) -> None:
@@ -56,6 +57,9 @@ class ShadowPool:
                 job()
             except Exception:  # pragma: no cover - jobs catch their own errors
                 pass
+            finally:
+                with self._lock:
+                    self._taken -= 1
 
     def close(self, timeout: float = 0.0) -> None:
         """Let queued jobs finish for up to ``timeout`` seconds, then stop taking work.
@@ -65,16 +69,8 @@ class ShadowPool:
         with self._lock:
             threads = list(self._threads)
         for _ in threads:
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                break
+            self._queue.put(None)
         deadline = time.monotonic() + timeout
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._closed = True
-        for _ in threads:  # wake idle workers so they exit
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                break

@@ -1,11 +1,13 @@
 """In-memory, bounded metrics: counted on the caller's thread, shipped by a background one.
 
-Decision counts (``calls``) are the hot path: they live in a plain dict of cumulative counts
-that callers increment with no lock. A racing increment can in rare cases be lost; that is the
-price of not taking a lock per decision, and a count off by one in millions is fine for what
-these numbers are used for (rollout health, not billing). Flushing never resets that dict: it
-ships the difference from the last flush, so a flush cannot lose increments made during it.
-Everything recorded by ``run()`` (latencies, errors, comparisons, samples) takes a short lock.
+Decision counts (``calls``) are the hot path. Each ruleset version has an "epoch": a plain
+dict ``flag -> [legacy count, parallel count]`` of cumulative counts that callers increment with
+no lock (one dict lookup by an interned string, one list item increment). A racing increment can
+in rare cases be lost; that is the price of not taking a lock per decision, and a count off by
+one in millions is fine for what these numbers are for (rollout health, not billing). Flushing
+never resets the counts: it ships the difference from the last flush, so a flush cannot lose
+increments made during it. Everything recorded by ``run()`` (latencies, errors, comparisons,
+samples) takes a short lock.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from bisect import bisect_left
+
 from .wire import (
+    _BOUNDS_NS,
     LATENCY_BUCKETS_MS,
     SDK_NAME,
     BreakerEvent,
@@ -61,8 +66,9 @@ class Recorder:
         self._init()
 
     def _init(self) -> None:
-        #: cumulative decision counts, incremented by decide() without a lock
-        self.calls: defaultdict[RowKey, int] = defaultdict(int)
+        #: cumulative decision counts of the current epoch, incremented by decide() unlocked
+        self.counts: dict[str, list[int]] = {}
+        self._epochs: list[tuple[int | None, dict[str, list[int]]]] = [(None, self.counts)]
         self._shipped: dict[RowKey, int] = {}
         self._lock = threading.Lock()
         self._rows: dict[RowKey, _Row] = {}
@@ -74,6 +80,15 @@ class Recorder:
     def after_fork_in_child(self) -> None:
         # The parent reports what it counted; the child starts from zero.
         self._init()
+
+    def epoch(self, version: int | None) -> dict[str, list[int]]:
+        """The counts dict for decisions of ``version`` (a new one when the version changes)."""
+        with self._lock:
+            if self._epochs[-1][0] != version:
+                self.counts = {}
+                self._epochs.append((version, self.counts))
+                del self._epochs[:-8]  # a flush normally ships old epochs long before this
+            return self.counts
 
     # -- recorded by run() -------------------------------------------------------------
 
@@ -93,9 +108,9 @@ class Recorder:
                 row.counts[index] += n
 
     def latency(self, key: RowKey, elapsed_ns: int, *, error: bool = False) -> None:
-        b = latency_bucket(elapsed_ns)
+        b = bisect_left(_BOUNDS_NS, elapsed_ns)  # == latency_bucket(), inlined: run()'s path
         with self._lock:
-            row = self._row(key)
+            row = self._rows.get(key) or self._row(key)
             if row is not None:
                 row.latency[b] += 1
                 if error:
@@ -167,17 +182,27 @@ class Recorder:
             events, self._events = self._events, []
             dropped, self._dropped = self._dropped, {}
             start, self._start = self._start, now
-        snapshot = self.calls.copy()  # atomic under the GIL
+        with self._lock:
+            epochs = list(self._epochs)
         deltas: dict[RowKey, int] = {}
-        for key, total in snapshot.items():
-            delta = total - self._shipped.get(key, 0)
-            if delta:
-                deltas[key] = delta
-                self._shipped[key] = total
-            elif key not in rows:
-                # idle for a whole window: forget it so old versions do not pile up
-                self.calls.pop(key, None)
-                self._shipped.pop(key, None)
+        for version, counts in epochs:
+            moved = False
+            for flag, pair in counts.copy().items():  # dict.copy() is atomic under the GIL
+                for parallel in (False, True):
+                    key: RowKey = (flag, parallel, version)
+                    total = pair[parallel]
+                    delta = total - self._shipped.get(key, 0)
+                    if delta:
+                        deltas[key] = delta
+                        self._shipped[key] = total
+                        moved = True
+            if not moved and counts is not self.counts:
+                # a past version, idle for a whole window: forget it
+                with self._lock:
+                    self._epochs = [e for e in self._epochs if e[1] is not counts]
+                for flag in counts:
+                    self._shipped.pop((flag, False, version), None)
+                    self._shipped.pop((flag, True, version), None)
         out: list[FlagRow] = []
         for key in sorted(set(rows) | set(deltas), key=_sort_key):
             row = rows.get(key) or _Row()
