@@ -27,6 +27,7 @@ import logging
 import operator
 import os
 import random
+import ssl
 import threading
 import time
 import weakref
@@ -186,7 +187,7 @@ class Turnout:
         breaker: Breaker | None = Breaker(),
         code_version: str | None = None,
         max_ruleset_bytes: int = 32 * 1024 * 1024,
-        ssl_context: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         for name, value in (
             ("poll_interval", poll_interval),
