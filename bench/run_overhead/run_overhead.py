@@ -107,7 +107,8 @@ def main() -> None:
         client.close()
 
     header = (
-        "| scenario | direct median | via Turnout median | overhead median | direct p99 | via Turnout p99 | overhead p99 |\n"
+        "| scenario | direct median | via Turnout median | overhead median "
+        "| direct p99 | via Turnout p99 | overhead p99 |\n"
         "|---|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = [

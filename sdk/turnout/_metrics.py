@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from bisect import bisect_left
@@ -30,7 +30,6 @@ from .wire import (
     FlagRow,
     MetricsBatch,
     MismatchSample,
-    latency_bucket,
 )
 
 __all__ = ["Recorder", "Sender", "RowKey"]
@@ -47,7 +46,7 @@ MAX_EVENTS = 100
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Row:

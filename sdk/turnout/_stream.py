@@ -92,7 +92,7 @@ class Stream:
             # when the server answers "Connection: close", as a stream does
             self._sock = conn.sock
             resp = conn.getresponse()
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             self.close()
             raise TransportError("timeout", "stream: no response") from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -121,7 +121,7 @@ class Stream:
         while True:
             try:
                 raw = resp.readline(MAX_LINE + 1)
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 raise TransportError(
                     "timeout", f"stream silent for {self._read_timeout:g}s"
                 ) from exc

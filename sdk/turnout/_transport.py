@@ -147,7 +147,7 @@ class Transport:
             except http.client.IncompleteRead as exc:
                 self._drop(conn)
                 raise TransportError("truncated", "response body truncated") from exc
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 self._drop(conn)
                 raise TransportError("timeout", f"no response within {timeout:g}s") from exc
             except (OSError, http.client.HTTPException) as exc:

@@ -124,6 +124,7 @@ class _Forced:
 
 
 _NOT_READY: Final = _NotReady()
+_DEFAULT_BREAKER: Final = Breaker()
 _clients: weakref.WeakSet[Turnout] = weakref.WeakSet()
 
 
@@ -184,7 +185,7 @@ class Turnout:
         redact: Redactor | None = None,
         max_samples: int = 20,
         max_sample_bytes: int = 2048,
-        breaker: Breaker | None = Breaker(),
+        breaker: Breaker | None = _DEFAULT_BREAKER,
         code_version: str | None = None,
         max_ruleset_bytes: int = 32 * 1024 * 1024,
         ssl_context: ssl.SSLContext | None = None,

@@ -63,7 +63,7 @@ def test_breaker__cool_down_then_probes_succeed__closes(caplog: pytest.LogCaptur
     third = client.decide("invoice", "u3")
     assert first.parallel and second.parallel
     assert third.error_code is ErrorCode.CIRCUIT_OPEN
-    for i in range(2):
+    for _ in range(2):
         client._executed(("invoice", True, 2), 1_000_000, error=False)  # the probes report
     d = client.decide("invoice", "u1")
     assert d.parallel and d.reason is Reason.SPLIT

@@ -140,12 +140,11 @@ def test_atexit__server_down__exit_is_prompt(tmp_path: Path) -> None:
     script = tmp_path / "host.py"
     script.write_text(
         textwrap.dedent(
-            """
+            f"""
             from turnout import Turnout
-            client = Turnout("http://127.0.0.1:9", "k", bootstrap=%r, timeout=0.5)
+            client = Turnout("http://127.0.0.1:9", "k", bootstrap={make_doc()!r}, timeout=0.5)
             client.decide("checkout", "u1")
             """
-            % make_doc()
         )
     )
     t0 = time.perf_counter()

@@ -66,7 +66,7 @@ def test_metrics__flushed_in_background__counts_and_histogram(
     assert sum(r["calls"] for r in fast) == 20
     assert {r["path"] for r in fast} == {"parallel"} and {r["version"] for r in fast} == {6}
     slow = [r for r in rows if r["flag"] == "slow" and r["path"] == "parallel"]
-    latency = [sum(col) for col in zip(*(r["latency_ms"] for r in slow))]
+    latency = [sum(col) for col in zip(*(r["latency_ms"] for r in slow), strict=True)]
     assert len(latency) == len(LATENCY_BUCKETS_MS) + 1
     assert sum(latency) == 3
     assert sum(latency[LATENCY_BUCKETS_MS.index(25.0) + 1:LATENCY_BUCKETS_MS.index(100.0) + 1]) == 3

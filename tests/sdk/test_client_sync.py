@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fakeserver import (

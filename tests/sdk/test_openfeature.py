@@ -74,7 +74,7 @@ def test_provider__circuit_open__general_error_with_message(client: Turnout) -> 
     def fail() -> str:
         raise RuntimeError
 
-    for i in range(3):
+    for _ in range(3):
         client.run("invoice-engine", "vip", legacy=lambda: "old", parallel=fail)
     details = api.get_client().get_boolean_details("invoice-engine", False, EvaluationContext("vip"))
     assert details.value is False
