@@ -379,7 +379,7 @@ class Turnout:
             else:
                 key = f"decision:{code}:{d.flag}"
                 msg = f"flag {d.flag!r}: {code}: legacy"
-            if key not in self._problems:
+            if key not in self._problems and len(self._problems) < _MAX_PROBLEMS:
                 self._problem(key, msg, "decision", notify=True)
         except Exception:  # pragma: no cover - never let bookkeeping escape
             pass
