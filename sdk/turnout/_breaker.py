@@ -58,6 +58,8 @@ class FlagBreaker:
         self._slot_len = config.window / _SLOTS
         # each slot: [epoch, calls, errors, slow]
         self._slots = [[-1, 0, 0, 0] for _ in range(_SLOTS)]
+        self._epoch = -1
+        self._calls = self._errors = self._slows = 0
         self.state = BreakerState.CLOSED
         self.reason = ""
         self._since = 0.0
@@ -70,6 +72,24 @@ class FlagBreaker:
     def _reset_window(self) -> None:
         for s in self._slots:
             s[0], s[1], s[2], s[3] = -1, 0, 0, 0
+        self._epoch = -1
+        self._calls = self._errors = self._slows = 0
+
+    def _advance(self, epoch: int) -> None:
+        """Expire the slots that fell out of the window (running totals stay O(1))."""
+        last = self._epoch
+        if epoch - last >= _SLOTS:
+            for s in self._slots:
+                s[0], s[1], s[2], s[3] = -1, 0, 0, 0
+            self._calls = self._errors = self._slows = 0
+        else:
+            for e in range(last + 1, epoch + 1):
+                s = self._slots[e % _SLOTS]
+                self._calls -= s[1]
+                self._errors -= s[2]
+                self._slows -= s[3]
+                s[0], s[1], s[2], s[3] = e, 0, 0, 0
+        self._epoch = epoch
 
     def record(self, ok: bool, elapsed_ms: float) -> BreakerState | None:
         """Record one parallel call; return the new state when this call changed it."""
@@ -91,27 +111,25 @@ class FlagBreaker:
             if self.state is BreakerState.OPEN:
                 return None  # a call that started before the breaker opened
             epoch = int(now / self._slot_len)
+            if epoch != self._epoch:
+                self._advance(epoch)
             slot = self._slots[epoch % _SLOTS]
-            if slot[0] != epoch:
-                slot[0], slot[1], slot[2], slot[3] = epoch, 0, 0, 0
             slot[1] += 1
+            self._calls += 1
             if not ok:
                 slot[2] += 1
+                self._errors += 1
             if slow:
                 slot[3] += 1
-            calls = errors = slows = 0
-            for s in self._slots:
-                if s[0] > epoch - _SLOTS:
-                    calls += s[1]
-                    errors += s[2]
-                    slows += s[3]
+                self._slows += 1
+            calls = self._calls
             if calls < cfg.min_calls:
                 return None
-            if errors / calls > cfg.error_rate:
-                self._open(now, f"error rate {errors}/{calls} above {cfg.error_rate:g}")
+            if self._errors / calls > cfg.error_rate:
+                self._open(now, f"error rate {self._errors}/{calls} above {cfg.error_rate:g}")
                 return BreakerState.OPEN
-            if cfg.slow_ms is not None and slows / calls > cfg.slow_rate:
-                self._open(now, f"{slows}/{calls} calls slower than {cfg.slow_ms:g} ms")
+            if cfg.slow_ms is not None and self._slows / calls > cfg.slow_rate:
+                self._open(now, f"{self._slows}/{calls} calls slower than {cfg.slow_ms:g} ms")
                 return BreakerState.OPEN
             return None
 

@@ -122,3 +122,23 @@ def test_breaker__invalid_budget__rejected() -> None:
         Breaker(error_rate=2.0)
     with pytest.raises(ValueError):
         Breaker(min_calls=0)
+
+
+def test_flag_breaker__rolling_window__expires_old_slots() -> None:
+    from turnout._breaker import BreakerState, FlagBreaker
+
+    now = [1000.0]
+    br = FlagBreaker(Breaker(min_calls=4, window=10.0, error_rate=0.5), clock=lambda: now[0])
+    for _ in range(2):
+        assert br.record(False, 1.0) is None  # 2 errors at t=1000
+    now[0] += 5.0
+    assert br.record(True, 1.0) is None  # 3 calls, below min_calls
+    now[0] += 4.0
+    assert br.record(False, 1.0) is BreakerState.OPEN  # 3 errors / 4 calls within 10 s
+    br2 = FlagBreaker(Breaker(min_calls=4, window=10.0, error_rate=0.5), clock=lambda: now[0])
+    for _ in range(3):
+        br2.record(False, 1.0)
+    now[0] += 10.5  # the errors leave the window
+    assert br2.record(True, 1.0) is None
+    assert br2.record(False, 1.0) is None  # 1 error / 2 calls, below min_calls
+    assert br2.state is BreakerState.CLOSED
