@@ -1,0 +1,278 @@
+"""In-memory, bounded metrics: counted on the caller's thread, shipped by a background one.
+
+Decision counts (``calls``) are the hot path. Each ruleset version has an "epoch": a plain
+dict ``flag -> [legacy count, parallel count]`` of cumulative counts that callers increment with
+no lock (one dict lookup by an interned string, one list item increment). A racing increment can
+in rare cases be lost; that is the price of not taking a lock per decision, and a count off by
+one in millions is fine for what these numbers are for (rollout health, not billing). Flushing
+never resets the counts: it ships the difference from the last flush, so a flush cannot lose
+increments made during it. Everything recorded by ``run()`` (latencies, errors, comparisons,
+samples) takes a short lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, UTC
+from typing import Any
+
+from bisect import bisect_left
+
+from .wire import (
+    _BOUNDS_NS,
+    LATENCY_BUCKETS_MS,
+    SDK_NAME,
+    BreakerEvent,
+    FlagRow,
+    MetricsBatch,
+    MismatchSample,
+)
+
+__all__ = ["Recorder", "Sender", "RowKey"]
+
+#: (flag, served path is parallel, ruleset version)
+RowKey = tuple[str, bool, "int | None"]
+
+# indexes of the per-row counters recorded by run()
+ERRORS, FALLBACKS, COMPARISONS, MISMATCHES, SKIPPED, COMPARE_ERRORS, COMPARE_TIMEOUTS = range(7)
+_NCOUNTS = 7
+_NBUCKETS = len(LATENCY_BUCKETS_MS) + 1
+MAX_ROWS = 10_000
+MAX_EVENTS = 100
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Row:
+    __slots__ = ("counts", "latency", "codes")
+
+    def __init__(self) -> None:
+        self.counts = [0] * _NCOUNTS
+        self.latency = [0] * _NBUCKETS
+        self.codes: dict[str, int] = {}
+
+
+class Recorder:
+    def __init__(self, *, max_samples: int = 20, max_sample_bytes: int = 2048) -> None:
+        self.max_samples = max_samples
+        self.max_sample_bytes = max_sample_bytes
+        self._init()
+
+    def _init(self) -> None:
+        #: cumulative decision counts of the current epoch, incremented by decide() unlocked
+        self.counts: dict[str, list[int]] = {}
+        self._epochs: list[tuple[int | None, dict[str, list[int]]]] = [(None, self.counts)]
+        self._shipped: dict[RowKey, int] = {}
+        self._lock = threading.Lock()
+        self._rows: dict[RowKey, _Row] = {}
+        self._samples: list[MismatchSample] = []
+        self._events: list[BreakerEvent] = []
+        self._dropped: dict[str, int] = {}
+        self._start = time.time()
+
+    def after_fork_in_child(self) -> None:
+        # The parent reports what it counted; the child starts from zero.
+        self._init()
+
+    def epoch(self, version: int | None) -> dict[str, list[int]]:
+        """The counts dict for decisions of ``version`` (a new one when the version changes)."""
+        with self._lock:
+            if self._epochs[-1][0] != version:
+                self.counts = {}
+                self._epochs.append((version, self.counts))
+                del self._epochs[:-8]  # a flush normally ships old epochs long before this
+            return self.counts
+
+    # -- recorded by run() -------------------------------------------------------------
+
+    def _row(self, key: RowKey) -> _Row | None:
+        row = self._rows.get(key)
+        if row is None:
+            if len(self._rows) >= MAX_ROWS:
+                self._dropped["rows"] = self._dropped.get("rows", 0) + 1
+                return None
+            row = self._rows[key] = _Row()
+        return row
+
+    def count(self, key: RowKey, index: int, n: int = 1) -> None:
+        with self._lock:
+            row = self._row(key)
+            if row is not None:
+                row.counts[index] += n
+
+    def latency(self, key: RowKey, elapsed_ns: int, *, error: bool = False) -> None:
+        b = bisect_left(_BOUNDS_NS, elapsed_ns)  # == latency_bucket(), inlined: run()'s path
+        with self._lock:
+            row = self._rows.get(key) or self._row(key)
+            if row is not None:
+                row.latency[b] += 1
+                if error:
+                    row.counts[ERRORS] += 1
+
+    def error_code(self, key: RowKey, code: str) -> None:
+        with self._lock:
+            row = self._row(key)
+            if row is not None:
+                row.codes[code] = row.codes.get(code, 0) + 1
+
+    def wants_sample(self) -> bool:
+        return len(self._samples) < self.max_samples
+
+    def sample(
+        self,
+        *,
+        flag: str,
+        version: int | None,
+        key_hash: str,
+        served: str,
+        legacy: Any,
+        parallel: Any,
+    ) -> None:
+        truncated = False
+        sides = []
+        for value in (legacy, parallel):
+            text = json.dumps(value, default=repr, ensure_ascii=False, sort_keys=True)
+            if len(text) > self.max_sample_bytes:
+                truncated = True
+                sides.append(text[: self.max_sample_bytes])
+            else:
+                sides.append(json.loads(text))  # a detached, JSON-safe copy
+        s: MismatchSample = {
+            "flag": flag,
+            "version": version,
+            "key_hash": key_hash,
+            "served": served,
+            "legacy": sides[0],
+            "parallel": sides[1],
+            "truncated": truncated,
+            "at": _iso(time.time()),
+        }
+        with self._lock:
+            if len(self._samples) < self.max_samples:
+                self._samples.append(s)
+            else:
+                self._dropped["samples"] = self._dropped.get("samples", 0) + 1
+
+    def drop(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            self._dropped[what] = self._dropped.get(what, 0) + n
+
+    def breaker_event(self, flag: str, state: str, reason: str) -> None:
+        with self._lock:
+            if len(self._events) < MAX_EVENTS:
+                self._events.append(
+                    {"flag": flag, "state": state, "reason": reason, "at": _iso(time.time())}
+                )
+
+    # -- shipping ------------------------------------------------------------------------
+
+    def drain(self, *, sdk_version: str, code_version: str | None) -> MetricsBatch | None:
+        """Take everything counted since the last drain as one batch (None when empty)."""
+        now = time.time()
+        with self._lock:
+            rows, self._rows = self._rows, {}
+            samples, self._samples = self._samples, []
+            events, self._events = self._events, []
+            dropped, self._dropped = self._dropped, {}
+            start, self._start = self._start, now
+        with self._lock:
+            epochs = list(self._epochs)
+        deltas: dict[RowKey, int] = {}
+        for version, counts in epochs:
+            moved = False
+            for flag, pair in counts.copy().items():  # dict.copy() is atomic under the GIL
+                for parallel in (False, True):
+                    key: RowKey = (flag, parallel, version)
+                    total = pair[parallel]
+                    delta = total - self._shipped.get(key, 0)
+                    if delta:
+                        deltas[key] = delta
+                        self._shipped[key] = total
+                        moved = True
+            if not moved and counts is not self.counts:
+                # a past version, idle for a whole window: forget it
+                with self._lock:
+                    self._epochs = [e for e in self._epochs if e[1] is not counts]
+                for flag in counts:
+                    self._shipped.pop((flag, False, version), None)
+                    self._shipped.pop((flag, True, version), None)
+        out: list[FlagRow] = []
+        for key in sorted(set(rows) | set(deltas), key=_sort_key):
+            row = rows.get(key) or _Row()
+            c = row.counts
+            flag, parallel, version = key
+            out.append(
+                {
+                    "flag": flag,
+                    "path": "parallel" if parallel else "legacy",
+                    "version": version,
+                    "calls": deltas.get(key, 0),
+                    "errors": c[ERRORS],
+                    "fallbacks": c[FALLBACKS],
+                    "latency_ms": list(row.latency),
+                    "comparisons": c[COMPARISONS],
+                    "mismatches": c[MISMATCHES],
+                    "compare_skipped": c[SKIPPED],
+                    "compare_errors": c[COMPARE_ERRORS],
+                    "compare_timeouts": c[COMPARE_TIMEOUTS],
+                    "error_codes": dict(row.codes),
+                }
+            )
+        if not out and not samples and not events and not dropped:
+            self._start = start  # nothing happened: keep the window open
+            return None
+        return {
+            "sdk": {"name": SDK_NAME, "version": sdk_version, "code_version": code_version},
+            "window": {"start": _iso(start), "end": _iso(now)},
+            "flags": out,
+            "mismatch_samples": samples,
+            "breaker_events": events,
+            "dropped": dropped,
+        }
+
+
+def _sort_key(key: RowKey) -> tuple[str, bool, int]:
+    return key[0], key[1], -1 if key[2] is None else key[2]
+
+
+class Sender:
+    """Bounded retry of metrics batches: at most ``max_pending`` batches wait, each is tried
+    at most ``1 + retries`` times (one try per flush), then dropped."""
+
+    def __init__(self, *, retries: int = 3, max_pending: int = 10) -> None:
+        self.retries = retries
+        self.pending: deque[list[Any]] = deque()
+        self.max_pending = max_pending
+        self.dropped_batches = 0
+
+    def add(self, batch: MetricsBatch) -> None:
+        self.pending.append([batch, 0])
+        while len(self.pending) > self.max_pending:
+            self.pending.popleft()
+            self.dropped_batches += 1
+
+    def send(self, post: Callable[[bytes], None], *, give_up: bool = False) -> Exception | None:
+        """Send pending batches oldest first; stop at the first failure and return it.
+
+        ``post`` raises on failure; a ``ValueError`` means the server refused the batch for
+        good (a 4xx): it is dropped at once rather than retried.
+        """
+        while self.pending:
+            item = self.pending[0]
+            body = json.dumps(item[0], default=repr, separators=(",", ":")).encode("utf-8")
+            try:
+                post(body)
+            except Exception as exc:
+                item[1] += 1
+                if isinstance(exc, ValueError) or item[1] > self.retries or give_up:
+                    self.pending.popleft()
+                    self.dropped_batches += 1
+                return exc
+            self.pending.popleft()
+        return None

@@ -1,0 +1,95 @@
+"""Constants and small helpers of the SDK wire protocol (see ``docs/sdk-protocol.md``).
+
+Everything here is part of the contract with the server: the endpoint paths, the latency
+histogram's bucket bounds and the shape of a metrics batch. Changing a value here is a
+protocol change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left
+from typing import Any, Final, TypedDict
+
+__all__ = [
+    "LATENCY_BUCKETS_MS",
+    "METRICS_PATH",
+    "RULESET_PATH",
+    "SDK_NAME",
+    "STREAM_PATH",
+    "BreakerEvent",
+    "FlagRow",
+    "MetricsBatch",
+    "MismatchSample",
+    "key_hash",
+    "latency_bucket",
+]
+
+SDK_NAME: Final = "turnout-python"
+
+RULESET_PATH: Final = "/api/v1/sdk/ruleset"
+STREAM_PATH: Final = "/api/v1/sdk/stream"
+METRICS_PATH: Final = "/api/v1/sdk/metrics"
+
+#: Upper bounds (inclusive, milliseconds) of the fixed, log-scaled latency histogram. A
+#: histogram has ``len(LATENCY_BUCKETS_MS) + 1`` counts: the last one counts everything
+#: above the last bound.
+LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+)
+_BOUNDS_NS: Final = tuple(round(b * 1_000_000) for b in LATENCY_BUCKETS_MS)
+
+
+def latency_bucket(elapsed_ns: int) -> int:
+    """Index of the histogram count that a duration of ``elapsed_ns`` nanoseconds falls in."""
+    return bisect_left(_BOUNDS_NS, elapsed_ns)
+
+
+def key_hash(key: object) -> str:
+    """SHA-256 (hex) of a subject's key: how a key leaves the process, never in clear."""
+    return hashlib.sha256(str(key).encode("utf-8")).hexdigest()
+
+
+class FlagRow(TypedDict):
+    """Counts for one (flag, served path, ruleset version) in a metrics window."""
+
+    flag: str
+    path: str
+    version: int | None
+    calls: int
+    errors: int
+    fallbacks: int
+    latency_ms: list[int]
+    comparisons: int
+    mismatches: int
+    compare_skipped: int
+    compare_errors: int
+    compare_timeouts: int
+    error_codes: dict[str, int]
+
+
+class MismatchSample(TypedDict):
+    flag: str
+    version: int | None
+    key_hash: str
+    served: str
+    legacy: Any
+    parallel: Any
+    truncated: bool
+    at: str
+
+
+class BreakerEvent(TypedDict):
+    flag: str
+    state: str
+    reason: str
+    at: str
+
+
+class MetricsBatch(TypedDict):
+    sdk: dict[str, str | None]
+    window: dict[str, str]
+    flags: list[FlagRow]
+    mismatch_samples: list[MismatchSample]
+    breaker_events: list[BreakerEvent]
+    dropped: dict[str, int]

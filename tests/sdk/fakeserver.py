@@ -1,0 +1,343 @@
+"""A small threaded Turnout server for SDK tests (stdlib only, no Django).
+
+It serves a ruleset with ETag/304, streams server-sent events, accepts metrics batches, and
+can be told to misbehave: answer 500, send malformed or truncated JSON, hang, reject the key,
+drop the stream, or be stopped and restarted on the same port.
+
+Also the shared fixtures of the SDK client tests (import them into a test module to use them).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from turnout import Turnout
+
+SDK_KEY = "test-key"
+
+#: short timings so that the whole suite stays fast
+FAST: dict[str, Any] = {
+    "poll_interval": 0.2,
+    "timeout": 0.5,
+    "stream_read_timeout": 1.0,
+    "backoff_base": 0.05,
+    "backoff_max": 0.2,
+    "flush_interval": 0.1,
+}
+
+
+def make_doc(version: int = 1, environment: str = "test", **flags: dict[str, Any]) -> dict[str, Any]:
+    """A ruleset document; each keyword is a flag (salt defaults to the flag key)."""
+    if not flags:
+        flags = {"checkout": {"percentage": 50.0}}
+    out: dict[str, Any] = {}
+    for key, f in flags.items():
+        out[key] = {
+            "enabled": True,
+            "retired": False,
+            "salt": key,
+            "bucket_by": None,
+            "overrides": {},
+            "exclude_cohorts": [],
+            "include_cohorts": [],
+            "percentage": 0.0,
+            "compare_percentage": 0.0,
+            "stage": 1,
+            **f,
+        }
+    return {"schema": 1, "environment": environment, "version": version, "cohorts": {}, "flags": out}
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 3.0, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    fake: FakeServer
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.fake._sockets.add(request)
+        super().process_request(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass
+
+    @property
+    def fake(self) -> FakeServer:
+        return self.server.fake
+
+    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        self.fake.auth_headers.append(self.headers.get("Authorization", ""))
+        if self.headers.get("Authorization") == f"Bearer {self.fake.sdk_key}":
+            return True
+        self._json(401, {"error": {"code": "unauthorized", "message": "bad SDK key"}})
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        fake = self.fake
+        if self.path == "/api/v1/sdk/ruleset":
+            fake.counts["ruleset"] += 1
+            if fake.mode == "hang":
+                fake._release.wait(30)
+                return
+            if not self._authorized():
+                return
+            if fake.mode == "500":
+                self._json(500, {"error": {"code": "server_error", "message": "boom"}})
+                return
+            with fake._lock:
+                doc, etag = fake.doc, fake.etag
+            if self.headers.get("If-None-Match") == etag and fake.mode == "ok":
+                fake.counts["ruleset_304"] += 1
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            body = json.dumps(doc).encode()
+            if fake.mode == "malformed":
+                body = b'{"schema": 1, "version": oops'
+            elif fake.mode == "invalid":
+                body = json.dumps({"schema": 1, "flags": "not a mapping"}).encode()
+            fake.counts["ruleset_200"] += 1
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("ETag", etag if fake.mode == "ok" else '"bad"')
+            self.send_header("Cache-Control", "no-cache")
+            if fake.mode == "truncated":
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/api/v1/sdk/stream":
+            self._stream()
+        else:
+            self._json(404, {"error": {"code": "not_found", "message": self.path}})
+
+    def _stream(self) -> None:
+        fake = self.fake
+        fake.counts["stream_connects"] += 1
+        fake.last_event_ids.append(self.headers.get("Last-Event-ID"))
+        if fake.stream_mode == "404":
+            self._json(404, {"error": {"code": "not_found", "message": "no stream"}})
+            return
+        if fake.mode == "hang" or fake.stream_mode == "hang":
+            fake._release.wait(30)
+            return
+        if not self._authorized():
+            return
+        if fake.stream_mode == "500":
+            self._json(500, {"error": {"code": "server_error", "message": "boom"}})
+            return
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = -1
+        try:
+            while not fake._stopping.is_set():
+                with fake._lock:
+                    version = fake.doc["version"] if isinstance(fake.doc, dict) else 0
+                    gen = fake._gen
+                if gen != sent:
+                    sent = gen
+                    if fake.stream_mode != "silent":
+                        self.wfile.write(
+                            f"event: ruleset\nid: {version}\n"
+                            f'data: {{"environment": "test", "version": {version}}}\n\n'.encode()
+                        )
+                        self.wfile.flush()
+                with fake._lock:
+                    if fake._gen == sent:
+                        fake._lock.wait(fake.heartbeat)
+                    if fake._gen == sent and fake.stream_mode == "ok":
+                        self.wfile.write(b": keep-alive\n\n")
+                        self.wfile.flush()
+                if fake.stream_mode == "drop":
+                    return
+        except OSError:
+            return
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        fake = self.fake
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path != "/api/v1/sdk/metrics":
+            self._json(404, {"error": {"code": "not_found", "message": self.path}})
+            return
+        fake.counts["metrics_posts"] += 1
+        if fake.metrics_mode == "hang":
+            fake._release.wait(30)
+            return
+        if not self._authorized():
+            return
+        if fake.metrics_mode == "500":
+            self._json(500, {"error": {"code": "server_error", "message": "boom"}})
+            return
+        if fake.metrics_mode == "400":
+            self._json(400, {"error": {"code": "invalid", "message": "bad batch"}})
+            return
+        with fake._lock:
+            fake.metrics.append(json.loads(raw))
+        self._json(202, {"accepted": True})
+
+
+class FakeServer:
+    def __init__(self, doc: dict[str, Any] | None = None, *, heartbeat: float = 0.2) -> None:
+        self.sdk_key = SDK_KEY
+        self.heartbeat = heartbeat
+        self.mode = "ok"  # ok | 500 | malformed | invalid | truncated | hang
+        self.stream_mode = "ok"  # ok | 404 | 500 | silent | hang | drop
+        self.metrics_mode = "ok"  # ok | 500 | 400 | hang
+        self.metrics: list[dict[str, Any]] = []
+        self.counts: Counter[str] = Counter()
+        self.auth_headers: list[str] = []
+        self.last_event_ids: list[str | None] = []
+        self._lock = threading.Condition()
+        self._gen = 0
+        self.doc: dict[str, Any] = doc if doc is not None else make_doc()
+        self.etag = self._etag(self.doc)
+        self._stopping = threading.Event()
+        self._release = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @staticmethod
+    def _etag(doc: dict[str, Any]) -> str:
+        return '"' + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16] + '"'
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeServer:
+        self._stopping.clear()
+        self._release.clear()
+        httpd = _Server(("127.0.0.1", self.port), _Handler)
+        httpd.fake = self
+        self.port = httpd.server_address[1]
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop like a killed process: close the listener and every open connection."""
+        self._stopping.set()
+        self._release.set()
+        with self._lock:
+            self._lock.notify_all()
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        for s in list(self._sockets):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+        self._sockets.clear()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def set_ruleset(self, doc: dict[str, Any]) -> None:
+        """Publish a new ruleset: new ETag, and an event on every open stream."""
+        with self._lock:
+            self.doc = copy.deepcopy(doc)
+            self.etag = self._etag(self.doc)
+            self._gen += 1
+            self._lock.notify_all()
+
+    def unhang(self) -> None:
+        self._release.set()
+
+    def all_rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [row for batch in self.metrics for row in batch["flags"]]
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    s = FakeServer().start()
+    yield s
+    s.stop()
+
+
+MakeClient = Callable[..., Turnout]
+
+
+@pytest.fixture
+def make_client() -> Iterator[MakeClient]:
+    made: list[Turnout] = []
+
+    def make(url: str | None, sdk_key: str | None = SDK_KEY, **options: Any) -> Turnout:
+        c = Turnout(url, sdk_key, **{**FAST, **options})
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def warnings_matching(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "turnout" and r.levelno == logging.WARNING and text in r.getMessage()
+    ]

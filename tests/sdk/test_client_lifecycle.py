@@ -1,0 +1,153 @@
+"""Starting, closing, exiting and forking."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fakeserver import FakeServer, MakeClient, SDK_KEY, FAST, make_client, make_doc, server, wait_for
+
+from turnout import Turnout
+
+__all__ = ["make_client", "server"]
+
+
+def turnout_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("turnout-")]
+
+
+def test_close__idempotent_and_decisions_keep_working(server: FakeServer, make_client: MakeClient) -> None:
+    client = make_client(server.url)
+    assert client.wait_until_ready(3)
+    client.close()
+    client.close()
+    assert client.decide("checkout", "u1").version == 1
+    assert client.run("checkout", "u1", legacy=lambda: 1, parallel=lambda: 2) in (1, 2)
+    assert "closed" in repr(client)
+
+
+def test_close__stops_background_threads(server: FakeServer) -> None:
+    before = set(turnout_threads())
+    client = Turnout(server.url, SDK_KEY, **FAST)
+    assert client.wait_until_ready(3)
+    client.run("checkout", "u1", legacy=lambda: 1, parallel=lambda: 1)
+    t0 = time.perf_counter()
+    client.close()
+    assert time.perf_counter() - t0 < 1.5
+    assert wait_for(lambda: set(turnout_threads()) <= before, timeout=2)
+
+
+def test_context_manager__closes(server: FakeServer) -> None:
+    with Turnout(server.url, SDK_KEY, **FAST) as client:
+        assert client.wait_until_ready(3)
+    assert client._closed
+
+
+def test_ready__false_then_true(server: FakeServer) -> None:
+    server.mode = "hang"
+    client = Turnout(server.url, SDK_KEY, **{**FAST, "timeout": 0.1})
+    assert not client.ready and client.version is None
+    assert client.wait_until_ready(0.05) is False
+    server.mode = "ok"
+    assert client.wait_until_ready(3) is True
+    assert client.ready and client.version == 1
+    client.close()
+
+
+def test_constructor__bad_options__raise_value_error_at_once() -> None:
+    with pytest.raises(ValueError):
+        Turnout("ftp://example.com", "k")
+    with pytest.raises(ValueError):
+        Turnout("http://example.com", None)
+    with pytest.raises(ValueError):
+        Turnout.offline(None, poll_interval=0)
+
+
+def test_offline__no_url__no_network_and_legacy_until_bootstrapped() -> None:
+    client = Turnout(None, None)
+    d = client.decide("checkout", "u1")
+    assert d.path == "legacy" and d.error_code == "PROVIDER_NOT_READY"
+    assert client.flush() is True
+    client.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork__child_decides_runs_and_reports_its_own_metrics(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    client = make_client(server.url, flush_interval=60.0)
+    assert client.wait_until_ready(3)
+    for i in range(5):  # counted in the parent only
+        client.decide("checkout", f"parent-{i}")
+    client.run("checkout", "p", legacy=lambda: 1, parallel=lambda: 1)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(r)
+            assert client._sync_thread is None and client._dormant
+            assert client.decide("checkout", "child-1").version == 1  # inherited ruleset
+            assert client._sync_thread is not None  # restarted lazily on first use
+            for i in range(2, 4):
+                client.decide("checkout", f"child-{i}")
+            assert client.run("checkout", "c", legacy=lambda: "ok", parallel=lambda: "ok") == "ok"
+            client.close()
+            code = 0
+        except BaseException as exc:
+            os.write(w, repr(exc).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    message = os.read(r, 4096).decode()
+    os.close(r)
+    assert os.waitstatus_to_exitcode(status) == 0, message
+    # the child's close() flushed the child's counts only: 3 decides + 1 run
+    assert sum(row["calls"] for row in server.all_rows()) == 4
+    client.close()  # the parent's own counts: 5 + 1
+    assert sum(row["calls"] for row in server.all_rows()) == 10
+
+
+def test_atexit__interpreter_exit_flushes_metrics(server: FakeServer, tmp_path: Path) -> None:
+    script = tmp_path / "host.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from turnout import Turnout
+            client = Turnout({server.url!r}, {SDK_KEY!r}, flush_interval=60.0)
+            assert client.wait_until_ready(3)
+            for i in range(3):
+                client.decide("checkout", f"u{{i}}")
+            # no close(): the atexit hook flushes and stops
+            """
+        )
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - t0 < 10
+    assert sum(row["calls"] for row in server.all_rows()) == 3
+
+
+def test_atexit__server_down__exit_is_prompt(tmp_path: Path) -> None:
+    script = tmp_path / "host.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from turnout import Turnout
+            client = Turnout("http://127.0.0.1:9", "k", bootstrap={make_doc()!r}, timeout=0.5)
+            client.decide("checkout", "u1")
+            """
+        )
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - t0 < 5

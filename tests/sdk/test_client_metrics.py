@@ -1,0 +1,152 @@
+"""Metrics: batched in memory, flushed in the background, bounded when the server fails."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fakeserver import (
+    FakeServer,
+    MakeClient,
+    make_client,
+    make_doc,
+    server,
+    wait_for,
+    warnings_matching,
+)
+
+from turnout import __version__
+from turnout.wire import LATENCY_BUCKETS_MS, key_hash, latency_bucket
+
+__all__ = ["make_client", "server"]
+
+DOC = make_doc(
+    6,
+    fast={"percentage": 100.0},
+    slow={"percentage": 100.0, "compare_percentage": 100.0},
+)
+
+
+def test_latency_bucket__bounds_are_inclusive_upper_bounds() -> None:
+    assert len(LATENCY_BUCKETS_MS) == 15
+    assert latency_bucket(0) == 0
+    assert latency_bucket(100_000) == 0  # 0.1 ms
+    assert latency_bucket(100_001) == 1
+    assert latency_bucket(30_000_000) == LATENCY_BUCKETS_MS.index(50.0)
+    assert latency_bucket(10**12) == len(LATENCY_BUCKETS_MS)  # overflow bucket
+
+
+def test_metrics__flushed_in_background__counts_and_histogram(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    server.set_ruleset(DOC)
+    client = make_client(server.url, code_version="2026.11.3", breaker=None)
+    assert client.wait_until_ready(3)
+    for i in range(20):
+        client.decide("fast", f"u{i}")
+
+    def slow_parallel() -> int:
+        time.sleep(0.03)
+        return 2
+
+    for i in range(3):
+        assert client.run("slow", f"k{i}", legacy=lambda: 1, parallel=slow_parallel) == 2
+    client.decide("unknown-flag", "u1")
+
+    def delivered() -> bool:
+        rows = server.all_rows()
+        return sum(r["calls"] for r in rows) == 24 and sum(r["mismatches"] for r in rows) == 3
+
+    assert wait_for(delivered, timeout=3)
+    batch = server.metrics[0]
+    assert batch["sdk"] == {"name": "turnout-python", "version": __version__, "code_version": "2026.11.3"}
+    assert batch["window"]["start"] <= batch["window"]["end"]
+    rows = server.all_rows()
+    fast = [r for r in rows if r["flag"] == "fast"]
+    assert sum(r["calls"] for r in fast) == 20
+    assert {r["path"] for r in fast} == {"parallel"} and {r["version"] for r in fast} == {6}
+    slow = [r for r in rows if r["flag"] == "slow" and r["path"] == "parallel"]
+    latency = [sum(col) for col in zip(*(r["latency_ms"] for r in slow), strict=True)]
+    assert len(latency) == len(LATENCY_BUCKETS_MS) + 1
+    assert sum(latency) == 3
+    assert sum(latency[LATENCY_BUCKETS_MS.index(25.0) + 1:LATENCY_BUCKETS_MS.index(100.0) + 1]) == 3
+    assert sum(r["comparisons"] for r in slow) == 3
+    unknown = [r for r in rows if r["flag"] == "unknown-flag"]
+    assert unknown[0]["path"] == "legacy" and unknown[0]["error_codes"] == {"FLAG_NOT_FOUND": 1}
+    all_samples = [s for b in server.metrics for s in b["mismatch_samples"]]
+    assert {s["key_hash"] for s in all_samples} == {key_hash(f"k{i}") for i in range(3)}
+    assert all(s["legacy"] == 1 and s["parallel"] == 2 for s in all_samples)
+
+
+def test_metrics__nothing_happened__nothing_sent(server: FakeServer, make_client: MakeClient) -> None:
+    client = make_client(server.url)
+    assert client.wait_until_ready(3)
+    time.sleep(0.35)
+    assert server.counts["metrics_posts"] == 0
+
+
+def test_metrics__server_500__retried_bounded_then_dropped_one_warning(
+    server: FakeServer, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.metrics_mode = "500"
+    client = make_client(
+        server.url, flush_interval=0.05, flush_retries=1, max_pending_batches=2
+    )
+    assert client.wait_until_ready(3)
+    for round_ in range(6):
+        client.decide("checkout", f"u{round_}")
+        time.sleep(0.06)
+    assert wait_for(lambda: server.counts["metrics_posts"] >= 5)
+    assert len(client._sender.pending) <= 2
+    assert client._sender.dropped_batches >= 1
+    assert len(warnings_matching(caplog, "cannot send metrics")) == 1
+    assert len(warnings_matching(caplog, "metrics batches dropped")) == 1
+    server.metrics_mode = "ok"
+    client.decide("checkout", "last")
+    assert wait_for(lambda: any(r["calls"] for r in server.all_rows()))
+
+
+def test_metrics__server_refuses_batch_400__dropped_not_retried(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    server.metrics_mode = "400"
+    client = make_client(server.url, flush_interval=0.05, flush_retries=5)
+    assert client.wait_until_ready(3)
+    client.decide("checkout", "u1")
+    assert wait_for(lambda: client._sender.dropped_batches == 1)
+    assert len(client._sender.pending) == 0
+
+
+def test_metrics__hanging_server__flush_bounded_and_decide_unaffected(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    server.metrics_mode = "hang"
+    client = make_client(server.url, timeout=0.2)
+    assert client.wait_until_ready(3)
+    client.decide("checkout", "u1")
+    t0 = time.perf_counter()
+    assert client.flush() is False
+    assert time.perf_counter() - t0 < 1.0
+    worst = 0.0
+    for _ in range(100):
+        t0 = time.perf_counter()
+        client.decide("checkout", "u1")
+        worst = max(worst, time.perf_counter() - t0)
+    assert worst < 0.05
+
+
+def test_close__flushes_what_is_left(server: FakeServer, make_client: MakeClient) -> None:
+    client = make_client(server.url, flush_interval=60.0)
+    assert client.wait_until_ready(3)
+    for i in range(7):
+        client.decide("checkout", f"u{i}")
+    client.close()
+    assert sum(r["calls"] for r in server.all_rows()) == 7
+
+
+def test_metrics__disabled__nothing_sent(server: FakeServer, make_client: MakeClient) -> None:
+    client = make_client(server.url, send_metrics=False)
+    assert client.wait_until_ready(3)
+    client.decide("checkout", "u1")
+    client.close()
+    assert server.counts["metrics_posts"] == 0
