@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 __all__ = ["OPS", "RuleError", "compile_rules", "explain_rules", "rules_are_empty", "validate_rules"]
@@ -39,8 +39,10 @@ __all__ = ["OPS", "RuleError", "compile_rules", "explain_rules", "rules_are_empt
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 OPS = frozenset(
-    "eq ne in not_in contains starts_with ends_with matches lt lte gt gte "
-    "semver_lt semver_gte before after exists".split()
+    {
+        *("eq", "ne", "in", "not_in", "contains", "starts_with", "ends_with", "matches"),
+        *("lt", "lte", "gt", "gte", "semver_lt", "semver_gte", "before", "after", "exists"),
+    }
 )
 _NUMERIC_OPS = frozenset({"lt", "lte", "gt", "gte"})
 _SEMVER_OPS = frozenset({"semver_lt", "semver_gte"})
@@ -93,7 +95,7 @@ def _parse_time(value: object) -> float | None:
     else:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     try:
         return parsed.timestamp()
     except (OverflowError, OSError, ValueError):
@@ -206,7 +208,7 @@ def rules_are_empty(rules: object) -> bool:
 
 def compile_rules(rules: object) -> Predicate | None:
     """A predicate for validated rules, or None when the cohort has no rules."""
-    if rules_are_empty(rules):
+    if rules_are_empty(rules) or not isinstance(rules, Mapping):
         return None
     return _compile_node(rules)
 
@@ -227,7 +229,7 @@ def _compile_node(node: Mapping[str, Any]) -> Predicate:
             return preds[0]
 
         def all_(attrs: Mapping[str, Any], preds: tuple[Predicate, ...] = preds) -> bool:
-            for p in preds:
+            for p in preds:  # noqa: SIM110 - a plain loop beats all(genexpr) here
                 if not p(attrs):
                     return False
             return True
@@ -238,7 +240,7 @@ def _compile_node(node: Mapping[str, Any]) -> Predicate:
         return preds[0]
 
     def any_(attrs: Mapping[str, Any], preds: tuple[Predicate, ...] = preds) -> bool:
-        for p in preds:
+        for p in preds:  # noqa: SIM110 - a plain loop beats any(genexpr) here
             if p(attrs):
                 return True
         return False
@@ -253,9 +255,7 @@ def _partition(values: list[Any]) -> tuple[frozenset[str], frozenset[float], fro
     return strs, nums, bools
 
 
-def _kind_set(
-    v: object, strs: frozenset[str], nums: frozenset[float], bools: frozenset[bool]
-) -> frozenset[Any] | None:
+def _kind_set(v: object, strs: frozenset[str], nums: frozenset[float], bools: frozenset[bool]) -> frozenset[Any] | None:
     """The value set of v's kind, or None when v is of no comparable kind."""
     if isinstance(v, str):
         return strs
@@ -266,7 +266,7 @@ def _kind_set(
     return None
 
 
-def compile_condition(cond: Mapping[str, Any]) -> Predicate:  # noqa: C901 - one branch per op
+def compile_condition(cond: Mapping[str, Any]) -> Predicate:
     attr: str = cond["attr"]
     op: str = cond["op"]
     values: list[Any] = cond.get("values") or []
@@ -330,7 +330,7 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:  # noqa: C901 - one
         ) -> bool:
             v = attrs.get(attr)
             if isinstance(v, str):
-                for n in needles:
+                for n in needles:  # noqa: SIM110 - faster than any(genexpr)
                     if n in v:
                         return True
                 return False
@@ -362,7 +362,7 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:  # noqa: C901 - one
             v = attrs.get(attr)
             if not isinstance(v, str):
                 return False
-            for search in patterns:
+            for search in patterns:  # noqa: SIM110 - faster than any(genexpr)
                 if search(v) is not None:
                     return True
             return False
@@ -374,7 +374,7 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:  # noqa: C901 - one
         if op == "gte":
 
             def gte(attrs: Mapping[str, Any], attr: str = attr, bound: float = bound) -> bool:
-                v = attrs.get(attr)
+                v: Any = attrs.get(attr)
                 c = v.__class__
                 if c is int or c is float or (c is not bool and isinstance(v, (int, float))):
                     return v >= bound  # type: ignore[no-any-return]
@@ -384,7 +384,7 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:  # noqa: C901 - one
         if op == "gt":
 
             def gt(attrs: Mapping[str, Any], attr: str = attr, bound: float = bound) -> bool:
-                v = attrs.get(attr)
+                v: Any = attrs.get(attr)
                 c = v.__class__
                 if c is int or c is float or (c is not bool and isinstance(v, (int, float))):
                     return v > bound  # type: ignore[no-any-return]
@@ -394,7 +394,7 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:  # noqa: C901 - one
         if op == "lte":
 
             def lte(attrs: Mapping[str, Any], attr: str = attr, bound: float = bound) -> bool:
-                v = attrs.get(attr)
+                v: Any = attrs.get(attr)
                 c = v.__class__
                 if c is int or c is float or (c is not bool and isinstance(v, (int, float))):
                     return v <= bound  # type: ignore[no-any-return]
@@ -403,7 +403,7 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:  # noqa: C901 - one
             return lte
 
         def lt(attrs: Mapping[str, Any], attr: str = attr, bound: float = bound) -> bool:
-            v = attrs.get(attr)
+            v: Any = attrs.get(attr)
             c = v.__class__
             if c is int or c is float or (c is not bool and isinstance(v, (int, float))):
                 return v < bound  # type: ignore[no-any-return]
@@ -431,7 +431,7 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:  # noqa: C901 - one
             v = attrs.get(attr)
             if v is None:
                 return False
-            t = _parse_time(v)
+            t: Any = _parse_time(v)
             if t is None:
                 return False
             return t < ref if want_before else t > ref  # type: ignore[no-any-return]

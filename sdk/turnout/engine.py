@@ -35,8 +35,8 @@ import dataclasses
 import hashlib
 import math
 import struct
-from itertools import chain
 from collections.abc import Callable, Mapping
+from itertools import chain
 from typing import Any
 
 from turnout._rules import RuleError, compile_rules, explain_rules, rules_are_empty, validate_rules
@@ -291,7 +291,9 @@ def _compile_cohort(cohort: Mapping[str, Any]) -> Matcher:
     return member
 
 
-def _compile_flag(fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Matcher], version: int) -> FlagFn:
+def _compile_flag(
+    fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Matcher], version: int, specialize: bool = True
+) -> FlagFn:
     stage: int | None = flag.get("stage")
     if not flag["enabled"]:
         disabled = Decision(fkey, _LEGACY, Reason.DISABLED, False, None, "disabled", None, stage, version)
@@ -330,6 +332,31 @@ def _compile_flag(fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Mat
     make = _decision
     unpack = _unpack_u64
     _str = str
+
+    if specialize and not overrides and not excludes and not includes and bucket_by is None and compare_mode == 0:
+        # The most common shape during a rollout, and the hottest: a split over the key alone.
+
+        def plain_split(
+            key: str,
+            attrs: Any,
+            split_hasher: Any = split_hasher,
+            threshold: int = threshold,
+            fkey: str = fkey,
+            stage: int | None = stage,
+            version: int = version,
+            split: Reason = Reason.SPLIT,
+            default: Reason = Reason.DEFAULT,
+            parallel: Path = _PARALLEL,
+            legacy: Path = _LEGACY,
+        ) -> Decision:
+            h = split_hasher.copy()
+            h.update(key.encode())
+            b = unpack(h.digest())[0] % 1_000_000
+            if b < threshold:
+                return make(fkey, parallel, split, False, None, "split", b, stage, version)
+            return make(fkey, legacy, default, False, None, "default", b, stage, version)
+
+        return plain_split
 
     def decide_flag(
         key: str,
@@ -393,7 +420,7 @@ def _compile_flag(fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Mat
 class Ruleset:
     """A validated, precompiled ruleset document. Immutable; safe to share across threads."""
 
-    __slots__ = ("environment", "version", "doc", "flag_keys", "_fns", "_keyless", "_cohorts")
+    __slots__ = ("_cohorts", "_fns", "_keyless", "doc", "environment", "flag_keys", "version")
 
     environment: str
     version: int
@@ -408,7 +435,9 @@ class Ruleset:
         cohorts: Mapping[str, Any] = doc.get("cohorts") or {}
         self._cohorts = cohorts
         flags: Mapping[str, Any] = doc["flags"]
-        used = {c for f in flags.values() for c in chain(f.get("exclude_cohorts") or (), f.get("include_cohorts") or ())}
+        used = {
+            c for f in flags.values() for c in chain(f.get("exclude_cohorts") or (), f.get("include_cohorts") or ())
+        }
         matchers = {c: _compile_cohort(cohorts[c]) for c in used}
         self._fns: dict[str, FlagFn] = {k: _compile_flag(k, f, matchers, version) for k, f in flags.items()}
         self._keyless = {
@@ -430,7 +459,7 @@ class Ruleset:
                     return self._keyless[flag]
                 if not isinstance(key, str):
                     return _error(flag, ErrorCode.INVALID_CONTEXT, self.version)
-            return fn(key, attributes)  # type: ignore[arg-type]
+            return fn(key, attributes)
         except Exception:
             return self._failed(flag, attributes)
 
@@ -468,15 +497,7 @@ _CACHE_SIZE = 8
 _cache: dict[int, tuple[Any, Any, Any, Ruleset | None]] = {}
 
 
-def _compiled(doc: Any) -> Ruleset | None:
-    entry = _cache.get(id(doc))
-    if (
-        entry is not None
-        and entry[0] is doc
-        and doc.get("version") == entry[1]
-        and doc.get("environment") == entry[2]
-    ):
-        return entry[3]
+def _compile_and_cache(doc: Mapping[str, Any]) -> Ruleset | None:
     try:
         compiled: Ruleset | None = compile_ruleset(doc)
     except RulesetError:
@@ -504,14 +525,23 @@ def evaluate(
     """
     try:
         if ruleset.__class__ is Ruleset:
-            return ruleset.decide(flag, key, attributes)  # type: ignore[union-attr]
+            return ruleset.decide(flag, key, attributes)
         if ruleset is None:
             return _error(flag, ErrorCode.PROVIDER_NOT_READY)
-        if not isinstance(ruleset, Mapping):
-            if isinstance(ruleset, Ruleset):
-                return ruleset.decide(flag, key, attributes)
+        entry = _cache.get(id(ruleset))
+        if (
+            entry is not None
+            and entry[0] is ruleset  # only mappings are cached: no isinstance() on the hot path
+            and ruleset.get("version") == entry[1]
+            and ruleset.get("environment") == entry[2]
+        ):
+            compiled = entry[3]
+        elif isinstance(ruleset, Ruleset):
+            return ruleset.decide(flag, key, attributes)
+        elif isinstance(ruleset, Mapping):
+            compiled = _compile_and_cache(ruleset)
+        else:
             return _error(flag, ErrorCode.PARSE_ERROR)
-        compiled = _compiled(ruleset)
         if compiled is None:
             return _error(flag, ErrorCode.PARSE_ERROR)
         return compiled.decide(flag, key, attributes)

@@ -14,11 +14,10 @@ import sys
 from typing import Any
 
 import pytest
-
 from turnout import engine
 from turnout.engine import (
-    RulesetError,
     Ruleset,
+    RulesetError,
     bucket,
     compile_ruleset,
     evaluate,
@@ -28,7 +27,9 @@ from turnout.engine import (
 from turnout.types import Decision, ErrorCode, Path, Reason
 
 
-def make_doc(flags: dict[str, Any] | None = None, cohorts: dict[str, Any] | None = None, version: int = 7) -> dict[str, Any]:
+def make_doc(
+    flags: dict[str, Any] | None = None, cohorts: dict[str, Any] | None = None, version: int = 7
+) -> dict[str, Any]:
     return {"schema": 1, "environment": "test", "version": version, "cohorts": cohorts or {}, "flags": flags or {}}
 
 
@@ -131,6 +132,16 @@ def test_split__non_string_bucket_value__bucketed_by_str(value: Any, as_string: 
     assert d.bucket == ref_bucket("f", as_string)
 
 
+@pytest.mark.parametrize("percentage", [0, 0.01, 25, 50, 99.99, 100])
+def test_split__specialised_plain_split__same_as_general_path(percentage: float) -> None:
+    flag = make_flag(salt="s", percentage=percentage)
+    fast = engine._compile_flag("f", flag, {}, 7)
+    general = engine._compile_flag("f", flag, {}, 7, specialize=False)
+    assert fast.__name__ == "plain_split" and general.__name__ == "decide_flag"
+    for i in range(500):
+        assert fast(f"k{i}", None) == general(f"k{i}", None)
+
+
 # -- compare -----------------------------------------------------------------------------------
 
 
@@ -193,7 +204,9 @@ def test_compare__targeting_and_default__sampled_over_key(where: str) -> None:
 # -- decision order ----------------------------------------------------------------------------
 
 
-def oracle(enabled: bool, retired: bool, override: str | None, excluded: bool, included: bool, in_split: bool) -> tuple[Path, Reason, str]:
+def oracle(
+    enabled: bool, retired: bool, override: str | None, excluded: bool, included: bool, in_split: bool
+) -> tuple[Path, Reason, str]:
     """DESIGN's decision order, spelled out."""
     if not enabled:
         return Path.LEGACY, Reason.DISABLED, "disabled"
@@ -210,7 +223,11 @@ def oracle(enabled: bool, retired: bool, override: str | None, excluded: bool, i
     return Path.LEGACY, Reason.DEFAULT, "default"
 
 
-ORDER_CASES = list(itertools.product([True, False], [False, True], [None, "legacy", "parallel"], [False, True], [False, True], [False, True]))
+ORDER_CASES = list(
+    itertools.product(
+        [True, False], [False, True], [None, "legacy", "parallel"], [False, True], [False, True], [False, True]
+    )
+)
 
 
 @pytest.mark.parametrize(("enabled", "retired", "override", "excluded", "included", "in_split"), ORDER_CASES)
@@ -305,7 +322,13 @@ def test_cohort__not_rule_without_attributes__matches() -> None:
 
 def test_decide__unknown_flag__flag_not_found() -> None:
     d = compile_ruleset(make_doc({"f": make_flag()})).decide("nope", "k")
-    assert (d.path, d.reason, d.error_code, d.rule, d.version) == (Path.LEGACY, Reason.ERROR, ErrorCode.FLAG_NOT_FOUND, "error", 7)
+    assert (d.path, d.reason, d.error_code, d.rule, d.version) == (
+        Path.LEGACY,
+        Reason.ERROR,
+        ErrorCode.FLAG_NOT_FOUND,
+        "error",
+        7,
+    )
 
 
 @pytest.mark.parametrize("key", [None, ""])
@@ -427,7 +450,12 @@ def test_compile_ruleset__valid__exposes_metadata() -> None:
     doc = make_doc({"a": make_flag(), "b": make_flag()})
     ruleset = compile_ruleset(doc)
     assert isinstance(ruleset, Ruleset)
-    assert (ruleset.environment, ruleset.version, ruleset.doc, ruleset.flag_keys) == ("test", 7, doc, frozenset({"a", "b"}))
+    assert (ruleset.environment, ruleset.version, ruleset.doc, ruleset.flag_keys) == (
+        "test",
+        7,
+        doc,
+        frozenset({"a", "b"}),
+    )
 
 
 def test_compile_ruleset__design_example__decides() -> None:
@@ -526,7 +554,10 @@ INVALID_COHORTS = [
     ({"match_on": ""}, "cohorts.c.match_on: must be a non-empty string"),
     ({"include": "u"}, "cohorts.c.include: must be a list of strings"),
     ({"exclude": [None]}, r"cohorts.c.exclude\[0\]: must be a string"),
-    ({"rules": {"all": [{"attr": "a", "op": "foo", "values": [1]}]}}, r"cohorts.c.rules.all\[0\].op: unknown operator 'foo'"),
+    (
+        {"rules": {"all": [{"attr": "a", "op": "foo", "values": [1]}]}},
+        r"cohorts.c.rules.all\[0\].op: unknown operator 'foo'",
+    ),
 ]
 
 
@@ -552,12 +583,19 @@ def test_compile_ruleset__invalid__raises_ruleset_error() -> None:
 EXPLAIN_DOC = make_doc(
     cohorts={
         "pilot": {
-            "rules": {"all": [{"attr": "country", "op": "in", "values": ["DE", "FR"]}, {"attr": "plan", "op": "eq", "values": ["pro"]}]},
+            "rules": {
+                "all": [
+                    {"attr": "country", "op": "in", "values": ["DE", "FR"]},
+                    {"attr": "plan", "op": "eq", "values": ["pro"]},
+                ]
+            },
             "include": ["user-7"],
             "exclude": ["user-9"],
         },
         "tenants": {"match_on": "tenant_id", "include": ["t-1"]},
-        "either": {"rules": {"any": [{"attr": "beta", "op": "exists"}, {"not": {"attr": "age", "op": "lt", "values": [18]}}]}},
+        "either": {
+            "rules": {"any": [{"attr": "beta", "op": "exists"}, {"not": {"attr": "age", "op": "lt", "values": [18]}}]}
+        },
     }
 )
 
@@ -567,19 +605,41 @@ EXPLAIN_DOC = make_doc(
     [
         ("pilot", "user-7", {}, (True, "key 'user-7' is listed in include")),
         ("pilot", "user-9", {"country": "DE", "plan": "pro"}, (False, "excluded: key 'user-9' is listed in exclude")),
-        ("pilot", "user-2", {"country": "DE", "plan": "free"}, (False, "rule rules.all[1] (plan eq pro) did not match")),
-        ("pilot", "user-2", {"country": "DE"}, (False, "rule rules.all[1] (plan eq pro) did not match; attribute 'plan' is missing")),
+        (
+            "pilot",
+            "user-2",
+            {"country": "DE", "plan": "free"},
+            (False, "rule rules.all[1] (plan eq pro) did not match"),
+        ),
+        (
+            "pilot",
+            "user-2",
+            {"country": "DE"},
+            (False, "rule rules.all[1] (plan eq pro) did not match; attribute 'plan' is missing"),
+        ),
         ("pilot", "user-2", {"country": "DE", "plan": "pro"}, (True, "all of rules.all matched")),
         ("tenants", "u", {"tenant_id": "t-1"}, (True, "tenant_id 't-1' is listed in include")),
         ("tenants", "u", {}, (False, "no 'tenant_id' attribute, and the cohort has no rules")),
-        ("tenants", "u", {"tenant_id": "t-2"}, (False, "tenant_id 't-2' is not listed in include and the cohort has no rules")),
+        (
+            "tenants",
+            "u",
+            {"tenant_id": "t-2"},
+            (False, "tenant_id 't-2' is not listed in include and the cohort has no rules"),
+        ),
         ("either", "u", {"beta": 1}, (True, "rule rules.any[0] (beta exists) matched")),
-        ("either", "u", {"age": 30}, (True, "rule rules.any[1].not (age lt 18) did not match, so rules.any[1] (not) matched")),
+        (
+            "either",
+            "u",
+            {"age": 30},
+            (True, "rule rules.any[1].not (age lt 18) did not match, so rules.any[1] (not) matched"),
+        ),
         ("either", "u", {"age": 10}, (False, "none of rules.any matched")),
         ("nope", "u", {}, (False, "unknown cohort 'nope'")),
     ],
 )
-def test_explain_cohort__subject__says_why(cohort: str, key: str, attributes: dict[str, Any], expected: tuple[bool, str]) -> None:
+def test_explain_cohort__subject__says_why(
+    cohort: str, key: str, attributes: dict[str, Any], expected: tuple[bool, str]
+) -> None:
     assert explain_cohort(EXPLAIN_DOC, cohort, key, attributes) == expected
     assert explain_cohort(compile_ruleset(EXPLAIN_DOC), cohort, key, attributes) == expected
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from turnout.engine import RulesetError, bucket, compile_ruleset, evaluate
 from turnout.types import Decision, Path, Reason
 
@@ -102,7 +101,9 @@ VALID = {
     "cohorts": {
         "c": {
             "match_on": None,
-            "rules": {"all": [{"attr": "a", "op": "in", "values": ["x"]}, {"not": {"attr": "n", "op": "gte", "values": [3]}}]},
+            "rules": {
+                "all": [{"attr": "a", "op": "in", "values": ["x"]}, {"not": {"attr": "n", "op": "gte", "values": [3]}}]
+            },
             "include": ["k"],
             "exclude": [],
         },
@@ -170,7 +171,9 @@ def plant(path: tuple[Any, ...], value: Any) -> Any:
 
 contexts = st.tuples(
     st.one_of(st.none(), st.text(max_size=6), st.integers(), st.sampled_from(["k", "user-1"])),
-    st.one_of(st.none(), json_values, st.dictionaries(st.sampled_from(["a", "n", "tenant", "x"]), json_values, max_size=4)),
+    st.one_of(
+        st.none(), json_values, st.dictionaries(st.sampled_from(["a", "n", "tenant", "x"]), json_values, max_size=4)
+    ),
 )
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
-from enum import Enum, IntEnum
+from datetime import UTC, date, datetime
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import pytest
-
 from turnout.engine import RuleError, compile_ruleset, validate_rules
 
 
@@ -30,7 +29,7 @@ def cond(attr: str, op: str, *values: Any) -> dict[str, Any]:
     return {"attr": attr, "op": op, "values": list(values)} if op != "exists" else {"attr": attr, "op": op}
 
 
-class Plan(str, Enum):
+class Plan(StrEnum):
     PRO = "pro"
 
 
@@ -128,7 +127,7 @@ OP_CASES: list[tuple[str, dict[str, Any], Any, bool]] = [
     ("before_epoch_value", cond("a", "before", 1_767_225_600), "2025-12-31T23:59:59Z", True),
     ("after_true", cond("a", "after", "2026-01-01"), "2026-01-02", True),
     ("after_false", cond("a", "after", "2026-01-01"), "2025-06-01T12:00:00", False),
-    ("after_datetime_attr", cond("a", "after", "2026-01-01T00:00:00Z"), datetime(2026, 1, 2, tzinfo=timezone.utc), True),
+    ("after_datetime_attr", cond("a", "after", "2026-01-01T00:00:00Z"), datetime(2026, 1, 2, tzinfo=UTC), True),
     ("after_date_attr", cond("a", "after", "2026-01-01T00:00:00Z"), date(2026, 1, 2), True),
     ("after_missing", cond("a", "after", "2026-01-01"), MISSING, False),
     ("after_unparseable", cond("a", "after", "2026-01-01"), "next tuesday", False),
@@ -203,18 +202,39 @@ RULE_ERRORS = [
     ({"all": [PRO, PRO, {"attr": "a", "op": "foo", "values": [1]}]}, r"rules\.all\[2\]\.op: unknown operator 'foo'"),
     ({"any": [{"attr": "a", "op": "lt", "values": ["x"]}]}, r"rules\.any\[0\]\.values: 'lt' needs a number"),
     ({"any": [{"attr": "a", "op": "gte", "values": [True]}]}, r"rules\.any\[0\]\.values: 'gte' needs a number"),
-    ({"all": [{"attr": "a", "op": "matches", "values": ["ok", "(unclosed"]}]}, r"rules\.all\[0\]\.values\[1\]: bad regex for 'matches'"),
-    ({"all": [{"attr": "a", "op": "semver_lt", "values": ["1.2"]}]}, r"rules\.all\[0\]\.values: 'semver_lt' needs a version"),
-    ({"all": [{"attr": "a", "op": "semver_gte", "values": [1]}]}, r"rules\.all\[0\]\.values: 'semver_gte' needs a version"),
-    ({"all": [{"attr": "a", "op": "before", "values": ["soon"]}]}, r"rules\.all\[0\]\.values: 'before' needs an ISO-8601 timestamp"),
+    (
+        {"all": [{"attr": "a", "op": "matches", "values": ["ok", "(unclosed"]}]},
+        r"rules\.all\[0\]\.values\[1\]: bad regex for 'matches'",
+    ),
+    (
+        {"all": [{"attr": "a", "op": "semver_lt", "values": ["1.2"]}]},
+        r"rules\.all\[0\]\.values: 'semver_lt' needs a version",
+    ),
+    (
+        {"all": [{"attr": "a", "op": "semver_gte", "values": [1]}]},
+        r"rules\.all\[0\]\.values: 'semver_gte' needs a version",
+    ),
+    (
+        {"all": [{"attr": "a", "op": "before", "values": ["soon"]}]},
+        r"rules\.all\[0\]\.values: 'before' needs an ISO-8601 timestamp",
+    ),
     ({"all": [{"attr": "a", "op": "after", "values": [False]}]}, r"rules\.all\[0\]\.values: 'after' needs an ISO-8601"),
-    ({"all": [{"attr": "a", "op": "starts_with", "values": [1]}]}, r"rules\.all\[0\]\.values\[0\]: 'starts_with' needs strings"),
+    (
+        {"all": [{"attr": "a", "op": "starts_with", "values": [1]}]},
+        r"rules\.all\[0\]\.values\[0\]: 'starts_with' needs strings",
+    ),
     ({"all": [{"attr": "a", "op": "eq", "values": []}]}, r"rules\.all\[0\]\.values: 'eq' needs a non-empty list"),
     ({"all": [{"attr": "a", "op": "eq", "values": "pro"}]}, r"rules\.all\[0\]\.values: 'eq' needs a non-empty list"),
     ({"all": [{"attr": "a", "op": "eq"}]}, r"rules\.all\[0\]\.values: 'eq' needs"),
-    ({"all": [{"attr": "a", "op": "in", "values": ["x", None]}]}, r"rules\.all\[0\]\.values\[1\]: must be a string, number or boolean"),
+    (
+        {"all": [{"attr": "a", "op": "in", "values": ["x", None]}]},
+        r"rules\.all\[0\]\.values\[1\]: must be a string, number or boolean",
+    ),
     ({"all": [{"attr": "a", "op": "in", "values": [["x"]]}]}, r"rules\.all\[0\]\.values\[0\]: must be a string"),
-    ({"all": [{"attr": "a", "op": "eq", "values": [float("inf")]}]}, r"rules\.all\[0\]\.values\[0\]: must be a finite number"),
+    (
+        {"all": [{"attr": "a", "op": "eq", "values": [float("inf")]}]},
+        r"rules\.all\[0\]\.values\[0\]: must be a finite number",
+    ),
     ({"all": [{"attr": "a", "op": "exists", "values": ["x"]}]}, r"rules\.all\[0\]\.values: 'exists' takes no values"),
     ({"all": [{"attr": "", "op": "exists"}]}, r"rules\.all\[0\]\.attr: must be a non-empty string"),
     ({"all": [{"attr": 3, "op": "exists"}]}, r"rules\.all\[0\]\.attr:"),
@@ -226,7 +246,10 @@ RULE_ERRORS = [
     ({"all": [PRO], "any": [PRO]}, r"rules: must have exactly one of all/any/not"),
     ({"some": [PRO]}, r"rules: must have exactly one of all/any/not, or attr/op \(got some\)"),
     ({"not": [PRO]}, r"rules\.not: must be an object"),
-    ({"not": {"not": {"all": [{"attr": "a", "op": "lte", "values": [None]}]}}}, r"rules\.not\.not\.all\[0\]\.values\[0\]:"),
+    (
+        {"not": {"not": {"all": [{"attr": "a", "op": "lte", "values": [None]}]}}},
+        r"rules\.not\.not\.all\[0\]\.values\[0\]:",
+    ),
     ({"all": [PRO], "attr": "a", "op": "exists"}, r"rules: a condition cannot also have 'all'"),
     ("plan == pro", r"rules: must be an object"),
 ]
