@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from typing import Any
-
-from bisect import bisect_left
 
 from .wire import (
     _BOUNDS_NS,
@@ -32,7 +31,7 @@ from .wire import (
     MismatchSample,
 )
 
-__all__ = ["Recorder", "Sender", "RowKey"]
+__all__ = ["Recorder", "RowKey", "Sender"]
 
 #: (flag, served path is parallel, ruleset version)
 RowKey = tuple[str, bool, "int | None"]
@@ -50,7 +49,7 @@ def _iso(ts: float) -> str:
 
 
 class _Row:
-    __slots__ = ("counts", "latency", "codes")
+    __slots__ = ("codes", "counts", "latency")
 
     def __init__(self) -> None:
         self.counts = [0] * _NCOUNTS

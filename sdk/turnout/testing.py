@@ -67,7 +67,7 @@ def ruleset(
     return {"schema": 1, "environment": environment, "version": version, "cohorts": {}, "flags": out}
 
 
-class forced:  # noqa: N801 - reads like a function, as ``unittest.mock.patch`` does
+class forced:
     """Pin the decision of some flags on ``client`` while active.
 
     ``flags`` maps a flag key to ``"legacy"``/``"parallel"`` (or a full ``Decision``).

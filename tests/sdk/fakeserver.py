@@ -10,9 +10,9 @@ Also the shared fixtures of the SDK client tests (import them into a test module
 from __future__ import annotations
 
 import copy
-import logging
 import hashlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -22,7 +22,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-
 from turnout import Turnout
 
 SDK_KEY = "test-key"
@@ -83,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     @property
@@ -107,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(401, {"error": {"code": "unauthorized", "message": "bad SDK key"}})
         return False
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         fake = self.fake
         if self.path == "/api/v1/sdk/ruleset":
             fake.counts["ruleset"] += 1
@@ -199,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         fake = self.fake
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)

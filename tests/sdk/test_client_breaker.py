@@ -6,7 +6,6 @@ import time
 
 import pytest
 from fakeserver import make_doc, warnings_matching
-
 from turnout import Breaker, ErrorCode, Reason, Turnout
 
 DOC = make_doc(2, invoice={"percentage": 100.0}, other={"percentage": 100.0})

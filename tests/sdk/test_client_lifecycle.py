@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakeserver import FakeServer, MakeClient, SDK_KEY, FAST, make_client, make_doc, server, wait_for
-
+from fakeserver import FAST, SDK_KEY, FakeServer, MakeClient, make_client, make_doc, server, wait_for
 from turnout import Turnout
 
 __all__ = ["make_client", "server"]

@@ -14,7 +14,6 @@ from fakeserver import (
     wait_for,
     warnings_matching,
 )
-
 from turnout import __version__
 from turnout.wire import LATENCY_BUCKETS_MS, key_hash, latency_bucket
 

@@ -18,7 +18,6 @@ from fakeserver import (
     wait_for,
     warnings_matching,
 )
-
 from turnout import ErrorCode, Reason, Turnout, TurnoutError
 from turnout.engine import evaluate
 

@@ -12,7 +12,6 @@ from openfeature import api  # noqa: E402
 from openfeature.evaluation_context import EvaluationContext  # noqa: E402
 from openfeature.exception import ErrorCode as OFErrorCode  # noqa: E402
 from openfeature.flag_evaluation import Reason as OFReason  # noqa: E402
-
 from turnout import Breaker, Turnout  # noqa: E402
 from turnout.openfeature import TurnoutProvider  # noqa: E402
 from turnout.testing import ruleset  # noqa: E402

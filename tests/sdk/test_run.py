@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from fakeserver import make_doc, wait_for, warnings_matching
-
 from turnout import Turnout
 from turnout.engine import evaluate
 from turnout.wire import key_hash
@@ -51,7 +50,11 @@ def counted(client: Turnout, field: str, n: int = 1) -> bool:
         with client._recorder._lock:
             rows = list(client._recorder._rows.values())
         from turnout._metrics import (
-            COMPARE_ERRORS, COMPARE_TIMEOUTS, COMPARISONS, MISMATCHES, SKIPPED,
+            COMPARE_ERRORS,
+            COMPARE_TIMEOUTS,
+            COMPARISONS,
+            MISMATCHES,
+            SKIPPED,
         )
         index = {
             "comparisons": COMPARISONS, "mismatches": MISMATCHES, "compare_skipped": SKIPPED,

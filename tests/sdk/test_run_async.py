@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from fakeserver import make_doc
-
 from turnout import Turnout
 
 DOC = make_doc(
