@@ -1,29 +1,32 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
+from django.utils import timezone
 
 from audit.services import audit_record, audited_atomic
 from cohorts.models import Cohort, CohortMember, MemberKind
 from cohorts.snapshots import cohort_snapshot
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.services import UNSET, check_version, full_clean
+from common.services import UNSET, check_version, full_clean, reject_control_characters
 
 MAX_SUBJECT_LENGTH = 255
 MAX_MEMBERS_PER_REQUEST = 100_000
 INSERT_BATCH = 5_000
+ARRAY_BATCH = 20_000
 
 
 def validate_cohort_rules(rules: Any) -> Any:
     """Rules are checked by the engine the SDK runs, so what is saved is what evaluates."""
-    if rules in (None, {}):
+    if rules is None or rules == {}:
         return None
     from turnout.engine import RuleError, validate_rules
 
+    reject_control_characters(rules, field="rules")
     try:
         validate_rules(rules)
     except RuleError as exc:
@@ -112,22 +115,32 @@ def cohort_delete(*, actor: Actor, key: str, version: int | None = None, reason:
                      reason=reason)
 
 
-def clean_subjects(subjects: Iterable[Any]) -> list[str]:
+def subject_problem(value: Any) -> str | None:
+    """What is wrong with one member key (``None`` when it is fine)."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return "must be a string"
+    value = str(value).strip()
+    if not value:
+        return "empty subject key"
+    if len(value) > MAX_SUBJECT_LENGTH:
+        return f"longer than {MAX_SUBJECT_LENGTH} characters"
+    if any(ord(ch) < 32 for ch in value):
+        return "contains a control character"
+    return None
+
+
+def clean_subjects(subjects: Iterable[Any], *, field: str = "subjects") -> list[str]:
     """Strip, de-duplicate and check member keys; the message names the first bad row (1-based)."""
     if isinstance(subjects, str | bytes):
-        raise ValidationFailed.field("subjects", "must be a list of subject keys")
+        raise ValidationFailed.field(field, "must be a list of subject keys")
     clean: dict[str, None] = {}
     for index, subject in enumerate(subjects, start=1):
-        if not isinstance(subject, str | int) or isinstance(subject, bool):
-            raise ValidationFailed.field("subjects", f"row {index}: must be a string")
-        value = str(subject).strip()
-        if not value:
-            raise ValidationFailed.field("subjects", f"row {index}: empty subject key")
-        if len(value) > MAX_SUBJECT_LENGTH:
-            raise ValidationFailed.field("subjects", f"row {index}: longer than {MAX_SUBJECT_LENGTH} characters")
-        clean[value] = None
+        problem = subject_problem(subject)
+        if problem:
+            raise ValidationFailed.field(field, f"row {index}: {problem}")
+        clean[str(subject).strip()] = None
         if len(clean) > MAX_MEMBERS_PER_REQUEST:
-            raise ValidationFailed.field("subjects", f"at most {MAX_MEMBERS_PER_REQUEST} subjects per request")
+            raise ValidationFailed.field(field, f"at most {MAX_MEMBERS_PER_REQUEST} subjects per request")
     return list(clean)
 
 
@@ -139,53 +152,167 @@ def _digest(subjects: list[str]) -> str:
     return h.hexdigest()
 
 
-def cohort_members_add(*, actor: Actor, key: str, subjects: Iterable[Any], kind: str = MemberKind.INCLUDE,
-                       reason: str = "") -> dict[str, int]:
-    """Add (or move) subjects to a cohort's include or exclude list, all or nothing."""
+def _batches(subjects: list[str]) -> Iterator[list[str]]:
+    """PostgreSQL takes a whole array as one parameter; other databases cap the parameters per query."""
+    size = ARRAY_BATCH if connection.vendor == "postgresql" else INSERT_BATCH
+    for start in range(0, len(subjects), size):
+        yield subjects[start:start + size]
+
+
+def _table() -> str:
+    return connection.ops.quote_name(CohortMember._meta.db_table)
+
+
+def _existing(cohort: Cohort, subjects: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for chunk in _batches(subjects):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT subject, kind FROM {_table()} "
+                               "WHERE cohort_id = %s AND subject = ANY(%s::text[])", [cohort.pk, chunk])
+                found.update(cursor.fetchall())
+        else:
+            found.update(cohort.members.filter(subject__in=chunk).values_list("subject", "kind"))
+    return found
+
+
+def _insert_members(cohort: Cohort, subjects: list[str], kind: str) -> None:
+    """Bulk insert without a model object per row (100k members must stay quick): COPY on PostgreSQL."""
+    if not subjects:
+        return
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {_table()} (cohort_id, subject, kind, added_at) FROM STDIN") as copy:
+                for subject in subjects:
+                    copy.write_row((cohort.pk, subject, kind, now))
+            return
+        for chunk in _batches(subjects):
+            cursor.executemany(
+                f"INSERT INTO {_table()} (cohort_id, subject, kind, added_at) VALUES (%s, %s, %s, %s)",
+                [(cohort.pk, subject, kind, now) for subject in chunk],
+            )
+
+
+def _move_members(cohort: Cohort, subjects: list[str], kind: str) -> None:
+    for chunk in _batches(subjects):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"UPDATE {_table()} SET kind = %s "
+                               "WHERE cohort_id = %s AND subject = ANY(%s::text[])", [kind, cohort.pk, chunk])
+        else:
+            cohort.members.filter(subject__in=chunk).update(kind=kind)
+
+
+def _delete_members(cohort: Cohort, subjects: list[str]) -> list[str]:
+    removed: list[str] = []
+    for chunk in _batches(subjects):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {_table()} WHERE cohort_id = %s "
+                               "AND subject = ANY(%s::text[]) RETURNING subject", [cohort.pk, chunk])
+                removed.extend(row[0] for row in cursor.fetchall())
+        else:
+            found = list(cohort.members.filter(subject__in=chunk).values_list("subject", flat=True))
+            cohort.members.filter(subject__in=found).delete()
+            removed.extend(found)
+    return removed
+
+
+def _apply_add(cohort: Cohort, clean: list[str], kind: str) -> tuple[dict[str, int], list[str]]:
+    existing = _existing(cohort, clean)
+    new = [s for s in clean if s not in existing]
+    moved = [s for s in clean if s in existing and existing[s] != kind]
+    _insert_members(cohort, new, kind)
+    _move_members(cohort, moved, kind)
+    result = {"added": len(new), "moved": len(moved), "unchanged": len(clean) - len(new) - len(moved)}
+    return result, new + moved
+
+
+def _apply_remove(cohort: Cohort, clean: list[str]) -> tuple[dict[str, int], list[str]]:
+    removed = _delete_members(cohort, clean)
+    return {"removed": len(removed), "not_members": len(clean) - len(removed)}, removed
+
+
+def _members_changed(cohort: Cohort) -> None:
+    """Member lists are part of the cohort: a change moves its version (stale writes then get 409)."""
+    cohort.version += 1
+    cohort.save(update_fields=["version", "updated_at"])
+    _ruleset_changed(cohort)
+
+
+def _check_kind(kind: str) -> None:
     if kind not in MemberKind.values:
         raise ValidationFailed.field("kind", "must be 'include' or 'exclude'")
+
+
+def cohort_members_add(*, actor: Actor, key: str, subjects: Iterable[Any], kind: str = MemberKind.INCLUDE,
+                       version: int | None = None, reason: str = "") -> dict[str, int]:
+    """Add (or move) subjects to a cohort's include or exclude list, all or nothing."""
+    _check_kind(kind)
     clean = clean_subjects(subjects)
     if not clean:
         raise ValidationFailed.field("subjects", "no subject keys given")
     with audited_atomic():
         cohort = _get_for_update(key)
-        existing: dict[str, str] = {}
-        for start in range(0, len(clean), INSERT_BATCH):
-            chunk = clean[start:start + INSERT_BATCH]
-            existing.update(cohort.members.filter(subject__in=chunk).values_list("subject", "kind"))
-        new = [s for s in clean if s not in existing]
-        moved = [s for s in clean if s in existing and existing[s] != kind]
-        CohortMember.objects.bulk_create([CohortMember(cohort=cohort, subject=s, kind=kind) for s in new],
-                                         batch_size=INSERT_BATCH)
-        for start in range(0, len(moved), INSERT_BATCH):
-            cohort.members.filter(subject__in=moved[start:start + INSERT_BATCH]).update(kind=kind)
-        result = {"added": len(new), "moved": len(moved), "unchanged": len(clean) - len(new) - len(moved)}
-        if new or moved:
-            _ruleset_changed(cohort)
+        check_version(cohort, version, what=f"cohort '{key}'")
+        result, changed = _apply_add(cohort, clean, kind)
+        if changed:
+            _members_changed(cohort)
             audit_record(actor=actor, action="cohort.members_added", object_type="cohort", object_key=cohort.key,
-                         after={"kind": kind, **result, "subjects_sha256": _digest(new + moved),
-                                "sample": sorted(new + moved)[:20]},
+                         after={"kind": kind, **result, "subjects_sha256": _digest(changed),
+                                "sample": sorted(changed)[:20], "version": cohort.version},
                          reason=reason)
     return result
 
 
-def cohort_members_remove(*, actor: Actor, key: str, subjects: Iterable[Any], reason: str = "") -> dict[str, int]:
+def cohort_members_remove(*, actor: Actor, key: str, subjects: Iterable[Any], version: int | None = None,
+                          reason: str = "") -> dict[str, int]:
     clean = clean_subjects(subjects)
     if not clean:
         raise ValidationFailed.field("subjects", "no subject keys given")
     with audited_atomic():
         cohort = _get_for_update(key)
-        removed: list[str] = []
-        for start in range(0, len(clean), INSERT_BATCH):
-            chunk = clean[start:start + INSERT_BATCH]
-            found = list(cohort.members.filter(subject__in=chunk).values_list("subject", flat=True))
-            cohort.members.filter(subject__in=found).delete()
-            removed.extend(found)
-        result = {"removed": len(removed), "not_members": len(clean) - len(removed)}
+        check_version(cohort, version, what=f"cohort '{key}'")
+        result, removed = _apply_remove(cohort, clean)
         if removed:
-            _ruleset_changed(cohort)
+            _members_changed(cohort)
             audit_record(actor=actor, action="cohort.members_removed", object_type="cohort", object_key=cohort.key,
                          before={"removed": len(removed), "subjects_sha256": _digest(removed),
                                  "sample": sorted(removed)[:20]},
+                         after={"version": cohort.version},
+                         reason=reason)
+    return result
+
+
+def cohort_members_change(*, actor: Actor, key: str, add: Iterable[Any] = (), remove: Iterable[Any] = (),
+                          kind: str = MemberKind.INCLUDE, version: int | None = None,
+                          reason: str = "") -> dict[str, int]:
+    """Add and remove in one step, all or nothing, as one audit event; a subject may not be in both lists."""
+    _check_kind(kind)
+    clean_add = clean_subjects(add, field="add")
+    clean_remove = clean_subjects(remove, field="remove")
+    if not clean_add and not clean_remove:
+        raise ValidationFailed.field("add", "give subject keys to add or to remove")
+    if len(clean_add) + len(clean_remove) > MAX_MEMBERS_PER_REQUEST:
+        raise ValidationFailed.field("add", f"at most {MAX_MEMBERS_PER_REQUEST} subjects per request")
+    both = set(clean_add) & set(clean_remove)
+    if both:
+        raise ValidationFailed.field("remove", f"subject '{min(both)}' is both added and removed")
+    with audited_atomic():
+        cohort = _get_for_update(key)
+        check_version(cohort, version, what=f"cohort '{key}'")
+        added, changed = _apply_add(cohort, clean_add, kind) if clean_add else ({"added": 0, "moved": 0,
+                                                                                "unchanged": 0}, [])
+        removed, gone = _apply_remove(cohort, clean_remove) if clean_remove else ({"removed": 0,
+                                                                                   "not_members": 0}, [])
+        result = {**added, **removed}
+        if changed or gone:
+            _members_changed(cohort)
+            audit_record(actor=actor, action="cohort.members_changed", object_type="cohort", object_key=cohort.key,
+                         before={"removed": len(gone), "subjects_sha256": _digest(gone), "sample": sorted(gone)[:20]},
+                         after={"kind": kind, "added": added["added"], "moved": added["moved"],
+                                "subjects_sha256": _digest(changed), "sample": sorted(changed)[:20],
+                                "version": cohort.version},
                          reason=reason)
     return result

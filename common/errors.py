@@ -6,6 +6,7 @@ Services raise the ``ServiceError`` subclasses below; views never build error bo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -58,6 +59,13 @@ class Conflict(ServiceError):
 
     status_code = status.HTTP_409_CONFLICT
     code = "conflict"
+
+
+class PreconditionRequired(ServiceError):
+    """A write that must name the version it read (body ``version`` or ``If-Match``) but did not."""
+
+    status_code = status.HTTP_428_PRECONDITION_REQUIRED
+    code = "version_required"
 
 
 class Forbidden(ServiceError):
@@ -132,6 +140,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         extra: dict[str, Any] = {}
         wait = getattr(exc, "wait", None)
         if isinstance(exc, drf_exceptions.Throttled) and wait is not None:
-            extra["retry_after"] = int(wait + 0.999)
+            extra["retry_after"] = max(1, math.ceil(wait))
+            response["Retry-After"] = str(extra["retry_after"])  # whole seconds, the same as the body says
         response.data = error_body(code, str(detail), **extra)
     return response

@@ -85,6 +85,37 @@ def can(user: Any, capability: Capability, *, environment: Any = None) -> bool:
     return True
 
 
+_CAPABILITY_WORDS = {
+    Capability.READ: "read",
+    Capability.EDIT: "make changes",
+    Capability.CHANGE_ENV: "change environments",
+    Capability.EMERGENCY: "kill or roll back",
+    Capability.APPROVE: "approve changes",
+    Capability.ADMINISTER: "manage keys, tokens and users",
+    Capability.AUDIT: "export or verify the audit log",
+}
+
+
+def denial(user: Any, capability: Capability, *, environment: Any = None) -> str | None:
+    """Why ``user`` may not do this (``None`` when they may), in words an API caller can act on."""
+    if can(user, capability, environment=environment):
+        return None
+    if capability is Capability.CHANGE_ENV and capability in capabilities_of(user) and environment is not None:
+        return (f"environment '{environment.key}' requires approval: only an admin can change it directly "
+                "(other roles propose changes there)")
+    role = primary_role(user)
+    return f"your role ({role}) may not {_CAPABILITY_WORDS[capability]}"
+
+
+def require(user: Any, capability: Capability, *, environment: Any = None) -> None:
+    """Raise ``Forbidden`` (403, with the reason) unless ``user`` may do this."""
+    message = denial(user, capability, environment=environment)
+    if message is not None:
+        from common.errors import Forbidden
+
+        raise Forbidden(message)
+
+
 def primary_role(user: Any) -> str:
     order = [Role.ADMIN, Role.APPROVER, Role.EDITOR, Role.COMPLIANCE, Role.VIEWER]
     roles = roles_of(user)
@@ -92,11 +123,24 @@ def primary_role(user: Any) -> str:
 
 
 class HasCapability(BasePermission):
-    """DRF: reads need READ; writes need the view's ``write_capability`` (default EDIT)."""
+    """DRF: reads need READ; writes need the view's ``write_capability`` (default EDIT).
+
+    A view may name a capability per method in ``capabilities`` (``{"DELETE": Capability.ADMINISTER}``).
+    Environment-level rules (approval) are checked by the view with ``require(..., environment=env)``.
+    """
+
+    message = "Not allowed for your role."
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        if request.method in SAFE_METHODS:
+        per_method = getattr(view, "capabilities", {})
+        if request.method in per_method:
+            needed = per_method[request.method]
+        elif request.method in SAFE_METHODS:
             needed = getattr(view, "read_capability", Capability.READ)
         else:
             needed = getattr(view, "write_capability", Capability.EDIT)
-        return can(request.user, needed)
+        reason = denial(request.user, needed)
+        if reason is not None:
+            self.message = reason[:1].upper() + reason[1:] + "."
+            return False
+        return True

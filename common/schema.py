@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
 ErrorSerializer = inline_serializer(
@@ -12,20 +13,45 @@ ErrorSerializer = inline_serializer(
         "error": inline_serializer(
             name="ErrorDetail",
             fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "fields": serializers.DictField(child=serializers.ListField(child=serializers.CharField())),
+                "code": serializers.CharField(help_text="Stable machine-readable code, e.g. `invalid`, `conflict`."),
+                "message": serializers.CharField(help_text="What is wrong, for people."),
+                "fields": serializers.DictField(
+                    child=serializers.ListField(child=serializers.CharField()),
+                    help_text="Messages per input field (dotted paths for nested input); empty when not about input.",
+                ),
+                "current_version": serializers.IntegerField(
+                    required=False, help_text="On 409: the version the object is at now."
+                ),
+                "retry_after": serializers.IntegerField(required=False, help_text="On 429: seconds to wait."),
             },
         )
     },
 )
 
-ERROR_RESPONSES = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid input"),
-    401: OpenApiResponse(ErrorSerializer, description="Missing or invalid credentials"),
-    403: OpenApiResponse(ErrorSerializer, description="Not allowed"),
-    429: OpenApiResponse(ErrorSerializer, description="Too many requests; see Retry-After"),
+_DESCRIPTIONS = {
+    400: "Invalid input; `fields` names each bad field",
+    401: "Missing or invalid credentials",
+    403: "Not allowed for this role (or this environment needs approval)",
+    404: "No such object",
+    409: "Stale `version` (the body carries `current_version`) or a clash with the current state",
+    428: "The write must carry the `version` it read (body field or `If-Match`)",
+    429: "Too many requests; see `Retry-After`",
 }
+
+ERROR_RESPONSES = {code: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[code])
+                   for code in (400, 401, 403, 429)}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Error responses for an operation: always 401, 403 and 429, plus the codes given."""
+    return {code: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[code])
+            for code in sorted({401, 403, 429, *codes})}
+
+
+IF_MATCH = OpenApiParameter(
+    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="The version the write is based on (`\"3\"` or `3`); alternative to the body's `version`.",
+)
 
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):

@@ -68,3 +68,18 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, An
     """Only the fields that differ, as (before, after) for the audit log."""
     keys = [k for k in after if before.get(k) != after.get(k)]
     return {k: before.get(k) for k in keys}, {k: after[k] for k in keys}
+
+
+def reject_control_characters(value: Any, *, field: str) -> None:
+    """JSON stored as-is (rules, overrides) may hold no NUL: PostgreSQL's jsonb cannot store it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValidationFailed.field(field, "contains a NUL character")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

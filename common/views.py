@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -21,3 +25,22 @@ def home(request: HttpRequest) -> HttpResponse:
         "workloads": Workload.objects.prefetch_related("flags"),
         "environments": Environment.objects.all(),
     })
+
+
+class ThrottledLoginView(LoginView):
+    """The sign-in page, with sign-in attempts limited per client address (the ``auth`` rate)."""
+
+    template_name = "registration/login.html"
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        from common.errors import json_error
+        from common.throttling import AuthThrottle
+
+        throttle = AuthThrottle()
+        if not throttle.allow_request(request, self):
+            retry_after = max(1, math.ceil(throttle.wait() or 1))
+            response = json_error(429, "throttled", "Too many sign-in attempts; try again later.",
+                                  retry_after=retry_after)
+            response["Retry-After"] = str(retry_after)
+            return response
+        return super().post(request, *args, **kwargs)

@@ -15,7 +15,7 @@ api_v1: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("", common_views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(template_name="registration/login.html"), name="login"),
+    path("login/", common_views.ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", common_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),

@@ -2,8 +2,31 @@
 
 from django.urls import path
 
+from rollout.api import environments, flags, keys, users, workloads
 from rollout.api import sdk as sdk_api
+
+STATE = "flags/<str:key>/states/<str:env>/"
 
 urlpatterns = [
     path("sdk/ruleset", sdk_api.RulesetView.as_view(), name="sdk-ruleset"),
+    path("environments/", environments.EnvironmentListView.as_view(), name="environment-list"),
+    path("environments/<str:key>/", environments.EnvironmentDetailView.as_view(), name="environment-detail"),
+    path("workloads/", workloads.WorkloadListView.as_view(), name="workload-list"),
+    path("workloads/<str:key>/", workloads.WorkloadDetailView.as_view(), name="workload-detail"),
+    path("flags/", flags.FlagListView.as_view(), name="flag-list"),
+    path("flags/<str:key>/", flags.FlagDetailView.as_view(), name="flag-detail"),
+    path("flags/<str:key>/states/", flags.FlagStateListView.as_view(), name="flag-state-list"),
+    path(STATE, flags.FlagStateDetailView.as_view(), name="flag-state-detail"),
+    path(STATE + "kill/", flags.FlagStateKillView.as_view(), name="flag-state-kill"),
+    path(STATE + "resume/", flags.FlagStateResumeView.as_view(), name="flag-state-resume"),
+    path(STATE + "retire/", flags.FlagStateRetireView.as_view(), name="flag-state-retire"),
+    path("sdk-keys/", keys.SdkKeyListView.as_view(), name="sdk-key-list"),
+    path("sdk-keys/<str:prefix>/", keys.SdkKeyDetailView.as_view(), name="sdk-key-detail"),
+    path("sdk-keys/<str:prefix>/revoke/", keys.SdkKeyRevokeView.as_view(), name="sdk-key-revoke"),
+    path("tokens/", keys.ApiTokenListView.as_view(), name="api-token-list"),
+    path("tokens/<str:prefix>/", keys.ApiTokenDetailView.as_view(), name="api-token-detail"),
+    path("tokens/<str:prefix>/revoke/", keys.ApiTokenRevokeView.as_view(), name="api-token-revoke"),
+    path("users/", users.UserListView.as_view(), name="user-list"),
+    path("users/<str:username>/", users.UserDetailView.as_view(), name="user-detail"),
+    path("users/<str:username>/deactivate/", users.UserDeactivateView.as_view(), name="user-deactivate"),
 ]

@@ -9,15 +9,15 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from common.auth import SdkKeyAuthentication, SdkPrincipal
 from common.schema import ERROR_RESPONSES
+from common.throttling import ScopedThrottle
 from rollout.ruleset import get_ruleset
 
 
-class SdkKeyThrottle(SimpleRateThrottle):
+class SdkKeyThrottle(ScopedThrottle):
     """Per SDK key, on the shared cache (Redis when configured)."""
 
     scope = "sdk"

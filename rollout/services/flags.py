@@ -132,7 +132,7 @@ def validate_overrides(overrides: Any) -> dict[str, str]:
         raise ValidationFailed.field("overrides", f"at most {MAX_OVERRIDES} overrides; use a cohort for more")
     clean: dict[str, str] = {}
     for subject, path in overrides.items():
-        if not isinstance(subject, str) or not subject.strip() or len(subject) > 255:
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > 255 or "\x00" in subject:
             raise ValidationFailed.field("overrides", f"subject key {subject!r} must be 1-255 characters")
         if path not in PATHS:
             raise ValidationFailed.field(f"overrides.{subject}", f"must be 'legacy' or 'parallel', not {path!r}")

@@ -1,0 +1,86 @@
+"""The base of every management API view: who may call it, how fast, and how a write names its version."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rest_framework import generics
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from common.actors import Actor
+from common.auth import ApiTokenAuthentication
+from common.errors import NotFound, PreconditionRequired, ValidationFailed
+from common.permissions import HasCapability
+from common.throttling import ApiThrottle
+
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+MAX_VERSION = 2**31 - 1
+
+
+# Token or session authentication, the one permission layer, the API throttle.
+class ManagementMixin:
+
+    # Session authentication enforces CSRF on writes; bearer tokens need none.
+    authentication_classes = [ApiTokenAuthentication, SessionAuthentication]
+    permission_classes = [HasCapability]
+    throttle_classes = [ApiThrottle]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Path keys never hold control characters; answer 404 before any lookup sees one.
+        for value in kwargs.values():
+            if isinstance(value, str) and (len(value) > 255 or any(ord(ch) < 32 for ch in value)):
+                raise NotFound("no such object")
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    def actor(self) -> Actor:
+        return Actor.from_request(self.request)  # type: ignore[attr-defined]
+
+
+class ManagementView(ManagementMixin, APIView):
+    pass
+
+
+# A list with pagination, django-filter filters and ordering; subclasses add ``post`` for create.
+class ManagementListView(ManagementMixin, generics.ListAPIView):  # type: ignore[type-arg]
+    pass
+
+
+def requested_version(request: Request, body_version: int | None = None, *, required: bool = True) -> int | None:
+    """The version a write is based on: the body's ``version``, else ``If-Match`` (``"3"``, ``W/"3"`` or ``3``)."""
+    header = request.headers.get("If-Match")
+    header_version: int | None = None
+    if header is not None and header.strip():
+        match = _IF_MATCH.match(header)
+        if match is None:
+            raise ValidationFailed.field("If-Match", 'must be a version number, like "3"')
+        header_version = int(match.group(1))
+    if body_version is not None and header_version is not None and body_version != header_version:
+        raise ValidationFailed.field("version", f"is {body_version} but If-Match says {header_version}")
+    version = body_version if body_version is not None else header_version
+    if version is None:
+        query = request.query_params.get("version")
+        if query is not None:
+            if not query.isdigit() or len(query) > 10:
+                raise ValidationFailed.field("version", "must be a whole number")
+            version = int(query)
+    if version is None and required:
+        raise PreconditionRequired(
+            "this write must name the version it is based on: send the `version` you read "
+            "(body field or If-Match header)"
+        )
+    return version
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def query_reason(request: Request) -> str:
+    """The optional ``reason`` query parameter of a DELETE (bodies on DELETE are not portable)."""
+    reason = request.query_params.get("reason", "")
+    if len(reason) > 1000 or "\x00" in reason:
+        raise ValidationFailed.field("reason", "at most 1000 characters, no NUL")
+    return reason

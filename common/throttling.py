@@ -1,0 +1,46 @@
+"""Rate limits on the shared cache (Redis when configured): one base, a scope per kind of caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+
+
+class ScopedThrottle(SimpleRateThrottle):
+    """Reads its rate when used, not when imported, so settings overrides take effect."""
+
+    def get_rate(self) -> str | None:
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)  # type: ignore[union-attr, no-any-return]
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
+
+
+class AuthThrottle(ScopedThrottle):
+    """Signing in and issuing credentials: per client address, whoever it claims to be."""
+
+    scope = "auth"
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class ApiThrottle(ScopedThrottle):
+    """The management API: per API token, else per signed-in user, else per client address."""
+
+    scope = "api"
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        token = getattr(request, "auth", None)
+        prefix = getattr(token, "prefix", None)
+        if prefix:
+            ident = f"token:{prefix}"
+        elif getattr(request.user, "is_authenticated", False):
+            ident = f"user:{request.user.pk}"
+        else:
+            ident = self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}

@@ -1,0 +1,96 @@
+"""Reads for the API and the UI, with their joins applied."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+
+from common.errors import NotFound
+from rollout.models import ApiToken, Environment, Flag, FlagState, SdkKey, Workload
+
+
+def environment_list() -> QuerySet[Environment]:
+    return Environment.objects.order_by("order", "key")
+
+
+def environment_get(key: str) -> Environment:
+    env = Environment.objects.filter(key=key).first()
+    if env is None:
+        raise NotFound(f"environment '{key}' does not exist")
+    return env
+
+
+def workload_list() -> QuerySet[Workload]:
+    return Workload.objects.order_by("key")
+
+
+def workload_get(key: str) -> Workload:
+    workload = Workload.objects.filter(key=key).first()
+    if workload is None:
+        raise NotFound(f"workload '{key}' does not exist")
+    return workload
+
+
+def flag_list() -> QuerySet[Flag]:
+    return Flag.objects.select_related("workload").order_by("key")
+
+
+def flag_get(key: str) -> Flag:
+    flag = flag_list().filter(key=key).first()
+    if flag is None:
+        raise NotFound(f"flag '{key}' does not exist")
+    return flag
+
+
+def flag_state_list(flag: str) -> QuerySet[FlagState]:
+    flag_get(flag)
+    return (FlagState.objects.for_ruleset().select_related("environment").filter(flag__key=flag)
+            .order_by("environment__order", "environment__key"))
+
+
+def flag_state_get(flag: str, environment: str) -> FlagState:
+    state = flag_state_list(flag).filter(environment__key=environment).first()
+    if state is None:
+        raise NotFound(f"environment '{environment}' does not exist")
+    return state
+
+
+def flag_live_environments(flag: Flag) -> list[Environment]:
+    """Environments where the flag's split decides something (enabled, legacy not retired)."""
+    return list(Environment.objects.filter(flag_states__flag=flag, flag_states__enabled=True,
+                                           flag_states__retired=False))
+
+
+def sdk_key_list() -> QuerySet[SdkKey]:
+    return SdkKey.objects.select_related("environment").order_by("-created_at", "prefix")
+
+
+def sdk_key_get(prefix: str) -> SdkKey:
+    key = sdk_key_list().filter(prefix=prefix).first()
+    if key is None:
+        raise NotFound(f"SDK key '{prefix}' does not exist")
+    return key
+
+
+def api_token_list(*, user: object | None = None) -> QuerySet[ApiToken]:
+    """All tokens (``user=None``) or one user's."""
+    qs = ApiToken.objects.select_related("user").order_by("-created_at", "prefix")
+    return qs if user is None else qs.filter(user=user)
+
+
+def api_token_get(prefix: str, *, user: object | None = None) -> ApiToken:
+    token = api_token_list(user=user).filter(prefix=prefix).first()
+    if token is None:
+        raise NotFound(f"API token '{prefix}' does not exist")
+    return token
+
+
+def user_list() -> QuerySet:  # type: ignore[type-arg]
+    return get_user_model().objects.prefetch_related("groups").order_by("username")
+
+
+def user_get(username: str):  # type: ignore[no-untyped-def]
+    user = user_list().filter(username=username).first()
+    if user is None:
+        raise NotFound(f"user '{username}' does not exist")
+    return user

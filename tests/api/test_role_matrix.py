@@ -1,0 +1,163 @@
+"""Every role × every management endpoint × method → the expected status (one permission layer).
+
+The last test walks the URLconf, so a new endpoint under /api/v1/ cannot slip in without rows here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+
+pytestmark = pytest.mark.django_db
+
+EXCLUDED_PREFIXES = ("api/v1/sdk/", "api/v1/audit/", "api/v1/schema/", "api/v1/docs/")
+ROLE_ORDER = ("anonymous", "viewer", "editor", "approver", "admin", "compliance")
+
+
+def row(method: str, path: str, body: Any, **statuses: int) -> tuple[str, str, Any, dict[str, int]]:
+    return method, path, body, statuses
+
+
+def read() -> dict[str, int]:
+    return {"anonymous": 401, "viewer": 200, "editor": 200, "approver": 200, "admin": 200, "compliance": 200}
+
+
+def edit(ok: int) -> dict[str, int]:
+    """Global objects: editors, approvers and admins."""
+    return {"anonymous": 401, "viewer": 403, "editor": ok, "approver": ok, "admin": ok, "compliance": 403}
+
+
+def admin_only(ok: int) -> dict[str, int]:
+    return {"anonymous": 401, "viewer": 403, "editor": 403, "approver": 403, "admin": ok, "compliance": 403}
+
+
+def own_or_admin(ok: int) -> dict[str, int]:
+    """Another user's (the viewer's) token: its owner and admins; others do not even see it."""
+    return {"anonymous": 401, "viewer": ok, "editor": 404, "approver": 404, "admin": ok, "compliance": 404}
+
+
+def anyone(ok: int) -> dict[str, int]:
+    return {"anonymous": 401, "viewer": ok, "editor": ok, "approver": ok, "admin": ok, "compliance": ok}
+
+
+S = "/api/v1/flags/invoice-engine/states/staging/"
+P = "/api/v1/flags/invoice-engine/states/production/"
+OFF_S = "/api/v1/flags/dark-launch/states/staging/"
+OFF_P = "/api/v1/flags/dark-launch/states/production/"
+
+MATRIX = [
+    ("GET", "/api/v1/environments/", None, read()),
+    ("POST", "/api/v1/environments/", {"key": "qa", "name": "QA"}, admin_only(201)),
+    ("GET", "/api/v1/environments/staging/", None, read()),
+    ("PATCH", "/api/v1/environments/staging/", {"name": "Stage"}, admin_only(200)),
+    ("GET", "/api/v1/workloads/", None, read()),
+    ("POST", "/api/v1/workloads/", {"key": "search", "name": "Search"}, edit(201)),
+    ("GET", "/api/v1/workloads/billing/", None, read()),
+    ("PATCH", "/api/v1/workloads/billing/", {"version": 1, "owner": "team"}, edit(200)),
+    ("DELETE", "/api/v1/workloads/spare/?version=1", None, edit(204)),
+    ("GET", "/api/v1/flags/", None, read()),
+    ("POST", "/api/v1/flags/", {"key": "new-flag", "workload": "billing"}, edit(201)),
+    ("GET", "/api/v1/flags/dark-launch/", None, read()),
+    ("PATCH", "/api/v1/flags/dark-launch/", {"description": "off for now"}, edit(200)),
+    ("DELETE", "/api/v1/flags/dark-launch/", None, edit(204)),
+    ("GET", "/api/v1/flags/invoice-engine/states/", None, read()),
+    ("GET", S, None, read()),
+    ("PATCH", S, {"version": 2, "percentage": 50}, edit(200)),
+    # Production requires approval: only admins change it directly; kill is break-glass for editors too.
+    ("PATCH", P, {"version": 2, "percentage": 50}, admin_only(200)),
+    ("POST", S + "kill/", {"reason": "errors"}, edit(200)),
+    ("POST", P + "kill/", {"reason": "errors"}, edit(200)),
+    ("POST", OFF_S + "resume/", {"version": 1}, edit(200)),
+    ("POST", OFF_P + "resume/", {"version": 1}, admin_only(200)),
+    ("POST", S + "retire/", {"version": 2}, edit(200)),
+    ("POST", P + "retire/", {"version": 2}, admin_only(200)),
+    ("GET", "/api/v1/cohorts/", None, read()),
+    ("POST", "/api/v1/cohorts/", {"key": "beta", "name": "Beta"}, edit(201)),
+    ("GET", "/api/v1/cohorts/pilot/", None, read()),
+    ("PATCH", "/api/v1/cohorts/pilot/", {"version": 2, "description": "volunteers"}, edit(200)),
+    ("DELETE", "/api/v1/cohorts/spare/?version=1", None, edit(204)),
+    ("GET", "/api/v1/cohorts/pilot/members/", None, read()),
+    ("POST", "/api/v1/cohorts/pilot/members/", {"add": ["t9"]}, edit(200)),
+    ("GET", "/api/v1/sdk-keys/", None, admin_only(200)),
+    ("POST", "/api/v1/sdk-keys/", {"environment": "staging", "name": "svc"}, admin_only(201)),
+    ("GET", "/api/v1/sdk-keys/{sdk}/", None, admin_only(200)),
+    ("POST", "/api/v1/sdk-keys/{sdk}/revoke/", {"reason": "rotated"}, admin_only(200)),
+    ("GET", "/api/v1/tokens/", None, anyone(200)),
+    ("POST", "/api/v1/tokens/", {"name": "script"}, anyone(201)),
+    ("GET", "/api/v1/tokens/{token}/", None, own_or_admin(200)),
+    ("POST", "/api/v1/tokens/{token}/revoke/", {}, own_or_admin(200)),
+    ("GET", "/api/v1/users/", None, admin_only(200)),
+    ("POST", "/api/v1/users/", {"username": "newbie", "roles": ["viewer"]}, admin_only(201)),
+    ("GET", "/api/v1/users/viewer/", None, admin_only(200)),
+    ("PATCH", "/api/v1/users/editor/", {"roles": ["editor", "approver"]}, admin_only(200)),
+    ("POST", "/api/v1/users/editor/deactivate/", {"reason": "left"}, admin_only(200)),
+]
+
+CASES = [
+    pytest.param(method, path, body, role, statuses[role], id=f"{role}-{method}-{path}")
+    for method, path, body, statuses in MATRIX
+    for role in ROLE_ORDER
+]
+
+
+@pytest.fixture
+def matrix_world(world: dict[str, Any], tokens: dict[str, str], actor: Any) -> dict[str, str]:
+    from cohorts.services import cohort_create
+    from rollout.services.flags import flag_create, flag_state_update
+    from rollout.services.keys import api_token_create, sdk_key_create
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=actor, key="spare", name="Spare")
+    cohort_create(actor=actor, key="spare", name="Spare")
+    flag_create(actor=actor, key="dark-launch", workload="billing")
+    for env in ("staging", "production"):
+        flag_state_update(actor=actor, flag="invoice-engine", environment=env, version=1, enabled=True,
+                          percentage_value=100)
+    sdk, _ = sdk_key_create(actor=actor, environment="staging", name="billing-svc")
+    token, _ = api_token_create(actor=actor, username="viewer", name="second")
+    return {"sdk": sdk.prefix, "token": token.prefix}
+
+
+@pytest.mark.parametrize(("method", "path", "body", "role", "expected"), CASES)
+def test_role_matrix__role_endpoint_method__expected_status(as_role, matrix_world, method, path, body, role,
+                                                            expected):
+    client = as_role(role)
+    response = client.generic(method, path.format(**matrix_world), data="" if body is None else _json(body),
+                              content_type="application/json")
+    assert response.status_code == expected, response.content
+    if expected >= 400:
+        assert set(response.json()["error"]) >= {"code", "message", "fields"}
+
+
+def _json(body: Any) -> str:
+    import json
+
+    return json.dumps(body)
+
+
+def _api_routes(resolver: URLResolver | None = None, prefix: str = "") -> list[tuple[str, Any]]:
+    resolver = resolver or get_resolver()
+    routes: list[tuple[str, Any]] = []
+    for pattern in resolver.url_patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            routes.extend(_api_routes(pattern, route))
+        elif isinstance(pattern, URLPattern) and route.startswith("api/v1/"):
+            routes.append((route, getattr(pattern.callback, "view_class", None)))
+    return routes
+
+
+def test_role_matrix__covers_every_management_endpoint_and_method():
+    expected = set()
+    for route, view_class in _api_routes():
+        if route.startswith(EXCLUDED_PREFIXES) or view_class is None:
+            continue
+        for method in ("get", "post", "put", "patch", "delete"):
+            if hasattr(view_class, method):
+                expected.add((route, method.upper()))
+    covered = {(resolve(path.split("?")[0].format(sdk="p", token="t")).route, method)
+               for method, path, _, _ in MATRIX}
+    assert expected - covered == set(), "endpoints without role-matrix rows"
+    assert covered - expected == set(), "rows for endpoints that do not exist"
