@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
@@ -49,7 +48,8 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 IF_MATCH = OpenApiParameter(
-    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    "If-Match", {"type": "string", "pattern": r'^(W/)?"?[0-9]{1,9}"?$'}, OpenApiParameter.HEADER,
+    required=False,
     description="The version the write is based on (`\"3\"` or `3`); alternative to the body's `version`.",
 )
 
