@@ -13,6 +13,22 @@ DEFAULTS: dict[str, Any] = {
     "SDK_KEY_CACHE_TIMEOUT": 60,
     # Minimum seconds between "last used" writes for one key or token.
     "KEY_LAST_USED_RESOLUTION": 60,
+    # Seconds between ``: keep-alive`` comments on an idle SDK stream (proxies close silent connections).
+    "STREAM_HEARTBEAT_SECONDS": 15.0,
+    # Ruleset versions compiled for evaluation kept per process (a few per environment is plenty).
+    "COMPILED_RULESETS": 32,
+    # Largest request body the SDK evaluate / OFREP endpoints accept, in bytes.
+    "EVALUATE_MAX_BODY": 64 * 1024,
+    # Largest metrics batch accepted, in bytes, and its row / sample limits.
+    "METRICS_MAX_BODY": 1024 * 1024,
+    "METRICS_MAX_ROWS": 2000,
+    "METRICS_MAX_SAMPLES": 100,
+    # Mismatch samples kept per environment and minute (the rest are counted, not stored).
+    "METRICS_SAMPLES_PER_MINUTE": 50,
+    # Seconds after a minute ends before the roll-up takes it (batches in flight land first).
+    "METRICS_ROLLUP_GRACE_SECONDS": 10,
+    # Seconds a claimed-but-unfinished roll-up waits before another run finishes it.
+    "METRICS_ROLLUP_RECOVER_SECONDS": 300,
     # Fail instead of skipping tests that need PostgreSQL / Redis / a Celery worker.
     "REQUIRE_SERVICES": False,
 }

@@ -213,6 +213,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    # Metrics counted in Redis (or the database) become per-minute rows, minutes after they close.
+    "rollup-metrics": {"task": "rollout.tasks.rollup_metrics", "schedule": 60.0},
+}
 
 LOGGING = {
     "version": 1,
@@ -230,3 +234,5 @@ LOGGING = {
 
 # Turnout's own settings (TURNOUT_*): defaults live in common/conf.py; override here from the environment.
 TURNOUT_REQUIRE_SERVICES = env.get_bool("TURNOUT_REQUIRE_SERVICES", False)
+if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
+    TURNOUT_STREAM_HEARTBEAT_SECONDS = env.get_float("TURNOUT_STREAM_HEARTBEAT_SECONDS", 15.0)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from rollout.broadcast import publish
+
 logger = logging.getLogger("turnout.ruleset")
 
 
 def announce_ruleset(environment: str, version: int) -> None:
+    """Every stream of the environment, in every web process (through Redis pub/sub when configured,
+    else this process's only — see rollout/broadcast.py), hears about the new version."""
     logger.info("ruleset.changed", extra={"environment": environment, "version": version})
+    publish(environment, version)

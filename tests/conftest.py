@@ -31,7 +31,11 @@ def service_missing(reason: str) -> None:
 def _clear_cache() -> Iterator[None]:
     from django.core.cache import cache
 
+    from rollout.evaluation import clear_compiled
+
     cache.clear()
+    # Test databases roll back, so ruleset versions repeat from test to test (never in production).
+    clear_compiled()
     yield
 
 
