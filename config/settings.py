@@ -185,6 +185,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # The SDK decision's path and the OFREP variant are the same two values.
+    "ENUM_NAME_OVERRIDES": {"DecisionPathEnum": ["legacy", "parallel"]},
 }
 
 # Celery: Redis when configured, otherwise a broker that needs no server (kombu's filesystem transport).

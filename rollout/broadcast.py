@@ -18,6 +18,7 @@ polled. Where the news comes from:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import threading
@@ -106,7 +107,9 @@ class Broadcaster:
         if task is not None and not task.done() and self._listener_loop is loop:
             return
         self._listener_loop = loop
-        self._listener = loop.create_task(self._listen(), name="turnout-ruleset-listener")
+        # A fresh context: the listener outlives the request that started it (and its executor).
+        self._listener = loop.create_task(self._listen(), name="turnout-ruleset-listener",
+                                          context=contextvars.Context())
 
     async def _listen(self) -> None:
         import redis.asyncio as aioredis
@@ -132,7 +135,8 @@ class Broadcaster:
             except Exception as exc:
                 delay = RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)]
                 attempt += 1
-                logger.warning("stream.listener_error", extra={"error": type(exc).__name__, "retry_in": delay})
+                logger.warning("stream.listener_error", extra={"error": type(exc).__name__, "retry_in": delay},
+                               exc_info=True)
                 await asyncio.sleep(delay)
             finally:
                 await client.aclose()
@@ -145,17 +149,23 @@ class Broadcaster:
             logger.warning("stream.bad_message")
 
     async def _catch_up(self) -> None:
-        from asgiref.sync import sync_to_async
-
-        from rollout.models import Environment
-
         with self._lock:
             envs = list(self._subs)
-        rows = await sync_to_async(
-            lambda: list(Environment.objects.filter(key__in=envs).values_list("key", "ruleset_version"))
-        )()
-        for env_key, version in rows:
+        if not envs:
+            return
+        for env_key, version in await asyncio.to_thread(_current_versions, envs):
             self.deliver(env_key, version)
+
+
+def _current_versions(envs: list[str]) -> list[tuple[str, int]]:
+    from django.db import connection
+
+    from rollout.models import Environment
+
+    try:
+        return list(Environment.objects.filter(key__in=envs).values_list("key", "ruleset_version"))
+    finally:
+        connection.close()  # a worker thread of the loop's executor: do not keep a connection there
 
 
 broadcaster = Broadcaster()

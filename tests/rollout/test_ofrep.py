@@ -53,7 +53,8 @@ def test_ofrep_single__killed_flag__disabled(client, key, actor):
 def test_ofrep_single__unknown_flag__404_flag_not_found(client, key):
     response = _post(client, SINGLE.format("nope"), {"context": {"targetingKey": "u"}}, key)
     assert response.status_code == 404
-    assert response.json() == {"key": "nope", "errorCode": "FLAG_NOT_FOUND", "errorDetails": "Flag 'nope' was not found"}
+    assert response.json() == {"key": "nope", "errorCode": "FLAG_NOT_FOUND",
+                               "errorDetails": "Flag 'nope' was not found"}
 
 
 @pytest.mark.parametrize("context", [{}, {"plan": "pro"}, {"targetingKey": ""}])
