@@ -34,7 +34,7 @@ def _local(envs, flag, key, attributes):  # type: ignore[no-untyped-def]
 
 
 def test_evaluate__override__parallel_targeting_match(client, key, envs):
-    response = _post(client, URL, {"flag": "invoke-engine" if False else "invoice-engine",
+    response = _post(client, URL, {"flag": "invoice-engine",
                                    "context": {"key": "user-1", "attributes": {"tenant_id": "t1"}}}, key)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
