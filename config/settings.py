@@ -94,6 +94,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+_POOL_SIZE = env.get_int("DATABASE_POOL_SIZE", 0)
+if _POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI, sync code runs on per-request threads: persistent per-thread connections pile up
+    # until PostgreSQL refuses more. A per-process pool bounds them (psycopg_pool).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": _POOL_SIZE, "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.get("REDIS_URL")

@@ -30,6 +30,8 @@ from rest_framework.views import APIView
 from common.auth import SdkKeyAuthentication, SdkPrincipal, bearer, sdk_principal
 from common.conf import get_setting
 from common.errors import error_body
+from common.redis import get_redis
+from rollout.evaluation import version_cache_key
 
 AUTH_MESSAGE = "Missing, invalid or revoked SDK key."
 WWW_AUTHENTICATE = 'Bearer realm="sdk"'
@@ -50,25 +52,42 @@ def sdk_throttle_wait(ident: str) -> float | None:
     """Count one request against the key's ``sdk`` rate; seconds to wait when over it, else None.
 
     A fixed window per key: one counter per window in the shared cache (Redis when configured),
-    so the cost stays one or two cache round trips whatever the rate (a sliding log would store
-    and rewrite every timestamp of the window on every request).
+    so the cost stays one round trip whatever the rate (a sliding log would store and rewrite
+    every timestamp of the window on every request).
     """
+    return _count_request(ident, None)[0]
+
+
+def _count_request(ident: str, environment: str | None) -> tuple[float | None, int | None]:
+    """The throttle count, and with Redis the environment's cached ruleset version, in ONE round trip."""
     rate = api_settings.DEFAULT_THROTTLE_RATES.get("sdk")
-    if not rate:
-        return None
-    num, duration = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
-    if num is None or duration is None:
-        return None
+    num, duration = SimpleRateThrottle.parse_rate(None, rate) if rate else (None, None)  # type: ignore[arg-type]
     now = time.time()
-    window = int(now // duration)
+    window = int(now // duration) if duration else 0
     key = f"throttle:sdk:{ident}:{window}"
-    try:
-        count = cache.incr(key)
-    except ValueError:
-        count = 1 if cache.add(key, 1, timeout=duration + 1) else cache.incr(key)
-    if count > num:
-        return (window + 1) * duration - now
-    return None
+    client = get_redis()
+    version: int | None = None
+    count = 0
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        if num is not None and duration is not None:
+            pipe.incr(f"turnout:{key}")
+            pipe.expire(f"turnout:{key}", duration + 1, nx=True)
+        if environment is not None:
+            pipe.get(version_cache_key(environment))
+        results = pipe.execute()
+        if num is not None:
+            count = results[0]
+        if environment is not None and results[-1] is not None:
+            version = int(results[-1])
+    elif num is not None and duration is not None:
+        try:
+            count = cache.incr(key)
+        except ValueError:
+            count = 1 if cache.add(key, 1, timeout=duration + 1) else cache.incr(key)
+    if num is not None and duration is not None and count > num:
+        return (window + 1) * duration - now, version
+    return None, version
 
 
 def retry_after_seconds(wait: float) -> str:
@@ -102,18 +121,26 @@ def throttled(wait: float) -> HttpResponse:
 
 def authenticate(request: HttpRequest) -> SdkPrincipal | float | None:
     """The request's SDK principal; a float (seconds to wait) when throttled; None when not authenticated."""
+    result = authenticate_for_evaluation(request)
+    return result if result is None or isinstance(result, float) else result[0]
+
+
+def authenticate_for_evaluation(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | float | None:
+    """Like ``authenticate``, with the environment's cached ruleset version (None: ask the database)
+    fetched in the throttle's round trip."""
     principal = sdk_principal(bearer(request))
     if principal is None:
         return None
-    wait = sdk_throttle_wait(principal.prefix)
+    wait, version = _count_request(principal.prefix, principal.environment)
     if wait is not None:
         return wait
-    return principal
+    return principal, version
 
 
-def sdk_guard(request: HttpRequest) -> SdkPrincipal | HttpResponse:
-    """Auth then throttle, answering in the SDK API's error body."""
-    result = authenticate(request)
+def sdk_guard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpResponse:
+    """Auth then throttle, answering in the SDK API's error body; the principal and the cached
+    ruleset version of its environment (or None)."""
+    result = authenticate_for_evaluation(request)
     if result is None:
         return unauthorized()
     if isinstance(result, float):

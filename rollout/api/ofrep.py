@@ -38,7 +38,14 @@ from rest_framework import serializers
 from turnout.types import Decision, ErrorCode, Reason
 
 from common.auth import SdkPrincipal
-from rollout.api.lean import BadRequest, authenticate, described, json_response, read_json, retry_after_seconds
+from rollout.api.lean import (
+    BadRequest,
+    authenticate_for_evaluation,
+    described,
+    json_response,
+    read_json,
+    retry_after_seconds,
+)
 from rollout.api.sdk import _etag_matches
 from rollout.evaluation import CompiledRuleset, compiled_ruleset
 
@@ -134,8 +141,8 @@ def _failure(exc: OfrepError) -> HttpResponse:
     return _respond(body, status=exc.status)
 
 
-def _guard(request: HttpRequest) -> SdkPrincipal | HttpResponse:
-    result = authenticate(request)
+def _guard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpResponse:
+    result = authenticate_for_evaluation(request)
     if result is None:
         response = _respond({"errorDetails": "Missing, invalid or revoked SDK key"}, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="sdk"'
@@ -156,8 +163,8 @@ def _read(request: HttpRequest) -> Any:
         raise OfrepError(status, "PARSE_ERROR", f"The request body {exc.message}") from None
 
 
-def _ruleset(principal: SdkPrincipal) -> CompiledRuleset:
-    compiled = compiled_ruleset(principal.environment_id)
+def _ruleset(principal: SdkPrincipal, version: int | None) -> CompiledRuleset:
+    compiled = compiled_ruleset(principal.environment_id, environment=principal.environment, version=version)
     if compiled is None:
         raise OfrepError(500, None, "The SDK key's environment no longer exists")
     return compiled
@@ -217,12 +224,13 @@ _COMMON = {401: OpenApiResponse(_GENERAL, description="Missing, invalid or revok
     "tags": ["ofrep"],
 }}, name="OfrepEvaluateFlagView", options=_preflight)
 def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
-    principal = _guard(request)
-    if isinstance(principal, HttpResponse):
-        return principal
+    guarded = _guard(request)
+    if isinstance(guarded, HttpResponse):
+        return guarded
+    principal, version = guarded
     try:
         targeting_key, attributes, _ = _context(_read(request))
-        compiled = _ruleset(principal)
+        compiled = _ruleset(principal, version)
         item = evaluation(compiled.ruleset.decide(key, targeting_key, attributes), compiled)
     except OfrepError as exc:
         if exc.key is None and exc.status == 400:
@@ -263,12 +271,13 @@ def bulk_etag(compiled: CompiledRuleset, context: dict[str, Any]) -> str:
     "tags": ["ofrep"],
 }}, name="OfrepEvaluateFlagsView", options=_preflight)
 def evaluate_flags(request: HttpRequest) -> HttpResponse:
-    principal = _guard(request)
-    if isinstance(principal, HttpResponse):
-        return principal
+    guarded = _guard(request)
+    if isinstance(guarded, HttpResponse):
+        return guarded
+    principal, version = guarded
     try:
         targeting_key, attributes, context = _context(_read(request))
-        compiled = _ruleset(principal)
+        compiled = _ruleset(principal, version)
         etag = bulk_etag(compiled, context)
         if _etag_matches(request.headers.get("If-None-Match", ""), etag):
             response = HttpResponse(status=304)

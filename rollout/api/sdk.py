@@ -148,9 +148,10 @@ def _not_ready() -> HttpResponse:
 def evaluate(request: HttpRequest) -> HttpResponse:
     """``{flag, context: {key, attributes}}`` → the decision. An unknown flag is a decision too
     (legacy, reason ERROR, error_code FLAG_NOT_FOUND), exactly as the SDK would answer."""
-    principal = sdk_guard(request)
-    if isinstance(principal, HttpResponse):
-        return principal
+    guarded = sdk_guard(request)
+    if isinstance(guarded, HttpResponse):
+        return guarded
+    principal, version = guarded
     try:
         data = read_json(request)
         key, attributes = _context(data)
@@ -159,7 +160,7 @@ def evaluate(request: HttpRequest) -> HttpResponse:
             raise BadRequest("flag", "must be a non-empty string")
     except BadRequest as exc:
         return bad_request(exc)
-    compiled = compiled_ruleset(principal.environment_id)
+    compiled = compiled_ruleset(principal.environment_id, environment=principal.environment, version=version)
     if compiled is None:
         return _not_ready()
     return json_response(decision_body(compiled.ruleset.decide(flag, key, attributes)))
@@ -178,14 +179,15 @@ def evaluate(request: HttpRequest) -> HttpResponse:
 }})
 def evaluate_bulk(request: HttpRequest) -> HttpResponse:
     """``{context}`` → ``{environment, version, flags: {flag: decision}}``."""
-    principal = sdk_guard(request)
-    if isinstance(principal, HttpResponse):
-        return principal
+    guarded = sdk_guard(request)
+    if isinstance(guarded, HttpResponse):
+        return guarded
+    principal, version = guarded
     try:
         key, attributes = _context(read_json(request))
     except BadRequest as exc:
         return bad_request(exc)
-    compiled = compiled_ruleset(principal.environment_id)
+    compiled = compiled_ruleset(principal.environment_id, environment=principal.environment, version=version)
     if compiled is None:
         return _not_ready()
     decide = compiled.ruleset.decide
@@ -207,9 +209,10 @@ def evaluate_bulk(request: HttpRequest) -> HttpResponse:
     "tags": ["sdk"],
 }})
 def metrics(request: HttpRequest) -> HttpResponse:
-    principal = sdk_guard(request)
-    if isinstance(principal, HttpResponse):
-        return principal
+    guarded = sdk_guard(request)
+    if isinstance(guarded, HttpResponse):
+        return guarded
+    principal = guarded[0]
     try:
         batch = parse_batch(read_json(request, max_bytes=get_setting("METRICS_MAX_BODY")))
     except BadRequest as exc:

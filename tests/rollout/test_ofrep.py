@@ -126,14 +126,17 @@ def test_ofrep_bulk__bad_context__400_without_key(client, key):
     assert set(response.json()) == {"errorCode", "errorDetails"}
 
 
-def test_ofrep_bulk__if_none_match__304_then_200_after_change(client, key, actor):
+def test_ofrep_bulk__if_none_match__304_then_200_after_change(client, key, actor,
+                                                              django_capture_on_commit_callbacks):
     body = {"context": {"targetingKey": "user-1", "tenant_id": "t1"}}
     etag = _post(client, BULK, body, key)["ETag"]
     again = _post(client, BULK, body, key, HTTP_IF_NONE_MATCH=etag)
     assert again.status_code == 304 and again.content == b"" and again["ETag"] == etag
     other = _post(client, BULK, {"context": {"targetingKey": "user-2"}}, key, HTTP_IF_NONE_MATCH=etag)
     assert other.status_code == 200 and other["ETag"] != etag
-    flag_state_update(actor=actor, flag="invoice-engine", environment="staging", version=None, percentage_value=70)
+    with django_capture_on_commit_callbacks(execute=True):
+        flag_state_update(actor=actor, flag="invoice-engine", environment="staging", version=None,
+                          percentage_value=70)
     changed = _post(client, BULK, body, key, HTTP_IF_NONE_MATCH=etag)
     assert changed.status_code == 200 and changed["ETag"] != etag
 

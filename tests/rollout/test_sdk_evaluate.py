@@ -129,7 +129,7 @@ def test_evaluate__over_the_rate__429_retry_after(client, key, settings):
     assert client.get("/api/v1/sdk/ruleset", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 429
 
 
-def test_evaluate__warm__one_query_and_no_compile(client, key, monkeypatch):
+def test_evaluate__warm__at_most_one_query_and_no_compile(client, key, monkeypatch, settings):
     body = {"flag": "invoice-engine", "context": {"key": "u", "attributes": {"tenant_id": "t"}}}
     assert _post(client, URL, body, key).status_code == 200
     import rollout.evaluation as evaluation
@@ -137,14 +137,16 @@ def test_evaluate__warm__one_query_and_no_compile(client, key, monkeypatch):
     monkeypatch.setattr(evaluation, "compile_ruleset", lambda doc: pytest.fail("compiled again"))
     with CaptureQueriesContext(connection) as queries:
         assert _post(client, URL, body, key).status_code == 200
-    # The environment's version; the key comes from the cache, the ruleset from the process.
-    assert len(queries.captured_queries) == 1, queries.captured_queries
+    # The key comes from the cache, the ruleset from the process; the environment's version from
+    # Redis (read with the throttle count) or, without Redis, one indexed read.
+    assert len(queries.captured_queries) == (0 if settings.REDIS_URL else 1), queries.captured_queries
 
 
-def test_evaluate__after_a_change__new_version_decides(client, key, flag, actor):
+def test_evaluate__after_a_change__new_version_decides(client, key, flag, actor, django_capture_on_commit_callbacks):
     body = {"flag": "invoice-engine", "context": {"key": "u", "attributes": {"tenant_id": "t"}}}
     before = _post(client, URL, body, key).json()
-    flag_state_update(actor=actor, flag=flag.key, environment="staging", version=None, percentage_value=100)
+    with django_capture_on_commit_callbacks(execute=True):
+        flag_state_update(actor=actor, flag=flag.key, environment="staging", version=None, percentage_value=100)
     after = _post(client, URL, body, key).json()
     assert after["version"] > before["version"]
     assert (after["path"], after["reason"]) == ("parallel", "SPLIT")
@@ -168,3 +170,28 @@ def test_evaluate_bulk__bad_context__400(client, key):
     response = _post(client, BULK, {"context": {"key": ["x"]}}, key)
     assert response.status_code == 400
     assert "context.key" in response.json()["error"]["fields"]
+
+
+@pytest.mark.services
+def test_evaluate__redis_version_key__only_ever_raised(redis_url, key, envs):
+    from common.redis import get_redis
+    from rollout.evaluation import remember_version, version_cache_key
+
+    remember_version("staging", 10)
+    remember_version("staging", 9)  # a late writer
+    assert int(get_redis().get(version_cache_key("staging"))) == 10
+    assert 0 < get_redis().ttl(version_cache_key("staging")) <= 5
+
+
+@pytest.mark.services
+def test_evaluate__redis_version_key_lost__database_asked(client, redis_url, key, envs):
+    from common.redis import get_redis
+    from rollout.evaluation import version_cache_key
+
+    body = {"flag": "invoice-engine", "context": {"key": "u"}}
+    first = _post(client, URL, body, key).json()
+    get_redis().delete(version_cache_key("staging"))
+    with CaptureQueriesContext(connection) as queries:
+        assert _post(client, URL, body, key).json() == first
+    assert len(queries.captured_queries) == 1
+    assert int(get_redis().get(version_cache_key("staging"))) == first["version"]
