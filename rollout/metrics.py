@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from turnout.wire import LATENCY_BUCKETS_MS
+
 from common.conf import get_setting
 from rollout.api.lean import BadRequest
 
-try:  # the one definition, in the SDK's wire module
-    from turnout.wire import LATENCY_BUCKETS_MS
-except ImportError:  # an SDK checkout without turnout.wire: the same bounds, from docs/sdk-protocol.md
-    LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
-                          5000.0)
 
 HISTOGRAM_SIZE = len(LATENCY_BUCKETS_MS) + 1
 COUNTERS = ("calls", "errors", "fallbacks", "comparisons", "mismatches", "compare_skipped", "compare_errors",

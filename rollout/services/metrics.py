@@ -106,6 +106,8 @@ def metrics_record(*, environment_id: int, batch: Batch, now: float | None = Non
     minute = _minute_of(ts)
     for event in batch.breaker_events:
         logger.info("sdk.breaker", extra={"environment_id": environment_id, **event})
+    if batch.dropped:
+        logger.info("sdk.metrics_dropped", extra={"environment_id": environment_id, **batch.dropped})
     client = get_redis()
     if client is None:
         _record_in_database(environment_id, batch, minute)
