@@ -18,7 +18,6 @@ from turnout.wire import LATENCY_BUCKETS_MS
 from common.conf import get_setting
 from rollout.api.lean import BadRequest
 
-
 HISTOGRAM_SIZE = len(LATENCY_BUCKETS_MS) + 1
 COUNTERS = ("calls", "errors", "fallbacks", "comparisons", "mismatches", "compare_skipped", "compare_errors",
             "compare_timeouts")
