@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,14 +58,32 @@ class SdkPrincipal:
     is_authenticated: bool = True
 
 
+# digest -> (monotonic expiry, cached row or False): spares the shared cache a round trip on the
+# SDK's hot endpoints. Revocation clears it at once in the revoking process (forget_sdk_key) and
+# within SDK_KEY_LOCAL_SECONDS everywhere else.
+_local_keys: dict[str, tuple[float, Any]] = {}
+
+
+def forget_sdk_key(key_digest: str) -> None:
+    _local_keys.pop(key_digest, None)
+
+
 def sdk_principal(value: str | None) -> SdkPrincipal | None:
-    """Resolve an SDK key (cached by digest; revocation deletes the cache entry on commit)."""
+    """Resolve an SDK key (cached by digest; revocation deletes the cache entries on commit)."""
     if not value or not value.startswith("sdk_"):
         return None
     from rollout.models import SdkKey
     from rollout.services.keys import key_touch, sdk_key_cache_key
 
     d = digest(value)
+    now = time.monotonic()
+    local = _local_keys.get(d)
+    if local is not None and local[0] > now:
+        cached = local[1]
+        if not cached:
+            return None
+        key_touch(SdkKey, cached[0])
+        return SdkPrincipal(key_id=cached[0], prefix=cached[1], environment_id=cached[2], environment=cached[3])
     ck = sdk_key_cache_key(d)
     cached = cache.get(ck)
     if cached is None:
@@ -75,6 +94,11 @@ def sdk_principal(value: str | None) -> SdkPrincipal | None:
         )
         cached = list(row) if row else False
         cache.set(ck, cached, timeout=get_setting("SDK_KEY_CACHE_TIMEOUT"))
+    local_seconds = get_setting("SDK_KEY_LOCAL_SECONDS")
+    if local_seconds > 0:
+        if len(_local_keys) > 10_000:
+            _local_keys.clear()
+        _local_keys[d] = (now + local_seconds, cached)
     if not cached:
         return None
     key_touch(SdkKey, cached[0])

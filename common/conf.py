@@ -11,8 +11,30 @@ DEFAULTS: dict[str, Any] = {
     "RULESET_CACHE_TIMEOUT": 24 * 3600,
     # Seconds an SDK key lookup is cached (revocation clears it at once on commit).
     "SDK_KEY_CACHE_TIMEOUT": 60,
+    # Seconds a process keeps an SDK key lookup to itself (0: always ask the shared cache). A key
+    # revoked in another process stops working here within this time.
+    "SDK_KEY_LOCAL_SECONDS": 5,
     # Minimum seconds between "last used" writes for one key or token.
     "KEY_LAST_USED_RESOLUTION": 60,
+    # Seconds between ``: keep-alive`` comments on an idle SDK stream (proxies close silent connections).
+    "STREAM_HEARTBEAT_SECONDS": 15.0,
+    # Seconds the current ruleset version may be served from Redis before the database is asked again
+    # (it is rewritten on every commit that raises it; this only bounds a lost write).
+    "VERSION_CACHE_SECONDS": 5,
+    # Ruleset versions compiled for evaluation kept per process (a few per environment is plenty).
+    "COMPILED_RULESETS": 32,
+    # Largest request body the SDK evaluate / OFREP endpoints accept, in bytes.
+    "EVALUATE_MAX_BODY": 64 * 1024,
+    # Largest metrics batch accepted, in bytes, and its row / sample limits.
+    "METRICS_MAX_BODY": 1024 * 1024,
+    "METRICS_MAX_ROWS": 2000,
+    "METRICS_MAX_SAMPLES": 100,
+    # Mismatch samples kept per environment and minute (the rest are counted, not stored).
+    "METRICS_SAMPLES_PER_MINUTE": 50,
+    # Seconds after a minute ends before the roll-up takes it (batches in flight land first).
+    "METRICS_ROLLUP_GRACE_SECONDS": 10,
+    # Seconds a claimed-but-unfinished roll-up waits before another run finishes it.
+    "METRICS_ROLLUP_RECOVER_SECONDS": 300,
     # Fail instead of skipping tests that need PostgreSQL / Redis / a Celery worker.
     "REQUIRE_SERVICES": False,
 }

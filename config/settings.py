@@ -94,6 +94,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+_POOL_SIZE = env.get_int("DATABASE_POOL_SIZE", 0)
+if _POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI, sync code runs on per-request threads: persistent per-thread connections pile up
+    # until PostgreSQL refuses more. A per-process pool bounds them (psycopg_pool).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": _POOL_SIZE, "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.get("REDIS_URL")
@@ -186,6 +192,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # The SDK decision's path and the OFREP variant are the same two values.
+    "ENUM_NAME_OVERRIDES": {"DecisionPathEnum": ["legacy", "parallel"]},
 }
 
 # Celery: Redis when configured, otherwise a broker that needs no server (kombu's filesystem transport).
@@ -214,6 +222,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    # Metrics counted in Redis (or the database) become per-minute rows, minutes after they close.
+    "rollup-metrics": {"task": "rollout.tasks.rollup_metrics", "schedule": 60.0},
+}
 
 LOGGING = {
     "version": 1,
@@ -231,3 +243,5 @@ LOGGING = {
 
 # Turnout's own settings (TURNOUT_*): defaults live in common/conf.py; override here from the environment.
 TURNOUT_REQUIRE_SERVICES = env.get_bool("TURNOUT_REQUIRE_SERVICES", False)
+if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
+    TURNOUT_STREAM_HEARTBEAT_SECONDS = env.get_float("TURNOUT_STREAM_HEARTBEAT_SECONDS", 15.0)

@@ -180,3 +180,90 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})"
+
+
+class MetricPath(models.TextChoices):
+    LEGACY = "legacy", "Legacy"
+    PARALLEL = "parallel", "Parallel"
+
+
+class MetricMinute(models.Model):
+    """What SDKs reported for one flag, path and minute in one environment (rolled up from Redis,
+    or counted here directly in embedded mode). Later roll-ups (hourly, retention) read these rows.
+
+    ``flag_key`` is the key SDKs asked about, not a foreign key: calls for a flag that does not
+    exist (FLAG_NOT_FOUND) are counted too, and counts outlive a deleted flag.
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="metric_minutes")
+    flag_key = models.CharField(max_length=100)
+    path = models.CharField(max_length=8, choices=MetricPath.choices)
+    minute = models.DateTimeField(help_text="Start of the minute (UTC) in which the server received the counts.")
+    calls = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    fallbacks = models.PositiveBigIntegerField(default=0)
+    comparisons = models.PositiveBigIntegerField(default=0)
+    mismatches = models.PositiveBigIntegerField(default=0)
+    compare_skipped = models.PositiveBigIntegerField(default=0)
+    compare_errors = models.PositiveBigIntegerField(default=0)
+    compare_timeouts = models.PositiveBigIntegerField(default=0)
+    # Calls per fixed latency bucket (turnout.wire.LATENCY_BUCKETS_MS; the last counts the rest).
+    latency_ms = models.JSONField(default=list)
+    error_codes = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["minute", "flag_key", "path"]
+        constraints = [
+            # One row per flag, path and minute: counts are added to it, never duplicated beside it.
+            models.UniqueConstraint(fields=["environment", "flag_key", "path", "minute"],
+                                    name="metric_minute_unique"),
+            models.CheckConstraint(condition=models.Q(path__in=MetricPath.values), name="metric_minute_path_valid"),
+        ]
+        indexes = [models.Index(fields=["minute"], name="metric_minute_minute_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.flag_key}/{self.path}@{self.minute:%Y-%m-%d %H:%M}"
+
+
+class MismatchSample(models.Model):
+    """A few comparisons per minute whose legacy and parallel results differed, as the host's
+    redaction hook left them (the subject only as ``key_hash``)."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="mismatch_samples")
+    flag_key = models.CharField(max_length=100)
+    version = models.PositiveBigIntegerField(null=True, blank=True)
+    key_hash = models.CharField(max_length=64)
+    served = models.CharField(max_length=8, blank=True, default="")
+    legacy = models.JSONField(null=True)
+    parallel = models.JSONField(null=True)
+    truncated = models.BooleanField(default=False)
+    at = models.DateTimeField(help_text="When the SDK saw the mismatch (its clock).")
+    minute = models.DateTimeField(help_text="The minute the server received it.")
+
+    class Meta:
+        ordering = ["-minute", "flag_key"]
+        indexes = [models.Index(fields=["environment", "flag_key", "minute"], name="mismatch_sample_flag_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.flag_key}@{self.minute:%Y-%m-%d %H:%M}"
+
+
+class MetricRollup(models.Model):
+    """One claimed Redis minute that was written to MetricMinute: its claim id is unique, so a
+    claim is applied once even when a crashed roll-up is finished by another run."""
+
+    claim = models.CharField(max_length=100)
+    minute = models.DateTimeField()
+    rows = models.PositiveIntegerField(default=0)
+    rolled_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-rolled_at"]
+        constraints = [
+            # Exactly-once: applying the same claimed counts twice fails here and rolls back.
+            models.UniqueConstraint(fields=["claim"], name="metric_rollup_claim_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.claim

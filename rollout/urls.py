@@ -4,11 +4,16 @@ from django.urls import path
 
 from rollout.api import environments, flags, keys, users, workloads
 from rollout.api import sdk as sdk_api
+from rollout.api import stream as stream_api
 
 STATE = "flags/<str:key>/states/<str:env>/"
 
 urlpatterns = [
     path("sdk/ruleset", sdk_api.RulesetView.as_view(), name="sdk-ruleset"),
+    path("sdk/evaluate", sdk_api.evaluate, name="sdk-evaluate"),
+    path("sdk/evaluate/bulk", sdk_api.evaluate_bulk, name="sdk-evaluate-bulk"),
+    path("sdk/stream", stream_api.stream, name="sdk-stream"),
+    path("sdk/metrics", sdk_api.metrics, name="sdk-metrics"),
     path("environments/", environments.EnvironmentListView.as_view(), name="environment-list"),
     path("environments/<str:key>/", environments.EnvironmentDetailView.as_view(), name="environment-detail"),
     path("workloads/", workloads.WorkloadListView.as_view(), name="workload-list"),

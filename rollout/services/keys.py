@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
+from common.auth import forget_sdk_key
 from common.conf import get_setting
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.secrets import new_secret
@@ -59,7 +61,12 @@ def sdk_key_revoke(*, actor: Actor, prefix: str, reason: str = "") -> SdkKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
         digest = key.secret_hash
-        transaction.on_commit(lambda: cache.delete(sdk_key_cache_key(digest)))
+
+        def forget() -> None:
+            cache.delete(sdk_key_cache_key(digest))
+            forget_sdk_key(digest)
+
+        transaction.on_commit(forget)
         audit_record(actor=actor, action="sdk_key.revoked", object_type="sdk_key", object_key=key.prefix,
                      environment=key.environment.key, before={"revoked": False}, after={"revoked": True},
                      reason=reason)
@@ -96,9 +103,20 @@ def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken
     return token
 
 
+_touched: dict[tuple[str, int], float] = {}
+
+
 def key_touch(model: type[SdkKey] | type[ApiToken], pk: int) -> None:
-    """Record last use, at most once per resolution window per key (bookkeeping, not audited)."""
+    """Record last use, at most once per resolution window per key (bookkeeping, not audited).
+    Each process remembers its own last touch, so a busy key costs no cache round trip."""
     resolution = get_setting("KEY_LAST_USED_RESOLUTION")
+    memo = (model.__name__, pk)
+    now = time.monotonic()
+    if _touched.get(memo, 0.0) > now:
+        return
+    if len(_touched) > 10_000:
+        _touched.clear()
+    _touched[memo] = now + resolution
     if not cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution):
         return
     now = timezone.now()

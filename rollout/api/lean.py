@@ -1,0 +1,227 @@
+"""Lean SDK endpoints: plain Django views with the SDK API's auth, throttling and error body.
+
+The evaluate and OFREP endpoints sit on every request path of the services that call them, so
+they skip DRF's request wrapping, content negotiation and renderers (measured in
+``bench/evaluate``). What they keep is the contract: the SDK key (``Authorization: Bearer`` or
+``X-API-Key``) resolved through the same cached ``sdk_principal``, the same per-key throttle
+budget as the DRF SDK views (``SdkKeyThrottle``), and the one error body. ``described`` hangs an
+``APIView`` subclass on the view function, which is all drf-spectacular needs to list it in
+``/api/v1/schema/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from common.auth import SdkKeyAuthentication, SdkPrincipal, bearer, sdk_principal
+from common.conf import get_setting
+from common.errors import error_body
+from common.redis import get_redis
+from rollout.evaluation import version_cache_key
+
+AUTH_MESSAGE = "Missing, invalid or revoked SDK key."
+WWW_AUTHENTICATE = 'Bearer realm="sdk"'
+_JSON_SEPARATORS = (",", ":")
+
+
+class BadRequest(Exception):
+    """Input the endpoint refuses; ``field`` names the bad part (dotted path)."""
+
+    def __init__(self, field: str, message: str, *, code: str = "invalid") -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.code = code
+
+
+def sdk_throttle_wait(ident: str) -> float | None:
+    """Count one request against the key's ``sdk`` rate; seconds to wait when over it, else None.
+
+    A fixed window per key: one counter per window in the shared cache (Redis when configured),
+    so the cost stays one round trip whatever the rate (a sliding log would store and rewrite
+    every timestamp of the window on every request).
+    """
+    return _count_request(ident, None)[0]
+
+
+def _count_request(ident: str, environment: str | None) -> tuple[float | None, int | None]:
+    """The throttle count, and with Redis the environment's cached ruleset version, in ONE round trip."""
+    rate = api_settings.DEFAULT_THROTTLE_RATES.get("sdk")
+    num, duration = SimpleRateThrottle.parse_rate(None, rate) if rate else (None, None)  # type: ignore[arg-type]
+    now = time.time()
+    window = int(now // duration) if duration else 0
+    key = f"throttle:sdk:{ident}:{window}"
+    client = get_redis()
+    version: int | None = None
+    count = 0
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        if num is not None and duration is not None:
+            pipe.incr(f"turnout:{key}")
+            pipe.expire(f"turnout:{key}", duration + 1, nx=True)
+        if environment is not None:
+            pipe.get(version_cache_key(environment))
+        results = pipe.execute()
+        if num is not None:
+            count = results[0]
+        if environment is not None and results[-1] is not None:
+            version = int(results[-1])
+    elif num is not None and duration is not None:
+        try:
+            count = cache.incr(key)
+        except ValueError:
+            count = 1 if cache.add(key, 1, timeout=duration + 1) else cache.incr(key)
+    if num is not None and duration is not None and count > num:
+        return (window + 1) * duration - now, version
+    return None, version
+
+
+def retry_after_seconds(wait: float) -> str:
+    """Retry-After in whole seconds (never 0: a client told 0 retries at once)."""
+    return str(max(1, math.ceil(wait)))
+
+
+def json_response(data: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(data, separators=_JSON_SEPARATORS, ensure_ascii=False),
+                        content_type="application/json", status=status)
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, list[str]] | None = None,
+                   **extra: Any) -> JsonResponse:
+    return JsonResponse(error_body(code, message, fields, **extra), status=status)
+
+
+def unauthorized() -> HttpResponse:
+    response = error_response(401, "authentication_failed", AUTH_MESSAGE)
+    response["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return response
+
+
+def throttled(wait: float) -> HttpResponse:
+    seconds = retry_after_seconds(wait)
+    response = error_response(429, "throttled", f"Request was throttled. Expected available in {seconds} seconds.",
+                              retry_after=int(seconds))
+    response["Retry-After"] = seconds
+    return response
+
+
+def authenticate(request: HttpRequest) -> SdkPrincipal | float | None:
+    """The request's SDK principal; a float (seconds to wait) when throttled; None when not authenticated."""
+    result = authenticate_for_evaluation(request)
+    return result if result is None or isinstance(result, float) else result[0]
+
+
+def authenticate_for_evaluation(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | float | None:
+    """Like ``authenticate``, with the environment's cached ruleset version (None: ask the database)
+    fetched in the throttle's round trip."""
+    principal = sdk_principal(bearer(request))
+    if principal is None:
+        return None
+    wait, version = _count_request(principal.prefix, principal.environment)
+    if wait is not None:
+        return wait
+    return principal, version
+
+
+def sdk_guard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpResponse:
+    """Auth then throttle, answering in the SDK API's error body; the principal and the cached
+    ruleset version of its environment (or None)."""
+    result = authenticate_for_evaluation(request)
+    if result is None:
+        return unauthorized()
+    if isinstance(result, float):
+        return throttled(result)
+    return result
+
+
+def read_json(request: HttpRequest, *, max_bytes: int | None = None) -> Any:
+    """The request body as JSON; BadRequest(code="parse_error") when it is not JSON or too large."""
+    limit = max_bytes if max_bytes is not None else get_setting("EVALUATE_MAX_BODY")
+    length = request.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > limit:
+        raise BadRequest("body", f"is larger than {limit} bytes", code="too_large")
+    body = request.body
+    if len(body) > limit:
+        raise BadRequest("body", f"is larger than {limit} bytes", code="too_large")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("body", f"is not valid JSON ({exc})", code="parse_error") from None
+
+
+def bad_request(exc: BadRequest) -> HttpResponse:
+    status = 413 if exc.code == "too_large" else 400
+    return error_response(status, exc.code, str(exc), {exc.field: [exc.message]})
+
+
+def method_not_allowed(method: str, allowed: list[str]) -> HttpResponse:
+    response = error_response(405, "method_not_allowed", f'Method "{method}" not allowed.')
+    response["Allow"] = ", ".join(allowed)
+    return response
+
+
+class SdkDescribedView(APIView):
+    """What drf-spectacular reads for a lean SDK endpoint (never dispatched itself)."""
+
+    authentication_classes = [SdkKeyAuthentication]
+    permission_classes = [IsAuthenticated]
+
+
+def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDescribedView,
+              name: str | None = None, options: Callable[[HttpRequest], HttpResponse] | None = None,
+              ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Route a plain view function and describe it for drf-spectacular.
+
+    ``methods`` maps an HTTP method to its ``extend_schema`` arguments; other methods answer 405,
+    except OPTIONS when ``options`` answers it (a CORS preflight). The function is CSRF-exempt:
+    these endpoints authenticate by header only, never by cookie.
+    """
+
+    def wrap(func: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        attrs: dict[str, Any] = {"__module__": func.__module__, "__doc__": func.__doc__}
+        for method, schema in methods.items():
+
+            def handler(self: APIView, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
+                return func(request, *args, **kwargs)
+
+            attrs[method.lower()] = extend_schema(**schema)(handler)
+        cls = type(name or "".join(part.title() for part in func.__name__.split("_")) + "View", (base,), attrs)
+        allowed = [m.upper() for m in methods]
+
+        view: Callable[..., Any]
+        if iscoroutinefunction(func):
+
+            async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                if request.method not in allowed:
+                    return method_not_allowed(request.method or "", allowed)
+                return await func(request, *args, **kwargs)  # type: ignore[no-any-return]
+        else:
+
+            def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                if request.method not in allowed:
+                    if request.method == "OPTIONS" and options is not None:
+                        return options(request)
+                    return method_not_allowed(request.method or "", allowed)
+                return func(request, *args, **kwargs)
+
+        view.__name__ = func.__name__
+        view.__doc__ = func.__doc__
+        view.cls = cls  # type: ignore[attr-defined]
+        view.initkwargs = {}  # type: ignore[attr-defined]
+        return csrf_exempt(view)
+
+    return wrap

@@ -1,0 +1,79 @@
+"""``GET /api/v1/sdk/stream``: server-sent events announcing new ruleset versions.
+
+An async view under ASGI: an idle stream is a suspended coroutine waiting on an asyncio event, so
+one web process holds hundreds of them without tying up a worker or a thread. Format and
+reconnection rules are in docs/sdk-protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+
+from common.auth import bearer, sdk_principal
+from common.conf import get_setting
+from common.schema import ERROR_RESPONSES
+from rollout.api.lean import authenticate, described, throttled, unauthorized
+from rollout.broadcast import Subscription, broadcaster
+from rollout.ruleset import current_version
+
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+def ruleset_event(environment: str, version: int) -> bytes:
+    data = json.dumps({"environment": environment, "version": version}, separators=(", ", ": "))
+    return f"event: ruleset\nid: {version}\ndata: {data}\n\n".encode()
+
+
+async def _events(sub: Subscription, environment: str, version: int, secret: str | None) -> AsyncIterator[bytes]:
+    heartbeat = float(get_setting("STREAM_HEARTBEAT_SECONDS"))
+    try:
+        # The reconnection delay a client should use, then the version it must hold now.
+        yield b"retry: 1000\n\n" + ruleset_event(environment, version)
+        last = version
+        while True:
+            newer = await sub.wait(heartbeat)
+            if newer is None:
+                # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
+                if await sync_to_async(sdk_principal)(secret) is None:
+                    return
+                yield KEEP_ALIVE
+            elif newer > last:
+                last = newer
+                yield ruleset_event(environment, newer)
+    finally:  # the client went away (the ASGI handler cancels us) or the key was revoked
+        broadcaster.unsubscribe(sub)
+
+
+@described({"GET": {
+    "operation_id": "sdk_stream",
+    "summary": "Server-sent events: the current ruleset version on connect, then each new one",
+    "description": "`text/event-stream`. Events are `event: ruleset`, `id: <version>`, "
+                   "`data: {\"environment\", \"version\"}`; a `: keep-alive` comment every 15 s when idle.",
+    "parameters": [OpenApiParameter("Last-Event-ID", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)],
+    "responses": {(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="The event stream"),
+                  **ERROR_RESPONSES},
+    "tags": ["sdk"],
+}})
+async def stream(request: HttpRequest) -> HttpResponse:
+    result = await sync_to_async(authenticate)(request)
+    if result is None:
+        return unauthorized()
+    if isinstance(result, float):
+        return throttled(result)
+    # Subscribe first, then read the version: a change committed in between is still delivered.
+    sub = broadcaster.subscribe(result.environment)
+    current = await sync_to_async(current_version)(result.environment_id)
+    if current is None:
+        broadcaster.unsubscribe(sub)
+        return unauthorized()
+    response = StreamingHttpResponse(_events(sub, current[0], current[1], bearer(request)),
+                                     content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
+    return response

@@ -1,0 +1,184 @@
+"""Ruleset versions fanned out to the SDK streams held by this process.
+
+Every stream subscribes here for its environment and waits on its own asyncio event; nothing is
+polled. Where the news comes from:
+
+- With Redis: ``announce_ruleset`` publishes on one pub/sub channel, and each web process runs ONE
+  listener task (started by its first stream) that relays every message to the local subscribers —
+  not one Redis connection per stream. Each time the listener (re)subscribes it re-reads the
+  current version of every environment it serves, so a message sent while it was not listening is
+  not lost to the streams.
+- Without Redis (embedded mode) ``announce_ruleset`` hands the version straight to this process's
+  subscribers. That covers every change made through this web process (the API and the UI). A
+  change committed by another process — a Celery worker's scheduled stage or guardrail rollback —
+  cannot reach the web process's streams in embedded mode; SDKs pick it up by polling the ruleset
+  (ETag). Run with Redis when those must propagate at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import threading
+from typing import Any
+
+from common.redis import channel, get_redis, redis_url
+
+logger = logging.getLogger("turnout.stream")
+
+RULESET_CHANNEL = "ruleset"
+RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Subscription:
+    """One stream's mailbox: the newest version announced for its environment."""
+
+    __slots__ = ("environment", "event", "loop", "version")
+
+    def __init__(self, environment: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.environment = environment
+        self.loop = loop
+        self.event = asyncio.Event()
+        self.version = 0
+
+    def _offer(self, version: int) -> None:  # runs on self.loop
+        if version > self.version:
+            self.version = version
+            self.event.set()
+
+    async def wait(self, timeout: float) -> int | None:
+        """The newest version once one arrives, or None after ``timeout`` seconds of quiet."""
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except TimeoutError:
+            return None
+        self.event.clear()
+        return self.version
+
+
+class Broadcaster:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[str, set[Subscription]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._listener_loop: asyncio.AbstractEventLoop | None = None
+
+    # -- subscribers (called on the event loop) -----------------------------------------------
+
+    def subscribe(self, environment: str) -> Subscription:
+        loop = asyncio.get_running_loop()
+        sub = Subscription(environment, loop)
+        with self._lock:
+            self._subs.setdefault(environment, set()).add(sub)
+        if redis_url():
+            self._ensure_listener(loop)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.environment)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.environment]
+
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._subs.values())
+
+    # -- delivery (any thread) ----------------------------------------------------------------
+
+    def deliver(self, environment: str, version: int) -> None:
+        """Hand a version to this process's streams for that environment (thread-safe)."""
+        with self._lock:
+            subs = list(self._subs.get(environment, ()))
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub._offer, version)
+            except RuntimeError:  # that stream's loop has closed: it is gone
+                self.unsubscribe(sub)
+
+    # -- the Redis listener -------------------------------------------------------------------
+
+    def _ensure_listener(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = self._listener
+        if task is not None and not task.done() and self._listener_loop is loop:
+            return
+        self._listener_loop = loop
+        # A fresh context: the listener outlives the request that started it (and its executor).
+        self._listener = loop.create_task(self._listen(), name="turnout-ruleset-listener",
+                                          context=contextvars.Context())
+
+    async def _listen(self) -> None:
+        import redis.asyncio as aioredis
+
+        url = redis_url()
+        name = channel(RULESET_CHANNEL)
+        attempt = 0
+        while url:
+            client = aioredis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(name)
+                    # Versions committed before the subscription took hold (at start, or while
+                    # reconnecting) were announced to nobody here: read them.
+                    await self._catch_up()
+                    attempt = 0
+                    while True:
+                        message = await pubsub.get_message(timeout=5.0)
+                        if message is not None:
+                            self._relay(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)]
+                attempt += 1
+                logger.warning("stream.listener_error", extra={"error": type(exc).__name__, "retry_in": delay},
+                               exc_info=True)
+                await asyncio.sleep(delay)
+            finally:
+                await client.aclose()
+
+    def _relay(self, data: Any) -> None:
+        try:
+            message = json.loads(data)
+            self.deliver(str(message["environment"]), int(message["version"]))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("stream.bad_message")
+
+    async def _catch_up(self) -> None:
+        with self._lock:
+            envs = list(self._subs)
+        if not envs:
+            return
+        for env_key, version in await asyncio.to_thread(_current_versions, envs):
+            self.deliver(env_key, version)
+
+
+def _current_versions(envs: list[str]) -> list[tuple[str, int]]:
+    from django.db import connection
+
+    from rollout.models import Environment
+
+    try:
+        return list(Environment.objects.filter(key__in=envs).values_list("key", "ruleset_version"))
+    finally:
+        connection.close()  # a worker thread of the loop's executor: do not keep a connection there
+
+
+broadcaster = Broadcaster()
+
+
+def publish(environment: str, version: int) -> None:
+    """Tell every stream of the environment, in every web process, about a new version."""
+    broadcaster.deliver(environment, version)  # this process at once; duplicates are dropped by version
+    client = get_redis()
+    if client is None:
+        return
+    try:
+        client.publish(channel(RULESET_CHANNEL), json.dumps({"environment": environment, "version": version}))
+    except Exception as exc:  # a committed change never fails because Redis is away; SDKs also poll
+        logger.warning("stream.publish_failed", extra={"environment": environment, "version": version,
+                                                        "error": type(exc).__name__})

@@ -1,0 +1,129 @@
+"""Server-side evaluation: the cached ruleset, compiled once per version per process, and
+``turnout.engine`` deciding over it — the same engine and document the SDK uses, so server and SDK
+decisions are identical by construction (DESIGN: "one implementation, two callers").
+
+An evaluate request costs one indexed read of the environment's version and a dict lookup; the
+document is fetched from the shared cache and compiled only when a process first meets a version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from turnout.engine import Ruleset, compile_ruleset
+from turnout.types import Decision
+
+from common.conf import get_setting
+from common.redis import get_redis
+from rollout.ruleset import current_version, get_ruleset
+
+logger = logging.getLogger("turnout.ruleset")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRuleset:
+    environment: str
+    version: int
+    etag: str
+    ruleset: Ruleset
+
+
+_lock = threading.Lock()
+# (environment id, version) -> compiled; versions only grow, so the oldest entry goes first.
+_compiled: OrderedDict[tuple[int, int], CompiledRuleset] = OrderedDict()
+
+
+# -- the current version, cached in Redis -----------------------------------------------------------
+#
+# With Redis, the environment's current ruleset version is kept under one key, read in the same
+# round trip as the request's throttle count (rollout/api/lean.py), so a warm evaluation touches
+# neither the database nor the cache twice. It is written after every commit that raises the
+# version (rollout/publish.py) and whenever a process had to read the database for it, only ever
+# upwards (a late writer cannot put an older version back), and it expires after
+# VERSION_CACHE_SECONDS: if a write is ever lost, the database is asked again within that time.
+
+_SET_IF_HIGHER = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def version_cache_key(environment: str) -> str:
+    return f"turnout:ruleset-version:{environment}"
+
+
+def remember_version(environment: str, version: int) -> None:
+    client = get_redis()
+    if client is None:
+        return
+    try:
+        client.eval(_SET_IF_HIGHER, 1, version_cache_key(environment), version,
+                    max(1, int(get_setting("VERSION_CACHE_SECONDS"))))
+    except Exception as exc:  # the database stays the truth; the key expires on its own
+        logger.warning("ruleset.version_cache_failed", extra={"environment": environment,
+                                                              "error": type(exc).__name__})
+
+
+def compiled_ruleset(environment_id: int, *, environment: str | None = None,
+                     version: int | None = None) -> CompiledRuleset | None:
+    """The environment's current ruleset, compiled (None when the environment is gone).
+
+    ``version`` is the current version when the caller already has it from Redis (with the
+    environment's key); otherwise one indexed read of the database gives it.
+    """
+    if version is not None:
+        found = _compiled.get((environment_id, version))
+        if found is not None and found.environment == environment:
+            return found
+    current = current_version(environment_id)
+    if current is None:
+        return None
+    if version is None and environment is not None:
+        remember_version(current[0], current[1])
+    found = _compiled.get((environment_id, current[1]))
+    if found is not None:
+        return found
+    built = get_ruleset(environment_id)
+    if built is None:
+        return None
+    key = (environment_id, built.version)
+    with _lock:
+        found = _compiled.get(key)
+        if found is not None:
+            return found
+    # The server built this document from validated rows: a RulesetError here is a bug, and
+    # surfaces as a 500 rather than as decisions nobody can explain.
+    compiled = CompiledRuleset(built.environment, built.version, built.etag, compile_ruleset(built.document()))
+    with _lock:
+        _compiled[key] = compiled
+        while len(_compiled) > get_setting("COMPILED_RULESETS"):
+            _compiled.popitem(last=False)
+    return compiled
+
+
+def clear_compiled() -> None:
+    with _lock:
+        _compiled.clear()
+
+
+def decision_body(decision: Decision) -> dict[str, Any]:
+    """``{flag, path, compare, reason, error_code?, stage, version}`` (docs/sdk-protocol.md)."""
+    body: dict[str, Any] = {
+        "flag": decision.flag,
+        "path": str(decision.path),
+        "compare": decision.compare,
+        "reason": str(decision.reason),
+        "stage": decision.stage,
+        "version": decision.version,
+    }
+    if decision.error_code is not None:
+        body["error_code"] = str(decision.error_code)
+    return body

@@ -1,0 +1,97 @@
+"""Server evaluation (POST /api/v1/sdk/evaluate and /bulk, OFREP single and bulk) and the SDK's local
+``decide`` over the same ruleset agree on every decision."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from turnout.engine import Ruleset, compile_ruleset
+from turnout.types import Decision
+
+from common.actors import Actor
+from rollout.models import Environment
+from rollout.ruleset import get_ruleset
+from rollout.services.keys import sdk_key_create
+from tests.evaluation_contexts import generate_contexts
+
+OFREP_REASON = {"DEFAULT": "SPLIT"}
+
+
+def expected_sdk(decision: Decision) -> dict[str, Any]:
+    body = {"flag": decision.flag, "path": str(decision.path), "compare": decision.compare,
+            "reason": str(decision.reason), "stage": decision.stage, "version": decision.version}
+    if decision.error_code is not None:
+        body["error_code"] = str(decision.error_code)
+    return body
+
+
+def assert_ofrep_matches(item: dict[str, Any], decision: Decision) -> None:
+    assert item["key"] == decision.flag
+    if decision.error_code is not None:
+        assert item["errorCode"] == decision.error_code and "value" not in item
+        return
+    assert item["value"] is (str(decision.path) == "parallel")
+    assert item["variant"] == str(decision.path)
+    assert item["reason"] == OFREP_REASON.get(str(decision.reason), str(decision.reason))
+    assert item["metadata"]["compare"] is decision.compare
+    assert item["metadata"]["turnoutReason"] == str(decision.reason)
+
+
+def ofrep_context(key: Any, attributes: dict[str, Any] | None) -> dict[str, Any]:
+    context = dict(attributes or {})
+    if key is not None:
+        context["targetingKey"] = key
+    return context
+
+
+def _post(client: Any, url: str, body: Any, secret: str, **headers: str) -> Any:
+    return client.post(url, json.dumps(body), content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {secret}", **headers)
+
+
+@pytest.fixture
+def demo_keys(demo: None, settings: Any) -> dict[str, tuple[str, Ruleset]]:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"sdk": "1000000/min"}}
+    out = {}
+    for env in Environment.objects.all():
+        secret = sdk_key_create(actor=Actor.system("test"), environment=env.key, name="agreement")[1]
+        out[env.key] = (secret, compile_ruleset(get_ruleset(env.pk).document()))
+    return out
+
+
+@pytest.mark.django_db
+def test_evaluation__10000_contexts__server_ofrep_and_local_decide_agree(client, demo_keys):
+    envs = sorted(demo_keys)
+    flags = [*sorted(demo_keys[envs[0]][1].flag_keys), "no-such-flag"]
+    decisions = 0
+    for n, (key, attributes) in enumerate(generate_contexts(10_000)):
+        secret, ruleset = demo_keys[envs[n % len(envs)]]
+        local = {flag: ruleset.decide(flag, key, attributes) for flag in flags}
+        decisions += len(local)
+
+        # SDK API, bulk: every flag of the environment.
+        bulk = _post(client, "/api/v1/sdk/evaluate/bulk", {"context": {"key": key, "attributes": attributes}},
+                     secret).json()
+        assert bulk["flags"] == {f: expected_sdk(d) for f, d in local.items() if f in ruleset.flag_keys}, (key,
+                                                                                                           attributes)
+        # SDK API, single: one flag per context, in turn (the unknown one too).
+        flag = flags[n % len(flags)]
+        single = _post(client, "/api/v1/sdk/evaluate", {"flag": flag, "context": {"key": key,
+                                                                                 "attributes": attributes}}, secret)
+        assert single.json() == expected_sdk(local[flag]), (flag, key, attributes)
+
+        # OFREP bulk and single.
+        context = ofrep_context(key, attributes)
+        items = _post(client, "/ofrep/v1/evaluate/flags", {"context": context}, secret).json()["flags"]
+        assert [i["key"] for i in items] == sorted(ruleset.flag_keys)
+        for item in items:
+            assert_ofrep_matches(item, local[item["key"]])
+        flag = flags[(n + 2) % len(flags)]
+        response = _post(client, f"/ofrep/v1/evaluate/flags/{flag}", {"context": context}, secret)
+        assert_ofrep_matches(response.json(), local[flag])
+        expected_status = 200 if local[flag].error_code is None else (
+            404 if local[flag].error_code == "FLAG_NOT_FOUND" else 400)
+        assert response.status_code == expected_status
+    assert decisions == 10_000 * len(flags)

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rollout.services.flags import flag_create, flag_state_update
+from rollout.services.keys import sdk_key_create
+
+pytestmark = pytest.mark.django_db
+SINGLE = "/ofrep/v1/evaluate/flags/{}"
+BULK = "/ofrep/v1/evaluate/flags"
+
+
+@pytest.fixture
+def key(flag, actor):  # type: ignore[no-untyped-def]
+    flag_state_update(actor=actor, flag=flag.key, environment="staging", version=1, enabled=True,
+                      percentage_value=50, overrides={"user-1": "parallel", "user-2": "legacy"})
+    return sdk_key_create(actor=actor, environment="staging", name="svc")[1]
+
+
+def _post(client, url, body, key=None, **headers):  # type: ignore[no-untyped-def]
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    if key:
+        headers["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client.post(url, data, content_type="application/json", **headers)
+
+
+def test_ofrep_single__override__true_parallel_targeting_match(client, key):
+    response = _post(client, SINGLE.format("invoice-engine"), {"context": {"targetingKey": "user-1"}}, key)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert (body["key"], body["value"], body["reason"], body["variant"]) == (
+        "invoice-engine", True, "TARGETING_MATCH", "parallel")
+    assert body["metadata"]["rule"] == "override"
+    assert all(isinstance(v, bool | str | int | float) for v in body["metadata"].values())
+
+
+def test_ofrep_single__outside_the_split__false_legacy_reason_split(client, key):
+    # No tenant_id: the flag buckets by tenant, so the subject is not in the split (engine: DEFAULT).
+    body = _post(client, SINGLE.format("invoice-engine"), {"context": {"targetingKey": "user-9"}}, key).json()
+    assert (body["value"], body["variant"], body["reason"]) == (False, "legacy", "SPLIT")
+    assert body["metadata"]["turnoutReason"] == "DEFAULT"
+
+
+def test_ofrep_single__killed_flag__disabled(client, key, actor):
+    flag_state_update(actor=actor, flag="invoice-engine", environment="staging", version=None, enabled=False)
+    body = _post(client, SINGLE.format("invoice-engine"), {"context": {"targetingKey": "user-1"}}, key).json()
+    assert (body["value"], body["variant"], body["reason"]) == (False, "legacy", "DISABLED")
+
+
+def test_ofrep_single__unknown_flag__404_flag_not_found(client, key):
+    response = _post(client, SINGLE.format("nope"), {"context": {"targetingKey": "u"}}, key)
+    assert response.status_code == 404
+    assert response.json() == {"key": "nope", "errorCode": "FLAG_NOT_FOUND",
+                               "errorDetails": "Flag 'nope' was not found"}
+
+
+@pytest.mark.parametrize("context", [{}, {"plan": "pro"}, {"targetingKey": ""}])
+def test_ofrep_single__no_targeting_key__400_targeting_key_missing(client, key, context):
+    response = _post(client, SINGLE.format("invoice-engine"), {"context": context}, key)
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["key"], body["errorCode"]) == ("invoice-engine", "TARGETING_KEY_MISSING")
+    assert body["errorDetails"]
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    (b"{nope", "PARSE_ERROR"),
+    (b"[1]", "PARSE_ERROR"),
+    ({"context": "x"}, "INVALID_CONTEXT"),
+    ({"context": {"targetingKey": 5}}, "INVALID_CONTEXT"),
+])
+def test_ofrep_single__bad_request__400_with_error_details(client, key, body, code):
+    response = _post(client, SINGLE.format("invoice-engine"), body, key)
+    assert response.status_code == 400
+    data = response.json()
+    assert data["errorCode"] == code and data["errorDetails"] and data["key"] == "invoice-engine"
+
+
+@pytest.mark.parametrize("url", [SINGLE.format("invoice-engine"), BULK])
+def test_ofrep__no_key__401(client, key, url):
+    response = _post(client, url, {"context": {"targetingKey": "u"}})
+    assert response.status_code == 401
+    assert response.json()["errorDetails"]
+
+
+def test_ofrep__x_api_key__accepted(client, key):
+    response = _post(client, SINGLE.format("invoice-engine"), {"context": {"targetingKey": "u"}}, HTTP_X_API_KEY=key)
+    assert response.status_code == 200
+
+
+def test_ofrep__over_the_rate__429_retry_after_whole_seconds(client, key, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"sdk": "2/min"}}
+    for _ in range(2):
+        _post(client, BULK, {"context": {"targetingKey": "u"}}, key)
+    response = _post(client, SINGLE.format("invoice-engine"), {"context": {"targetingKey": "u"}}, key)
+    assert response.status_code == 429
+    assert response["Retry-After"].isdigit() and 1 <= int(response["Retry-After"]) <= 60
+    assert response.json()["errorDetails"]
+
+
+def test_ofrep_bulk__every_flag__items_match_single(client, key, actor):
+    flag_create(actor=actor, key="search", workload="billing")
+    context = {"targetingKey": "user-1", "tenant_id": "t4"}
+    response = _post(client, BULK, {"context": context}, key)
+    assert response.status_code == 200
+    body = response.json()
+    assert [item["key"] for item in body["flags"]] == ["invoice-engine", "search"]
+    assert body["metadata"]["environment"] == "staging"
+    for item in body["flags"]:
+        assert item == _post(client, SINGLE.format(item["key"]), {"context": context}, key).json()
+    assert response["ETag"].startswith('"')
+
+
+def test_ofrep_bulk__no_targeting_key__200_with_failure_items(client, key):
+    body = _post(client, BULK, {"context": {"plan": "pro"}}, key).json()
+    assert [(i["key"], i["errorCode"]) for i in body["flags"]] == [("invoice-engine", "TARGETING_KEY_MISSING")]
+    assert all(i["errorDetails"] for i in body["flags"])
+
+
+def test_ofrep_bulk__bad_context__400_without_key(client, key):
+    response = _post(client, BULK, {"context": []}, key)
+    assert response.status_code == 400
+    assert set(response.json()) == {"errorCode", "errorDetails"}
+
+
+def test_ofrep_bulk__if_none_match__304_then_200_after_change(client, key, actor,
+                                                              django_capture_on_commit_callbacks):
+    body = {"context": {"targetingKey": "user-1", "tenant_id": "t1"}}
+    etag = _post(client, BULK, body, key)["ETag"]
+    again = _post(client, BULK, body, key, HTTP_IF_NONE_MATCH=etag)
+    assert again.status_code == 304 and again.content == b"" and again["ETag"] == etag
+    other = _post(client, BULK, {"context": {"targetingKey": "user-2"}}, key, HTTP_IF_NONE_MATCH=etag)
+    assert other.status_code == 200 and other["ETag"] != etag
+    with django_capture_on_commit_callbacks(execute=True):
+        flag_state_update(actor=actor, flag="invoice-engine", environment="staging", version=None,
+                          percentage_value=70)
+    changed = _post(client, BULK, body, key, HTTP_IF_NONE_MATCH=etag)
+    assert changed.status_code == 200 and changed["ETag"] != etag
+
+
+def test_ofrep_bulk__cors_preflight__allows_auth_and_if_none_match(client):
+    response = client.options(BULK, HTTP_ORIGIN="https://app.example", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+                              HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization,if-none-match,content-type")
+    assert response.status_code == 204
+    assert response["Access-Control-Allow-Origin"] == "*"
+    allowed = {h.strip().lower() for h in response["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "if-none-match", "content-type", "x-api-key"} <= allowed
+    assert "POST" in response["Access-Control-Allow-Methods"]
+
+
+def test_ofrep_bulk__response__exposes_etag_to_browsers(client, key):
+    response = _post(client, BULK, {"context": {"targetingKey": "u"}}, key, HTTP_ORIGIN="https://app.example")
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert "ETag" in response["Access-Control-Expose-Headers"]
+
+
+def test_ofrep__trailing_slash_and_csrf__no_redirect_no_csrf_failure(key):
+    from django.test import Client
+
+    csrf_client = Client(enforce_csrf_checks=True)
+    response = _post(csrf_client, SINGLE.format("invoice-engine"), {"context": {"targetingKey": "u"}}, key)
+    assert response.status_code == 200
+
+
+def test_schema__lists_every_sdk_and_ofrep_endpoint(admin_client):
+    response = admin_client.get("/api/v1/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = json.loads(response.content)["paths"]
+    for path, method in [("/api/v1/sdk/evaluate", "post"), ("/api/v1/sdk/evaluate/bulk", "post"),
+                         ("/api/v1/sdk/stream", "get"), ("/api/v1/sdk/metrics", "post"),
+                         ("/ofrep/v1/evaluate/flags/{key}", "post"), ("/ofrep/v1/evaluate/flags", "post")]:
+        assert method in paths[path], path
