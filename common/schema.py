@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 ErrorSerializer = inline_serializer(
@@ -70,3 +72,22 @@ class SdkKeyScheme(OpenApiAuthenticationExtension):
     def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
         return {"type": "http", "scheme": "bearer", "bearerFormat": "sdk_…",
                 "description": "An SDK key (`sdk_…`), scoped to one environment; also accepted as `X-API-Key`."}
+
+
+_SCALARS = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]
+
+
+@extend_schema_field({"oneOf": _SCALARS})
+class ScalarField(serializers.Field):  # type: ignore[type-arg]
+    """A JSON string, number or boolean (OFREP metadata values)."""
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+
+@extend_schema_field({"oneOf": [*_SCALARS, {"type": "array", "items": {"oneOf": _SCALARS}}], "nullable": True})
+class AttributeValueField(ScalarField):
+    """A context attribute: a string, number, boolean, null, or a list of those (for ``contains``)."""

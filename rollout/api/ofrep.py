@@ -33,11 +33,12 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, inline_serializer
 from rest_framework import serializers
 from turnout.types import Decision, ErrorCode, Reason
 
 from common.auth import SdkPrincipal
+from common.schema import ScalarField
 from rollout.api.lean import (
     BadRequest,
     authenticate_for_evaluation,
@@ -183,7 +184,8 @@ _CONTEXT = inline_serializer(name="OfrepContext", fields={
     "targetingKey": serializers.CharField(required=False, help_text="The subject; other fields are attributes"),
 })
 _REQUEST = inline_serializer(name="OfrepEvaluationRequest", fields={"context": _CONTEXT})
-_META = serializers.DictField(required=False, help_text="environment, version, compare, stage, rule, turnoutReason")
+_META = serializers.DictField(child=ScalarField(), required=False,
+                              help_text="environment, version, compare, stage, rule, turnoutReason")
 _SUCCESS = inline_serializer(name="OfrepEvaluationSuccess", fields={
     "key": serializers.CharField(),
     "value": serializers.BooleanField(help_text="true: the parallel path"),
@@ -264,9 +266,9 @@ def bulk_etag(compiled: CompiledRuleset, context: dict[str, Any]) -> str:
     ],
     "request": _REQUEST,
     "responses": {200: inline_serializer(name="OfrepBulkEvaluationSuccess", fields={
-        "flags": serializers.ListField(child=serializers.DictField(), help_text="evaluationSuccess or "
-                                                                                "evaluationFailure items"),
-        "metadata": serializers.DictField(required=False),
+        "flags": PolymorphicProxySerializer(component_name="OfrepBulkItem", serializers=[_SUCCESS, _FAILURE],
+                                            resource_type_field_name=None, many=True),
+        "metadata": serializers.DictField(child=ScalarField(), required=False),
     }), 304: OpenApiResponse(description="Not modified (ETag matches)"), 400: _BULK_FAILURE, **_COMMON},
     "tags": ["ofrep"],
 }}, name="OfrepEvaluateFlagsView", options=_preflight)

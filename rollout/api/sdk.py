@@ -16,7 +16,7 @@ from turnout.types import Reason
 
 from common.auth import SdkKeyAuthentication, SdkPrincipal
 from common.conf import get_setting
-from common.schema import ERROR_RESPONSES
+from common.schema import ERROR_RESPONSES, AttributeValueField
 from rollout.api.lean import (
     BadRequest,
     bad_request,
@@ -99,7 +99,7 @@ _ContextSerializer = inline_serializer(
     fields={
         "key": serializers.CharField(allow_null=True, required=False,
                                      help_text="The subject (user, tenant, …); null or missing: TARGETING_KEY_MISSING"),
-        "attributes": serializers.DictField(required=False, allow_null=True),
+        "attributes": serializers.DictField(child=AttributeValueField(), required=False, allow_null=True),
     },
 )
 _DecisionSerializer = inline_serializer(
