@@ -35,6 +35,15 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_ROLLUP_GRACE_SECONDS": 10,
     # Seconds a claimed-but-unfinished roll-up waits before another run finishes it.
     "METRICS_ROLLUP_RECOVER_SECONDS": 300,
+    # Seconds between guardrail checks of every active rollout (Celery beat).
+    "GUARDRAIL_INTERVAL": 30.0,
+    # Outgoing webhooks: where to POST, the HMAC-SHA256 secret, attempts and per-attempt timeout.
+    "WEBHOOK_URLS": [],
+    "WEBHOOK_SECRET": "",
+    "WEBHOOK_MAX_RETRIES": 6,
+    "WEBHOOK_TIMEOUT": 5.0,
+    # Metrics kept at minute resolution for this many days, then as hourly totals.
+    "METRICS_MINUTE_DAYS": 30,
     # Fail instead of skipping tests that need PostgreSQL / Redis / a Celery worker.
     "REQUIRE_SERVICES": False,
 }

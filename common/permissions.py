@@ -12,7 +12,11 @@ Roles are Django groups (made by a migration). A superuser counts as ``admin``.
 | keys, tokens, users   |        |        |          |   ✓   |            |
 | audit export / verify |        |        |          |   ✓   |     ✓      |
 
-(1) directly in environments that do not require approval; in those that do, by a change request.
+(1) directly in environments that do not require approval and for workloads below ``high`` risk;
+otherwise by a change request that another approver (or admin) approves. Advancing an
+``irreversible`` workload always goes through a change request, for admins too
+(``rollout/services/policy.py``). Approving needs APPROVE and a different user than the requester
+(``can_decide``).
 """
 
 from __future__ import annotations
@@ -73,15 +77,19 @@ def capabilities_of(user: Any) -> frozenset[Capability]:
     return frozenset(caps)
 
 
-def can(user: Any, capability: Capability, *, environment: Any = None) -> bool:
-    """May ``user`` do this? For CHANGE_ENV, an environment that requires approval is admin-only
-    directly (others go through a change request)."""
+HIGH_RISK = frozenset({"high", "critical"})
+
+
+def can(user: Any, capability: Capability, *, environment: Any = None, workload: Any = None) -> bool:
+    """May ``user`` do this? For CHANGE_ENV, an environment that requires approval, or a high /
+    critical workload, is admin-only directly (others go through a change request)."""
     caps = capabilities_of(user)
     if capability not in caps:
         return False
-    if capability is Capability.CHANGE_ENV and environment is not None and getattr(environment, "requires_approval",
-                                                                                      False):
-        return Capability.ADMINISTER in caps
+    if capability is Capability.CHANGE_ENV:
+        gated = bool(getattr(environment, "requires_approval", False)) or getattr(workload, "risk", "") in HIGH_RISK
+        if gated:
+            return Capability.ADMINISTER in caps
     return True
 
 
@@ -96,24 +104,33 @@ _CAPABILITY_WORDS = {
 }
 
 
-def denial(user: Any, capability: Capability, *, environment: Any = None) -> str | None:
+def denial(user: Any, capability: Capability, *, environment: Any = None, workload: Any = None) -> str | None:
     """Why ``user`` may not do this (``None`` when they may), in words an API caller can act on."""
-    if can(user, capability, environment=environment):
+    if can(user, capability, environment=environment, workload=workload):
         return None
-    if capability is Capability.CHANGE_ENV and capability in capabilities_of(user) and environment is not None:
-        return (f"environment '{environment.key}' requires approval: only an admin can change it directly "
-                "(other roles propose changes there)")
+    if capability is Capability.CHANGE_ENV and capability in capabilities_of(user):
+        if environment is not None and getattr(environment, "requires_approval", False):
+            return (f"environment '{environment.key}' requires approval: only an admin can change it directly "
+                    "(other roles propose changes there)")
+        if workload is not None:
+            return (f"workload '{workload.key}' is {workload.risk} risk: only an admin can change it directly "
+                    "(other roles propose changes)")
     role = primary_role(user)
     return f"your role ({role}) may not {_CAPABILITY_WORDS[capability]}"
 
 
-def require(user: Any, capability: Capability, *, environment: Any = None) -> None:
+def require(user: Any, capability: Capability, *, environment: Any = None, workload: Any = None) -> None:
     """Raise ``Forbidden`` (403, with the reason) unless ``user`` may do this."""
-    message = denial(user, capability, environment=environment)
+    message = denial(user, capability, environment=environment, workload=workload)
     if message is not None:
         from common.errors import Forbidden
 
         raise Forbidden(message)
+def can_decide(user: Any, change_request: Any) -> bool:
+    """May ``user`` approve or reject this change request? Four eyes: never their own."""
+    if not can(user, Capability.APPROVE):
+        return False
+    return getattr(user, "pk", None) is not None and user.pk != change_request.requested_by_id
 
 
 def primary_role(user: Any) -> str:

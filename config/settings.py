@@ -222,9 +222,18 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+TURNOUT_GUARDRAIL_INTERVAL = env.get_float("TURNOUT_GUARDRAIL_INTERVAL", 30.0)
 CELERY_BEAT_SCHEDULE = {
     # Metrics counted in Redis (or the database) become per-minute rows, minutes after they close.
     "rollup-metrics": {"task": "rollout.tasks.rollup_metrics", "schedule": 60.0},
+    # Every active rollout's guardrails (a breach acts at once) and auto stages whose soak has passed.
+    "check-guardrails": {"task": "rollout.tasks.check_guardrails", "schedule": TURNOUT_GUARDRAIL_INTERVAL},
+    # Stages with a scheduled start.
+    "start-scheduled-stages": {"task": "rollout.tasks.start_scheduled_stages", "schedule": 15.0},
+    # Mismatch samples into their groups.
+    "group-mismatches": {"task": "rollout.tasks.group_mismatches", "schedule": 60.0},
+    # Metrics retention: minutes older than TURNOUT_METRICS_MINUTE_DAYS become hours.
+    "metrics-retention": {"task": "rollout.tasks.metrics_retention", "schedule": 3600.0},
 }
 
 LOGGING = {
@@ -245,3 +254,6 @@ LOGGING = {
 TURNOUT_REQUIRE_SERVICES = env.get_bool("TURNOUT_REQUIRE_SERVICES", False)
 if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
     TURNOUT_STREAM_HEARTBEAT_SECONDS = env.get_float("TURNOUT_STREAM_HEARTBEAT_SECONDS", 15.0)
+# Outgoing webhooks (guardrail breaches, automatic stage changes): URLs, and the HMAC-SHA256 secret.
+TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
+TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""

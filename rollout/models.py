@@ -113,7 +113,13 @@ class FlagState(models.Model):
     include_cohorts = models.ManyToManyField(Cohort, blank=True, related_name="included_by")
     exclude_cohorts = models.ManyToManyField(Cohort, blank=True, related_name="excluded_by")
     overrides = models.JSONField(default=dict, blank=True)
+    # Position (1-based) of the plan's stage in force; 0 = no stage applied yet.
     stage = models.PositiveIntegerField(default=0)
+    # When the current stage began (its soak time counts from here).
+    stage_started_at = models.DateTimeField(null=True, blank=True)
+    # A paused rollout keeps its split but neither auto-advances nor starts scheduled stages.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.TextField(blank=True, default="")
     # Optimistic concurrency: a write names the version it read; a stale one gets 409.
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
@@ -267,3 +273,238 @@ class MetricRollup(models.Model):
 
     def __str__(self) -> str:
         return self.claim
+
+
+class Gate(models.TextChoices):
+    MANUAL = "manual", "Manual"
+    AUTO = "auto", "Automatic"
+
+
+class RolloutStage(models.Model):
+    """One step of a flag state's rollout plan: who is on the parallel path, who is compared."""
+
+    flag_state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="stages")
+    position = models.PositiveIntegerField(help_text="1-based order within the plan")
+    name = models.CharField(max_length=100)
+    percentage = models.DecimalField(max_digits=7, decimal_places=4, default=Decimal("0"),
+                                     validators=PERCENT_VALIDATORS)
+    compare_percentage = models.DecimalField(max_digits=7, decimal_places=4, default=Decimal("0"),
+                                             validators=PERCENT_VALIDATORS)
+    include_cohorts = models.ManyToManyField(Cohort, blank=True, related_name="stages_including")
+    min_soak_seconds = models.PositiveIntegerField(default=0)
+    gate = models.CharField(max_length=6, choices=Gate.choices, default=Gate.MANUAL)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    retires_legacy = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["flag_state", "position"]
+        constraints = [
+            # A plan is an ordered list: one stage per position.
+            models.UniqueConstraint(fields=["flag_state", "position"], name="rollout_stage_unique_position"),
+            # Position 0 means "no stage applied" on FlagState.stage, so stages start at 1.
+            models.CheckConstraint(condition=models.Q(position__gte=1), name="rollout_stage_position_positive"),
+            # Percentages are shares of subjects: 0 to 100.
+            models.CheckConstraint(condition=models.Q(percentage__gte=0, percentage__lte=100),
+                                   name="rollout_stage_percentage_range"),
+            models.CheckConstraint(condition=models.Q(compare_percentage__gte=0, compare_percentage__lte=100),
+                                   name="rollout_stage_compare_percentage_range"),
+            models.CheckConstraint(condition=models.Q(gate__in=Gate.values), name="rollout_stage_gate_valid"),
+            # Legacy can only be retired once everyone is already on the parallel path.
+            models.CheckConstraint(condition=models.Q(retires_legacy=False) | models.Q(percentage=100),
+                                   name="rollout_stage_retire_at_full"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_state_id}#{self.position} {self.name}"
+
+
+class BreachAction(models.TextChoices):
+    PAUSE = "pause", "Pause"
+    ROLLBACK = "rollback", "Roll back one stage"
+    KILL = "kill", "Kill (everyone to legacy)"
+
+
+class Guardrail(models.Model):
+    """Health limits of one flag state's parallel path; a breach triggers ``action`` at once.
+
+    Rates are percentages (0-100). An unset limit is not checked.
+    """
+
+    flag_state = models.OneToOneField(FlagState, on_delete=models.CASCADE, related_name="guardrail")
+    max_error_rate = models.DecimalField(max_digits=7, decimal_places=4, null=True, blank=True,
+                                         validators=PERCENT_VALIDATORS)
+    max_error_rate_increase = models.DecimalField(
+        max_digits=7, decimal_places=4, null=True, blank=True, validators=PERCENT_VALIDATORS,
+        help_text="percentage points the parallel error rate may exceed legacy's by")
+    max_latency_p95_ratio = models.DecimalField(max_digits=8, decimal_places=3, null=True, blank=True,
+                                                validators=[MinValueValidator(Decimal("1"))])
+    max_mismatch_rate = models.DecimalField(max_digits=7, decimal_places=4, null=True, blank=True,
+                                            validators=PERCENT_VALIDATORS)
+    min_sample_size = models.PositiveIntegerField(default=100, help_text="parallel calls needed to judge")
+    window_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(60),
+                                                                          MaxValueValidator(86_400)])
+    action = models.CharField(max_length=8, choices=BreachAction.choices, default=BreachAction.ROLLBACK)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(action__in=BreachAction.values), name="guardrail_action_valid"),
+            # Metrics are kept per minute: a shorter window would judge a partial minute.
+            models.CheckConstraint(condition=models.Q(window_seconds__gte=60, window_seconds__lte=86_400),
+                                   name="guardrail_window_range"),
+            # A latency ratio below 1 would forbid the parallel path from merely matching legacy.
+            models.CheckConstraint(condition=models.Q(max_latency_p95_ratio__isnull=True)
+                                   | models.Q(max_latency_p95_ratio__gte=1), name="guardrail_latency_ratio_min"),
+        ]
+
+    def __str__(self) -> str:
+        return f"guardrail of {self.flag_state_id}"
+
+
+class ChangeRequestStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPLIED = "applied", "Approved and applied"
+    REJECTED = "rejected", "Rejected"
+    STALE = "stale", "Stale"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ChangeRequest(models.Model):
+    """A change waiting for a second person: the service call it will make and what it was based on."""
+
+    flag_state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="change_requests")
+    action = models.CharField(max_length=40)
+    params = models.JSONField(default=dict, blank=True)
+    based_on_version = models.PositiveIntegerField()
+    summary = models.CharField(max_length=300)
+    reason = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=9, choices=ChangeRequestStatus.choices,
+                              default=ChangeRequestStatus.PENDING)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                     related_name="change_requests")
+    requested_by_label = models.CharField(max_length=150)
+    created_at = models.DateTimeField()
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="decided_change_requests")
+    decided_by_label = models.CharField(max_length=150, blank=True, default="")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "flag_state"], name="change_request_status_state")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=ChangeRequestStatus.values),
+                                   name="change_request_status_valid"),
+            # Four eyes: whoever applies a change is not who asked for it.
+            models.CheckConstraint(
+                condition=~models.Q(status=ChangeRequestStatus.APPLIED)
+                | ~models.Q(decided_by=models.F("requested_by")),
+                name="change_request_four_eyes"),
+            # A decided request records when; a pending one has no decision yet.
+            models.CheckConstraint(
+                condition=models.Q(status=ChangeRequestStatus.PENDING, decided_at__isnull=True)
+                | (~models.Q(status=ChangeRequestStatus.PENDING) & models.Q(decided_at__isnull=False)),
+                name="change_request_decided_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"CR-{self.pk} {self.action} ({self.status})"
+
+
+class ReviewItem(models.Model):
+    """A break-glass action (kill / rollback where approval would be needed) waiting for an approver's review."""
+
+    flag_state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="review_items")
+    action = models.CharField(max_length=40)
+    actor_label = models.CharField(max_length=150)
+    reason = models.TextField(blank=True, default="")
+    audit_sequence = models.BigIntegerField(help_text="the audit event of the break-glass action")
+    created_at = models.DateTimeField()
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                        blank=True, related_name="+")
+    acknowledged_by_label = models.CharField(max_length=150, blank=True, default="")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"review {self.pk} of {self.action}"
+
+
+class MismatchGroup(models.Model):
+    """Mismatch samples with the same difference shape (fingerprint), counted."""
+
+    flag_state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="mismatch_groups")
+    fingerprint = models.CharField(max_length=64)
+    shape = models.JSONField(help_text="the difference, with values replaced by their types")
+    example = models.JSONField(help_text="one redacted, size-capped sample")
+    count = models.PositiveBigIntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    flag_version = models.PositiveBigIntegerField(null=True, blank=True, help_text="ruleset version last seen")
+    code_version = models.CharField(max_length=100, blank=True, default="")
+    known = models.BooleanField(default=False)
+    known_reason = models.TextField(blank=True, default="")
+    known_by = models.CharField(max_length=150, blank=True, default="")
+    known_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-count", "id"]
+        constraints = [
+            # One group per difference shape per flag state.
+            models.UniqueConstraint(fields=["flag_state", "fingerprint"], name="mismatch_group_unique_fingerprint"),
+            # A known difference always says why.
+            models.CheckConstraint(condition=models.Q(known=False) | ~models.Q(known_reason=""),
+                                   name="mismatch_group_known_has_reason"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_state_id}:{self.fingerprint[:12]} ×{self.count}"
+
+
+class MismatchCursor(models.Model):
+    """How far mismatch samples have been counted into groups (one row)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_sample_id = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # There is one stream of samples, so one cursor.
+            models.CheckConstraint(condition=models.Q(id=1), name="mismatch_cursor_singleton"),
+        ]
+
+
+class MetricHour(models.Model):
+    """Hourly totals of one flag and path in one environment: what ``MetricMinute`` rows become
+    after ``METRICS_MINUTE_DAYS`` (rollout/services/retention.py)."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="metric_hours")
+    flag_key = models.CharField(max_length=100)
+    path = models.CharField(max_length=8)
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+    calls = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    fallbacks = models.PositiveBigIntegerField(default=0)
+    comparisons = models.PositiveBigIntegerField(default=0)
+    mismatches = models.PositiveBigIntegerField(default=0)
+    compare_skipped = models.PositiveBigIntegerField(default=0)
+    compare_errors = models.PositiveBigIntegerField(default=0)
+    compare_timeouts = models.PositiveBigIntegerField(default=0)
+    latency_ms = models.JSONField(default=list)
+    error_codes = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["hour", "flag_key", "path"]
+        constraints = [
+            # One row per flag, path and hour: folded minutes add to it.
+            models.UniqueConstraint(fields=["environment", "flag_key", "path", "hour"], name="metric_hour_unique"),
+            models.CheckConstraint(condition=models.Q(path__in=["legacy", "parallel"]), name="metric_hour_path_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_key}/{self.path}@{self.hour:%Y-%m-%d %H}h"
+

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout.models import Environment, Flag, FlagState, Workload
+from rollout.models import (
+    ChangeRequest,
+    Environment,
+    Flag,
+    FlagState,
+    Guardrail,
+    MismatchGroup,
+    RolloutStage,
+    Workload,
+)
 
 
 def _pct(value: Any) -> float:
@@ -42,5 +51,68 @@ def flag_state_snapshot(s: FlagState) -> dict[str, Any]:
         "exclude_cohorts": sorted(c.key for c in s.exclude_cohorts.all()),
         "overrides": dict(sorted(s.overrides.items())),
         "stage": s.stage,
+        "paused": s.paused_at is not None,
         "version": s.version,
+    }
+
+
+def _opt(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def stage_snapshot(st: RolloutStage) -> dict[str, Any]:
+    return {
+        "position": st.position,
+        "name": st.name,
+        "percentage": _pct(st.percentage),
+        "compare_percentage": _pct(st.compare_percentage),
+        "include_cohorts": sorted(c.key for c in st.include_cohorts.all()),
+        "min_soak_seconds": st.min_soak_seconds,
+        "gate": st.gate,
+        "scheduled_at": st.scheduled_at.isoformat() if st.scheduled_at else None,
+        "retires_legacy": st.retires_legacy,
+    }
+
+
+def plan_snapshot(state: FlagState) -> list[dict[str, Any]]:
+    return [stage_snapshot(st) for st in state.stages.prefetch_related("include_cohorts").order_by("position")]
+
+
+def guardrail_snapshot(g: Guardrail | None) -> dict[str, Any] | None:
+    if g is None:
+        return None
+    return {
+        "max_error_rate": _opt(g.max_error_rate),
+        "max_error_rate_increase": _opt(g.max_error_rate_increase),
+        "max_latency_p95_ratio": _opt(g.max_latency_p95_ratio),
+        "max_mismatch_rate": _opt(g.max_mismatch_rate),
+        "min_sample_size": g.min_sample_size,
+        "window_seconds": g.window_seconds,
+        "action": g.action,
+    }
+
+
+def change_request_snapshot(cr: ChangeRequest) -> dict[str, Any]:
+    return {
+        "id": cr.pk,
+        "flag": cr.flag_state.flag.key,
+        "environment": cr.flag_state.environment.key,
+        "action": cr.action,
+        "params": cr.params,
+        "based_on_version": cr.based_on_version,
+        "summary": cr.summary,
+        "status": cr.status,
+        "requested_by": cr.requested_by_label,
+        "decided_by": cr.decided_by_label or None,
+        "decision_reason": cr.decision_reason,
+    }
+
+
+def mismatch_group_snapshot(g: MismatchGroup) -> dict[str, Any]:
+    return {
+        "id": g.pk,
+        "fingerprint": g.fingerprint,
+        "count": g.count,
+        "known": g.known,
+        "known_reason": g.known_reason,
     }

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 from rollout.ruleset import get_ruleset
+
+logger = logging.getLogger("turnout.tasks")
 
 
 @shared_task(bind=True, max_retries=3, default_retry_delay=2)
@@ -22,3 +26,64 @@ def rollup_metrics(self, include_open: bool = False) -> dict[str, int]:  # type:
     result = metrics_rollup(include_open=include_open)
     return {"minutes": result.minutes, "rows": result.rows, "samples": result.samples,
             "recovered": result.recovered}
+@shared_task
+def check_guardrails() -> dict[str, int]:
+    """Beat (every TURNOUT_GUARDRAIL_INTERVAL s): judge every active rollout; breaches act at once."""
+    from rollout.services.guardrails import active_rollout_ids, guardrail_check
+
+    acted = checked = 0
+    for state_id in active_rollout_ids():
+        try:
+            outcome = guardrail_check(flag_state_id=state_id)
+        except Exception:  # one rollout's trouble never stops the others' checks
+            logger.exception("guardrail.check_failed", extra={"flag_state": state_id})
+            continue
+        checked += 1
+        acted += outcome.acted is not None
+    return {"checked": checked, "acted": acted}
+
+
+@shared_task
+def start_scheduled_stages() -> dict[str, int]:
+    """Beat (every 15 s): start stages whose scheduled time has come, when healthy."""
+    from rollout.services.guardrails import scheduled_rollout_ids, scheduled_start
+
+    started = 0
+    for state_id in scheduled_rollout_ids():
+        try:
+            started += scheduled_start(flag_state_id=state_id).acted is not None
+        except Exception:
+            logger.exception("schedule.start_failed", extra={"flag_state": state_id})
+    return {"started": started}
+
+
+@shared_task
+def group_mismatches() -> int:
+    """Beat (every minute): count new mismatch samples into their groups."""
+    from rollout.services.mismatches import mismatch_groups_refresh
+
+    return mismatch_groups_refresh()
+
+
+@shared_task
+def metrics_retention() -> dict[str, int]:
+    """Beat (hourly): minute rows past the retention become hourly totals."""
+    from rollout.services.retention import metrics_retention as fold
+
+    result = fold()
+    return {"minutes": result.minutes, "hours": result.hours, "samples": result.samples}
+
+
+@shared_task(bind=True, max_retries=None)
+def deliver_webhook(self, url: str, body: str) -> int:  # type: ignore[no-untyped-def]
+    """POST one webhook; retried with exponential backoff (2, 4, 8 ... s) up to WEBHOOK_MAX_RETRIES."""
+    from common.conf import get_setting
+    from rollout.services.webhooks import DeliveryFailed, deliver
+
+    try:
+        return deliver(url, body)
+    except DeliveryFailed as exc:
+        if self.request.retries >= get_setting("WEBHOOK_MAX_RETRIES"):
+            logger.error("webhook.gave_up", extra={"url": url, "error": str(exc)})
+            raise
+        raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from None

@@ -6,12 +6,16 @@ from typing import Any
 
 from django.db import IntegrityError
 
+from audit.models import AuditEvent
 from audit.services import audit_record, audited_atomic
 from cohorts.models import Cohort
+from common import clock
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, check_version, full_clean, percentage
-from rollout.models import Environment, Flag, FlagState, Workload
+from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
+from rollout.services.phases import sync_workload_phase
+from rollout.services.policy import Approval, is_break_glass, require_approval_if_needed
 from rollout.services.rulesets import ruleset_changed
 from rollout.snapshots import flag_snapshot, flag_state_snapshot
 
@@ -101,7 +105,7 @@ def flag_delete(*, actor: Actor, key: str, reason: str = "") -> None:
 def get_state_for_update(flag: str, environment: str) -> FlagState:
     state = (
         FlagState.objects.select_for_update(of=("self",))
-        .select_related("flag", "environment")
+        .select_related("flag__workload", "environment")
         .filter(flag__key=flag, environment__key=environment)
         .first()
     )
@@ -140,14 +144,67 @@ def validate_overrides(overrides: Any) -> dict[str, str]:
     return clean
 
 
-def _save_state(state: FlagState, *, actor: Actor, action: str, before: dict[str, Any], reason: str) -> FlagState:
+def write_state(
+    state: FlagState, *, actor: Actor, action: str, before: dict[str, Any], reason: str,
+    extra: Mapping[str, Any] | None = None, ruleset: bool = True,
+) -> AuditEvent:
+    """Save a changed flag state inside the caller's transaction: bump its version, the ruleset
+    (when SDK decisions change) and the workload's phase, and write the one audit event."""
     state.version += 1
     state.save()
-    ruleset_changed(environment_ids=[state.environment_id])
-    audit_record(actor=actor, action=action, object_type="flag_state",
-                 object_key=f"{state.flag.key}@{state.environment.key}", environment=state.environment.key,
-                 before=before, after=flag_state_snapshot(state), reason=reason)
-    return state
+    if ruleset:
+        ruleset_changed(environment_ids=[state.environment_id])
+    phase = sync_workload_phase(state.flag.workload)
+    after = {**flag_state_snapshot(state), "phase": phase, **(extra or {})}
+    return audit_record(actor=actor, action=action, object_type="flag_state",
+                        object_key=f"{state.flag.key}@{state.environment.key}", environment=state.environment.key,
+                        before=before, after=after, reason=reason)
+
+
+def update_state(
+    state: FlagState,
+    *,
+    actor: Actor,
+    version: int | None,
+    enabled: bool = UNSET,  # type: ignore[assignment]
+    percentage_value: Any = UNSET,
+    compare_percentage: Any = UNSET,
+    include_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
+    exclude_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
+    overrides: Mapping[str, str] = UNSET,  # type: ignore[assignment]
+    reason: str = "",
+    approval: Approval | None = None,
+) -> AuditEvent | None:
+    """``flag_state_update`` inside the caller's transaction; None when nothing changed."""
+    check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
+    require_approval_if_needed(state, "update", actor=actor, approval=approval)
+    before = flag_state_snapshot(state)
+    if enabled is not UNSET:
+        if not isinstance(enabled, bool):
+            raise ValidationFailed.field("enabled", "must be true or false")
+        state.enabled = enabled
+    if percentage_value is not UNSET:
+        state.percentage = percentage(percentage_value, field="percentage")
+    if compare_percentage is not UNSET:
+        state.compare_percentage = percentage(compare_percentage, field="compare_percentage")
+    if overrides is not UNSET:
+        state.overrides = validate_overrides(overrides)
+    include = None if include_cohorts is UNSET else _cohorts(include_cohorts, field="include_cohorts")
+    exclude = None if exclude_cohorts is UNSET else _cohorts(exclude_cohorts, field="exclude_cohorts")
+    inc_keys = {c.key for c in include} if include is not None else set(before["include_cohorts"])
+    exc_keys = {c.key for c in exclude} if exclude is not None else set(before["exclude_cohorts"])
+    both = sorted(inc_keys & exc_keys)
+    if both:
+        raise ValidationFailed.field("include_cohorts", f"cohort '{both[0]}' cannot be both included and excluded")
+    if include is not None:
+        state.include_cohorts.set(include)
+    if exclude is not None:
+        state.exclude_cohorts.set(exclude)
+    after = flag_state_snapshot(state)
+    if {k: v for k, v in after.items() if k != "version"} == {k: v for k, v in before.items() if k != "version"}:
+        return None
+    return write_state(state, actor=actor, action="flag_state.updated", before=before, reason=reason,
+                       extra={"approval": approval.as_audit()} if approval else None)
 
 
 def flag_state_update(
@@ -163,73 +220,111 @@ def flag_state_update(
     exclude_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
     overrides: Mapping[str, str] = UNSET,  # type: ignore[assignment]
     reason: str = "",
+    approval: Approval | None = None,
 ) -> FlagState:
     """Change a flag's rollout in one environment; ``version`` is the one the caller read (409 if stale)."""
     with audited_atomic():
         state = get_state_for_update(flag, environment)
-        check_version(state, version, what=f"flag state '{flag}@{environment}'")
-        before = flag_state_snapshot(state)
-        if enabled is not UNSET:
-            if not isinstance(enabled, bool):
-                raise ValidationFailed.field("enabled", "must be true or false")
-            state.enabled = enabled
-        if percentage_value is not UNSET:
-            state.percentage = percentage(percentage_value, field="percentage")
-        if compare_percentage is not UNSET:
-            state.compare_percentage = percentage(compare_percentage, field="compare_percentage")
-        if overrides is not UNSET:
-            state.overrides = validate_overrides(overrides)
-        include = None if include_cohorts is UNSET else _cohorts(include_cohorts, field="include_cohorts")
-        exclude = None if exclude_cohorts is UNSET else _cohorts(exclude_cohorts, field="exclude_cohorts")
-        inc_keys = {c.key for c in include} if include is not None else set(before["include_cohorts"])
-        exc_keys = {c.key for c in exclude} if exclude is not None else set(before["exclude_cohorts"])
-        both = sorted(inc_keys & exc_keys)
-        if both:
-            raise ValidationFailed.field("include_cohorts", f"cohort '{both[0]}' cannot be both included and excluded")
-        if include is not None:
-            state.include_cohorts.set(include)
-        if exclude is not None:
-            state.exclude_cohorts.set(exclude)
-        after = flag_state_snapshot(state)
-        if {k: v for k, v in after.items() if k != "version"} == {k: v for k, v in before.items() if k != "version"}:
-            return state
-        return _save_state(state, actor=actor, action="flag_state.updated", before=before, reason=reason)
+        update_state(state, actor=actor, version=version, enabled=enabled, percentage_value=percentage_value,
+                     compare_percentage=compare_percentage, include_cohorts=include_cohorts,
+                     exclude_cohorts=exclude_cohorts, overrides=overrides, reason=reason, approval=approval)
+        return state
+
+
+def kill_state(state: FlagState, *, actor: Actor, reason: str = "", extra: Mapping[str, Any] | None = None
+               ) -> AuditEvent:
+    """Inside the caller's transaction: everyone to legacy. A person's kill where changes need approval
+    is break-glass: marked in the event, and a review item is opened for an approver."""
+    before = flag_state_snapshot(state)
+    if not state.enabled:
+        raise Conflict(f"flag '{state.flag.key}' is already off in {state.environment.key}",
+                       current_version=state.version)
+    state.enabled = False
+    return write_state_break_glass(state, actor=actor, action="flag_state.killed", kind="kill", before=before,
+                                   reason=reason, extra=extra)
+
+
+def write_state_break_glass(state: FlagState, *, actor: Actor, action: str, kind: str, before: dict[str, Any],
+                            reason: str, extra: Mapping[str, Any] | None = None) -> AuditEvent:
+    break_glass = is_break_glass(state, kind, actor=actor)
+    bypassed = list(state.change_requests.filter(status="pending").values_list("pk", flat=True))
+    marks = {"break_glass": True, "pending_change_requests": bypassed} if break_glass else {}
+    event = write_state(state, actor=actor, action=action, before=before, reason=reason,
+                        extra={**(extra or {}), **marks})
+    if break_glass:
+        ReviewItem.objects.create(flag_state=state, action=kind, actor_label=actor.label[:150], reason=reason,
+                                  audit_sequence=event.sequence, created_at=clock.now())
+    return event
 
 
 def flag_state_kill(*, actor: Actor, flag: str, environment: str, reason: str = "") -> FlagState:
     """Everyone to legacy, at once. Never waits for anything and needs no version."""
     with audited_atomic():
         state = get_state_for_update(flag, environment)
-        before = flag_state_snapshot(state)
-        if not state.enabled:
-            raise Conflict(f"flag '{flag}' is already off in {environment}", current_version=state.version)
-        state.enabled = False
-        return _save_state(state, actor=actor, action="flag_state.killed", before=before, reason=reason)
+        kill_state(state, actor=actor, reason=reason)
+        return state
+
+
+def resume_state(state: FlagState, *, actor: Actor, version: int | None = None, reason: str = "",
+                 approval: Approval | None = None) -> AuditEvent:
+    """Inside the caller's transaction: switch a killed rollout back on (its stage's soak restarts),
+    or lift a pause."""
+    check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
+    require_approval_if_needed(state, "resume", actor=actor, approval=approval)
+    before = flag_state_snapshot(state)
+    if state.enabled and state.paused_at is None:
+        raise Conflict(f"flag '{state.flag.key}' is already on in {state.environment.key}",
+                       current_version=state.version)
+    was_enabled = state.enabled
+    state.enabled = True
+    state.paused_at = None
+    state.paused_reason = ""
+    if state.stage:
+        state.stage_started_at = clock.now()
+    extra = {"approval": approval.as_audit()} if approval else None
+    if was_enabled:
+        return write_state(state, actor=actor, action="rollout.resumed", before=before, reason=reason, extra=extra,
+                           ruleset=False)
+    return write_state(state, actor=actor, action="flag_state.resumed", before=before, reason=reason, extra=extra)
 
 
 def flag_state_resume(*, actor: Actor, flag: str, environment: str, version: int | None = None,
-                      reason: str = "") -> FlagState:
+                      reason: str = "", approval: Approval | None = None) -> FlagState:
+    """Switch a killed flag state back on, or lift a rollout's pause."""
     with audited_atomic():
         state = get_state_for_update(flag, environment)
-        check_version(state, version, what=f"flag state '{flag}@{environment}'")
-        before = flag_state_snapshot(state)
-        if state.enabled:
-            raise Conflict(f"flag '{flag}' is already on in {environment}", current_version=state.version)
-        state.enabled = True
-        return _save_state(state, actor=actor, action="flag_state.resumed", before=before, reason=reason)
+        resume_state(state, actor=actor, version=version, reason=reason, approval=approval)
+        return state
+
+
+def retire_state(state: FlagState, *, actor: Actor, version: int | None = None, reason: str = "",
+                 approval: Approval | None = None, extra: Mapping[str, Any] | None = None) -> AuditEvent:
+    """Inside the caller's transaction: legacy retired, everyone on the parallel path. When the plan
+    ends in a "retire legacy" stage, the rollout stands on it afterwards."""
+    flag, environment = state.flag.key, state.environment.key
+    check_version(state, version, what=f"flag state '{flag}@{environment}'")
+    require_approval_if_needed(state, "retire", actor=actor, approval=approval)
+    before = flag_state_snapshot(state)
+    if state.retired:
+        raise Conflict(f"legacy is already retired for '{flag}' in {environment}", current_version=state.version)
+    if not state.enabled or state.percentage != Decimal(100):
+        raise Conflict(f"'{flag}' in {environment} must be enabled at 100% before legacy is retired",
+                       current_version=state.version)
+    state.retired = True
+    state.compare_percentage = Decimal(0)
+    retire_stage = state.stages.filter(retires_legacy=True).order_by("position").first()
+    if retire_stage is not None and retire_stage.position != state.stage:
+        state.stage = retire_stage.position
+        state.stage_started_at = clock.now()
+    if approval:
+        extra = {**(extra or {}), "approval": approval.as_audit()}
+    return write_state(state, actor=actor, action="flag_state.retired", before=before, reason=reason, extra=extra)
 
 
 def flag_state_retire(*, actor: Actor, flag: str, environment: str, version: int | None = None,
-                      reason: str = "") -> FlagState:
+                      reason: str = "", approval: Approval | None = None) -> FlagState:
     """Legacy retired: everyone takes the parallel path. Only from a full (100%) enabled rollout."""
     with audited_atomic():
         state = get_state_for_update(flag, environment)
-        check_version(state, version, what=f"flag state '{flag}@{environment}'")
-        before = flag_state_snapshot(state)
-        if state.retired:
-            raise Conflict(f"legacy is already retired for '{flag}' in {environment}", current_version=state.version)
-        if not state.enabled or state.percentage != Decimal(100):
-            raise Conflict(f"'{flag}' in {environment} must be enabled at 100% before legacy is retired",
-                           current_version=state.version)
-        state.retired = True
-        return _save_state(state, actor=actor, action="flag_state.retired", before=before, reason=reason)
+        retire_state(state, actor=actor, version=version, reason=reason, approval=approval)
+        return state

@@ -132,7 +132,7 @@ def test_flag_state_update__percentage__bumps_versions_and_audits_exact_event(ac
     assert event.before == {"flag": "invoice-engine", "environment": "production", "enabled": False,
                             "retired": False, "percentage": 0.0, "compare_percentage": 0.0,
                             "include_cohorts": [], "exclude_cohorts": [], "overrides": {}, "stage": 0,
-                            "version": 1}
+                            "paused": False, "version": 1}
     assert (event.after["percentage"], event.after["enabled"], event.after["version"]) == (12.5, True, 2)
 
 

@@ -1,0 +1,142 @@
+"""Reading the per-minute SDK metrics: windows, rates and latency percentiles from histograms.
+
+Rates are percentages (0-100); latencies are milliseconds. A percentile is interpolated
+linearly inside its histogram bucket (bounds: ``LATENCY_BUCKETS_MS``); one that falls in the
+overflow bucket reports the last bound (it is at least that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rollout.metrics import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
+
+PATHS = ("legacy", "parallel")
+
+
+def percentile(histogram: Sequence[int], q: float, bounds: Sequence[float] = LATENCY_BUCKETS_MS) -> float | None:
+    """The ``q`` quantile (0 < q ≤ 1) of a latency histogram, in ms; None when it is empty."""
+    total = sum(histogram)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            if index >= len(bounds):
+                return float(bounds[-1])
+            low = 0.0 if index == 0 else float(bounds[index - 1])
+            high = float(bounds[index])
+            return round(low + (high - low) * (rank - seen) / count, 3)
+        seen += count
+    return float(bounds[-1])
+
+
+def rate(part: int, whole: int) -> float | None:
+    return None if whole <= 0 else round(100.0 * part / whole, 4)
+
+
+@dataclass
+class PathStats:
+    calls: int = 0
+    errors: int = 0
+    comparisons: int = 0
+    mismatches: int = 0
+    histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+
+    def add(self, *, calls: int, errors: int, comparisons: int, mismatches: int, histogram: Iterable[int]) -> None:
+        self.calls += calls
+        self.errors += errors
+        self.comparisons += comparisons
+        self.mismatches += mismatches
+        for index, count in enumerate(histogram):
+            if index < len(self.histogram):
+                self.histogram[index] += count
+
+    @property
+    def error_rate(self) -> float | None:
+        return rate(self.errors, self.calls)
+
+    @property
+    def mismatch_rate(self) -> float | None:
+        return rate(self.mismatches, self.comparisons)
+
+    def p(self, q: float) -> float | None:
+        return percentile(self.histogram, q)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "errors": self.errors, "error_rate": self.error_rate,
+                "p50_ms": self.p(0.50), "p95_ms": self.p(0.95), "p99_ms": self.p(0.99),
+                "comparisons": self.comparisons, "mismatches": self.mismatches,
+                "mismatch_rate": self.mismatch_rate}
+
+
+def minute_floor(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+def minute_ceil(at: datetime) -> datetime:
+    floor = minute_floor(at)
+    return floor if floor == at else floor + timedelta(minutes=1)
+
+
+def _stored_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    from rollout.models import MetricMinute
+
+    return list(MetricMinute.objects.filter(environment_id=environment_id, flag_key=flag_key, minute__gte=start,
+                                            minute__lt=end)
+                .values("path", "minute", "calls", "errors", "comparisons", "mismatches", "latency_ms"))
+
+
+def _open_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Counts still in Redis (minutes not rolled up yet), so a check sees the last seconds too.
+
+    Read after the stored rows: a minute rolled up in between is missed for one check (never
+    counted twice)."""
+    from common.redis import get_redis
+    from rollout.services import metrics as ingest
+
+    client = get_redis()
+    if client is None:
+        return []
+    first, last = int(start.timestamp() // 60), int(end.timestamp() // 60)
+    rows: list[dict[str, Any]] = []
+    for raw in client.smembers(ingest.MINUTES):
+        minute = int(raw)
+        if not first <= minute < last:
+            continue
+        parsed = ingest._parse_hash(client.hgetall(ingest._hash_key(minute)), minute)
+        for (env_id, flag, path, _m), counts in parsed.items():
+            if env_id == environment_id and flag == flag_key:
+                rows.append({"path": path, "minute": datetime.fromtimestamp(minute * 60, UTC), **counts})
+    return rows
+
+
+def _rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Per-minute rows of one flag in one environment with ``start <= minute < end`` (both paths)."""
+    return [*_stored_rows(environment_id, flag_key, start, end), *_open_rows(environment_id, flag_key, start, end)]
+
+
+def window_stats(state: Any, *, start: datetime, end: datetime) -> dict[str, PathStats]:
+    """Totals per path over the minutes that begin in [start, end) for a flag state."""
+    stats = {path: PathStats() for path in PATHS}
+    for row in _rows(state.environment_id, state.flag.key, start, end):
+        if row["path"] in stats:
+            stats[row["path"]].add(calls=row["calls"], errors=row["errors"], comparisons=row["comparisons"],
+                                   mismatches=row["mismatches"], histogram=row["latency_ms"] or [])
+    return stats
+
+
+def series(state: Any, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Per-minute figures for both paths (the readiness chart)."""
+    by_minute: dict[datetime, dict[str, PathStats]] = {}
+    for row in _rows(state.environment_id, state.flag.key, start, end):
+        paths = by_minute.setdefault(row["minute"], {p: PathStats() for p in PATHS})
+        if row["path"] in paths:
+            paths[row["path"]].add(calls=row["calls"], errors=row["errors"], comparisons=row["comparisons"],
+                                   mismatches=row["mismatches"], histogram=row["latency_ms"] or [])
+    return [{"minute": minute.isoformat(), **{p: s.as_dict() for p, s in paths.items()}}
+            for minute, paths in sorted(by_minute.items())]
