@@ -22,15 +22,18 @@ def now() -> datetime:
 class FrozenClock:
     def __init__(self, at: datetime) -> None:
         self._index = len(_frozen)
+        self._at = at
         _frozen.append(at)
 
     def now(self) -> datetime:
-        return _frozen[self._index]
+        """The frozen time (still readable after the block ends)."""
+        return self._at
 
     def tick(self, seconds: float = 0, **delta: float) -> datetime:
         """Move the frozen time forward."""
-        _frozen[self._index] = _frozen[self._index] + timedelta(seconds=seconds, **delta)
-        return _frozen[self._index]
+        self._at += timedelta(seconds=seconds, **delta)
+        _frozen[self._index] = self._at
+        return self._at
 
 
 @contextmanager
