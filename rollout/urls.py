@@ -2,7 +2,9 @@
 
 from django.urls import path
 
+from rollout.api import change_requests as cr_api
 from rollout.api import environments, flags, keys, users, workloads
+from rollout.api import rollouts as rollouts_api
 from rollout.api import sdk as sdk_api
 from rollout.api import stream as stream_api
 
@@ -34,4 +36,23 @@ urlpatterns = [
     path("users/", users.UserListView.as_view(), name="user-list"),
     path("users/<str:username>/", users.UserDetailView.as_view(), name="user-detail"),
     path("users/<str:username>/deactivate/", users.UserDeactivateView.as_view(), name="user-deactivate"),
+    # Rollouts: plans, actions, guardrails, readiness, mismatch evidence.
+    path(STATE + "stages/", rollouts_api.StagesView.as_view(), name="rollout-stages"),
+    path(STATE + "advance", rollouts_api.AdvanceView.as_view(), name="rollout-advance"),
+    path(STATE + "pause", rollouts_api.PauseView.as_view(), name="rollout-pause"),
+    path(STATE + "rollback", rollouts_api.RollbackView.as_view(), name="rollout-rollback"),
+    path(STATE + "guardrails/", rollouts_api.GuardrailsView.as_view(), name="rollout-guardrails"),
+    path(STATE + "readiness", rollouts_api.ReadinessView.as_view(), name="rollout-readiness"),
+    path(STATE + "mismatches/", rollouts_api.MismatchesView.as_view(), name="rollout-mismatches"),
+    path(STATE + "mismatches/<int:group>/known", rollouts_api.MismatchKnownView.as_view(),
+         name="rollout-mismatch-known"),
+    path("gates/<str:flag>/<str:env>", rollouts_api.GateView.as_view(), name="deployment-gate"),
+    # Four eyes.
+    path("change-requests/", cr_api.ChangeRequestListView.as_view(), name="change-requests"),
+    path("change-requests/<int:pk>", cr_api.ChangeRequestDetailView.as_view(), name="change-request"),
+    path("change-requests/<int:pk>/approve", cr_api.ApproveView.as_view(), name="change-request-approve"),
+    path("change-requests/<int:pk>/reject", cr_api.RejectView.as_view(), name="change-request-reject"),
+    path("change-requests/<int:pk>/cancel", cr_api.CancelView.as_view(), name="change-request-cancel"),
+    path("review-items/", cr_api.ReviewItemListView.as_view(), name="review-items"),
+    path("review-items/<int:pk>/acknowledge", cr_api.AcknowledgeView.as_view(), name="review-item-acknowledge"),
 ]

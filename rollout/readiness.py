@@ -1,0 +1,130 @@
+"""Reads for rollouts: where a plan stands, and the readiness report (API, gate and UI data).
+
+The verdict:
+
+* ``failing`` — a guardrail is breached (the reasons name each check and its figures);
+* ``not_yet`` — something still stands in the way: no plan or at its end, paused, killed, no
+  guardrails, too little traffic to judge, or soak time left;
+* ``ready`` — healthy, soaked, and a next stage to go to.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from common import clock
+from common.errors import NotFound
+from rollout import metrics_read
+from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
+from rollout.services.guardrails import evaluate_state, last_check
+from rollout.services.mismatches import mismatch_summary
+from rollout.services.policy import approval_required
+from rollout.snapshots import flag_state_snapshot, guardrail_snapshot, stage_snapshot
+
+DEFAULT_WINDOW_SECONDS = 3600
+MAX_WINDOW_SECONDS = 7 * 86_400
+RECENT_SAMPLES = 5
+
+
+def get_state(flag: str, environment: str) -> FlagState:
+    state = (FlagState.objects.select_related("flag__workload", "environment")
+             .filter(flag__key=flag, environment__key=environment).first())
+    if state is None:
+        raise NotFound(f"no flag '{flag}' in environment '{environment}'")
+    return state
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
+
+
+def plan_status(state: FlagState, *, now: datetime | None = None) -> dict[str, Any]:
+    """The plan with each stage's status and the soak clock of the current one."""
+    now = now or clock.now()
+    stages = list(state.stages.prefetch_related("include_cohorts").order_by("position"))
+    current = stages[state.stage - 1] if 0 < state.stage <= len(stages) else None
+    nxt = stages[state.stage] if state.stage < len(stages) else None
+    soak_left = None
+    if current is not None and state.stage_started_at is not None:
+        soak_left = max(0, int(current.min_soak_seconds - (now - state.stage_started_at).total_seconds()))
+
+    def status(position: int) -> str:
+        return "done" if position < state.stage else "current" if position == state.stage else "pending"
+
+    return {
+        **flag_state_snapshot(state),
+        "workload": {"key": state.flag.workload.key, "risk": state.flag.workload.risk,
+                     "phase": state.flag.workload.phase, "reversibility": state.flag.workload.reversibility},
+        "paused_at": _iso(state.paused_at), "paused_reason": state.paused_reason,
+        "stage_started_at": _iso(state.stage_started_at),
+        "current_stage": stage_snapshot(current) if current else None,
+        "next_stage": stage_snapshot(nxt) if nxt else None,
+        "soak_seconds_left": soak_left,
+        "next_needs_approval": approval_required(state, "advance"),
+        "stages": [{**stage_snapshot(st), "status": status(st.position)} for st in stages],
+        "pending_change_requests": list(state.change_requests.filter(status=ChangeRequestStatus.PENDING)
+                                        .order_by("pk").values_list("pk", flat=True)),
+        "open_reviews": list(ReviewItem.objects.filter(flag_state=state, acknowledged_at__isnull=True)
+                             .order_by("pk").values_list("pk", flat=True)),
+    }
+
+
+def verdict(state: FlagState, health_status: str, breaches: list[str], plan: dict[str, Any]) -> tuple[str, list[str]]:
+    if health_status == "breached":
+        return "failing", [f"guardrail breached: {b}" for b in breaches]
+    reasons: list[str] = []
+    if not plan["stages"]:
+        reasons.append("no rollout plan")
+    elif plan["next_stage"] is None:
+        reasons.append("at the last stage of the plan")
+    if state.stage > 0 and not state.enabled:
+        reasons.append("killed")
+    if state.paused_at is not None:
+        reasons.append(f"paused ({state.paused_reason})" if state.paused_reason else "paused")
+    if health_status == "unguarded":
+        reasons.append("no guardrails configured")
+    elif health_status == "insufficient_data":
+        reasons.append("not enough traffic yet to judge the guardrails")
+    if plan["soak_seconds_left"]:
+        reasons.append(f"soak time left: {plan['soak_seconds_left']} s")
+    return ("not_yet", reasons) if reasons else ("ready", ["healthy, soaked and ready to advance"])
+
+
+def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: int | None = None) -> dict[str, Any]:
+    """Legacy vs parallel side by side over a window, the guardrails' status, soak left, a verdict."""
+    now = now or clock.now()
+    guardrail = Guardrail.objects.filter(flag_state=state).first()
+    seconds = min(max(int(window_seconds or (guardrail.window_seconds if guardrail else DEFAULT_WINDOW_SECONDS)),
+                      60), MAX_WINDOW_SECONDS)
+    start = metrics_read.minute_floor(now - timedelta(seconds=seconds))
+    end = metrics_read.minute_floor(now) + timedelta(minutes=1)
+    stats = metrics_read.window_stats(state, start=start, end=end)
+    health = evaluate_state(state, now=now)
+    plan = plan_status(state, now=now)
+    verdict_name, reasons = verdict(state, health.status, health.breaches, plan)
+    samples = list(MismatchSample.objects.filter(environment_id=state.environment_id, flag_key=state.flag.key,
+                                                 minute__gte=start).order_by("-pk")
+                   .values("at", "version", "served", "legacy", "parallel", "truncated")[:RECENT_SAMPLES])
+    return {
+        "flag": state.flag.key,
+        "environment": state.environment.key,
+        "generated_at": now.isoformat(),
+        "window": {"start": start.isoformat(), "end": min(end, now).isoformat(), "seconds": seconds},
+        "legacy": stats["legacy"].as_dict(),
+        "parallel": stats["parallel"].as_dict(),
+        "series": metrics_read.series(state, start=start, end=end),
+        "guardrails": {
+            "config": guardrail_snapshot(guardrail),
+            "status": health.status,
+            "judged": health.figures(),
+            "breaches": health.breaches,
+            "last_check": last_check(state.pk),
+        },
+        "plan": plan,
+        "soak_seconds_left": plan["soak_seconds_left"],
+        "mismatches": {**mismatch_summary(state), "recent_samples": [
+            {**s, "at": s["at"].isoformat()} for s in samples]},
+        "verdict": verdict_name,
+        "reasons": reasons,
+    }
