@@ -85,6 +85,8 @@ def test_gate__states_of_a_rollout__200_ready_409_not_yet_503_failing(planned, p
     failing = viewer.get("/api/v1/gates/invoice-engine/staging")
     assert failing.status_code == 503
     assert failing.json()["reasons"] == ["guardrail breached: error rate 30.5% > 5.0%"]
+    argo = viewer.get("/api/v1/gates/invoice-engine/staging?always_ok=1")
+    assert (argo.status_code, argo.json()["verdict"]) == (200, "failing")
     assert viewer.get("/api/v1/gates/invoice-engine/moon").status_code == 404
 
 
