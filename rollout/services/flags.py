@@ -283,7 +283,7 @@ def resume_state(state: FlagState, *, actor: Actor, version: int | None = None, 
         state.stage_started_at = clock.now()
     extra = {"approval": approval.as_audit()} if approval else None
     if was_enabled:
-        return write_state(state, actor=actor, action="rollout.resumed", before=before, reason=reason, extra=extra,
+        return write_state(state, actor=actor, action="flag_state.unpaused", before=before, reason=reason, extra=extra,
                            ruleset=False)
     return write_state(state, actor=actor, action="flag_state.resumed", before=before, reason=reason, extra=extra)
 

@@ -62,7 +62,8 @@ class Check:
 
     def describe(self) -> str:
         unit = "" if self.name == "latency_p95_ratio" else "%"
-        return f"{self.name.replace('_', ' ')} {self.value}{unit} > {self.limit}{unit}"
+        value = None if self.value is None else round(self.value, 2)
+        return f"{self.name.replace('_', ' ')} {value}{unit} > {self.limit}{unit}"
 
 
 @dataclass
@@ -207,8 +208,8 @@ def set_guardrail_state(state: FlagState, *, actor: Actor, version: int | None, 
     extra: dict[str, Any] = {"guardrail": after_g}
     if approval:
         extra["approval"] = approval.as_audit()
-    return write_state(state, actor=actor, action="guardrail.set", before=before, reason=reason, extra=extra,
-                       ruleset=False)
+    return write_state(state, actor=actor, action="flag_state.guardrails_set", before=before, reason=reason,
+                       extra=extra, ruleset=False)
 
 
 def guardrail_set(*, actor: Actor, flag: str, environment: str, version: int | None, reason: str = "",

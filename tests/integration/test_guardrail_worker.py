@@ -79,7 +79,7 @@ def test_guardrail__simulated_parallel_errors__worker_rolls_back_and_audit_says_
     state = _wait_for(rolled_back, timeout=30)
     assert state is not None, "the guardrail did not roll the rollout back"
     assert (state.percentage, state.paused_at is not None) == (Decimal(5), True)
-    event = AuditEvent.objects.filter(action="rollout.rolled_back").get()
+    event = AuditEvent.objects.filter(action="flag_state.rolled_back").get()
     assert (event.actor, event.actor_type) == ("system:guardrail", "system")
     assert event.reason.startswith("guardrail breach: error rate ")
     figures = event.after["guardrail"]["figures"]

@@ -49,7 +49,7 @@ def test_change_request__approval_flow_with_two_users__applied_with_requester_an
     assert _prod().stage == 1
     applied = audit_events()[-1]
     assert (applied.action, applied.actor, applied.environment, applied.reason) == (
-        "rollout.advanced", "ann", "production", "start validation")
+        "flag_state.advanced", "ann", "production", "start validation")
     assert applied.after["approval"] == {"change_request": cr.pk, "requested_by": "ed", "approved_by": "ann"}
     with pytest.raises(Conflict, match="already applied"):
         change_request_approve(actor=people["bob"], change_request=cr.pk)

@@ -72,7 +72,7 @@ def test_guardrail_set__valid__exact_event_and_bad_values_rejected(planned, acto
                   reason="defaults")
     [event] = audit_events()
     assert (event.action, event.object_key, event.reason, event.before["guardrail"]) == (
-        "guardrail.set", "invoice-engine@staging", "defaults", None)
+        "flag_state.guardrails_set", "invoice-engine@staging", "defaults", None)
     assert event.after["guardrail"] == {"max_error_rate": 2.0, "max_error_rate_increase": None,
                                         "max_latency_p95_ratio": 1.5, "max_mismatch_rate": None,
                                         "min_sample_size": 200, "window_seconds": 300, "action": "rollback"}
@@ -98,7 +98,7 @@ def test_guardrail_check__parallel_errors_above_limit__rolled_back_by_system_wit
     state = _state()
     assert (state.stage, state.percentage, state.paused_at is not None) == (4, Decimal(5), True)
     event = audit_events()[-1]
-    assert (event.action, event.actor, event.actor_type) == ("rollout.rolled_back", "system:guardrail", "system")
+    assert (event.action, event.actor, event.actor_type) == ("flag_state.rolled_back", "system:guardrail", "system")
     assert event.reason == "guardrail breach: error rate 30.0% > 5.0%"
     figures = event.after["guardrail"]["figures"]
     assert (figures["parallel"]["calls"], figures["parallel"]["errors"], figures["parallel"]["error_rate"],
@@ -109,7 +109,7 @@ def test_guardrail_check__parallel_errors_above_limit__rolled_back_by_system_wit
 
 
 @pytest.mark.parametrize(("action", "acted", "event_action"), [
-    ("pause", "paused", "rollout.paused"), ("kill", "killed", "flag_state.killed")])
+    ("pause", "paused", "flag_state.paused"), ("kill", "killed", "flag_state.killed")])
 def test_guardrail_check__breach_with_other_actions__acts_accordingly(planned, actor, audit_events, action, acted,
                                                                       event_action):
     _at_stage(planned.key, actor, 4)
@@ -135,7 +135,7 @@ def test_guardrail_check__auto_stage_soaked_and_healthy__advances_by_itself(plan
     assert outcome.acted == "advanced" and _state().stage == 5
     event = audit_events()[-1]
     assert (event.action, event.actor, event.reason, event.after["to_stage"]) == (
-        "rollout.advanced", "system:auto-advance", "soaked 600s with every guardrail healthy",
+        "flag_state.advanced", "system:auto-advance", "soaked 600s with every guardrail healthy",
         {"position": 5, "name": "25%"})
 
 

@@ -54,18 +54,18 @@ def test_rollout__validation_to_retired__one_automatic_rollback_and_the_audit_tr
 
     trail = [(e.action, e.actor, (e.after.get("to_stage") or {}).get("name")) for e in audit_events()]
     assert trail == [
-        ("rollout.plan_set", "ed", None),
-        ("guardrail.set", "ed", None),
-        ("rollout.advanced", "ed", "validate"),
-        ("rollout.advanced", "ed", "internal"),
-        ("rollout.advanced", "system:auto-advance", "pilot"),
-        ("rollout.advanced", "ed", "5%"),
-        ("rollout.advanced", "system:auto-advance", "25%"),
-        ("rollout.rolled_back", "system:guardrail", "5%"),
-        ("rollout.resumed", "ed", None),
-        ("rollout.advanced", "system:auto-advance", "25%"),
-        ("rollout.advanced", "system:auto-advance", "50%"),
-        ("rollout.advanced", "ed", "100%"),
+        ("flag_state.plan_set", "ed", None),
+        ("flag_state.guardrails_set", "ed", None),
+        ("flag_state.advanced", "ed", "validate"),
+        ("flag_state.advanced", "ed", "internal"),
+        ("flag_state.advanced", "system:auto-advance", "pilot"),
+        ("flag_state.advanced", "ed", "5%"),
+        ("flag_state.advanced", "system:auto-advance", "25%"),
+        ("flag_state.rolled_back", "system:guardrail", "5%"),
+        ("flag_state.unpaused", "ed", None),
+        ("flag_state.advanced", "system:auto-advance", "25%"),
+        ("flag_state.advanced", "system:auto-advance", "50%"),
+        ("flag_state.advanced", "ed", "100%"),
         ("flag_state.retired", "ed", "retire legacy"),
     ]
     rollback = audit_events()[7]

@@ -27,7 +27,7 @@ def test_plan_set__standard_template__eight_stages_and_one_exact_event(flag, coh
     assert names == ["validate", "internal", "pilot", "5%", "25%", "50%", "100%", "retire legacy"]
     [event] = audit_events()
     assert (event.action, event.object_key, event.environment, event.reason) == (
-        "rollout.plan_set", "invoice-engine@staging", "staging", "plan")
+        "flag_state.plan_set", "invoice-engine@staging", "staging", "plan")
     assert event.before["plan"] == [] and event.before["version"] == 1
     assert event.after["version"] == 2 and event.after["phase"] == "development"
     assert event.after["plan"][2] == {
@@ -72,7 +72,7 @@ def test_rollout_advance__first_and_second__applies_stages_phase_and_exact_event
     assert Workload.objects.get(key="billing").phase == Phase.PILOT
     first, second = audit_events()
     assert (first.action, first.reason, first.after["from_stage"], first.after["to_stage"]) == (
-        "rollout.advanced", "start", None, {"position": 1, "name": "validate"})
+        "flag_state.advanced", "start", None, {"position": 1, "name": "validate"})
     assert second.before["stage"] == 1 and second.before["include_cohorts"] == []
     assert {k: second.after[k] for k in ("stage", "enabled", "percentage", "compare_percentage", "include_cohorts",
                                          "phase", "from_stage", "to_stage")} == {
@@ -115,8 +115,8 @@ def test_rollout_pause_and_resume__exact_events_no_ruleset_change(planned, actor
     assert state.paused_at is None and state.stage_started_at == frozen.now()  # the soak restarts
     _, paused, resumed = audit_events()
     assert (paused.action, paused.reason, paused.before["paused"], paused.after["paused"]) == (
-        "rollout.paused", "looking into latency", False, True)
-    assert (resumed.action, resumed.before["paused"], resumed.after["paused"]) == ("rollout.resumed", True, False)
+        "flag_state.paused", "looking into latency", False, True)
+    assert (resumed.action, resumed.before["paused"], resumed.after["paused"]) == ("flag_state.unpaused", True, False)
 
 
 def test_rollout_rollback__mid_plan__previous_stage_and_paused_exact_event(planned, actor, audit_events):
@@ -127,7 +127,7 @@ def test_rollout_rollback__mid_plan__previous_stage_and_paused_exact_event(plann
     assert state.paused_at is not None
     event = audit_events()[-1]
     assert (event.action, event.reason, event.before["percentage"], event.after["percentage"]) == (
-        "rollout.rolled_back", "errors", 5.0, 0.0)
+        "flag_state.rolled_back", "errors", 5.0, 0.0)
     assert (event.after["from_stage"], event.after["to_stage"], event.after["paused"]) == (
         {"position": 4, "name": "5%"}, {"position": 3, "name": "pilot"}, True)
     assert "break_glass" not in event.after  # staging, medium risk: nothing was bypassed
