@@ -37,32 +37,32 @@ def test_plan_put__template_in_plain_env__applied_and_shown(flag, people, cohort
 
 def test_advance__editor_in_production__202_then_approver_applies_then_stale_is_409(planned, people):
     ed, ann = client_for("ed"), client_for("ann")
-    response = ed.post(f"{STATE}/production/advance", {"reason": "go"}, format="json")
+    response = ed.post(f"{STATE}/production/advance/", {"reason": "go"}, format="json")
     assert response.status_code == 202
     cr = response.json()["change_request"]
     assert (cr["status"], cr["requested_by"], cr["action"]) == ("pending", "ed", "advance")
-    assert ed.post(f"/api/v1/change-requests/{cr['id']}/approve", {}, format="json").status_code == 403
+    assert ed.post(f"/api/v1/change-requests/{cr['id']}/approve/", {}, format="json").status_code == 403
     listed = ann.get("/api/v1/change-requests/?status=pending").json()["results"]
     assert [c["id"] for c in listed] == [cr["id"]]
-    approved = ann.post(f"/api/v1/change-requests/{cr['id']}/approve", {"reason": "ok"}, format="json")
+    approved = ann.post(f"/api/v1/change-requests/{cr['id']}/approve/", {"reason": "ok"}, format="json")
     assert approved.status_code == 200 and approved.json()["status"] == "applied"
     assert FlagState.objects.get(flag=planned, environment__key="production").stage == 1
 
-    second = ed.post(f"{STATE}/production/advance", {}, format="json").json()["change_request"]
-    assert client_for("root").post(f"{STATE}/production/pause", {"reason": "hold"}, format="json").status_code == 200
-    stale = ann.post(f"/api/v1/change-requests/{second['id']}/approve", {}, format="json")
+    second = ed.post(f"{STATE}/production/advance/", {}, format="json").json()["change_request"]
+    assert client_for("root").post(f"{STATE}/production/pause/", {"reason": "hold"}, format="json").status_code == 200
+    stale = ann.post(f"/api/v1/change-requests/{second['id']}/approve/", {}, format="json")
     assert stale.status_code == 409 and stale.json()["error"]["code"] == "conflict"
-    assert ann.get(f"/api/v1/change-requests/{second['id']}").json()["status"] == "stale"
+    assert ann.get(f"/api/v1/change-requests/{second['id']}/").json()["status"] == "stale"
 
 
 def test_rollback_and_pause__viewer__403_editor_200_with_break_glass_review(planned, people, actor):
     rollout_advance(actor=actor, flag=planned.key, environment="production")
-    assert client_for("vic").post(f"{STATE}/production/rollback", {}, format="json").status_code == 403
-    response = client_for("ed").post(f"{STATE}/production/rollback", {"reason": "pager"}, format="json")
+    assert client_for("vic").post(f"{STATE}/production/rollback/", {}, format="json").status_code == 403
+    response = client_for("ed").post(f"{STATE}/production/rollback/", {"reason": "pager"}, format="json")
     assert response.status_code == 200 and response.json()["rollout"]["stage"] == 0
     reviews = client_for("ann").get("/api/v1/review-items/?open=1").json()["results"]
     assert [(r["action"], r["actor"]) for r in reviews] == [("rollback", "ed")]
-    ack = client_for("ann").post(f"/api/v1/review-items/{reviews[0]['id']}/acknowledge", {"reason": "ok"},
+    ack = client_for("ann").post(f"/api/v1/review-items/{reviews[0]['id']}/acknowledge/", {"reason": "ok"},
                                  format="json")
     assert ack.status_code == 200 and ack.json()["acknowledged_by"] == "ann"
 
@@ -97,13 +97,13 @@ def test_readiness__with_metrics__side_by_side_percentiles_verdict_and_soak(plan
                   min_sample_size=10)
     add_metrics("staging", planned.key, now, "legacy", calls=200, errors=2, comparisons=20, mismatches=1)
     with clock.frozen(now):
-        report = client_for("vic").get(f"{STATE}/staging/readiness?window=600").json()
+        report = client_for("vic").get(f"{STATE}/staging/readiness/?window=600").json()
     assert (report["legacy"]["calls"], report["legacy"]["error_rate"], report["legacy"]["p50_ms"]) == (200, 1.0, 3.75)
     assert report["legacy"]["mismatch_rate"] == 5.0 and report["parallel"]["calls"] == 0
     assert report["window"]["seconds"] == 600 and report["series"][0]["legacy"]["calls"] == 200
     assert report["verdict"] == "not_yet" and report["soak_seconds_left"] == 400
     assert report["reasons"] == ["soak time left: 400 s"]
-    assert client_for("vic").get(f"{STATE}/staging/readiness?window=abc").status_code == 400
+    assert client_for("vic").get(f"{STATE}/staging/readiness/?window=abc").status_code == 400
 
 
 def test_guardrails_put__editor_in_production__change_request(planned, people):
@@ -112,6 +112,6 @@ def test_guardrails_put__editor_in_production__change_request(planned, people):
     assert response.status_code == 202
     cr = response.json()["change_request"]
     assert cr["params"] == {"max_error_rate": 2.0, "action": "kill"}
-    assert client_for("bob").post(f"/api/v1/change-requests/{cr['id']}/approve", {}, format="json").status_code == 200
+    assert client_for("bob").post(f"/api/v1/change-requests/{cr['id']}/approve/", {}, format="json").status_code == 200
     got = client_for("vic").get(f"{STATE}/production/guardrails/").json()
     assert got["config"]["max_error_rate"] == 2.0 and got["config"]["action"] == "kill"
