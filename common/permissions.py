@@ -15,7 +15,7 @@ Roles are Django groups (made by a migration). A superuser counts as ``admin``.
 (1) directly in environments that do not require approval and for workloads below ``high`` risk;
 otherwise by a change request that another approver (or admin) approves. Advancing an
 ``irreversible`` workload always goes through a change request, for admins too
-(``rollout/services/policy.py``). Approving needs APPROVE and a different user than the requester
+(``rollout/policy.py``). Approving needs APPROVE and a different user than the requester
 (``can_decide``).
 """
 

@@ -7,7 +7,7 @@ go into the change's one audit event). If the flag state moved since, the reques
 ``stale`` instead and nothing else changes.
 
 ``change_request_submit`` is the one entry point for a person's change: it applies the change at
-once when the policy allows (``rollout/services/policy.py``) and opens a change request otherwise.
+once when the policy allows (``rollout/policy.py``) and opens a change request otherwise.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from common.actors import Actor
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from common.permissions import can_decide
 from rollout.models import ChangeRequest, ChangeRequestStatus, FlagState, ReviewItem
+from rollout.policy import Approval, may_act_directly
 from rollout.services import flags as flag_services
 from rollout.services import guardrails, mismatches, stages
-from rollout.services.policy import Approval, may_act_directly
 from rollout.snapshots import change_request_snapshot
 
 Applier = Callable[..., AuditEvent | None]

@@ -14,8 +14,8 @@ from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, check_version, full_clean, percentage
 from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
+from rollout.policy import Approval, is_break_glass, require_approval_if_needed
 from rollout.services.phases import sync_workload_phase
-from rollout.services.policy import Approval, is_break_glass, require_approval_if_needed
 from rollout.services.rulesets import ruleset_changed
 from rollout.snapshots import flag_snapshot, flag_state_snapshot
 

@@ -39,8 +39,8 @@ from common.services import check_version, full_clean, percentage
 from rollout import metrics_read
 from rollout.metrics_read import PathStats
 from rollout.models import BreachAction, FlagState, Gate, Guardrail, Reversibility
+from rollout.policy import Approval, require_approval_if_needed
 from rollout.services.flags import get_state_for_update, kill_state, write_state
-from rollout.services.policy import Approval, require_approval_if_needed
 from rollout.snapshots import flag_state_snapshot, guardrail_snapshot
 
 logger = logging.getLogger("turnout.guardrails")

@@ -31,8 +31,8 @@ from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
 from common.services import check_version
 from rollout.models import FlagState, MismatchCursor, MismatchGroup, MismatchSample
+from rollout.policy import Approval, require_approval_if_needed
 from rollout.services.flags import get_state_for_update
-from rollout.services.policy import Approval, require_approval_if_needed
 from rollout.snapshots import mismatch_group_snapshot
 
 EXAMPLE_MAX_BYTES = 2048

@@ -35,8 +35,8 @@ from common.actors import Actor
 from common.errors import Conflict, ValidationFailed
 from common.services import check_version, percentage
 from rollout.models import FlagState, Gate, Reversibility, RolloutStage
+from rollout.policy import Approval, require_approval_if_needed
 from rollout.services.flags import _cohorts, get_state_for_update, write_state, write_state_break_glass
-from rollout.services.policy import Approval, require_approval_if_needed
 from rollout.snapshots import flag_state_snapshot, plan_snapshot
 
 MAX_STAGES = 20

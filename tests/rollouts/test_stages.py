@@ -8,8 +8,8 @@ import pytest
 from common import clock
 from common.errors import Conflict, ValidationFailed
 from rollout.models import FlagState, Phase, RolloutStage, Workload
+from rollout.policy import ApprovalRequired
 from rollout.services.flags import flag_state_kill, flag_state_resume
-from rollout.services.policy import ApprovalRequired
 from rollout.services.stages import plan_set, plan_template, rollout_advance, rollout_pause, rollout_rollback
 from rollout.services.workloads import workload_update
 
