@@ -192,8 +192,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    # The SDK decision's path and the OFREP variant are the same two values.
-    "ENUM_NAME_OVERRIDES": {"DecisionPathEnum": ["legacy", "parallel"]},
+    "ENUM_NAME_OVERRIDES": {
+        # The SDK decision's path and the OFREP variant are the same two values.
+        "DecisionPathEnum": ["legacy", "parallel"],
+        "BreachActionEnum": "rollout.models.BreachAction",
+        "ChangeActionEnum": "rollout.services.change_requests.ACTION_CHOICES",
+    },
 }
 
 # Celery: Redis when configured, otherwise a broker that needs no server (kombu's filesystem transport).

@@ -3,8 +3,8 @@
 The verdict:
 
 * ``failing`` — a guardrail is breached (the reasons name each check and its figures);
-* ``not_yet`` — something still stands in the way: no plan or at its end, paused, killed, no
-  guardrails, too little traffic to judge, or soak time left;
+* ``not_yet`` — something still stands in the way: no plan, not started or at its end, paused,
+  killed, no guardrails, too little traffic to judge, or soak time left;
 * ``ready`` — healthy, soaked, and a next stage to go to.
 """
 
@@ -78,7 +78,9 @@ def verdict(state: FlagState, health_status: str, breaches: list[str], plan: dic
         reasons.append("no rollout plan")
     elif plan["next_stage"] is None:
         reasons.append("at the last stage of the plan")
-    if state.stage > 0 and not state.enabled:
+    if state.stage == 0 and plan["stages"]:
+        reasons.append("the plan has not started")
+    elif state.stage > 0 and not state.enabled:
         reasons.append("killed")
     if state.paused_at is not None:
         reasons.append(f"paused ({state.paused_reason})" if state.paused_reason else "paused")

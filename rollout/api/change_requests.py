@@ -6,19 +6,26 @@ from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers, status
-from rest_framework.permissions import IsAuthenticated
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from common.actors import Actor
-from common.errors import Conflict, NotFound
-from common.permissions import Capability, HasCapability
-from common.schema import ERROR_RESPONSES, ErrorSerializer
+from common.api import ManagementView
+from common.errors import Conflict, NotFound, ValidationFailed
+from common.fields import ReasonField, key_field
+from common.permissions import Capability
+from common.schema import errors
+from rollout.api.rollout_outputs import (
+    ChangeRequestListOutput,
+    ChangeRequestOutput,
+    ParamsField,
+    ReviewItemListOutput,
+    ReviewItemOutput,
+)
 from rollout.api.rollouts import SUBMIT_RESPONSES, submitted_response
 from rollout.models import ChangeRequest, ChangeRequestStatus, ReviewItem
 from rollout.services.change_requests import (
+    ACTION_CHOICES,
     ACTIONS,
     change_request_approve,
     change_request_cancel,
@@ -28,150 +35,163 @@ from rollout.services.change_requests import (
 )
 from rollout.snapshots import change_request_snapshot
 
-
-def _cr_out(cr: ChangeRequest) -> dict[str, Any]:
-    return {**change_request_snapshot(cr), "reason": cr.reason, "created_at": cr.created_at.isoformat(),
-            "decided_at": cr.decided_at.isoformat() if cr.decided_at else None,
-            "stale": cr.status == ChangeRequestStatus.PENDING and cr.flag_state.version != cr.based_on_version}
+TAGS = ["change requests"]
+PK = OpenApiParameter("pk", OpenApiTypes.STR, OpenApiParameter.PATH, description="the id (digits)")
+LIST_LIMIT = 200
 
 
-def _review_out(item: ReviewItem) -> dict[str, Any]:
-    return {"id": item.pk, "flag": item.flag_state.flag.key, "environment": item.flag_state.environment.key,
-            "action": item.action, "actor": item.actor_label, "reason": item.reason,
-            "audit_sequence": item.audit_sequence, "created_at": item.created_at.isoformat(),
-            "acknowledged_by": item.acknowledged_by_label or None,
-            "acknowledged_at": item.acknowledged_at.isoformat() if item.acknowledged_at else None, "note": item.note}
+def change_request_data(cr: ChangeRequest) -> dict[str, Any]:
+    return ChangeRequestOutput({
+        **change_request_snapshot(cr), "reason": cr.reason, "created_at": cr.created_at.isoformat(),
+        "decided_at": cr.decided_at.isoformat() if cr.decided_at else None,
+        "stale": cr.status == ChangeRequestStatus.PENDING and cr.flag_state.version != cr.based_on_version,
+    }).data  # type: ignore[return-value]
 
 
-class SubmitInput(serializers.Serializer):
-    flag = serializers.CharField(max_length=63)
-    environment = serializers.CharField(max_length=63)
-    action = serializers.ChoiceField(choices=sorted(ACTIONS))
-    params = serializers.DictField(required=False, default=dict)
-    version = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+def review_item_data(item: ReviewItem) -> dict[str, Any]:
+    return ReviewItemOutput({
+        "id": item.pk, "flag": item.flag_state.flag.key, "environment": item.flag_state.environment.key,
+        "action": item.action, "actor": item.actor_label, "reason": item.reason,
+        "audit_sequence": item.audit_sequence, "created_at": item.created_at.isoformat(),
+        "acknowledged_by": item.acknowledged_by_label or None,
+        "acknowledged_at": item.acknowledged_at.isoformat() if item.acknowledged_at else None, "note": item.note,
+    }).data  # type: ignore[return-value]
 
 
-class ChangeRequestListView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
+def object_id(value: str, what: str) -> int:
+    """A path id: digits only (anything else is simply not found, in the one error body)."""
+    if not value.isdigit() or len(value) > 18:
+        raise NotFound(f"{what} {value!r} does not exist")
+    return int(value)
 
-    @extend_schema(operation_id="change_requests_list", tags=["change requests"], parameters=[
-        OpenApiParameter("status", OpenApiTypes.STR, enum=ChangeRequestStatus.values),
-        OpenApiParameter("flag", OpenApiTypes.STR), OpenApiParameter("environment", OpenApiTypes.STR)],
-        responses={200: OpenApiTypes.OBJECT, **ERROR_RESPONSES})
+
+def _requests() -> Any:
+    return ChangeRequest.objects.select_related("flag_state__flag", "flag_state__environment")
+
+
+class SubmitInput(serializers.Serializer):  # type: ignore[type-arg]
+    flag = key_field()
+    environment = key_field()
+    action = serializers.ChoiceField(choices=ACTION_CHOICES)
+    params = ParamsField(required=False, default=dict)
+    version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
+    reason = ReasonField()
+
+
+class ChangeRequestListView(ManagementView):
+    capabilities = {"POST": Capability.EDIT}
+
+    @extend_schema(operation_id="change_requests_list", summary="Change requests, newest first", tags=TAGS,
+                   parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=ChangeRequestStatus.values),
+                               OpenApiParameter("flag", OpenApiTypes.STR),
+                               OpenApiParameter("environment", OpenApiTypes.STR)],
+                   responses={200: ChangeRequestListOutput, **errors(400)})
     def get(self, request: Request) -> Response:
-        qs = ChangeRequest.objects.select_related("flag_state__flag", "flag_state__environment").order_by("-pk")
+        qs = _requests().order_by("-pk")
         params = request.query_params
         if params.get("status"):
+            if params["status"] not in ChangeRequestStatus.values:
+                raise ValidationFailed.field("status", f"one of {', '.join(ChangeRequestStatus.values)}")
             qs = qs.filter(status=params["status"])
         if params.get("flag"):
             qs = qs.filter(flag_state__flag__key=params["flag"])
         if params.get("environment"):
             qs = qs.filter(flag_state__environment__key=params["environment"])
-        return Response({"results": [_cr_out(cr) for cr in qs[:200]]})
+        return Response({"results": [change_request_data(cr) for cr in qs[:LIST_LIMIT]]})
 
-    @extend_schema(operation_id="change_requests_submit", tags=["change requests"], request=SubmitInput,
-                   responses=SUBMIT_RESPONSES,
-                   description="Submit any change by its action name: applied at once (200) when the policy "
-                               "allows, otherwise a pending change request (202).")
+    @extend_schema(operation_id="change_requests_submit", summary="Submit a change by its action name", tags=TAGS,
+                   request=SubmitInput, responses=SUBMIT_RESPONSES,
+                   description="Applied at once (200) when the policy allows, otherwise a pending change "
+                               "request (202). Actions: " + ", ".join(sorted(ACTIONS)) + ".")
     def post(self, request: Request) -> Response:
         data = SubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
         return submitted_response(change_request_submit(
-            actor=Actor.from_request(request), flag=v["flag"], environment=v["environment"], action=v["action"],
+            actor=self.actor(), flag=v["flag"], environment=v["environment"], action=v["action"],
             params=v["params"], version=v.get("version"), reason=v["reason"]))
 
 
-class ChangeRequestDetailView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
-
-    @extend_schema(operation_id="change_requests_get", tags=["change requests"],
-                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERROR_RESPONSES})
-    def get(self, request: Request, pk: int) -> Response:
-        cr = ChangeRequest.objects.select_related("flag_state__flag", "flag_state__environment").filter(pk=pk).first()
+class ChangeRequestDetailView(ManagementView):
+    @extend_schema(operation_id="change_requests_retrieve", summary="One change request", tags=TAGS,
+                   parameters=[PK], responses={200: ChangeRequestOutput, **errors(404)})
+    def get(self, request: Request, pk: str) -> Response:
+        cr = _requests().filter(pk=object_id(pk, "change request")).first()
         if cr is None:
             raise NotFound(f"change request {pk} does not exist")
-        return Response(_cr_out(cr))
+        return Response(change_request_data(cr))
 
 
-class DecisionInput(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+class DecisionInput(serializers.Serializer):  # type: ignore[type-arg]
+    reason = ReasonField()
 
 
-DECISION_RESPONSES = {200: OpenApiTypes.OBJECT, 404: ErrorSerializer,
-                      409: OpenApiResponse(ErrorSerializer, description="Not pending, or stale (now marked so)"),
-                      **ERROR_RESPONSES}
+DECISION_RESPONSES = {200: ChangeRequestOutput, **errors(400, 404, 409)}
 
 
-class ApproveView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
-    write_capability = Capability.APPROVE
+class ApproveView(ManagementView):
+    capabilities = {"POST": Capability.APPROVE}
 
-    @extend_schema(operation_id="change_requests_approve", tags=["change requests"], request=DecisionInput,
-                   responses=DECISION_RESPONSES,
-                   description="Approve and apply (by an approver other than the requester). If the flag state "
-                               "moved since the request, it is marked stale instead and 409 is returned.")
-    def post(self, request: Request, pk: int) -> Response:
+    @extend_schema(operation_id="change_requests_approve", summary="Approve and apply", tags=TAGS,
+                   parameters=[PK], request=DecisionInput, responses=DECISION_RESPONSES,
+                   description="By an approver other than the requester. If the flag state moved since the "
+                               "request, it is marked stale instead and 409 is returned.")
+    def post(self, request: Request, pk: str) -> Response:
         data = DecisionInput(data=request.data)
         data.is_valid(raise_exception=True)
-        cr = change_request_approve(actor=Actor.from_request(request), change_request=pk,
+        cr = change_request_approve(actor=self.actor(), change_request=object_id(pk, "change request"),
                                     reason=data.validated_data["reason"])
         if cr.status == ChangeRequestStatus.STALE:
             raise Conflict(f"change request {pk} is stale: the flag state changed since it was requested",
                            current_version=cr.flag_state.version)
-        return Response(_cr_out(cr))
+        return Response(change_request_data(cr))
 
 
-class RejectView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
-    write_capability = Capability.APPROVE
+class RejectView(ManagementView):
+    capabilities = {"POST": Capability.APPROVE}
 
-    @extend_schema(operation_id="change_requests_reject", tags=["change requests"], request=DecisionInput,
-                   responses=DECISION_RESPONSES)
-    def post(self, request: Request, pk: int) -> Response:
+    @extend_schema(operation_id="change_requests_reject", summary="Reject", tags=TAGS, parameters=[PK],
+                   request=DecisionInput, responses=DECISION_RESPONSES)
+    def post(self, request: Request, pk: str) -> Response:
         data = DecisionInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(_cr_out(change_request_reject(actor=Actor.from_request(request), change_request=pk,
-                                                      reason=data.validated_data["reason"])))
+        return Response(change_request_data(change_request_reject(
+            actor=self.actor(), change_request=object_id(pk, "change request"), reason=data.validated_data["reason"])))
 
 
-class CancelView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
+class CancelView(ManagementView):
+    capabilities = {"POST": Capability.EDIT}
 
-    @extend_schema(operation_id="change_requests_cancel", tags=["change requests"], request=DecisionInput,
-                   responses=DECISION_RESPONSES, description="The requester withdraws a pending request.")
-    def post(self, request: Request, pk: int) -> Response:
+    @extend_schema(operation_id="change_requests_cancel", summary="Withdraw your own pending request", tags=TAGS,
+                   parameters=[PK], request=DecisionInput, responses=DECISION_RESPONSES)
+    def post(self, request: Request, pk: str) -> Response:
         data = DecisionInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(_cr_out(change_request_cancel(actor=Actor.from_request(request), change_request=pk,
-                                                      reason=data.validated_data["reason"])))
+        return Response(change_request_data(change_request_cancel(
+            actor=self.actor(), change_request=object_id(pk, "change request"), reason=data.validated_data["reason"])))
 
 
-class ReviewItemListView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
-
-    @extend_schema(operation_id="review_items_list", tags=["change requests"],
-                   parameters=[OpenApiParameter("open", OpenApiTypes.BOOL)],
-                   responses={200: OpenApiTypes.OBJECT, **ERROR_RESPONSES},
-                   description="Break-glass actions (kill / rollback where approval would apply) to review.")
+class ReviewItemListView(ManagementView):
+    @extend_schema(operation_id="review_items_list", summary="Break-glass actions to review", tags=TAGS,
+                   parameters=[OpenApiParameter("open", OpenApiTypes.BOOL, description="only unacknowledged")],
+                   responses={200: ReviewItemListOutput, **errors()},
+                   description="Kills and rollbacks made where approval would apply, for an approver to review.")
     def get(self, request: Request) -> Response:
         qs = ReviewItem.objects.select_related("flag_state__flag", "flag_state__environment").order_by("-pk")
         if request.query_params.get("open") in {"1", "true"}:
             qs = qs.filter(acknowledged_at__isnull=True)
-        return Response({"results": [_review_out(i) for i in qs[:200]]})
+        return Response({"results": [review_item_data(i) for i in qs[:LIST_LIMIT]]})
 
 
-class AcknowledgeView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
-    write_capability = Capability.APPROVE
+class AcknowledgeView(ManagementView):
+    capabilities = {"POST": Capability.APPROVE}
 
-    @extend_schema(operation_id="review_items_acknowledge", tags=["change requests"], request=DecisionInput,
-                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, 409: ErrorSerializer,
-                              **ERROR_RESPONSES})
-    def post(self, request: Request, pk: int) -> Response:
+    @extend_schema(operation_id="review_items_acknowledge", summary="Acknowledge a break-glass action", tags=TAGS,
+                   parameters=[PK], request=DecisionInput,
+                   responses={200: OpenApiResponse(ReviewItemOutput), **errors(400, 404, 409)},
+                   description="By an approver other than the person who broke the glass.")
+    def post(self, request: Request, pk: str) -> Response:
         data = DecisionInput(data=request.data)
         data.is_valid(raise_exception=True)
-        item = review_item_acknowledge(actor=Actor.from_request(request), review_item=pk,
-                                       note=data.validated_data["reason"])
-        return Response(_review_out(item), status=status.HTTP_200_OK)
+        return Response(review_item_data(review_item_acknowledge(
+            actor=self.actor(), review_item=object_id(pk, "review item"), note=data.validated_data["reason"])))

@@ -11,76 +11,93 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from common.actors import Actor
+from common.api import ManagementView, requested_version
 from common.errors import ValidationFailed
-from common.permissions import Capability, HasCapability
-from common.schema import ERROR_RESPONSES, ErrorSerializer
+from common.fields import PercentageField, ReasonField, key_field
+from common.permissions import Capability
+from common.schema import IF_MATCH, errors
+from rollout.api.rollout_outputs import (
+    AppliedOutput,
+    GateOutput,
+    GuardrailsOutput,
+    MismatchSummaryOutput,
+    PendingOutput,
+    ReadinessOutput,
+    RolloutOutput,
+)
 from rollout.models import BreachAction, Gate
 from rollout.readiness import get_state, plan_status, readiness
 from rollout.services.change_requests import Submitted, change_request_submit
 from rollout.services.guardrails import LIMIT_FIELDS
 from rollout.services.mismatches import mismatch_summary
 from rollout.services.stages import plan_template, rollout_pause, rollout_rollback
-from rollout.snapshots import change_request_snapshot, guardrail_snapshot
+from rollout.snapshots import guardrail_snapshot
 
 STATE_PARAMS = [
     OpenApiParameter("key", OpenApiTypes.STR, OpenApiParameter.PATH, description="flag key"),
     OpenApiParameter("env", OpenApiTypes.STR, OpenApiParameter.PATH, description="environment key"),
 ]
 SUBMIT_RESPONSES = {
-    200: OpenApiResponse(OpenApiTypes.OBJECT, description="Applied: the rollout as it now stands"),
-    202: OpenApiResponse(OpenApiTypes.OBJECT, description="Waiting for approval: the change request"),
-    404: OpenApiResponse(ErrorSerializer, description="No such flag or environment"),
-    409: OpenApiResponse(ErrorSerializer, description="Stale version, or the rollout cannot do this now"),
-    **ERROR_RESPONSES,
+    200: OpenApiResponse(AppliedOutput, description="Applied: the rollout as it now stands"),
+    202: OpenApiResponse(PendingOutput, description="Waiting for a second person: the change request"),
+    **errors(400, 404, 409, 428),
 }
+ACTION_RESPONSES = {200: AppliedOutput, **errors(400, 404, 409)}
+TAGS = ["rollouts"]
+VERSION = {"min_value": 1, "max_value": 2**31 - 1, "required": False,
+           "help_text": "The flag state version read (or send If-Match); a stale one gets 409."}
+
+
+def rollout_data(state: Any) -> dict[str, Any]:
+    return RolloutOutput(plan_status(state)).data  # type: ignore[return-value]
 
 
 def submitted_response(result: Submitted) -> Response:
     if result.change_request is not None:
-        return Response({"applied": False, "change_request": change_request_snapshot(result.change_request)},
+        from rollout.api.change_requests import change_request_data
+
+        return Response({"applied": False, "change_request": change_request_data(result.change_request)},
                         status=status.HTTP_202_ACCEPTED)
-    return Response({"applied": True, "rollout": plan_status(result.state)})
+    return Response({"applied": True, "rollout": rollout_data(result.state)})
 
 
-class RolloutView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
+class RolloutView(ManagementView):
+    version_required = True
 
     def submit(self, request: Request, key: str, env: str, action: str, params: dict[str, Any],
                data: dict[str, Any]) -> Response:
+        version = requested_version(request, data.get("version"), required=self.version_required)
         return submitted_response(change_request_submit(
-            actor=Actor.from_request(request), flag=key, environment=env, action=action, params=params,
-            version=data.get("version"), reason=data.get("reason", "")))
+            actor=self.actor(), flag=key, environment=env, action=action, params=params, version=version,
+            reason=data.get("reason", "")))
 
 
-class ChangeInput(serializers.Serializer):
-    version = serializers.IntegerField(required=False, allow_null=True, min_value=1,
-                                       help_text="the flag state version you read (409 if it moved)")
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+class ChangeInput(serializers.Serializer):  # type: ignore[type-arg]
+    version = serializers.IntegerField(**VERSION)
+    reason = ReasonField()
 
 
-class StageInput(serializers.Serializer):
+class StageInput(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField(max_length=100)
-    percentage = serializers.DecimalField(max_digits=7, decimal_places=4, required=False, default=0)
-    compare_percentage = serializers.DecimalField(max_digits=7, decimal_places=4, required=False, default=0)
-    include_cohorts = serializers.ListField(child=serializers.CharField(max_length=63), required=False, default=list)
-    min_soak_seconds = serializers.IntegerField(required=False, default=0, min_value=0)
+    percentage = PercentageField(required=False, default=0)
+    compare_percentage = PercentageField(required=False, default=0)
+    include_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)
+    min_soak_seconds = serializers.IntegerField(required=False, default=0, min_value=0, max_value=90 * 86_400)
     gate = serializers.ChoiceField(choices=Gate.choices, required=False, default=Gate.MANUAL)
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     retires_legacy = serializers.BooleanField(required=False, default=False)
 
 
 class PlanInput(ChangeInput):
-    stages = StageInput(many=True, required=False)
+    stages = StageInput(many=True, required=False, max_length=20)
     template = serializers.ChoiceField(choices=["standard"], required=False)
-    internal_cohorts = serializers.ListField(child=serializers.CharField(max_length=63), required=False, default=list)
-    pilot_cohorts = serializers.ListField(child=serializers.CharField(max_length=63), required=False, default=list)
-    soak_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None)
+    internal_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)
+    pilot_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)
+    soak_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=90 * 86_400,
+                                            default=None)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("stages" in attrs) == ("template" in attrs):
@@ -97,17 +114,19 @@ def _stage_json(stage: dict[str, Any]) -> dict[str, Any]:
 
 
 class StagesView(RolloutView):
-    @extend_schema(operation_id="rollout_plan_get", parameters=STATE_PARAMS, tags=["rollouts"],
-                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERROR_RESPONSES},
-                   description="The rollout plan, the stage in force, soak time left, pending change requests.")
-    def get(self, request: Request, key: str, env: str) -> Response:
-        return Response(plan_status(get_state(key, env)))
+    capabilities = {"PUT": Capability.EDIT}
 
-    @extend_schema(operation_id="rollout_plan_set", parameters=STATE_PARAMS, tags=["rollouts"], request=PlanInput,
-                   responses=SUBMIT_RESPONSES,
-                   description="Replace the plan of a rollout that has not started: explicit `stages`, or a "
-                               "`template` (`standard`: validate → internal → pilot → 5% → 25% → 50% → 100% → "
-                               "retire legacy).")
+    @extend_schema(operation_id="rollout_plan_get", summary="The rollout plan and where it stands",
+                   parameters=STATE_PARAMS, tags=TAGS, responses={200: RolloutOutput, **errors(404)},
+                   description="The plan's stages with their status, the stage in force, soak time left, pending "
+                               "change requests and open break-glass reviews.")
+    def get(self, request: Request, key: str, env: str) -> Response:
+        return Response(rollout_data(get_state(key, env)))
+
+    @extend_schema(operation_id="rollout_plan_set", summary="Set the plan (before it starts)", parameters=[
+        *STATE_PARAMS, IF_MATCH], tags=TAGS, request=PlanInput, responses=SUBMIT_RESPONSES,
+        description="Replace the plan of a rollout that has not started: explicit `stages`, or a `template` "
+                    "(`standard`: validate → internal → pilot → 5% → 25% → 50% → 100% → retire legacy).")
     def put(self, request: Request, key: str, env: str) -> Response:
         data = PlanInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -126,8 +145,12 @@ class AdvanceInput(ChangeInput):
 
 
 class AdvanceView(RolloutView):
-    @extend_schema(operation_id="rollout_advance", parameters=STATE_PARAMS, tags=["rollouts"], request=AdvanceInput,
-                   responses=SUBMIT_RESPONSES, description="Apply the next stage (the first call starts the plan).")
+    capabilities = {"POST": Capability.EDIT}
+
+    @extend_schema(operation_id="rollout_advance", summary="Advance to the next stage", parameters=[
+        *STATE_PARAMS, IF_MATCH], tags=TAGS, request=AdvanceInput, responses=SUBMIT_RESPONSES,
+        description="Apply the next stage (the first call starts the plan); a change request where approval "
+                    "is needed.")
     def post(self, request: Request, key: str, env: str) -> Response:
         data = AdvanceInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -135,33 +158,29 @@ class AdvanceView(RolloutView):
         return self.submit(request, key, env, "advance", params, data.validated_data)
 
 
-class EmergencyInput(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+class EmergencyInput(serializers.Serializer):  # type: ignore[type-arg]
+    reason = ReasonField()
 
 
 class PauseView(RolloutView):
-    write_capability = Capability.EMERGENCY
+    capabilities = {"POST": Capability.EMERGENCY}
 
-    @extend_schema(operation_id="rollout_pause", parameters=STATE_PARAMS, tags=["rollouts"], request=EmergencyInput,
-                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, 409: ErrorSerializer,
-                              **ERROR_RESPONSES},
-                   description="Hold the rollout where it is (no auto-advance, no scheduled start; the split is "
-                               "unchanged). Never waits for approval.")
+    @extend_schema(operation_id="rollout_pause", summary="Pause: hold the rollout where it is",
+                   parameters=STATE_PARAMS, tags=TAGS, request=EmergencyInput, responses=ACTION_RESPONSES,
+                   description="No auto-advance, no scheduled start; the split is unchanged. Never waits for "
+                               "approval.")
     def post(self, request: Request, key: str, env: str) -> Response:
         data = EmergencyInput(data=request.data)
         data.is_valid(raise_exception=True)
-        state = rollout_pause(actor=Actor.from_request(request), flag=key, environment=env,
-                              reason=data.validated_data["reason"])
-        return Response({"applied": True, "rollout": plan_status(state)})
+        state = rollout_pause(actor=self.actor(), flag=key, environment=env, reason=data.validated_data["reason"])
+        return Response({"applied": True, "rollout": rollout_data(state)})
 
 
 class RollbackView(RolloutView):
-    write_capability = Capability.EMERGENCY
+    capabilities = {"POST": Capability.EMERGENCY}
 
-    @extend_schema(operation_id="rollout_rollback", parameters=STATE_PARAMS, tags=["rollouts"],
-                   request=EmergencyInput,
-                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, 409: ErrorSerializer,
-                              **ERROR_RESPONSES},
+    @extend_schema(operation_id="rollout_rollback", summary="Roll back to the previous stage, now",
+                   parameters=STATE_PARAMS, tags=TAGS, request=EmergencyInput, responses=ACTION_RESPONSES,
                    description="Back to the previous stage at once, then paused. Never waits for approval; where "
                                "approval would apply it is marked break-glass and an approver must review it. A "
                                "dual-write workload rolled back past the stage where parallel became primary "
@@ -169,41 +188,46 @@ class RollbackView(RolloutView):
     def post(self, request: Request, key: str, env: str) -> Response:
         data = EmergencyInput(data=request.data)
         data.is_valid(raise_exception=True)
-        state = rollout_rollback(actor=Actor.from_request(request), flag=key, environment=env,
+        state = rollout_rollback(actor=self.actor(), flag=key, environment=env,
                                  reason=data.validated_data["reason"])
-        return Response({"applied": True, "rollout": plan_status(state)})
+        return Response({"applied": True, "rollout": rollout_data(state)})
 
 
 class GuardrailInput(ChangeInput):
-    max_error_rate = serializers.DecimalField(max_digits=7, decimal_places=4, required=False, allow_null=True,
-                                              help_text="percent of parallel calls")
-    max_error_rate_increase = serializers.DecimalField(max_digits=7, decimal_places=4, required=False,
-                                                       allow_null=True, help_text="percentage points above legacy")
-    max_latency_p95_ratio = serializers.DecimalField(max_digits=8, decimal_places=3, required=False,
-                                                     allow_null=True, help_text="parallel p95 / legacy p95")
-    max_mismatch_rate = serializers.DecimalField(max_digits=7, decimal_places=4, required=False, allow_null=True,
-                                                 help_text="percent of comparisons (known differences excluded)")
-    min_sample_size = serializers.IntegerField(required=False, min_value=0)
+    max_error_rate = PercentageField(required=False, allow_null=True, help_text="% of parallel calls")
+    max_error_rate_increase = PercentageField(required=False, allow_null=True,
+                                              help_text="percentage points above legacy's error rate")
+    max_latency_p95_ratio = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=99_999,
+                                                   help_text="parallel p95 / legacy p95")
+    max_mismatch_rate = PercentageField(required=False, allow_null=True,
+                                        help_text="% of comparisons (known differences excluded)")
+    min_sample_size = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
     window_seconds = serializers.IntegerField(required=False, min_value=60, max_value=86_400)
     action = serializers.ChoiceField(choices=BreachAction.choices, required=False)
 
 
+def guardrails_data(state: Any) -> dict[str, Any]:
+    from rollout.models import Guardrail
+    from rollout.services.guardrails import evaluate_state, last_check
+
+    health = evaluate_state(state)
+    return GuardrailsOutput({
+        "config": guardrail_snapshot(Guardrail.objects.filter(flag_state=state).first()),
+        "status": health.status, "breaches": health.breaches, "judged": health.figures(),
+        "last_check": last_check(state.pk)}).data  # type: ignore[return-value]
+
+
 class GuardrailsView(RolloutView):
-    @extend_schema(operation_id="rollout_guardrails_get", parameters=STATE_PARAMS, tags=["rollouts"],
-                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERROR_RESPONSES})
+    capabilities = {"PUT": Capability.EDIT}
+
+    @extend_schema(operation_id="rollout_guardrails_get", summary="Guardrails and their current verdict",
+                   parameters=STATE_PARAMS, tags=TAGS, responses={200: GuardrailsOutput, **errors(404)})
     def get(self, request: Request, key: str, env: str) -> Response:
-        state = get_state(key, env)
-        from rollout.models import Guardrail
-        from rollout.services.guardrails import evaluate_state, last_check
+        return Response(guardrails_data(get_state(key, env)))
 
-        health = evaluate_state(state)
-        return Response({"config": guardrail_snapshot(Guardrail.objects.filter(flag_state=state).first()),
-                         "status": health.status, "breaches": health.breaches, "judged": health.figures(),
-                         "last_check": last_check(state.pk)})
-
-    @extend_schema(operation_id="rollout_guardrails_set", parameters=STATE_PARAMS, tags=["rollouts"],
-                   request=GuardrailInput, responses=SUBMIT_RESPONSES,
-                   description="Create or change the guardrails; an omitted limit keeps its value, null removes it.")
+    @extend_schema(operation_id="rollout_guardrails_set", summary="Set the guardrails", parameters=[
+        *STATE_PARAMS, IF_MATCH], tags=TAGS, request=GuardrailInput, responses=SUBMIT_RESPONSES,
+        description="Create or change the guardrails; an omitted limit keeps its value, null removes it.")
     def put(self, request: Request, key: str, env: str) -> Response:
         data = GuardrailInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -213,25 +237,28 @@ class GuardrailsView(RolloutView):
 
 
 class ReadinessView(RolloutView):
-    @extend_schema(operation_id="rollout_readiness", parameters=[
-        *STATE_PARAMS, OpenApiParameter("window", OpenApiTypes.INT, description="seconds (60 to 604800)")],
-        tags=["rollouts"], responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERROR_RESPONSES},
-        description="Legacy vs parallel side by side over a window (calls, error rates, latency percentiles, "
-                    "mismatch rate and groups with samples), the guardrails' status, soak time left and a "
-                    "verdict: `ready`, `not_yet` or `failing`, with the reasons.")
+    @extend_schema(operation_id="rollout_readiness", summary="Readiness report: legacy vs parallel, verdict",
+                   parameters=[*STATE_PARAMS, OpenApiParameter("window", OpenApiTypes.INT,
+                                                               description="seconds, 60 to 604800")],
+                   tags=TAGS, responses={200: ReadinessOutput, **errors(400, 404)},
+                   description="Legacy vs parallel side by side over a window (calls, error rates, latency "
+                               "percentiles, mismatch rate and groups with samples), the guardrails' status, soak "
+                               "time left and a verdict: `ready`, `not_yet` or `failing`, with the reasons.")
     def get(self, request: Request, key: str, env: str) -> Response:
         window = request.query_params.get("window")
-        if window is not None and not window.isdigit():
+        if window is not None and (not window.isdigit() or len(window) > 7):
             raise ValidationFailed.field("window", "must be a whole number of seconds")
-        return Response(readiness(get_state(key, env), window_seconds=int(window) if window else None))
+        report = readiness(get_state(key, env), window_seconds=int(window) if window else None)
+        return Response(ReadinessOutput(report).data)
 
 
 class MismatchesView(RolloutView):
-    @extend_schema(operation_id="rollout_mismatches", parameters=STATE_PARAMS, tags=["rollouts"],
-                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, **ERROR_RESPONSES},
-                   description="Mismatch groups: kinds of difference, their counts and shares, known differences.")
+    @extend_schema(operation_id="rollout_mismatches", summary="Mismatch groups", parameters=STATE_PARAMS,
+                   tags=TAGS, responses={200: MismatchSummaryOutput, **errors(404)},
+                   description="Kinds of difference between legacy and parallel results, their counts and "
+                               "shares, and which are known differences.")
     def get(self, request: Request, key: str, env: str) -> Response:
-        return Response(mismatch_summary(get_state(key, env)))
+        return Response(MismatchSummaryOutput(mismatch_summary(get_state(key, env))).data)
 
 
 class KnownInput(ChangeInput):
@@ -239,35 +266,41 @@ class KnownInput(ChangeInput):
 
 
 class MismatchKnownView(RolloutView):
-    @extend_schema(operation_id="rollout_mismatch_known", parameters=[
-        *STATE_PARAMS, OpenApiParameter("group", OpenApiTypes.INT, OpenApiParameter.PATH)], tags=["rollouts"],
+    capabilities = {"POST": Capability.EDIT}
+    version_required = False
+
+    @extend_schema(operation_id="rollout_mismatch_known", summary="Mark a known difference", parameters=[
+        *STATE_PARAMS, OpenApiParameter("group", OpenApiTypes.STR, OpenApiParameter.PATH,
+                                        description="the group id (digits)")], tags=TAGS,
         request=KnownInput, responses=SUBMIT_RESPONSES,
         description="Mark a mismatch group as a known difference (with a reason) or take the mark back; known "
                     "differences do not count against the mismatch guardrail.")
-    def post(self, request: Request, key: str, env: str, group: int) -> Response:
+    def post(self, request: Request, key: str, env: str, group: str) -> Response:
+        from rollout.api.change_requests import object_id
+
+        group_id = object_id(group, "mismatch group")
         data = KnownInput(data=request.data)
         data.is_valid(raise_exception=True)
         return self.submit(request, key, env, "known_difference",
-                           {"group": group, "known": data.validated_data["known"]}, data.validated_data)
+                           {"group": group_id, "known": data.validated_data["known"]}, data.validated_data)
 
 
-class GateView(APIView):
-    permission_classes = [IsAuthenticated, HasCapability]
-
+class GateView(ManagementView):
     @extend_schema(
-        operation_id="deployment_gate", tags=["gates"],
+        operation_id="deployment_gate", summary="Deployment gate: ready to advance?", tags=["gates"],
         parameters=[OpenApiParameter("flag", OpenApiTypes.STR, OpenApiParameter.PATH),
                     OpenApiParameter("env", OpenApiTypes.STR, OpenApiParameter.PATH),
                     OpenApiParameter("always_ok", OpenApiTypes.BOOL, description=(
                         "answer 200 whatever the verdict (for tools that judge the JSON, e.g. Argo Rollouts' "
                         "web metric, which counts any other status as a measurement error)"))],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="Healthy and ready to advance"),
-                   409: OpenApiResponse(OpenApiTypes.OBJECT, description="Not yet (soak, traffic, paused...)"),
-                   503: OpenApiResponse(OpenApiTypes.OBJECT, description="Failing: a guardrail is breached"),
-                   404: ErrorSerializer, **ERROR_RESPONSES},
+        responses={200: OpenApiResponse(GateOutput, description="Healthy and ready to advance"),
+                   409: OpenApiResponse(GateOutput, description="Not yet (soak, traffic, paused...)"),
+                   503: OpenApiResponse(GateOutput, description="Failing: a guardrail is breached"),
+                   **errors(404)},
         examples=[OpenApiExample("ready", response_only=True, status_codes=["200"], value={
             "flag": "invoice-engine", "environment": "production", "ready": True, "verdict": "ready",
-            "reasons": ["healthy, soaked and ready to advance"], "stage": 4, "guardrails": "healthy"})],
+            "reasons": ["healthy, soaked and ready to advance"], "stage": 4, "guardrails": "healthy",
+            "breaches": [], "soak_seconds_left": 0})],
         description="For deployment tools (Argo Rollouts web metric, Flagger webhooks): 200 when the flag state "
                     "is healthy and ready to advance, 409 when not yet, 503 when failing; the reasons as JSON.")
     def get(self, request: Request, flag: str, env: str) -> Response:
@@ -279,4 +312,7 @@ class GateView(APIView):
         code = {"ready": 200, "not_yet": 409, "failing": 503}[report["verdict"]]
         if request.query_params.get("always_ok") in {"1", "true"}:
             code = 200
-        return Response(body, status=code)
+        if code != 200:
+            body["error"] = {"code": "failing" if code == 503 else "not_ready",
+                             "message": "; ".join(report["reasons"]), "fields": {}}
+        return Response(GateOutput(body).data, status=code)

@@ -107,6 +107,8 @@ ACTIONS: dict[str, ActionSpec] = {
                                                 f"{'a known difference' if p.get('known', True) else 'unexplained'}"),
 }
 
+ACTION_CHOICES = sorted(ACTIONS)
+
 
 @dataclass(frozen=True)
 class Submitted:

@@ -83,6 +83,7 @@ KNOWN = {
     "/api/v1/users/": {"username": ["viewer", "editor"]},
     "/api/v1/sdk-keys/": {"prefix": ["{sdk}"]},
     "/api/v1/tokens/": {"prefix": ["{token}"]},
+    "/api/v1/gates/": {"flag": ["invoice-engine"], "env": ["staging", "production"]},
 }
 SPARE: dict[str, str] = {}
 

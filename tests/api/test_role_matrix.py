@@ -38,6 +38,16 @@ def own_or_admin(ok: int) -> dict[str, int]:
     return {"anonymous": 401, "viewer": ok, "editor": 404, "approver": 404, "admin": ok, "compliance": 404}
 
 
+def propose(ok: int) -> dict[str, int]:
+    """Where approval applies: editors and approvers get a change request (202), admins change directly."""
+    return {"anonymous": 401, "viewer": 403, "editor": 202, "approver": 202, "admin": ok, "compliance": 403}
+
+
+def approvers(ok: int) -> dict[str, int]:
+    """Deciding someone else's change: approvers and admins."""
+    return {"anonymous": 401, "viewer": 403, "editor": 403, "approver": ok, "admin": ok, "compliance": 403}
+
+
 def anyone(ok: int) -> dict[str, int]:
     return {"anonymous": 401, "viewer": ok, "editor": ok, "approver": ok, "admin": ok, "compliance": ok}
 
@@ -46,6 +56,11 @@ S = "/api/v1/flags/invoice-engine/states/staging/"
 P = "/api/v1/flags/invoice-engine/states/production/"
 OFF_S = "/api/v1/flags/dark-launch/states/staging/"
 OFF_P = "/api/v1/flags/dark-launch/states/production/"
+# Rollouts: plan-a has a plan that has not started; plan-b started (and was killed in production by the editor).
+A_S = "/api/v1/flags/plan-a/states/staging/"
+A_P = "/api/v1/flags/plan-a/states/production/"
+B_S = "/api/v1/flags/plan-b/states/staging/"
+B_P = "/api/v1/flags/plan-b/states/production/"
 
 MATRIX = [
     ("GET", "/api/v1/environments/", None, read()),
@@ -93,6 +108,32 @@ MATRIX = [
     ("GET", "/api/v1/users/viewer/", None, admin_only(200)),
     ("PATCH", "/api/v1/users/editor/", {"roles": ["editor", "approver"]}, admin_only(200)),
     ("POST", "/api/v1/users/editor/deactivate/", {"reason": "left"}, admin_only(200)),
+    ("GET", A_S + "stages/", None, read()),
+    ("PUT", A_S + "stages/", {"version": 2, "template": "standard"}, edit(200)),
+    ("PUT", A_P + "stages/", {"version": 2, "template": "standard"}, propose(200)),
+    ("POST", A_S + "advance/", {"version": 2}, edit(200)),
+    ("POST", A_P + "advance/", {"version": 2}, propose(200)),
+    # Pause and rollback never wait for approval (a rollback where it would apply is break-glass).
+    ("POST", B_S + "pause/", {"reason": "hold"}, edit(200)),
+    ("POST", B_P + "rollback/", {"reason": "errors"}, edit(200)),
+    ("GET", A_S + "guardrails/", None, read()),
+    ("PUT", A_S + "guardrails/", {"version": 2, "max_error_rate": 5}, edit(200)),
+    ("PUT", A_P + "guardrails/", {"version": 2, "max_error_rate": 5}, propose(200)),
+    ("GET", A_S + "readiness/", None, read()),
+    ("GET", A_S + "mismatches/", None, read()),
+    ("POST", A_S + "mismatches/{group}/known/", {"reason": "rounding, as agreed"}, edit(200)),
+    # The gate answers 409 while the rollout is not ready (here: the plan has not started).
+    ("GET", "/api/v1/gates/plan-a/staging", None, {**read(), **dict.fromkeys(ROLE_ORDER[1:], 409)}),
+    ("GET", "/api/v1/change-requests/", None, read()),
+    ("POST", "/api/v1/change-requests/", {"flag": "plan-a", "environment": "staging", "action": "advance",
+                                          "version": 2}, edit(200)),
+    ("GET", "/api/v1/change-requests/{cr}/", None, read()),
+    ("POST", "/api/v1/change-requests/{cr}/approve/", {}, approvers(200)),
+    ("POST", "/api/v1/change-requests/{cr}/reject/", {}, approvers(200)),
+    # Only the requester (the editor) withdraws a request.
+    ("POST", "/api/v1/change-requests/{cr}/cancel/", {}, {**edit(403), "editor": 200}),
+    ("GET", "/api/v1/review-items/", None, read()),
+    ("POST", "/api/v1/review-items/{review}/acknowledge/", {}, approvers(200)),
 ]
 
 CASES = [
@@ -117,7 +158,38 @@ def matrix_world(world: dict[str, Any], tokens: dict[str, str], actor: Any) -> d
                           percentage_value=100)
     sdk, _ = sdk_key_create(actor=actor, environment="staging", name="billing-svc")
     token, _ = api_token_create(actor=actor, username="viewer", name="second")
-    return {"sdk": sdk.prefix, "token": token.prefix}
+    return {"sdk": sdk.prefix, "token": token.prefix, **_rollout_world(actor)}
+
+
+def _rollout_world(actor: Any) -> dict[str, str]:
+    from datetime import UTC, datetime
+
+    from django.contrib.auth import get_user_model
+
+    from common.actors import Actor
+    from rollout.models import Environment, MismatchGroup, MismatchSample, ReviewItem
+    from rollout.services.change_requests import change_request_submit
+    from rollout.services.flags import flag_create, flag_state_kill
+    from rollout.services.mismatches import mismatch_groups_refresh
+    from rollout.services.stages import plan_set, rollout_advance
+
+    editor = Actor.for_user(get_user_model().objects.get(username="editor"))
+    stages = [{"name": "validate", "compare_percentage": 10}, {"name": "all", "percentage": 100}]
+    for key in ("plan-a", "plan-b"):
+        flag_create(actor=actor, key=key, workload="billing")
+        for env in ("staging", "production"):
+            plan_set(actor=actor, flag=key, environment=env, version=1, stages=stages)
+    for env in ("staging", "production"):
+        rollout_advance(actor=actor, flag="plan-b", environment=env)
+    flag_state_kill(actor=editor, flag="plan-b", environment="production", reason="pager")
+    cr = change_request_submit(actor=editor, flag="plan-a", environment="production", action="advance", params={},
+                               version=2).change_request
+    now = datetime.now(UTC)
+    MismatchSample.objects.create(environment=Environment.objects.get(key="staging"), flag_key="plan-a",
+                                  key_hash="0" * 64, legacy={"total": 1}, parallel={"total": 2}, at=now, minute=now)
+    mismatch_groups_refresh()
+    assert cr is not None
+    return {"cr": str(cr.pk), "review": str(ReviewItem.objects.get().pk), "group": str(MismatchGroup.objects.get().pk)}
 
 
 @pytest.mark.parametrize(("method", "path", "body", "role", "expected"), CASES)
@@ -157,7 +229,7 @@ def test_role_matrix__covers_every_management_endpoint_and_method():
         for method in ("get", "post", "put", "patch", "delete"):
             if hasattr(view_class, method):
                 expected.add((route, method.upper()))
-    covered = {(resolve(path.split("?")[0].format(sdk="p", token="t")).route, method)
+    covered = {(resolve(path.split("?")[0].format(sdk="p", token="t", cr="1", review="1", group="1")).route, method)
                for method, path, _, _ in MATRIX}
     assert expected - covered == set(), "endpoints without role-matrix rows"
     assert covered - expected == set(), "rows for endpoints that do not exist"

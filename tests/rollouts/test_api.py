@@ -32,12 +32,13 @@ def test_plan_put__template_in_plain_env__applied_and_shown(flag, people, cohort
     assert body["applied"] is True and len(body["rollout"]["stages"]) == 8
     assert body["rollout"]["next_stage"]["name"] == "validate"
     bad = ed.put(f"{STATE}/staging/stages/", {"stages": [{"name": "a", "percentage": 500}]}, format="json")
-    assert bad.status_code == 400 and "stages[0].percentage" in bad.json()["error"]["fields"]
+    assert bad.status_code == 400 and "stages.0.percentage" in bad.json()["error"]["fields"]
 
 
 def test_advance__editor_in_production__202_then_approver_applies_then_stale_is_409(planned, people):
     ed, ann = client_for("ed"), client_for("ann")
-    response = ed.post(f"{STATE}/production/advance/", {"reason": "go"}, format="json")
+    assert ed.post(f"{STATE}/production/advance/", {}, format="json").status_code == 428  # name the version read
+    response = ed.post(f"{STATE}/production/advance/", {"reason": "go", "version": 2}, format="json")
     assert response.status_code == 202
     cr = response.json()["change_request"]
     assert (cr["status"], cr["requested_by"], cr["action"]) == ("pending", "ed", "advance")
@@ -48,7 +49,7 @@ def test_advance__editor_in_production__202_then_approver_applies_then_stale_is_
     assert approved.status_code == 200 and approved.json()["status"] == "applied"
     assert FlagState.objects.get(flag=planned, environment__key="production").stage == 1
 
-    second = ed.post(f"{STATE}/production/advance/", {}, format="json").json()["change_request"]
+    second = ed.post(f"{STATE}/production/advance/", {"version": 3}, format="json").json()["change_request"]
     assert client_for("root").post(f"{STATE}/production/pause/", {"reason": "hold"}, format="json").status_code == 200
     stale = ann.post(f"/api/v1/change-requests/{second['id']}/approve/", {}, format="json")
     assert stale.status_code == 409 and stale.json()["error"]["code"] == "conflict"
@@ -107,7 +108,7 @@ def test_readiness__with_metrics__side_by_side_percentiles_verdict_and_soak(plan
 
 
 def test_guardrails_put__editor_in_production__change_request(planned, people):
-    response = client_for("ed").put(f"{STATE}/production/guardrails/", {"max_error_rate": 2, "action": "kill"},
+    response = client_for("ed").put(f"{STATE}/production/guardrails/", {"max_error_rate": 2, "action": "kill", "version": 2},
                                     format="json")
     assert response.status_code == 202
     cr = response.json()["change_request"]
