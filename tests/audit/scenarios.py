@@ -264,6 +264,26 @@ def _user_create() -> Expect:
                   after={"username": "erin", "roles": ["compliance"], "is_superuser": False})
 
 
+@service_scenario("user_update_roles")
+def _user_update_roles() -> Expect:
+    from rollout.services.users import user_update_roles
+
+    user()
+    return Expect(lambda a: user_update_roles(actor=a, username="dana", roles=["approver"], reason="promoted"),
+                  "user.roles_changed", "user", "dana", before={"roles": ["editor"]}, after={"roles": ["approver"]})
+
+
+@service_scenario("user_deactivate")
+def _user_deactivate() -> Expect:
+    from rollout.services.keys import api_token_create
+    from rollout.services.users import user_deactivate
+
+    user()
+    api_token_create(actor=SETUP, username="dana", name="ci")
+    return Expect(lambda a: user_deactivate(actor=a, username="dana", reason="left"), "user.deactivated", "user",
+                  "dana", before={"is_active": True}, after={"is_active": False, "tokens_revoked": 1})
+
+
 # --- cohorts ------------------------------------------------------------------------------------------
 
 
@@ -309,7 +329,18 @@ def _cohort_members_remove() -> Expect:
     cohort()
     cohort_members_add(actor=SETUP, key="pilot", subjects=["u1", "u2"])
     return Expect(lambda a: cohort_members_remove(actor=a, key="pilot", subjects=["u1"]), "cohort.members_removed",
-                  "cohort", "pilot", before={"removed": 1, "sample": ["u1"]}, after=None)
+                  "cohort", "pilot", before={"removed": 1, "sample": ["u1"]}, after={"version": 3})
+
+
+@service_scenario("cohort_members_change")
+def _cohort_members_change() -> Expect:
+    from cohorts.services import cohort_members_add, cohort_members_change
+
+    cohort()
+    cohort_members_add(actor=SETUP, key="pilot", subjects=["u1", "u2"])
+    return Expect(lambda a: cohort_members_change(actor=a, key="pilot", add=["u3"], remove=["u1"]),
+                  "cohort.members_changed", "cohort", "pilot", before={"removed": 1, "sample": ["u1"]},
+                  after={"added": 1, "sample": ["u3"]})
 
 
 # --- audit: exports and sign-ins ------------------------------------------------------------------------
@@ -431,3 +462,186 @@ def _audit_evidence(api: Api) -> EndpointExpect:
     return EndpointExpect("GET", "/api/v1/audit/evidence/workload/billing", headers=api.headers,
                           action="audit.evidence_exported", object_type="audit_export",
                           object_key=lambda response: response["X-Audit-Export-Id"], actor=api.actor)
+
+
+# --- the management API (rollout/api, cohorts/api) ------------------------------------------------------
+
+
+def _json(method: str, path: str, data: Any, status: int, api: Api, action: str, object_type: str,
+          object_key: str | Callable[[Any], str], **headers: str) -> EndpointExpect:
+    return EndpointExpect(method, path, data, status=status, headers={**api.headers, **headers}, action=action,
+                          object_type=object_type, object_key=object_key, actor=api.actor)
+
+
+@endpoint_scenario("environment-list", "POST")
+def _environment_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/environments/", {"key": "qa", "name": "QA"}, 201, api, "environment.created",
+                 "environment", "qa")
+
+
+@endpoint_scenario("environment-detail", "PATCH")
+def _environment_detail_patch(api: Api) -> EndpointExpect:
+    envs()
+    return _json("PATCH", "/api/v1/environments/staging/", {"name": "Stage"}, 200, api, "environment.updated",
+                 "environment", "staging")
+
+
+@endpoint_scenario("workload-list", "POST")
+def _workload_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/workloads/", {"key": "billing", "name": "Billing"}, 201, api, "workload.created",
+                 "workload", "billing")
+
+
+@endpoint_scenario("workload-detail", "PATCH")
+def _workload_detail_patch(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return _json("PATCH", "/api/v1/workloads/billing/", {"name": "Invoicing", "version": 1}, 200, api,
+                 "workload.updated", "workload", "billing")
+
+
+@endpoint_scenario("workload-detail", "DELETE")
+def _workload_detail_delete(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return _json("DELETE", "/api/v1/workloads/billing/?reason=unused", None, 204, api, "workload.deleted",
+                 "workload", "billing", **{"If-Match": '"1"'})
+
+
+@endpoint_scenario("flag-list", "POST")
+def _flag_list_post(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    envs()
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return _json("POST", "/api/v1/flags/", {"key": "invoice-engine", "workload": "billing"}, 201, api,
+                 "flag.created", "flag", "invoice-engine")
+
+
+@endpoint_scenario("flag-detail", "PATCH")
+def _flag_detail_patch(api: Api) -> EndpointExpect:
+    flag()
+    return _json("PATCH", "/api/v1/flags/invoice-engine/", {"description": "new engine"}, 200, api, "flag.updated",
+                 "flag", "invoice-engine")
+
+
+@endpoint_scenario("flag-detail", "DELETE")
+def _flag_detail_delete(api: Api) -> EndpointExpect:
+    flag()
+    return _json("DELETE", "/api/v1/flags/invoice-engine/?reason=done", None, 204, api, "flag.deleted", "flag",
+                 "invoice-engine")
+
+
+STATE_URL = "/api/v1/flags/invoice-engine/states/staging/"
+
+
+@endpoint_scenario("flag-state-detail", "PATCH")
+def _flag_state_detail_patch(api: Api) -> EndpointExpect:
+    flag()
+    return _json("PATCH", STATE_URL, {"version": 1, "enabled": True, "percentage": 5}, 200, api,
+                 "flag_state.updated", "flag_state", "invoice-engine@staging")
+
+
+@endpoint_scenario("flag-state-kill", "POST")
+def _flag_state_kill_post(api: Api) -> EndpointExpect:
+    flag_on()
+    return _json("POST", STATE_URL + "kill/", {"reason": "errors"}, 200, api, "flag_state.killed", "flag_state",
+                 "invoice-engine@staging")
+
+
+@endpoint_scenario("flag-state-resume", "POST")
+def _flag_state_resume_post(api: Api) -> EndpointExpect:
+    from rollout.services.flags import flag_state_kill
+
+    flag_on()
+    flag_state_kill(actor=SETUP, flag="invoice-engine", environment="staging")
+    return _json("POST", STATE_URL + "resume/", {"version": 3}, 200, api, "flag_state.resumed", "flag_state",
+                 "invoice-engine@staging")
+
+
+@endpoint_scenario("flag-state-retire", "POST")
+def _flag_state_retire_post(api: Api) -> EndpointExpect:
+    flag_on(100)
+    return _json("POST", STATE_URL + "retire/", {"version": 2}, 200, api, "flag_state.retired", "flag_state",
+                 "invoice-engine@staging")
+
+
+@endpoint_scenario("sdk-key-list", "POST")
+def _sdk_key_list_post(api: Api) -> EndpointExpect:
+    envs()
+    return _json("POST", "/api/v1/sdk-keys/", {"environment": "staging", "name": "billing-svc"}, 201, api,
+                 "sdk_key.created", "sdk_key", lambda response: response.json()["prefix"])
+
+
+@endpoint_scenario("sdk-key-revoke", "POST")
+def _sdk_key_revoke_post(api: Api) -> EndpointExpect:
+    from rollout.services.keys import sdk_key_create
+
+    envs()
+    key, _ = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
+    return _json("POST", f"/api/v1/sdk-keys/{key.prefix}/revoke/", {"reason": "leaked"}, 200, api,
+                 "sdk_key.revoked", "sdk_key", key.prefix)
+
+
+@endpoint_scenario("api-token-list", "POST")
+def _api_token_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/tokens/", {"name": "script"}, 201, api, "api_token.created", "api_token",
+                 lambda response: response.json()["prefix"])
+
+
+@endpoint_scenario("api-token-revoke", "POST")
+def _api_token_revoke_post(api: Api) -> EndpointExpect:
+    from rollout.services.keys import api_token_create
+
+    token, _ = api_token_create(actor=SETUP, username="root", name="old")
+    return _json("POST", f"/api/v1/tokens/{token.prefix}/revoke/", {}, 200, api, "api_token.revoked", "api_token",
+                 token.prefix)
+
+
+@endpoint_scenario("user-list", "POST")
+def _user_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/users/", {"username": "ci-bot", "roles": ["editor"]}, 201, api, "user.created",
+                 "user", "ci-bot")
+
+
+@endpoint_scenario("user-detail", "PATCH")
+def _user_detail_patch(api: Api) -> EndpointExpect:
+    user()
+    return _json("PATCH", "/api/v1/users/dana/", {"roles": ["viewer", "compliance"]}, 200, api,
+                 "user.roles_changed", "user", "dana")
+
+
+@endpoint_scenario("user-deactivate", "POST")
+def _user_deactivate_post(api: Api) -> EndpointExpect:
+    user()
+    return _json("POST", "/api/v1/users/dana/deactivate/", {"reason": "left"}, 200, api, "user.deactivated", "user",
+                 "dana")
+
+
+@endpoint_scenario("cohort-list", "POST")
+def _cohort_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/cohorts/", {"key": "pilot", "name": "Pilot"}, 201, api, "cohort.created",
+                 "cohort", "pilot")
+
+
+@endpoint_scenario("cohort-detail", "PATCH")
+def _cohort_detail_patch(api: Api) -> EndpointExpect:
+    cohort()
+    return _json("PATCH", "/api/v1/cohorts/pilot/", {"name": "Pilot EU", "version": 1}, 200, api, "cohort.updated",
+                 "cohort", "pilot")
+
+
+@endpoint_scenario("cohort-detail", "DELETE")
+def _cohort_detail_delete(api: Api) -> EndpointExpect:
+    cohort()
+    return _json("DELETE", "/api/v1/cohorts/pilot/", None, 204, api, "cohort.deleted", "cohort", "pilot",
+                 **{"If-Match": '"1"'})
+
+
+@endpoint_scenario("cohort-members", "POST")
+def _cohort_members_post(api: Api) -> EndpointExpect:
+    cohort()
+    return _json("POST", "/api/v1/cohorts/pilot/members/", {"add": ["t1", "t2"], "kind": "include"}, 200, api,
+                 "cohort.members_changed", "cohort", "pilot")
