@@ -6,6 +6,7 @@ here changes or removes an event: there is no endpoint that could.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -56,6 +57,15 @@ from common.schema import ERROR_RESPONSES, ErrorSerializer
 
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such object")
 NOT_READY = OpenApiResponse(ErrorSerializer, description="Not ready, or not kept")
+BAD_CURSOR = OpenApiResponse(ErrorSerializer, description="Invalid cursor")
+EXPORT_FILE = OpenApiResponse(OpenApiTypes.BINARY, description="The export; its signed manifest is at the Link "
+                                                              "header (rel=describedby)")
+
+
+def _no_nul(*values: str) -> None:
+    """No stored key holds a NUL character (PostgreSQL text cannot): such a path names nothing."""
+    if any("\x00" in value for value in values):
+        raise NotFound("no such object")
 
 
 class SequenceCursorPagination(CursorPagination):
@@ -71,7 +81,7 @@ class AuditView(APIView):
 
 
 @extend_schema(tags=["audit"], summary="Audit events, oldest first (cursor-paginated, filterable)",
-               responses={200: AuditEventSerializer(many=True), **ERROR_RESPONSES})
+               responses={200: AuditEventSerializer(many=True), 404: BAD_CURSOR, **ERROR_RESPONSES})
 class EventListView(generics.ListAPIView):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
@@ -93,7 +103,7 @@ class EventDetailView(generics.RetrieveAPIView):
 
 
 @extend_schema(tags=["audit"], summary="Everything that happened to one object, in order, with before/after diffs",
-               responses={200: AuditEventChangeSerializer(many=True), **ERROR_RESPONSES})
+               responses={200: AuditEventChangeSerializer(many=True), 404: BAD_CURSOR, **ERROR_RESPONSES})
 class ObjectHistoryView(generics.ListAPIView):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
@@ -103,6 +113,7 @@ class ObjectHistoryView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[AuditEvent]:
         if getattr(self, "swagger_fake_view", False):
             return AuditEvent.objects.none()
+        _no_nul(self.kwargs["object_type"], self.kwargs["object_key"])
         return AuditEvent.objects.filter(object_type=self.kwargs["object_type"], object_key=self.kwargs["object_key"])
 
 
@@ -167,8 +178,7 @@ class ExportView(AuditView):
     @extend_schema(
         tags=["audit"], summary="Export events as CSV or JSON Lines (streamed; large ranges run in the background)",
         parameters=EXPORT_PARAMS,
-        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="The export; its signed manifest is at "
-                                        "the Link header (rel=describedby)"),
+        responses={(200, "text/csv"): EXPORT_FILE, (200, "application/x-ndjson"): EXPORT_FILE,
                    202: AuditExportSerializer, **ERROR_RESPONSES},
     )
     def get(self, request: Request) -> HttpResponse:
@@ -192,10 +202,11 @@ class ExportView(AuditView):
 class EvidenceView(AuditView):
     @extend_schema(
         tags=["audit"], summary="Evidence pack for one workload or flag state (zip: events, summary, signed manifest)",
-        responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="The evidence pack (zip)"),
+        responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The evidence pack"),
                    202: AuditExportSerializer, 404: NOT_FOUND, **ERROR_RESPONSES},
     )
     def get(self, request: Request, subject_type: str, key: str) -> HttpResponse:
+        _no_nul(key)
         if subject_type not in SUBJECT_TYPES:
             raise NotFound(f"no evidence packs for '{subject_type}' (one of {', '.join(SUBJECT_TYPES)})")
         export = audit_export_create(actor=Actor.from_request(request), format="zip", subject_type=subject_type,
@@ -214,15 +225,18 @@ class EvidenceView(AuditView):
         return _export_links(response, export, path.name)
 
 
-def _export_or_404(pk: Any) -> AuditExport:
-    export = AuditExport.objects.filter(pk=pk).first()
+def _export_or_404(pk: str) -> AuditExport:
+    try:
+        export = AuditExport.objects.filter(pk=uuid.UUID(pk)).first()
+    except ValueError:
+        export = None
     if export is None:
         raise NotFound(f"export '{pk}' does not exist")
     return export
 
 
 @extend_schema(tags=["audit"], summary="Export jobs, newest first",
-               responses={200: AuditExportSerializer(many=True), **ERROR_RESPONSES})
+               responses={200: AuditExportSerializer(many=True), 404: NOT_FOUND, **ERROR_RESPONSES})
 class ExportListView(generics.ListAPIView):
     permission_classes = [HasCapability]
     read_capability = Capability.AUDIT
@@ -255,7 +269,8 @@ class ExportManifestView(AuditView):
 
 class ExportDownloadView(AuditView):
     @extend_schema(tags=["audit"], summary="Download a finished background export or evidence pack",
-                   responses={200: OpenApiResponse(OpenApiTypes.BINARY), 404: NOT_FOUND,
+                   responses={(200, "text/csv"): EXPORT_FILE, (200, "application/x-ndjson"): EXPORT_FILE,
+                              (200, "application/zip"): EXPORT_FILE, 404: NOT_FOUND,
                               409: NOT_READY, **ERROR_RESPONSES})
     def get(self, request: Request, pk: str) -> HttpResponse:
         export = _export_or_404(pk)

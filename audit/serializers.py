@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.chain import format_time
@@ -42,6 +43,10 @@ class AuditEventChangeSerializer(AuditEventSerializer):
         fields = [*AuditEventSerializer.Meta.fields, "changes"]
         read_only_fields = fields
 
+    @extend_schema_field({"type": "object", "description": "Changed keys, each with its before and after.",
+                          "additionalProperties": {"type": "object", "properties": {
+                              "before": {"description": "Any JSON value (null when absent)."},
+                              "after": {"description": "Any JSON value (null when absent)."}}}})
     def get_changes(self, event: AuditEvent) -> dict[str, dict[str, Any]]:
         """Changed keys, each ``{"before": …, "after": …}``."""
         return diff(event.before, event.after)
@@ -71,6 +76,7 @@ class PublicKeysSerializer(serializers.Serializer):
 
 
 class AuditExportSerializer(serializers.ModelSerializer):
+    kind = serializers.CharField(read_only=True, help_text="events (an export) or evidence (an evidence pack)")
     progress = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
     subject = serializers.SerializerMethodField()

@@ -112,3 +112,14 @@ def test_exports_list__compliance__sees_jobs_with_progress(history, api_as):
     [job] = client.get("/api/v1/audit/exports/").json()["results"]
     assert (job["kind"], job["format"], job["filters"], job["status"], job["total"], job["progress"]) == (
         "events", "csv", {"object_type": "flag"}, "ready", 2, 1.0)
+
+
+@pytest.mark.parametrize("url", [
+    "/api/v1/audit/events/-1/", "/api/v1/audit/events/abc/", "/api/v1/audit/exports/0/",
+    "/api/v1/audit/exports/0/manifest", "/api/v1/audit/exports/0/download", "/api/v1/audit/objects/flag/a%00b/",
+    "/api/v1/audit/evidence/workload/a%00b", "/api/v1/audit/events/?cursor=bogus",
+])
+def test_audit_api__no_such_thing__404_with_the_error_body(history, api_as, url):
+    response = api_as("compliance").get(url)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
