@@ -1,6 +1,9 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, AuditExport
 from common.admin import ReadOnlyAdmin
 
 
@@ -8,3 +11,24 @@ from common.admin import ReadOnlyAdmin
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("sequence", "occurred_at", "actor", "action", "object_type", "object_key", "environment")
     list_filter = ("action", "object_type", "environment")
+
+
+@admin.register(AuditExport)
+class AuditExportAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "format", "status", "total", "done", "requested_by", "created_at")
+
+
+# Users and their roles (groups) change only through the audited services: Django's own admin for
+# them would be an unaudited write path (a role change with no audit event), so it is read-only too.
+class ReadOnlyUserAdmin(ReadOnlyAdmin, UserAdmin):  # type: ignore[misc]
+    pass
+
+
+class ReadOnlyGroupAdmin(ReadOnlyAdmin, GroupAdmin):  # type: ignore[misc]
+    pass
+
+
+for _model, _admin in ((get_user_model(), ReadOnlyUserAdmin), (Group, ReadOnlyGroupAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _admin)

@@ -89,3 +89,68 @@ class AuditChainHead(models.Model):
             # There is exactly one chain, so exactly one head row.
             models.CheckConstraint(condition=models.Q(id=1), name="audit_chain_head_singleton"),
         ]
+
+
+class ExportKind(models.TextChoices):
+    EVENTS = "events", "Events"
+    EVIDENCE = "evidence", "Evidence pack"
+
+
+class ExportFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    JSONL = "jsonl", "JSON Lines"
+    ZIP = "zip", "Evidence pack (zip)"
+
+
+class ExportStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class AuditExport(models.Model):
+    """One export of the audit log (or one evidence pack): its range, progress, file and signed manifest.
+
+    The export request itself is an audit event (``audit_sequence``); the exported range stops at
+    ``until_sequence``, the chain's tip just before that event, so the export never contains itself.
+    This row is bookkeeping, not evidence: the file and its signed manifest are what a reviewer checks.
+    """
+
+    id = models.UUIDField(primary_key=True)
+    kind = models.CharField(max_length=8, choices=ExportKind.choices)
+    format = models.CharField(max_length=5, choices=ExportFormat.choices)
+    filters = models.JSONField(default=dict)
+    subject_type = models.CharField(max_length=32, blank=True, default="")
+    subject_key = models.CharField(max_length=255, blank=True, default="")
+    requested_by = models.CharField(max_length=150)
+    requested_by_user_id = models.IntegerField(null=True)
+    until_sequence = models.BigIntegerField()
+    until_hash = models.CharField(max_length=64)
+    audit_sequence = models.BigIntegerField()
+    total = models.BigIntegerField()
+    done = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=8, choices=ExportStatus.choices, default=ExportStatus.PENDING)
+    file_name = models.CharField(max_length=200, blank=True, default="")
+    manifest = models.JSONField(null=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Progress counts events written so far: never negative, never past the range's size.
+            models.CheckConstraint(condition=models.Q(done__gte=0, done__lte=models.F("total")),
+                                   name="audit_export_progress_range"),
+            models.CheckConstraint(condition=models.Q(status__in=ExportStatus.values),
+                                   name="audit_export_status_valid"),
+            models.CheckConstraint(condition=models.Q(format__in=ExportFormat.values),
+                                   name="audit_export_format_valid"),
+            # The export's own event comes right after the range it exports.
+            models.CheckConstraint(condition=models.Q(audit_sequence=models.F("until_sequence") + 1),
+                                   name="audit_export_after_its_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"export {self.id} ({self.kind}, {self.format}, {self.status})"

@@ -46,6 +46,15 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_MINUTE_DAYS": 30,
     # Fail instead of skipping tests that need PostgreSQL / Redis / a Celery worker.
     "REQUIRE_SERVICES": False,
+    # Ed25519 key that signs audit export manifests: PEM, or base64 of the raw 32-byte private key.
+    # Unset: generated once into var/ in development; required in production.
+    "AUDIT_SIGNING_KEY": None,
+    # Public keys (PEM or base64 raw) of earlier signing keys, still published so old manifests verify.
+    "AUDIT_PREVIOUS_PUBLIC_KEYS": [],
+    # Exports with more events than this run as a Celery task (with progress) instead of streaming.
+    "AUDIT_EXPORT_ASYNC_THRESHOLD": 100_000,
+    # Where export files and evidence packs are written (None: var/audit-exports).
+    "AUDIT_EXPORT_DIR": None,
 }
 
 

@@ -261,3 +261,5 @@ if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
 # Outgoing webhooks (guardrail breaches, automatic stage changes): URLs, and the HMAC-SHA256 secret.
 TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
 TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""
+TURNOUT_AUDIT_SIGNING_KEY = env.get("TURNOUT_AUDIT_SIGNING_KEY")
+TURNOUT_AUDIT_PREVIOUS_PUBLIC_KEYS = env.get_list("TURNOUT_AUDIT_PREVIOUS_PUBLIC_KEYS", [])

@@ -1,0 +1,53 @@
+"""Sign-ins, sign-outs and failed sign-ins, from Django's own auth signals, into the audit log.
+
+Signals are the one place Django reports these; each receiver calls an audit service, which writes
+its event through ``audit_record`` in a transaction like every other change. Passwords are never
+recorded: a failed sign-in keeps only the attempted username (truncated) and the request id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.dispatch import receiver
+
+from common.actors import Actor
+
+
+def _remote_addr(request: Any) -> str:
+    return str(getattr(request, "META", {}).get("REMOTE_ADDR", "") or "")[:64]
+
+
+def _real_request(request: Any) -> bool:
+    # ``Client.force_login`` in tests calls login() with a blank HttpRequest (no method): not a sign-in.
+    return request is not None and bool(getattr(request, "method", None))
+
+
+@receiver(user_logged_in, dispatch_uid="audit.user_logged_in")
+def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if not _real_request(request):
+        return
+    from audit.services import auth_login_recorded
+
+    auth_login_recorded(actor=Actor.for_user(user), username=user.get_username(), remote_addr=_remote_addr(request))
+
+
+@receiver(user_logged_out, dispatch_uid="audit.user_logged_out")
+def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if user is None or not _real_request(request):
+        return
+    from audit.services import auth_logout_recorded
+
+    auth_logout_recorded(actor=Actor.for_user(user), username=user.get_username(), remote_addr=_remote_addr(request))
+
+
+@receiver(user_login_failed, dispatch_uid="audit.user_login_failed")
+def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
+    from django.contrib.auth import get_user_model
+
+    from audit.services import auth_login_failed_recorded
+
+    field = get_user_model().USERNAME_FIELD
+    attempted = str(credentials.get(field) or credentials.get("username") or "")
+    auth_login_failed_recorded(actor=Actor.anonymous(), username=attempted, remote_addr=_remote_addr(request))

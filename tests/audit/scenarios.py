@@ -1,0 +1,647 @@
+"""The completeness registry: one scenario per service function and per write endpoint.
+
+``tests/audit/test_completeness.py`` discovers every service (a public ``<entity>_<action>`` function
+taking ``actor`` in any ``services.py`` or ``services/`` module of our apps) and every write endpoint
+in the URLconf, and FAILS for one without a scenario here. Adding a service or an endpoint? Add its
+scenario: set up what it needs (through other services), and say which one event it must leave.
+
+A service scenario returns ``Expect``; ``call(actor)`` is the call under test, made with a fresh
+actor and a known request id. An endpoint scenario gets an ``Api`` (an admin with an API token,
+plus helpers) and returns ``EndpointExpect``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.actors import Actor
+
+SETUP = Actor.system("setup")
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY: Any = _Any()
+
+
+@dataclass
+class Expect:
+    call: Callable[[Actor], Any]
+    action: str
+    object_type: str
+    object_key: str | Callable[[Any], str]
+    environment: str = ""
+    before: Any = ANY  # ANY, None (must be absent) or a dict of keys that must match
+    after: Any = ANY
+
+
+ServiceScenario = Callable[[], Expect]
+SERVICE_SCENARIOS: dict[str, ServiceScenario] = {}
+
+
+def service_scenario(name: str) -> Callable[[ServiceScenario], ServiceScenario]:
+    def register(fn: ServiceScenario) -> ServiceScenario:
+        assert name not in SERVICE_SCENARIOS, f"two scenarios for {name}"
+        SERVICE_SCENARIOS[name] = fn
+        return fn
+
+    return register
+
+
+# --- setup helpers (all through services) ---------------------------------------------------------
+
+
+def envs() -> None:
+    from rollout.services.environments import environment_create
+
+    environment_create(actor=SETUP, key="staging", name="Staging", order=0)
+    environment_create(actor=SETUP, key="production", name="Production", order=1, requires_approval=True)
+
+
+def flag(key: str = "invoice-engine") -> None:
+    from rollout.services.flags import flag_create
+    from rollout.services.workloads import workload_create
+
+    envs()
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    flag_create(actor=SETUP, key=key, workload="billing")
+
+
+def flag_on(percentage: int = 50) -> None:
+    from rollout.services.flags import flag_state_update
+
+    flag()
+    flag_state_update(actor=SETUP, flag="invoice-engine", environment="staging", version=None, enabled=True,
+                      percentage_value=percentage)
+
+
+def cohort(key: str = "pilot") -> None:
+    from cohorts.services import cohort_create
+
+    cohort_create(actor=SETUP, key=key, name="Pilot")
+
+
+def user(username: str = "dana", roles: tuple[str, ...] = ("editor",)) -> Any:
+    from rollout.services.users import user_create
+
+    return user_create(actor=SETUP, username=username, password=None, roles=roles)
+
+
+# --- rollout: environments, workloads, flags, flag states -----------------------------------------
+
+
+@service_scenario("environment_create")
+def _environment_create() -> Expect:
+    from rollout.services.environments import environment_create
+
+    return Expect(lambda a: environment_create(actor=a, key="qa", name="QA"), "environment.created", "environment",
+                  "qa", environment="qa", before=None, after={"key": "qa", "name": "QA"})
+
+
+@service_scenario("environment_update")
+def _environment_update() -> Expect:
+    from rollout.services.environments import environment_update
+
+    envs()
+    return Expect(lambda a: environment_update(actor=a, key="staging", name="Stage", reason="rename"),
+                  "environment.updated", "environment", "staging", environment="staging",
+                  before={"name": "Staging"}, after={"name": "Stage"})
+
+
+@service_scenario("workload_create")
+def _workload_create() -> Expect:
+    from rollout.services.workloads import workload_create
+
+    return Expect(lambda a: workload_create(actor=a, key="billing", name="Billing", risk="high"),
+                  "workload.created", "workload", "billing", before=None, after={"key": "billing", "risk": "high"})
+
+
+@service_scenario("workload_update")
+def _workload_update() -> Expect:
+    from rollout.services.workloads import workload_create, workload_update
+
+    workload_create(actor=SETUP, key="billing", name="Billing", risk="low")
+    return Expect(lambda a: workload_update(actor=a, key="billing", version=1, risk="high", reason="money"),
+                  "workload.updated", "workload", "billing", before={"risk": "low", "version": 1},
+                  after={"risk": "high", "version": 2})
+
+
+@service_scenario("workload_delete")
+def _workload_delete() -> Expect:
+    from rollout.services.workloads import workload_create, workload_delete
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return Expect(lambda a: workload_delete(actor=a, key="billing", reason="gone"), "workload.deleted", "workload",
+                  "billing", before={"key": "billing"}, after=None)
+
+
+@service_scenario("flag_create")
+def _flag_create() -> Expect:
+    from rollout.services.flags import flag_create
+    from rollout.services.workloads import workload_create
+
+    envs()
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return Expect(lambda a: flag_create(actor=a, key="invoice-engine", workload="billing", bucket_by="tenant_id"),
+                  "flag.created", "flag", "invoice-engine", before=None,
+                  after={"key": "invoice-engine", "workload": "billing", "bucket_by": "tenant_id"})
+
+
+@service_scenario("flag_update")
+def _flag_update() -> Expect:
+    from rollout.services.flags import flag_update
+
+    flag()
+    return Expect(lambda a: flag_update(actor=a, key="invoice-engine", description="new"), "flag.updated", "flag",
+                  "invoice-engine", before={"description": ""}, after={"description": "new"})
+
+
+@service_scenario("flag_delete")
+def _flag_delete() -> Expect:
+    from rollout.services.flags import flag_delete
+
+    flag()
+    return Expect(lambda a: flag_delete(actor=a, key="invoice-engine", reason="done"), "flag.deleted", "flag",
+                  "invoice-engine", before={"key": "invoice-engine"}, after=None)
+
+
+@service_scenario("flag_state_update")
+def _flag_state_update() -> Expect:
+    from rollout.services.flags import flag_state_update
+
+    flag()
+    return Expect(lambda a: flag_state_update(actor=a, flag="invoice-engine", environment="staging", version=1,
+                                              enabled=True, percentage_value=10, reason="pilot"),
+                  "flag_state.updated", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"enabled": False, "percentage": 0.0, "version": 1},
+                  after={"enabled": True, "percentage": 10.0, "version": 2})
+
+
+@service_scenario("flag_state_kill")
+def _flag_state_kill() -> Expect:
+    from rollout.services.flags import flag_state_kill
+
+    flag_on()
+    return Expect(lambda a: flag_state_kill(actor=a, flag="invoice-engine", environment="staging", reason="errors"),
+                  "flag_state.killed", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"enabled": True}, after={"enabled": False})
+
+
+@service_scenario("flag_state_resume")
+def _flag_state_resume() -> Expect:
+    from rollout.services.flags import flag_state_kill, flag_state_resume
+
+    flag_on()
+    flag_state_kill(actor=SETUP, flag="invoice-engine", environment="staging")
+    return Expect(lambda a: flag_state_resume(actor=a, flag="invoice-engine", environment="staging"),
+                  "flag_state.resumed", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"enabled": False}, after={"enabled": True})
+
+
+@service_scenario("flag_state_retire")
+def _flag_state_retire() -> Expect:
+    from rollout.services.flags import flag_state_retire
+
+    flag_on(100)
+    return Expect(lambda a: flag_state_retire(actor=a, flag="invoice-engine", environment="staging"),
+                  "flag_state.retired", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"retired": False}, after={"retired": True})
+
+
+# --- keys, tokens, users ----------------------------------------------------------------------------
+
+
+@service_scenario("sdk_key_create")
+def _sdk_key_create() -> Expect:
+    from rollout.services.keys import sdk_key_create
+
+    envs()
+    return Expect(lambda a: sdk_key_create(actor=a, environment="staging", name="billing-svc"), "sdk_key.created",
+                  "sdk_key", lambda result: result[0].prefix, environment="staging", before=None,
+                  after={"name": "billing-svc", "environment": "staging"})
+
+
+@service_scenario("sdk_key_revoke")
+def _sdk_key_revoke() -> Expect:
+    from rollout.services.keys import sdk_key_create, sdk_key_revoke
+
+    envs()
+    key, _ = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
+    return Expect(lambda a: sdk_key_revoke(actor=a, prefix=key.prefix, reason="leaked"), "sdk_key.revoked",
+                  "sdk_key", key.prefix, environment="staging", before={"revoked": False}, after={"revoked": True})
+
+
+@service_scenario("api_token_create")
+def _api_token_create() -> Expect:
+    from rollout.services.keys import api_token_create
+
+    user()
+    return Expect(lambda a: api_token_create(actor=a, username="dana", name="ci"), "api_token.created", "api_token",
+                  lambda result: result[0].prefix, before=None, after={"name": "ci", "user": "dana"})
+
+
+@service_scenario("api_token_revoke")
+def _api_token_revoke() -> Expect:
+    from rollout.services.keys import api_token_create, api_token_revoke
+
+    user()
+    token, _ = api_token_create(actor=SETUP, username="dana", name="ci")
+    return Expect(lambda a: api_token_revoke(actor=a, prefix=token.prefix), "api_token.revoked", "api_token",
+                  token.prefix, before={"revoked": False}, after={"revoked": True, "user": "dana"})
+
+
+@service_scenario("user_create")
+def _user_create() -> Expect:
+    from rollout.services.users import user_create
+
+    return Expect(lambda a: user_create(actor=a, username="erin", password=None, roles=["compliance"]),
+                  "user.created", "user", "erin", before=None,
+                  after={"username": "erin", "roles": ["compliance"], "is_superuser": False})
+
+
+@service_scenario("user_update_roles")
+def _user_update_roles() -> Expect:
+    from rollout.services.users import user_update_roles
+
+    user()
+    return Expect(lambda a: user_update_roles(actor=a, username="dana", roles=["approver"], reason="promoted"),
+                  "user.roles_changed", "user", "dana", before={"roles": ["editor"]}, after={"roles": ["approver"]})
+
+
+@service_scenario("user_deactivate")
+def _user_deactivate() -> Expect:
+    from rollout.services.keys import api_token_create
+    from rollout.services.users import user_deactivate
+
+    user()
+    api_token_create(actor=SETUP, username="dana", name="ci")
+    return Expect(lambda a: user_deactivate(actor=a, username="dana", reason="left"), "user.deactivated", "user",
+                  "dana", before={"is_active": True}, after={"is_active": False, "tokens_revoked": 1})
+
+
+# --- cohorts ------------------------------------------------------------------------------------------
+
+
+@service_scenario("cohort_create")
+def _cohort_create() -> Expect:
+    from cohorts.services import cohort_create
+
+    return Expect(lambda a: cohort_create(actor=a, key="pilot", name="Pilot", match_on="tenant_id"),
+                  "cohort.created", "cohort", "pilot", before=None, after={"key": "pilot", "match_on": "tenant_id"})
+
+
+@service_scenario("cohort_update")
+def _cohort_update() -> Expect:
+    from cohorts.services import cohort_update
+
+    cohort()
+    return Expect(lambda a: cohort_update(actor=a, key="pilot", version=1, name="Pilot EU"), "cohort.updated",
+                  "cohort", "pilot", before={"name": "Pilot"}, after={"name": "Pilot EU"})
+
+
+@service_scenario("cohort_delete")
+def _cohort_delete() -> Expect:
+    from cohorts.services import cohort_delete
+
+    cohort()
+    return Expect(lambda a: cohort_delete(actor=a, key="pilot"), "cohort.deleted", "cohort", "pilot",
+                  before={"key": "pilot", "members": 0}, after=None)
+
+
+@service_scenario("cohort_members_add")
+def _cohort_members_add() -> Expect:
+    from cohorts.services import cohort_members_add
+
+    cohort()
+    return Expect(lambda a: cohort_members_add(actor=a, key="pilot", subjects=["u1", "u2"]), "cohort.members_added",
+                  "cohort", "pilot", before=None, after={"kind": "include", "added": 2, "sample": ["u1", "u2"]})
+
+
+@service_scenario("cohort_members_remove")
+def _cohort_members_remove() -> Expect:
+    from cohorts.services import cohort_members_add, cohort_members_remove
+
+    cohort()
+    cohort_members_add(actor=SETUP, key="pilot", subjects=["u1", "u2"])
+    return Expect(lambda a: cohort_members_remove(actor=a, key="pilot", subjects=["u1"]), "cohort.members_removed",
+                  "cohort", "pilot", before={"removed": 1, "sample": ["u1"]}, after={"version": 3})
+
+
+@service_scenario("cohort_members_change")
+def _cohort_members_change() -> Expect:
+    from cohorts.services import cohort_members_add, cohort_members_change
+
+    cohort()
+    cohort_members_add(actor=SETUP, key="pilot", subjects=["u1", "u2"])
+    return Expect(lambda a: cohort_members_change(actor=a, key="pilot", add=["u3"], remove=["u1"]),
+                  "cohort.members_changed", "cohort", "pilot", before={"removed": 1, "sample": ["u1"]},
+                  after={"added": 1, "sample": ["u3"]})
+
+
+# --- audit: exports and sign-ins ------------------------------------------------------------------------
+
+
+@service_scenario("audit_export_create")
+def _audit_export_create() -> Expect:
+    from audit.services import audit_export_create
+
+    flag()
+    return Expect(lambda a: audit_export_create(actor=a, format="csv", filters={"object_type": "flag"}),
+                  "audit.exported", "audit_export", lambda export: str(export.pk), before=None,
+                  after={"format": "csv", "filters": {"object_type": "flag"}, "count": 1, "background": False})
+
+
+@service_scenario("auth_login_recorded")
+def _auth_login_recorded() -> Expect:
+    from audit.services import auth_login_recorded
+
+    return Expect(lambda a: auth_login_recorded(actor=a, username="dana", remote_addr="127.0.0.1"), "auth.login",
+                  "user", "dana", before=None, after={"remote_addr": "127.0.0.1"})
+
+
+@service_scenario("auth_login_failed_recorded")
+def _auth_login_failed_recorded() -> Expect:
+    from audit.services import auth_login_failed_recorded
+
+    return Expect(lambda a: auth_login_failed_recorded(actor=a, username="x" * 80), "auth.login_failed", "user",
+                  "x" * 64, before=None, after={"username_truncated": True})
+
+
+@service_scenario("auth_logout_recorded")
+def _auth_logout_recorded() -> Expect:
+    from audit.services import auth_logout_recorded
+
+    return Expect(lambda a: auth_logout_recorded(actor=a, username="dana"), "auth.logout", "user", "dana",
+                  before=None)
+
+
+# --- write endpoints ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Api:
+    """An admin with an API token; ``headers`` authenticate as it (its actor label is ``actor``)."""
+
+    client: Any
+    token: str
+    actor: str
+    password: str = "correct horse battery staple 9"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class EndpointExpect:
+    """One request; ``action`` None means the endpoint changes nothing and must leave no event."""
+
+    method: str
+    path: str
+    data: Any = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    action: str | None = None
+    object_type: str = ""
+    object_key: str | Callable[[Any], str] = ""
+    actor: str = ""
+    form: bool = False  # send as an HTML form (the UI) instead of JSON
+    reason: str = ""  # for action None: why this write endpoint records nothing
+
+
+EndpointScenario = Callable[[Api], EndpointExpect]
+# (URL name, or the route when unnamed; HTTP method) -> scenario
+ENDPOINT_SCENARIOS: dict[tuple[str, str], EndpointScenario] = {}
+
+
+def endpoint_scenario(route: str, method: str) -> Callable[[EndpointScenario], EndpointScenario]:
+    def register(fn: EndpointScenario) -> EndpointScenario:
+        assert (route, method) not in ENDPOINT_SCENARIOS, f"two scenarios for {method} {route}"
+        ENDPOINT_SCENARIOS[(route, method)] = fn
+        return fn
+
+    return register
+
+
+@endpoint_scenario("login", "POST")
+def _login(api: Api) -> EndpointExpect:
+    return EndpointExpect("POST", "/login/", {"username": "root", "password": api.password}, status=302, form=True,
+                          action="auth.login", object_type="user", object_key="root", actor="root")
+
+
+@endpoint_scenario("login", "PUT")
+def _login_put(api: Api) -> EndpointExpect:
+    return EndpointExpect("PUT", "/login/", "username=root", status=200, form=True,
+                          reason="LoginView answers PUT like POST, but Django parses no form body for PUT: the form "
+                                 "is empty and nobody signs in")
+
+
+@endpoint_scenario("logout", "POST")
+def _logout(api: Api) -> EndpointExpect:
+    api.client.post("/login/", {"username": "root", "password": api.password})
+    return EndpointExpect("POST", "/logout/", {}, status=302, form=True, action="auth.logout", object_type="user",
+                          object_key="root", actor="root")
+
+
+@endpoint_scenario("audit-export", "GET")
+def _audit_export(api: Api) -> EndpointExpect:
+    return EndpointExpect("GET", "/api/v1/audit/export?format=jsonl&action=user.created", headers=api.headers,
+                          action="audit.exported", object_type="audit_export",
+                          object_key=lambda response: response["X-Audit-Export-Id"], actor=api.actor)
+
+
+@endpoint_scenario("audit-evidence", "GET")
+def _audit_evidence(api: Api) -> EndpointExpect:
+    flag()
+    return EndpointExpect("GET", "/api/v1/audit/evidence/workload/billing", headers=api.headers,
+                          action="audit.evidence_exported", object_type="audit_export",
+                          object_key=lambda response: response["X-Audit-Export-Id"], actor=api.actor)
+
+
+# --- the management API (rollout/api, cohorts/api) ------------------------------------------------------
+
+
+def _json(method: str, path: str, data: Any, status: int, api: Api, action: str, object_type: str,
+          object_key: str | Callable[[Any], str], **headers: str) -> EndpointExpect:
+    return EndpointExpect(method, path, data, status=status, headers={**api.headers, **headers}, action=action,
+                          object_type=object_type, object_key=object_key, actor=api.actor)
+
+
+@endpoint_scenario("environment-list", "POST")
+def _environment_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/environments/", {"key": "qa", "name": "QA"}, 201, api, "environment.created",
+                 "environment", "qa")
+
+
+@endpoint_scenario("environment-detail", "PATCH")
+def _environment_detail_patch(api: Api) -> EndpointExpect:
+    envs()
+    return _json("PATCH", "/api/v1/environments/staging/", {"name": "Stage"}, 200, api, "environment.updated",
+                 "environment", "staging")
+
+
+@endpoint_scenario("workload-list", "POST")
+def _workload_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/workloads/", {"key": "billing", "name": "Billing"}, 201, api, "workload.created",
+                 "workload", "billing")
+
+
+@endpoint_scenario("workload-detail", "PATCH")
+def _workload_detail_patch(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return _json("PATCH", "/api/v1/workloads/billing/", {"name": "Invoicing", "version": 1}, 200, api,
+                 "workload.updated", "workload", "billing")
+
+
+@endpoint_scenario("workload-detail", "DELETE")
+def _workload_detail_delete(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return _json("DELETE", "/api/v1/workloads/billing/?reason=unused", None, 204, api, "workload.deleted",
+                 "workload", "billing", **{"If-Match": '"1"'})
+
+
+@endpoint_scenario("flag-list", "POST")
+def _flag_list_post(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    envs()
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return _json("POST", "/api/v1/flags/", {"key": "invoice-engine", "workload": "billing"}, 201, api,
+                 "flag.created", "flag", "invoice-engine")
+
+
+@endpoint_scenario("flag-detail", "PATCH")
+def _flag_detail_patch(api: Api) -> EndpointExpect:
+    flag()
+    return _json("PATCH", "/api/v1/flags/invoice-engine/", {"description": "new engine"}, 200, api, "flag.updated",
+                 "flag", "invoice-engine")
+
+
+@endpoint_scenario("flag-detail", "DELETE")
+def _flag_detail_delete(api: Api) -> EndpointExpect:
+    flag()
+    return _json("DELETE", "/api/v1/flags/invoice-engine/?reason=done", None, 204, api, "flag.deleted", "flag",
+                 "invoice-engine")
+
+
+STATE_URL = "/api/v1/flags/invoice-engine/states/staging/"
+
+
+@endpoint_scenario("flag-state-detail", "PATCH")
+def _flag_state_detail_patch(api: Api) -> EndpointExpect:
+    flag()
+    return _json("PATCH", STATE_URL, {"version": 1, "enabled": True, "percentage": 5}, 200, api,
+                 "flag_state.updated", "flag_state", "invoice-engine@staging")
+
+
+@endpoint_scenario("flag-state-kill", "POST")
+def _flag_state_kill_post(api: Api) -> EndpointExpect:
+    flag_on()
+    return _json("POST", STATE_URL + "kill/", {"reason": "errors"}, 200, api, "flag_state.killed", "flag_state",
+                 "invoice-engine@staging")
+
+
+@endpoint_scenario("flag-state-resume", "POST")
+def _flag_state_resume_post(api: Api) -> EndpointExpect:
+    from rollout.services.flags import flag_state_kill
+
+    flag_on()
+    flag_state_kill(actor=SETUP, flag="invoice-engine", environment="staging")
+    return _json("POST", STATE_URL + "resume/", {"version": 3}, 200, api, "flag_state.resumed", "flag_state",
+                 "invoice-engine@staging")
+
+
+@endpoint_scenario("flag-state-retire", "POST")
+def _flag_state_retire_post(api: Api) -> EndpointExpect:
+    flag_on(100)
+    return _json("POST", STATE_URL + "retire/", {"version": 2}, 200, api, "flag_state.retired", "flag_state",
+                 "invoice-engine@staging")
+
+
+@endpoint_scenario("sdk-key-list", "POST")
+def _sdk_key_list_post(api: Api) -> EndpointExpect:
+    envs()
+    return _json("POST", "/api/v1/sdk-keys/", {"environment": "staging", "name": "billing-svc"}, 201, api,
+                 "sdk_key.created", "sdk_key", lambda response: response.json()["prefix"])
+
+
+@endpoint_scenario("sdk-key-revoke", "POST")
+def _sdk_key_revoke_post(api: Api) -> EndpointExpect:
+    from rollout.services.keys import sdk_key_create
+
+    envs()
+    key, _ = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
+    return _json("POST", f"/api/v1/sdk-keys/{key.prefix}/revoke/", {"reason": "leaked"}, 200, api,
+                 "sdk_key.revoked", "sdk_key", key.prefix)
+
+
+@endpoint_scenario("api-token-list", "POST")
+def _api_token_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/tokens/", {"name": "script"}, 201, api, "api_token.created", "api_token",
+                 lambda response: response.json()["prefix"])
+
+
+@endpoint_scenario("api-token-revoke", "POST")
+def _api_token_revoke_post(api: Api) -> EndpointExpect:
+    from rollout.services.keys import api_token_create
+
+    token, _ = api_token_create(actor=SETUP, username="root", name="old")
+    return _json("POST", f"/api/v1/tokens/{token.prefix}/revoke/", {}, 200, api, "api_token.revoked", "api_token",
+                 token.prefix)
+
+
+@endpoint_scenario("user-list", "POST")
+def _user_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/users/", {"username": "ci-bot", "roles": ["editor"]}, 201, api, "user.created",
+                 "user", "ci-bot")
+
+
+@endpoint_scenario("user-detail", "PATCH")
+def _user_detail_patch(api: Api) -> EndpointExpect:
+    user()
+    return _json("PATCH", "/api/v1/users/dana/", {"roles": ["viewer", "compliance"]}, 200, api,
+                 "user.roles_changed", "user", "dana")
+
+
+@endpoint_scenario("user-deactivate", "POST")
+def _user_deactivate_post(api: Api) -> EndpointExpect:
+    user()
+    return _json("POST", "/api/v1/users/dana/deactivate/", {"reason": "left"}, 200, api, "user.deactivated", "user",
+                 "dana")
+
+
+@endpoint_scenario("cohort-list", "POST")
+def _cohort_list_post(api: Api) -> EndpointExpect:
+    return _json("POST", "/api/v1/cohorts/", {"key": "pilot", "name": "Pilot"}, 201, api, "cohort.created",
+                 "cohort", "pilot")
+
+
+@endpoint_scenario("cohort-detail", "PATCH")
+def _cohort_detail_patch(api: Api) -> EndpointExpect:
+    cohort()
+    return _json("PATCH", "/api/v1/cohorts/pilot/", {"name": "Pilot EU", "version": 1}, 200, api, "cohort.updated",
+                 "cohort", "pilot")
+
+
+@endpoint_scenario("cohort-detail", "DELETE")
+def _cohort_detail_delete(api: Api) -> EndpointExpect:
+    cohort()
+    return _json("DELETE", "/api/v1/cohorts/pilot/", None, 204, api, "cohort.deleted", "cohort", "pilot",
+                 **{"If-Match": '"1"'})
+
+
+@endpoint_scenario("cohort-members", "POST")
+def _cohort_members_post(api: Api) -> EndpointExpect:
+    cohort()
+    return _json("POST", "/api/v1/cohorts/pilot/members/", {"add": ["t1", "t2"], "kind": "include"}, 200, api,
+                 "cohort.members_changed", "cohort", "pilot")
