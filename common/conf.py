@@ -35,6 +35,11 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_ROLLUP_GRACE_SECONDS": 10,
     # Seconds a claimed-but-unfinished roll-up waits before another run finishes it.
     "METRICS_ROLLUP_RECOVER_SECONDS": 300,
+    # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).
+    "METRICS_TOKEN": None,
+    # A Celery worker serves its own /metrics (task durations) on this port when set (0: off).
+    "WORKER_METRICS_PORT": 0,
+    "WORKER_METRICS_ADDR": "127.0.0.1",
     # Fail instead of skipping tests that need PostgreSQL / Redis / a Celery worker.
     "REQUIRE_SERVICES": False,
 }

@@ -48,9 +48,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "common.health.HealthCheckMiddleware",  # first: probes skip host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "common.middleware.RequestIdMiddleware",
+    "common.middleware.RequestLogMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -152,6 +154,7 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$"]  # scraped over plain HTTP inside the network
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env.get_int("SECURE_HSTS_SECONDS", 31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
@@ -227,21 +230,41 @@ CELERY_BEAT_SCHEDULE = {
     "rollup-metrics": {"task": "rollout.tasks.rollup_metrics", "schedule": 60.0},
 }
 
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below (JSON in production)
+
+# Logs: one line per event on stderr; JSON (with the request id) in production, plain text otherwise.
+LOG_FORMAT = env.get("LOG_FORMAT", "json" if PRODUCTION else "plain")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfiguredEnv(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
+LOG_LEVEL = env.get("LOG_LEVEL", "INFO")
+LOG_REQUESTS = env.get_bool("LOG_REQUESTS", True)  # one http.request line per request
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "json": {"()": "common.logging.JsonFormatter"},
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"()": "common.logging.PlainFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json" if PRODUCTION else "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
-    "root": {"handlers": ["console"], "level": env.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # The ASGI server's own lines in the same format; its access log is replaced by http.request.
+        "uvicorn": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+    },
 }
+
+# Prometheus: with several processes per host, each writes its values to this directory and
+# /metrics sums them (docs/operations.md). Unset: /metrics shows the answering process only.
+PROMETHEUS_MULTIPROC_DIR = env.get("PROMETHEUS_MULTIPROC_DIR")
 
 # Turnout's own settings (TURNOUT_*): defaults live in common/conf.py; override here from the environment.
 TURNOUT_REQUIRE_SERVICES = env.get_bool("TURNOUT_REQUIRE_SERVICES", False)
 if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
     TURNOUT_STREAM_HEARTBEAT_SECONDS = env.get_float("TURNOUT_STREAM_HEARTBEAT_SECONDS", 15.0)
+TURNOUT_METRICS_TOKEN = env.get("TURNOUT_METRICS_TOKEN")
+TURNOUT_WORKER_METRICS_PORT = env.get_int("TURNOUT_WORKER_METRICS_PORT", 0)
+TURNOUT_WORKER_METRICS_ADDR = env.get("TURNOUT_WORKER_METRICS_ADDR", "127.0.0.1")
