@@ -73,7 +73,6 @@ class RequestLogMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
         self.get_response = get_response
-        self.log_requests = bool(getattr(settings, "LOG_REQUESTS", True))
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
@@ -97,7 +96,7 @@ class RequestLogMiddleware:
         method = request.method or "GET"
         metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(response.status_code)).inc()
         metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
-        if self.log_requests:
+        if getattr(settings, "LOG_REQUESTS", False):
             request_logger.info("http.request", extra={
                 "method": method, "route": route, "status": response.status_code,
                 "duration_ms": round(elapsed * 1000, 2),

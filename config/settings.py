@@ -237,7 +237,7 @@ LOG_FORMAT = env.get("LOG_FORMAT", "json" if PRODUCTION else "plain")
 if LOG_FORMAT not in {"json", "plain"}:
     raise ImproperlyConfiguredEnv(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
 LOG_LEVEL = env.get("LOG_LEVEL", "INFO")
-LOG_REQUESTS = env.get_bool("LOG_REQUESTS", True)  # one http.request line per request
+LOG_REQUESTS = env.get_bool("LOG_REQUESTS", PRODUCTION)  # one http.request line per request
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -252,7 +252,7 @@ LOGGING = {
     "loggers": {
         "django.server": {"level": "WARNING"},
         # The ASGI server's own lines in the same format; its access log is replaced by http.request.
-        "uvicorn": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "uvicorn": {"handlers": ["console"], "propagate": False},  # level: the server's --log-level
         "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },
 }

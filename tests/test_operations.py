@@ -98,6 +98,13 @@ def test_metrics__sdk_ruleset_requested__request_and_build_counted(client: Any, 
     assert delta("turnout_ruleset_builds_total", environment="staging") == 1  # then served from the cache
 
 
+def test_request_log__log_requests_off__no_line(client: Any, db: Any, settings: Any, caplog: Any) -> None:
+    settings.LOG_REQUESTS = False
+    with caplog.at_level(logging.INFO, logger="turnout.http"):
+        client.get("/login/")
+    assert [r for r in caplog.records if r.name == "turnout.http"] == []
+
+
 def test_metrics__unknown_path__counted_as_unmatched_not_by_path(client: Any, db: Any) -> None:
     client.get("/no/such/page-123")
     text = scrape(client)
@@ -169,7 +176,10 @@ def test_plain_log__task_context__key_value_fields() -> None:
     assert line.endswith("WARNING x hello task=rollout.tasks.warm_ruleset task_id=abc flag=f1")
 
 
-def test_request_log__request_served__http_request_line_with_route_status_and_request_id(client: Any, db: Any) -> None:
+def test_request_log__request_served__http_request_line_with_route_status_and_request_id(
+    client: Any, db: Any, settings: Any
+) -> None:
+    settings.LOG_REQUESTS = True
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
