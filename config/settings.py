@@ -14,6 +14,8 @@ PRODUCTION = TURNOUT_ENV == "production"
 
 DEBUG = env.get_bool("DEBUG", default=not PRODUCTION)
 SECRET_KEY = env.get("SECRET_KEY") or ("" if PRODUCTION else env.local_secret_key())
+# Rotation: the new key in SECRET_KEY, the old one here until sessions signed with it have expired.
+SECRET_KEY_FALLBACKS = env.get_list("SECRET_KEY_FALLBACKS", [])
 ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -88,6 +90,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Behind PgBouncer in transaction mode, server-side cursors (streamed reads) must be off.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.get_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -266,5 +270,6 @@ TURNOUT_REQUIRE_SERVICES = env.get_bool("TURNOUT_REQUIRE_SERVICES", False)
 if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
     TURNOUT_STREAM_HEARTBEAT_SECONDS = env.get_float("TURNOUT_STREAM_HEARTBEAT_SECONDS", 15.0)
 TURNOUT_METRICS_TOKEN = env.get("TURNOUT_METRICS_TOKEN")
+TURNOUT_RULESET_CACHE_TIMEOUT = env.get_int("TURNOUT_RULESET_CACHE_TIMEOUT", 24 * 3600)
 TURNOUT_WORKER_METRICS_PORT = env.get_int("TURNOUT_WORKER_METRICS_PORT", 0)
 TURNOUT_WORKER_METRICS_ADDR = env.get("TURNOUT_WORKER_METRICS_ADDR", "127.0.0.1")
