@@ -226,3 +226,29 @@ def test_task_publish__inside_a_request__request_id_travels_in_headers() -> None
     finally:
         request_id_var.reset(token)
     assert headers == {REQUEST_ID_HEADER: "req-9"}
+
+
+def test_revoke_sdk_key_command__active_key__revoked_audited_and_refused(
+    client: Any, envs: Any, audit_events: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.core.management import call_command
+
+    key, secret = sdk_key_create(actor=Actor.system("test"), environment="staging", name="old")
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/sdk/ruleset", headers=auth).status_code == 200
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("revoke_sdk_key", key.prefix, "--reason", "rotated", stdout=out)
+    assert f"SDK key {key.prefix}… for staging revoked." in out.getvalue()
+    events = [e for e in audit_events() if e.action == "sdk_key.revoked"]
+    assert [(e.actor, e.object_key, e.reason) for e in events] == [
+        ("system:manage.py revoke_sdk_key", key.prefix, "rotated")
+    ]
+    assert client.get("/api/v1/sdk/ruleset", headers=auth).status_code == 401
+
+
+def test_revoke_sdk_key_command__unknown_prefix__command_error(db: Any) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("revoke_sdk_key", "sdk_nope")
