@@ -90,6 +90,16 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.get_bool("DATABASE_POOL", True):
+    # Under ASGI each request's synchronous part runs in a thread of its own, so per-thread persistent
+    # connections pile up until PostgreSQL refuses more ("too many clients"); a pool per process
+    # (psycopg_pool, built into Django) reuses a few instead. Pooling replaces persistent connections.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.get_int("DATABASE_POOL_MIN_SIZE", 1),
+        "max_size": env.get_int("DATABASE_POOL_MAX_SIZE", 10),
+        "timeout": env.get_float("DATABASE_POOL_TIMEOUT", 10.0),
+    }
 # Behind PgBouncer in transaction mode, server-side cursors (streamed reads) must be off.
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.get_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
