@@ -77,6 +77,7 @@ class Layout:
         self.var_dir = var_dir
         self.celery = celery
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.web_pid = 0
 
     @property
     def url(self) -> str:
@@ -92,6 +93,7 @@ class Layout:
         python = sys.executable
         web = self._spawn(f"web-{self.port}", [python, "-m", "gunicorn", "-c", "config/gunicorn.py",
                                                "config.asgi:application"], self.env)
+        self.web_pid = web.pid
         if self.celery:
             celery_env = {k: v for k, v in self.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
             self._spawn("worker", [python, "-m", "celery", "-A", "config", "worker", "--pool=threads",
@@ -122,6 +124,23 @@ class Layout:
                 proc.wait()
 
 
+def _tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a process and its live children (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == root or ppid == root:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def http(url: str, *, method: str = "GET", body: bytes | None = None, **headers: str) -> tuple[int, dict[str, str],
                                                                                                  bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
@@ -132,9 +151,10 @@ def http(url: str, *, method: str = "GET", body: bytes | None = None, **headers:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
-def wrk(url: str, *, mode: str, key: str, duration: int, connections: int, threads: int,
+def wrk(url: str, *, mode: str, key: str, duration: int, connections: int, threads: int, web_pid: int,
         **env: str) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
+    cpu_before = _tree_cpu_seconds(web_pid)
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s", "--latency",
            "-s", str(HERE / "sdk.lua"), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
@@ -143,15 +163,19 @@ def wrk(url: str, *, mode: str, key: str, duration: int, connections: int, threa
     if not match:
         raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
     result: dict[str, Any] = json.loads(match.group(1))
+    cpu = _tree_cpu_seconds(web_pid) - cpu_before
     result.update({"mode": mode, "connections": connections, "threads": threads, "loadavg_before": load_before,
-                   "loadavg_after": os.getloadavg()[0]})
+                   "loadavg_after": os.getloadavg()[0], "web_cpu_s": cpu,
+                   # CPU the web processes spent per request: comparable across busy and quiet machines.
+                   "web_cpu_ms_per_request": cpu / max(1, result["requests"]) * 1000})
     return result
 
 
 def bench_ruleset(layout: Layout, key: str, args: argparse.Namespace) -> dict[str, Any]:
     status, headers, body = http(f"{layout.url}/api/v1/sdk/ruleset", Authorization=f"Bearer {key}")
     assert status == 200, status
-    common = {"key": key, "duration": args.duration, "connections": args.connections, "threads": args.threads}
+    common = {"key": key, "duration": args.duration, "connections": args.connections, "threads": args.threads,
+              "web_pid": layout.web_pid}
     full = wrk(layout.url, mode="get", **common)
     not_modified = wrk(layout.url, mode="etag", TURNOUT_ETAG=headers["etag"], **common)
     assert full["status_other"] == 0 and not_modified["status_other"] == 0, (full, not_modified)
@@ -169,7 +193,7 @@ def bench_evaluate(layout: Layout, key: str, flags: list[str], args: argparse.Na
     if not _available(layout, "/api/v1/sdk/evaluate", key, probe):
         return {"unavailable": "POST /api/v1/sdk/evaluate does not answer 200 on this build"}
     return wrk(layout.url, mode="evaluate", key=key, duration=args.duration, connections=args.connections,
-               threads=args.threads, BENCH_FLAGS=",".join(flags))
+               threads=args.threads, web_pid=layout.web_pid, BENCH_FLAGS=",".join(flags))
 
 
 def bench_ofrep(layout: Layout, key: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -177,7 +201,7 @@ def bench_ofrep(layout: Layout, key: str, args: argparse.Namespace) -> dict[str,
     if not _available(layout, "/ofrep/v1/evaluate/flags", key, probe):
         return {"unavailable": "POST /ofrep/v1/evaluate/flags does not answer 200 on this build"}
     return wrk(layout.url, mode="ofrep_bulk", key=key, duration=args.duration, connections=args.connections,
-               threads=args.threads)
+               threads=args.threads, web_pid=layout.web_pid)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -282,17 +306,17 @@ def main() -> None:
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [f"Machine: {m['nproc']} × {m['cpu']}, {m['memory_gib']} GiB; load average at start {m['loadavg']}",
-             "", "| scenario | requests/s | p50 | p99 | errors | load avg (before → after) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "", "| scenario | requests/s | p50 | p99 | errors | web CPU per request | load avg (before → after) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     s = results["scenarios"]
 
     def row(label: str, r: dict[str, Any]) -> None:
         if "unavailable" in r:
-            lines.append(f"| {label} | — | — | — | {r['unavailable']} | |")
+            lines.append(f"| {label} | — | — | — | {r['unavailable']} | | |")
             return
         errors = r["errors_connect"] + r["errors_read"] + r["errors_write"] + r["errors_timeout"] + r["status_other"]
         lines.append(f"| {label} | {r['rps']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {errors} "
-                     f"| {r['loadavg_before']:.1f} → {r['loadavg_after']:.1f} |")
+                     f"| {r['web_cpu_ms_per_request']:.1f} ms | {r['loadavg_before']:.1f} → {r['loadavg_after']:.1f} |")
 
     if "ruleset" in s:
         row(f"ruleset 200 ({s['ruleset']['body_bytes']:,} B body)", s["ruleset"]["200"])
