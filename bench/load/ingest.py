@@ -75,7 +75,7 @@ def ingest(*, url: str, key: str, seeded: Any, duration: int, clients: int) -> d
     from turnout.wire import LATENCY_BUCKETS_MS
 
     from rollout.models import MetricMinute
-    from rollout.services.metrics import metrics_rollup
+    from rollout.services import metrics as metric_services
 
     histogram = len(LATENCY_BUCKETS_MS) + 1
     acked: Counter[str] = Counter()
@@ -92,7 +92,7 @@ def ingest(*, url: str, key: str, seeded: Any, duration: int, clients: int) -> d
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()[0]
     time.sleep(1)
-    rollup = metrics_rollup(include_open=True)
+    rollup = metric_services.metrics_rollup(include_open=True)
     stored = dict(MetricMinute.objects.filter(environment_id=seeded.environment_id)
                   .values_list("flag_key").annotate(n=Sum("calls")))
     calls_sent = sum(acked.values())

@@ -239,9 +239,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.db.models import Sum
 
     from rollout.models import MetricMinute
-    from rollout.services.metrics import metrics_rollup
+    from rollout.services import metrics as metric_services
 
-    metrics_rollup(include_open=True)
+    metric_services.metrics_rollup(include_open=True)
     stored = MetricMinute.objects.filter(environment_id=seeded.environment_id)
     stored_acc = stored.filter(flag_key=seeded.flags[2]).aggregate(n=Sum("calls"))["n"] or 0
     stored_sim = {f: stored.filter(flag_key=f).aggregate(n=Sum("calls"))["n"] or 0 for f in seeded.flags[:2]}
