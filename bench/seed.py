@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def setup_django(database: str) -> None:
-    """Django on ``DATABASE_URL`` (default: a local ``database`` on PostgreSQL), migrated."""
+    """Django on ``DATABASE_URL`` (default: a local ``database`` on PostgreSQL), created afresh and migrated."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{database}")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -38,14 +38,17 @@ def setup_django(database: str) -> None:
 
 
 def _create_database(url: str) -> None:
+    """A fresh bench database on every run (benches never reuse state; the name must say bench)."""
     import psycopg
     from psycopg import sql
 
     name = url.rsplit("/", 1)[1].split("?")[0]
+    if "bench" not in name:
+        raise SystemExit(f"refusing to recreate database {name!r}: bench databases are named turnout_bench*")
     admin_url = url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 DOMAIN_TABLES = [
