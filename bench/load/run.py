@@ -31,6 +31,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,9 @@ class Layout:
         return proc
 
     def start(self) -> Layout:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise RuntimeError(f"port {self.port} is already in use (a server left from an earlier run?)")
         python = sys.executable
         web = self._spawn(f"web-{self.port}", [python, "-m", "gunicorn", "-c", "config/gunicorn.py",
                                                "config.asgi:application"], self.env)

@@ -144,7 +144,6 @@ class AccountingClient:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    total = args.minutes * 60
     work = Path(tempfile.mkdtemp(prefix="turnout-soak-"))
     redis_server = RedisServer(args.redis_port, work)
     redis_server.start()
@@ -162,12 +161,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seeded = seed.seed(flags=4, members=1000)
     key = seed.sdk_key()
     from audit.models import AuditEvent
+
+    audit_start = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+    started_layouts: list[Layout] = []
+    try:
+        web_a = Layout(env, work, port=args.port, workers=1, celery=True)
+        started_layouts.append(web_a)
+        web_a.start()
+        web_b = Layout(env, work, port=args.port + 1, workers=1, celery=False)
+        started_layouts.append(web_b)
+        web_b.start()
+        return _soak(args, env, work, redis_server, seeded, key, audit_start, web_a, web_b)
+    finally:
+        for layout in started_layouts:
+            layout.stop()
+        redis_server.stop()
+
+
+def _soak(args: argparse.Namespace, env: dict[str, str], work: Path, redis_server: RedisServer, seeded: Any,
+          key: str, audit_start: int, web_a: Layout, web_b: Layout) -> dict[str, Any]:
+    from audit.models import AuditEvent
     from common.actors import Actor
     from rollout.services.flags import flag_state_update
 
-    audit_start = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
-    web_a = Layout(env, work, port=args.port, workers=1, celery=True).start()
-    web_b = Layout(env, work, port=args.port + 1, workers=1, celery=False).start()
+    total = args.minutes * 60
     print(f"soak: {args.minutes} min; logs in {work}", flush=True)
 
     simulators = []
@@ -277,10 +294,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "first_change_after_fault": reconnect,
         "audit_verify": verify,
     }
-    for layout in (web_a, web_b):
-        layout.stop()
-    redis_server.stop()
-    seed.reset()
     return result
 
 
