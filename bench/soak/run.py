@@ -84,8 +84,8 @@ class AccountingClient:
 
         self.flag = flag
         self.rate = rate
-        self.client = turnout.Turnout(url, key, poll_interval=3600, flush_interval=1.0, breaker=None,
-                                      backoff_max=2.0)
+        # SDK defaults except polling (hourly, so a change can only arrive through the stream).
+        self.client = turnout.Turnout(url, key, poll_interval=3600, breaker=None)
         self.attempted: dict[str, int] = {}  # batch window -> calls in it
         self.delivered: dict[str, int] = {}
         self.exceptions: list[str] = []
@@ -182,6 +182,7 @@ def _soak(args: argparse.Namespace, env: dict[str, str], work: Path, redis_serve
           key: str, audit_start: int, web_a: Layout, web_b: Layout) -> dict[str, Any]:
     from audit.models import AuditEvent
     from common.actors import Actor
+    from rollout.models import Environment
     from rollout.services.flags import flag_state_update
 
     total = args.minutes * 60
@@ -211,10 +212,11 @@ def _soak(args: argparse.Namespace, env: dict[str, str], work: Path, redis_serve
         if now >= next_change:
             i += 1
             try:
-                state = flag_state_update(actor=Actor.system("soak"), flag=seeded.flags[3], environment="production",
-                                          version=None, percentage_value=(i * 13) % 100, reason=f"soak change {i}")
-                changes.append({"at": time.monotonic() - started, "t": time.monotonic(),
-                                "version": state.environment.ruleset_version})
+                t = time.monotonic()
+                flag_state_update(actor=Actor.system("soak"), flag=seeded.flags[3], environment="production",
+                                  version=None, percentage_value=(i * 13) % 100, reason=f"soak change {i}")
+                version = Environment.objects.values_list("ruleset_version", flat=True).get(pk=seeded.environment_id)
+                changes.append({"at": t - started, "t": t, "version": version})
             except Exception as exc:
                 change_errors.append(f"{time.monotonic() - started:.1f}s {exc!r}")
             next_change += 15
