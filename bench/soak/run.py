@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,33 @@ class AccountingClient:
         for t in self.threads:
             t.join(5)
         self.client.close()  # final flush
+
+
+def _requests(sim: dict[str, Any]) -> int:
+    match = re.search(r"simulated (\d+) requests", " ".join(sim["summary"]))
+    return int(match.group(1)) if match else 0
+
+
+def report(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    acc = r["accounting_client"]
+    lines = [
+        f"Soak: {r['minutes']:g} min on {m['nproc']} × {m['cpu']}, load average {m['loadavg']} → "
+        f"{r['machine_after']['loadavg']}",
+        "", "| check | result |", "|---|---|",
+        *(f"| fault: {f['fault']} at {f['at']:.0f} s | down {f['down_s']:.1f} s |" for f in r["faults"]),
+        f"| SDK exceptions in the host | {r['sdk_exceptions']} |",
+        f"| changes committed / audit events / chain verified | {r['changes']['committed']} / "
+        f"{r['changes']['audit_events']} / {r['audit_verify']['ok']} |",
+        *(f"| first change after \"{k}\" reached the stream client in | "
+          f"{'never' if v is None or v['reached_client_s'] is None else str(v['reached_client_s']) + ' s'} |"
+          for k, v in r["first_change_after_fault"].items()),
+        f"| accounting client (SDK defaults): calls / delivered / stored | {acc['calls']:,} / "
+        f"{acc['calls_delivered']:,} / {acc['calls_stored']:,} (dropped by the SDK: {acc['calls_dropped_by_sdk']}) |",
+        *(f"| simulator {f} (1 s flushes): expected / stored / lost | {c['expected']:,} / {c['stored']:,} / "
+          f"{c['lost']:,} |" for f, c in r["simulators_calls"].items()),
+    ]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -290,7 +318,10 @@ def _soak(args: argparse.Namespace, env: dict[str, str], work: Path, redis_serve
                               "calls_dropped_by_sdk": attempted - delivered,
                               "server_loss": delivered - stored_acc,
                               "dropped_batches": accounting.client._sender.dropped_batches},
-        "simulator_calls_stored": stored_sim,
+        # Each simulated request calls decide() and then run(): both are counted calls.
+        "simulators_calls": {f: {"expected": 2 * _requests(sim), "stored": stored_sim[f],
+                                 "lost": 2 * _requests(sim) - stored_sim[f]}
+                             for f, sim in zip(seeded.flags[:2], sim_results, strict=True)},
         "changes": {"committed": len(changes), "errors": change_errors, "audit_events": audit_new,
                     "reach_s": [c["reached_client_s"] for c in changes]},
         "first_change_after_fault": reconnect,
@@ -311,7 +342,7 @@ def main() -> None:
     result = run(args)
     result = {"machine": before, "machine_after": machine(), **result}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(report(result))
 
 
 if __name__ == "__main__":
