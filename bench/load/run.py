@@ -246,47 +246,25 @@ def bench_metrics(layout: Layout, key: str, seeded: Any, args: argparse.Namespac
     return ingest(url=layout.url, key=key, seeded=seeded, duration=args.duration, clients=args.connections)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=SCENARIOS)
-    parser.add_argument("--duration", type=int, default=20, help="seconds per HTTP scenario")
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--flags", type=int, default=100)
-    parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--port", type=int, default=8710)
-    parser.add_argument("--out", default=str(HERE / "results.json"))
-    args = parser.parse_args()
+GROWTH_POINTS = [(10, 1000), (1000, 1000), (10, 1_000_000)]
 
-    if shutil.which("wrk") is None and {"ruleset", "evaluate", "ofrep"} & set(args.only):
-        sys.exit("wrk is not installed (apt-get install wrk)")
-    database_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/turnout_bench_load")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
-    var_dir = Path(tempfile.mkdtemp(prefix="turnout-bench-load-"))
-    env = production_env(database_url=database_url, redis_url=redis_url, var_dir=var_dir)
-    # This process seeds and makes changes with the same settings as the servers.
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "TURNOUT_VAR_DIR", "SECRET_KEY",
-                                           "ALLOWED_HOSTS", "TURNOUT_ENV", "SECURE_SSL_REDIRECT")})
-    os.environ["LOG_LEVEL"] = "WARNING"
+
+def run_point(env: dict[str, str], var_dir: Path, args: argparse.Namespace, *, flags: int, members: int,
+              scenarios: list[str]) -> dict[str, Any]:
+    """Fresh data and fresh servers (nothing cached from another point), then the scenarios."""
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
     from bench import seed
 
-    seed.setup_django("turnout_bench_load")
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     seed.reset()
-    seeded = seed.seed(flags=args.flags, members=args.members)
+    seeded = seed.seed(flags=flags, members=members)
     key = seed.sdk_key()
-    print(f"seeded {args.flags} flags, {args.members} members; logs in {var_dir}", flush=True)
-
-    results: dict[str, Any] = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "out"},
-                               "layout": "gunicorn -c config/gunicorn.py (2 uvicorn workers) + celery worker "
-                                         "(threads, 4) + celery beat; PostgreSQL; Redis",
-                               "scenarios": {}}
+    print(f"seeded {flags:,} flags, {members:,} members; logs in {var_dir}", flush=True)
+    results: dict[str, Any] = {"flags": flags, "members": members, "scenarios": {}}
     layout = Layout(env, var_dir, port=args.port, workers=2, celery=True).start()
     try:
-        for name in args.only:
+        for name in scenarios:
             print(f"-- {name}", flush=True)
             if name == "ruleset":
                 results["scenarios"][name] = bench_ruleset(layout, key, args)
@@ -301,10 +279,75 @@ def main() -> None:
             print(json.dumps(results["scenarios"][name]), flush=True)
     finally:
         layout.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=SCENARIOS)
+    parser.add_argument("--duration", type=int, default=20, help="seconds per HTTP scenario")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--flags", type=int, default=100)
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--growth", action="store_true",
+                        help="instead: ruleset / evaluate / OFREP at 10 and 1,000 flags and at 1k and 1M members")
+    parser.add_argument("--port", type=int, default=8710)
+    parser.add_argument("--out", default=None, help="default bench/load/results.json (growth: results-growth.json)")
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None and {"ruleset", "evaluate", "ofrep"} & set(args.only):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    database_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/turnout_bench_load")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+    var_dir = Path(tempfile.mkdtemp(prefix="turnout-bench-load-"))
+    env = production_env(database_url=database_url, redis_url=redis_url, var_dir=var_dir)
+    # This process seeds and makes changes with the same settings as the servers.
+    os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "TURNOUT_VAR_DIR", "SECRET_KEY",
+                                           "ALLOWED_HOSTS", "TURNOUT_ENV", "SECURE_SSL_REDIRECT")})
+    os.environ["LOG_LEVEL"] = "WARNING"
+    from bench import seed
+
+    seed.setup_django("turnout_bench_load")
+    results: dict[str, Any] = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "out"},
+                               "layout": "gunicorn -c config/gunicorn.py (2 uvicorn workers) + celery worker "
+                                         "(threads, 4) + celery beat; PostgreSQL; Redis"}
+    if args.growth:
+        scenarios = [s for s in args.only if s in ("ruleset", "evaluate", "ofrep")]
+        results["points"] = [run_point(env, var_dir, args, flags=f, members=m, scenarios=scenarios)
+                             for f, m in GROWTH_POINTS]
+        out = Path(args.out or HERE / "results-growth.json")
+    else:
+        point = run_point(env, var_dir, args, flags=args.flags, members=args.members, scenarios=args.only)
+        results["scenarios"] = point["scenarios"]
+        out = Path(args.out or HERE / "results.json")
+    seed.reset()
     results["machine_after"] = machine()
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print()
-    print(report(results))
+    print(growth_report(results) if args.growth else report(results))
+
+
+def growth_report(results: dict[str, Any]) -> str:
+    lines = ["| flags | members | ruleset body | ruleset 200 req/s (p99) | ruleset 304 req/s (p99) "
+             "| evaluate req/s (p99) | OFREP bulk req/s (p99) | web CPU per request (200 / 304 / eval / bulk) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in results["points"]:
+        s = p["scenarios"]
+
+        def cell(r: dict[str, Any] | None) -> str:
+            return "—" if not r or "unavailable" in r else f"{r['rps']:,.0f} ({r['p99_ms']:,.0f} ms)"
+
+        def cpu(r: dict[str, Any] | None) -> str:
+            return "—" if not r or "unavailable" in r else f"{r['web_cpu_ms_per_request']:.1f}"
+
+        rs = s.get("ruleset", {})
+        lines.append(f"| {p['flags']:,} | {p['members']:,} | {rs.get('body_bytes', 0):,} B | {cell(rs.get('200'))} "
+                     f"| {cell(rs.get('304'))} | {cell(s.get('evaluate'))} | {cell(s.get('ofrep'))} "
+                     f"| {cpu(rs.get('200'))} / {cpu(rs.get('304'))} / {cpu(s.get('evaluate'))} / "
+                     f"{cpu(s.get('ofrep'))} ms |")
+    return "\n".join(lines)
 
 
 def report(results: dict[str, Any]) -> str:
