@@ -38,7 +38,7 @@ def check_database() -> None:
 def check_redis() -> None:
     import redis
 
-    client = _redis_client(settings.REDIS_URL)
+    client = _redis_client(str(settings.REDIS_URL))
     if not client.ping():
         raise redis.RedisError("PING was not answered")
 

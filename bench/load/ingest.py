@@ -23,7 +23,7 @@ FLAGS_PER_BATCH = 10
 
 def _batch(rng: random.Random, flags: list[str], histogram: int) -> tuple[dict[str, Any], Counter[str]]:
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     sent: Counter[str] = Counter()
     for flag in rng.sample(flags, min(FLAGS_PER_BATCH, len(flags))):
         for path in ("legacy", "parallel"):

@@ -120,7 +120,7 @@ def main() -> None:
 
     seed.setup_django("turnout_bench_ruleset")
     if args.points:
-        points = [tuple(int(x) for x in p.split("x")) for p in args.points]
+        points = [(int(p.split("x")[0]), int(p.split("x")[1])) for p in args.points]
     elif args.quick:
         points = QUICK
     else:

@@ -66,7 +66,7 @@ def _fetch_everywhere(servers: list[ServerProcess], secret: str, rounds: int = 6
 
 class _Servers:
     def __init__(self, count: int, **env: str) -> None:
-        self.servers = [ServerProcess(**env) for _ in range(count)]
+        self.servers = [ServerProcess(None, **env) for _ in range(count)]
 
     def __enter__(self) -> list[ServerProcess]:
         for server in self.servers:
