@@ -97,7 +97,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.get
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.get_int("DATABASE_POOL_MIN_SIZE", 1),
-        "max_size": env.get_int("DATABASE_POOL_MAX_SIZE", 10),
+        "max_size": env.get_int("DATABASE_POOL_SIZE", 10),
         "timeout": env.get_float("DATABASE_POOL_TIMEOUT", 10.0),
     }
 # Behind PgBouncer in transaction mode, server-side cursors (streamed reads) must be off.
@@ -110,12 +110,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
-_POOL_SIZE = env.get_int("DATABASE_POOL_SIZE", 0)
-if _POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Under ASGI, sync code runs on per-request threads: persistent per-thread connections pile up
-    # until PostgreSQL refuses more. A per-process pool bounds them (psycopg_pool).
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": _POOL_SIZE, "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.get("REDIS_URL")
