@@ -11,9 +11,11 @@ shows the answering process only (fine for one process). See docs/operations.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -88,6 +90,12 @@ TASK_DURATION = Histogram(
 def record_evaluation(*, api: str, environment: str, reason: str, count: int = 1) -> None:
     """``api`` is ``evaluate``, ``evaluate_bulk``, ``ofrep`` or ``ofrep_bulk``; ``reason`` the decision's."""
     EVALUATIONS.labels(api=api, environment=environment, reason=reason).inc(count)
+
+
+def record_decisions(*, api: str, environment: str, decisions: Iterable[Any]) -> None:
+    """Counts a batch of decisions (a bulk evaluation) by reason."""
+    for reason, count in Tally(str(d.reason) for d in decisions).items():
+        EVALUATIONS.labels(api=api, environment=environment, reason=reason).inc(count)
 
 
 def record_guardrail_action(*, environment: str, action: str) -> None:

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
+from common import metrics
 from common.auth import bearer, sdk_principal
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES
@@ -33,19 +34,21 @@ def ruleset_event(environment: str, version: int) -> bytes:
 async def _events(sub: Subscription, environment: str, version: int, secret: str | None) -> AsyncIterator[bytes]:
     heartbeat = float(get_setting("STREAM_HEARTBEAT_SECONDS"))
     try:
-        # The reconnection delay a client should use, then the version it must hold now.
-        yield b"retry: 1000\n\n" + ruleset_event(environment, version)
-        last = version
-        while True:
-            newer = await sub.wait(heartbeat)
-            if newer is None:
-                # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
-                if await sync_to_async(sdk_principal)(secret) is None:
-                    return
-                yield KEEP_ALIVE
-            elif newer > last:
-                last = newer
-                yield ruleset_event(environment, newer)
+        with metrics.stream_connection(environment):
+            # The reconnection delay a client should use, then the version it must hold now.
+            yield b"retry: 1000\n\n" + ruleset_event(environment, version)
+            last = version
+            while True:
+                newer = await sub.wait(heartbeat)
+                if newer is None:
+                    # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
+                    if await sync_to_async(sdk_principal)(secret) is None:
+                        return
+                    yield KEEP_ALIVE
+                elif newer > last:
+                    last = newer
+                    metrics.record_stream_event(environment=environment)
+                    yield ruleset_event(environment, newer)
     finally:  # the client went away (the ASGI handler cancels us) or the key was revoked
         broadcaster.unsubscribe(sub)
 
