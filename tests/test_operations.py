@@ -252,3 +252,28 @@ def test_revoke_sdk_key_command__unknown_prefix__command_error(db: Any) -> None:
 
     with pytest.raises(CommandError, match="does not exist"):
         call_command("revoke_sdk_key", "sdk_nope")
+
+
+def test_metrics__sdk_evaluate_ofrep_and_reports__counted_by_api_reason_and_outcome(client: Any, flag: Any) -> None:
+    secret = sdk_key_create(actor=Actor.system("test"), environment="staging", name="ev")[1]
+    auth = {"Authorization": f"Bearer {secret}"}
+    before = scrape(client)
+    one = client.post("/api/v1/sdk/evaluate", {"flag": "invoice-engine", "context": {"key": "u1", "attributes": {}}},
+                      content_type="application/json", headers=auth)
+    bulk = client.post("/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "u1"}},
+                       content_type="application/json", headers=auth)
+    bad = client.post("/api/v1/sdk/metrics", {"flags": "nope"}, content_type="application/json", headers=auth)
+    assert (one.status_code, bulk.status_code, bad.status_code) == (200, 200, 400)
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
+
+    reason = one.json()["reason"]
+    assert delta("turnout_evaluations_total", api="evaluate", environment="staging", reason=reason) == 1
+    ofrep_reasons = [item["reason"] for item in bulk.json()["flags"]]
+    assert ofrep_reasons
+    for r in set(ofrep_reasons):
+        assert delta("turnout_evaluations_total", api="ofrep_bulk", environment="staging",
+                     reason=r) == ofrep_reasons.count(r)
+    assert delta("turnout_sdk_metric_reports_total", environment="staging", outcome="rejected") == 1
