@@ -8,9 +8,11 @@ reconnection rules are in docs/sdk-protocol.md.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -23,7 +25,25 @@ from rollout.api.lean import authenticate, described, throttled, unauthorized
 from rollout.broadcast import Subscription, broadcaster
 from rollout.ruleset import current_version
 
+T = TypeVar("T")
+
 KEEP_ALIVE = b": keep-alive\n\n"
+
+
+def _releasing(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` for ``sync_to_async``, giving its database connection back as soon as it returns: a
+    stream lives for hours and must not hold a connection (a pool slot) while it waits, or a few
+    hundred idle streams exhaust the pool or PostgreSQL itself."""
+
+    def run(*args: Any) -> T:
+        try:
+            return fn(*args)
+        finally:
+            for connection in connections.all(initialized_only=True):
+                if not connection.in_atomic_block:  # (a test's transaction is left alone)
+                    connection.close()
+
+    return run
 
 
 def ruleset_event(environment: str, version: int) -> bytes:
@@ -42,7 +62,7 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
                 newer = await sub.wait(heartbeat)
                 if newer is None:
                     # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
-                    if await sync_to_async(sdk_principal)(secret) is None:
+                    if await sync_to_async(_releasing(sdk_principal))(secret) is None:
                         return
                     yield KEEP_ALIVE
                 elif newer > last:
@@ -64,14 +84,14 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
     "tags": ["sdk"],
 }})
 async def stream(request: HttpRequest) -> HttpResponse:
-    result = await sync_to_async(authenticate)(request)
+    result = await sync_to_async(_releasing(authenticate))(request)
     if result is None:
         return unauthorized()
     if isinstance(result, float):
         return throttled(result)
     # Subscribe first, then read the version: a change committed in between is still delivered.
     sub = broadcaster.subscribe(result.environment)
-    current = await sync_to_async(current_version)(result.environment_id)
+    current = await sync_to_async(_releasing(current_version))(result.environment_id)
     if current is None:
         broadcaster.unsubscribe(sub)
         return unauthorized()
