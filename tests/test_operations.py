@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from typing import Any
 
 import pytest
@@ -83,8 +84,13 @@ def test_healthz_readyz__production_https_redirect_on__answered_over_http(client
     assert client.get("/login/").status_code == 301
 
 
-def test_metrics__sdk_ruleset_requested__request_and_build_counted(client: Any, envs: Any) -> None:
-    secret = sdk_key_create(actor=Actor.system("test"), environment="staging", name="m")[1]
+def test_metrics__sdk_ruleset_requested__request_and_build_counted(client: Any, db: Any) -> None:
+    from rollout.services.environments import environment_create
+
+    # An environment of its own: its ruleset's cache key is shared with no other test (Redis is shared).
+    env_key = f"metrics-{uuid.uuid4().hex[:8]}"
+    environment_create(actor=Actor.system("test"), key=env_key, name="Metrics", order=5)
+    secret = sdk_key_create(actor=Actor.system("test"), environment=env_key, name="m")[1]
     before = scrape(client)
     for _ in range(3):
         assert client.get("/api/v1/sdk/ruleset", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
@@ -95,7 +101,7 @@ def test_metrics__sdk_ruleset_requested__request_and_build_counted(client: Any, 
 
     assert delta("turnout_http_requests_total", method="GET", route="api/v1/sdk/ruleset", status="200") == 3
     assert delta("turnout_http_request_duration_seconds_count", method="GET", route="api/v1/sdk/ruleset") == 3
-    assert delta("turnout_ruleset_builds_total", environment="staging") == 1  # then served from the cache
+    assert delta("turnout_ruleset_builds_total", environment=env_key) == 1  # then served from the cache
 
 
 def test_request_log__log_requests_off__no_line(client: Any, db: Any, settings: Any, caplog: Any) -> None:
