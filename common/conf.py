@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TIMEOUT": 5.0,
     # Metrics kept at minute resolution for this many days, then as hourly totals.
     "METRICS_MINUTE_DAYS": 30,
+    # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).
+    "METRICS_TOKEN": None,
+    # A Celery worker serves its own /metrics (task durations) on this port when set (0: off).
+    "WORKER_METRICS_PORT": 0,
+    "WORKER_METRICS_ADDR": "127.0.0.1",
     # Fail instead of skipping tests that need PostgreSQL / Redis / a Celery worker.
     "REQUIRE_SERVICES": False,
     # Ed25519 key that signs audit export manifests: PEM, or base64 of the raw 32-byte private key.

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from common import metrics
 from common.request_context import request_id_var
+
+request_logger = logging.getLogger("turnout.http")
 
 _VALID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -51,3 +57,47 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
         response["X-Request-ID"] = rid
         return response
+
+
+def _route(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    return match.route if match is not None and match.route else "unmatched"
+
+
+class RequestLogMiddleware:
+    """Counts and times every request for ``/metrics`` (by route pattern, never the raw path) and
+    writes one ``http.request`` log line (with the request id) when ``LOG_REQUESTS`` is on."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        start = time.perf_counter()
+        response = self.get_response(request)
+        self._record(request, response, start)  # type: ignore[arg-type]
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        start = time.perf_counter()
+        response = await self.get_response(request)  # type: ignore[misc]
+        self._record(request, response, start)
+        return response
+
+    def _record(self, request: HttpRequest, response: HttpResponse, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        route = _route(request)
+        method = request.method or "GET"
+        metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
+        if getattr(settings, "LOG_REQUESTS", False):
+            request_logger.info("http.request", extra={
+                "method": method, "route": route, "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 2),
+            })

@@ -14,6 +14,8 @@ PRODUCTION = TURNOUT_ENV == "production"
 
 DEBUG = env.get_bool("DEBUG", default=not PRODUCTION)
 SECRET_KEY = env.get("SECRET_KEY") or ("" if PRODUCTION else env.local_secret_key())
+# Rotation: the new key in SECRET_KEY, the old one here until sessions signed with it have expired.
+SECRET_KEY_FALLBACKS = env.get_list("SECRET_KEY_FALLBACKS", [])
 ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -48,9 +50,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "common.health.HealthCheckMiddleware",  # first: probes skip host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "common.middleware.RequestIdMiddleware",
+    "common.middleware.RequestLogMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -86,6 +90,18 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.get_bool("DATABASE_POOL", True):
+    # Under ASGI each request's synchronous part runs in a thread of its own, so per-thread persistent
+    # connections pile up until PostgreSQL refuses more ("too many clients"); a pool per process
+    # (psycopg_pool, built into Django) reuses a few instead. Pooling replaces persistent connections.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.get_int("DATABASE_POOL_MIN_SIZE", 1),
+        "max_size": env.get_int("DATABASE_POOL_SIZE", 10),
+        "timeout": env.get_float("DATABASE_POOL_TIMEOUT", 10.0),
+    }
+# Behind PgBouncer in transaction mode, server-side cursors (streamed reads) must be off.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.get_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -94,12 +110,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
-_POOL_SIZE = env.get_int("DATABASE_POOL_SIZE", 0)
-if _POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Under ASGI, sync code runs on per-request threads: persistent per-thread connections pile up
-    # until PostgreSQL refuses more. A per-process pool bounds them (psycopg_pool).
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": _POOL_SIZE, "timeout": 10}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.get("REDIS_URL")
@@ -152,6 +162,7 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$"]  # scraped over plain HTTP inside the network
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env.get_int("SECURE_HSTS_SECONDS", 31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
@@ -240,19 +251,36 @@ CELERY_BEAT_SCHEDULE = {
     "metrics-retention": {"task": "rollout.tasks.metrics_retention", "schedule": 3600.0},
 }
 
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below (JSON in production)
+
+# Logs: one line per event on stderr; JSON (with the request id) in production, plain text otherwise.
+LOG_FORMAT = env.get("LOG_FORMAT", "json" if PRODUCTION else "plain")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfiguredEnv(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
+LOG_LEVEL = env.get("LOG_LEVEL", "INFO")
+LOG_REQUESTS = env.get_bool("LOG_REQUESTS", PRODUCTION)  # one http.request line per request
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "json": {"()": "common.logging.JsonFormatter"},
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"()": "common.logging.PlainFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json" if PRODUCTION else "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
-    "root": {"handlers": ["console"], "level": env.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # The ASGI server's own lines in the same format; its access log is replaced by http.request.
+        "uvicorn": {"handlers": ["console"], "propagate": False},  # level: the server's --log-level
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+    },
 }
+
+# Prometheus: with several processes per host, each writes its values to this directory and
+# /metrics sums them (docs/operations.md). Unset: /metrics shows the answering process only.
+PROMETHEUS_MULTIPROC_DIR = env.get("PROMETHEUS_MULTIPROC_DIR")
 
 # Turnout's own settings (TURNOUT_*): defaults live in common/conf.py; override here from the environment.
 TURNOUT_REQUIRE_SERVICES = env.get_bool("TURNOUT_REQUIRE_SERVICES", False)
@@ -263,3 +291,7 @@ TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
 TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""
 TURNOUT_AUDIT_SIGNING_KEY = env.get("TURNOUT_AUDIT_SIGNING_KEY")
 TURNOUT_AUDIT_PREVIOUS_PUBLIC_KEYS = env.get_list("TURNOUT_AUDIT_PREVIOUS_PUBLIC_KEYS", [])
+TURNOUT_METRICS_TOKEN = env.get("TURNOUT_METRICS_TOKEN")
+TURNOUT_RULESET_CACHE_TIMEOUT = env.get_int("TURNOUT_RULESET_CACHE_TIMEOUT", 24 * 3600)
+TURNOUT_WORKER_METRICS_PORT = env.get_int("TURNOUT_WORKER_METRICS_PORT", 0)
+TURNOUT_WORKER_METRICS_ADDR = env.get("TURNOUT_WORKER_METRICS_ADDR", "127.0.0.1")

@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common import views as common_views
+from common.metrics import metrics_view
 
 api_v1: list[URLPattern | URLResolver] = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -17,7 +18,7 @@ urlpatterns = [
     path("", common_views.home, name="home"),
     path("login/", common_views.ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("healthz", common_views.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),  # /healthz and /readyz: common.health
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("ofrep/v1/", include("rollout.ofrep_urls")),

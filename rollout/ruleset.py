@@ -16,6 +16,7 @@ from typing import Any
 from django.core.cache import cache
 
 from cohorts.models import Cohort, CohortMember, MemberKind
+from common import metrics
 from common.conf import get_setting
 from rollout.models import Environment, FlagState
 
@@ -108,6 +109,7 @@ def _build_and_cache(environment_id: int, env_key: str, version: int) -> BuiltRu
             if body is not None:
                 return BuiltRuleset(env_key, version, body)
     try:
+        started = time.perf_counter()
         for _ in range(5):
             env = Environment.objects.get(pk=environment_id)
             doc = build_document(env)
@@ -118,6 +120,7 @@ def _build_and_cache(environment_id: int, env_key: str, version: int) -> BuiltRu
         body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         built = BuiltRuleset(env.key, env.ruleset_version, body)
         cache.set(_cache_key(env.key, env.ruleset_version), body, timeout=get_setting("RULESET_CACHE_TIMEOUT"))
+        metrics.record_ruleset_build(environment=env.key, seconds=time.perf_counter() - started)
         logger.info("ruleset.built", extra={"environment": env.key, "version": env.ruleset_version,
                                             "bytes": len(body), "flags": len(doc["flags"])})
         return built

@@ -37,6 +37,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, Polymorphic
 from rest_framework import serializers
 from turnout.types import Decision, ErrorCode, Reason
 
+from common import metrics
 from common.auth import SdkPrincipal
 from common.schema import ScalarField
 from rollout.api.lean import (
@@ -233,7 +234,9 @@ def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
     try:
         targeting_key, attributes, _ = _context(_read(request))
         compiled = _ruleset(principal, version)
-        item = evaluation(compiled.ruleset.decide(key, targeting_key, attributes), compiled)
+        decision = compiled.ruleset.decide(key, targeting_key, attributes)
+        metrics.record_evaluation(api="ofrep", environment=compiled.environment, reason=str(decision.reason))
+        item = evaluation(decision, compiled)
     except OfrepError as exc:
         if exc.key is None and exc.status == 400:
             exc.key = key
@@ -288,8 +291,9 @@ def evaluate_flags(request: HttpRequest) -> HttpResponse:
             response["ETag"] = etag
             return response
         decide = compiled.ruleset.decide
-        flags = [evaluation(decide(flag, targeting_key, attributes), compiled)
-                 for flag in sorted(compiled.ruleset.flag_keys)]
+        decisions = [decide(flag, targeting_key, attributes) for flag in sorted(compiled.ruleset.flag_keys)]
+        metrics.record_decisions(api="ofrep_bulk", environment=compiled.environment, decisions=decisions)
+        flags = [evaluation(decision, compiled) for decision in decisions]
     except OfrepError as exc:
         return _failure(exc)
     except Exception:

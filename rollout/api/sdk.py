@@ -14,6 +14,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 from turnout.types import Reason
 
+from common import metrics as prometheus
 from common.auth import SdkKeyAuthentication, SdkPrincipal
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES, AttributeValueField
@@ -163,7 +164,9 @@ def evaluate(request: HttpRequest) -> HttpResponse:
     compiled = compiled_ruleset(principal.environment_id, environment=principal.environment, version=version)
     if compiled is None:
         return _not_ready()
-    return json_response(decision_body(compiled.ruleset.decide(flag, key, attributes)))
+    decision = compiled.ruleset.decide(flag, key, attributes)
+    prometheus.record_evaluation(api="evaluate", environment=compiled.environment, reason=str(decision.reason))
+    return json_response(decision_body(decision))
 
 
 @described({"POST": {
@@ -191,7 +194,9 @@ def evaluate_bulk(request: HttpRequest) -> HttpResponse:
     if compiled is None:
         return _not_ready()
     decide = compiled.ruleset.decide
-    flags = {flag: decision_body(decide(flag, key, attributes)) for flag in sorted(compiled.ruleset.flag_keys)}
+    decisions = {flag: decide(flag, key, attributes) for flag in sorted(compiled.ruleset.flag_keys)}
+    prometheus.record_decisions(api="evaluate_bulk", environment=compiled.environment, decisions=decisions.values())
+    flags = {flag: decision_body(decision) for flag, decision in decisions.items()}
     return json_response({"environment": compiled.environment, "version": compiled.version, "flags": flags})
 
 
@@ -216,6 +221,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
     try:
         batch = parse_batch(read_json(request, max_bytes=get_setting("METRICS_MAX_BODY")))
     except BadRequest as exc:
+        prometheus.record_sdk_report(environment=principal.environment, outcome="rejected")
         return bad_request(exc)
     metrics_record(environment_id=principal.environment_id, batch=batch)
+    prometheus.record_sdk_report(environment=principal.environment, outcome="accepted")
     return json_response({"accepted": True}, status=202)

@@ -8,13 +8,16 @@ reconnection rules are in docs/sdk-protocol.md.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
+from common import metrics
 from common.auth import bearer, sdk_principal
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES
@@ -22,7 +25,25 @@ from rollout.api.lean import authenticate, described, throttled, unauthorized
 from rollout.broadcast import Subscription, broadcaster
 from rollout.ruleset import current_version
 
+T = TypeVar("T")
+
 KEEP_ALIVE = b": keep-alive\n\n"
+
+
+def _releasing(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` for ``sync_to_async``, giving its database connection back as soon as it returns: a
+    stream lives for hours and must not hold a connection (a pool slot) while it waits, or a few
+    hundred idle streams exhaust the pool or PostgreSQL itself."""
+
+    def run(*args: Any) -> T:
+        try:
+            return fn(*args)
+        finally:
+            for connection in connections.all(initialized_only=True):
+                if not connection.in_atomic_block:  # (a test's transaction is left alone)
+                    connection.close()
+
+    return run
 
 
 def ruleset_event(environment: str, version: int) -> bytes:
@@ -33,19 +54,21 @@ def ruleset_event(environment: str, version: int) -> bytes:
 async def _events(sub: Subscription, environment: str, version: int, secret: str | None) -> AsyncIterator[bytes]:
     heartbeat = float(get_setting("STREAM_HEARTBEAT_SECONDS"))
     try:
-        # The reconnection delay a client should use, then the version it must hold now.
-        yield b"retry: 1000\n\n" + ruleset_event(environment, version)
-        last = version
-        while True:
-            newer = await sub.wait(heartbeat)
-            if newer is None:
-                # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
-                if await sync_to_async(sdk_principal)(secret) is None:
-                    return
-                yield KEEP_ALIVE
-            elif newer > last:
-                last = newer
-                yield ruleset_event(environment, newer)
+        with metrics.stream_connection(environment):
+            # The reconnection delay a client should use, then the version it must hold now.
+            yield b"retry: 1000\n\n" + ruleset_event(environment, version)
+            last = version
+            while True:
+                newer = await sub.wait(heartbeat)
+                if newer is None:
+                    # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
+                    if await sync_to_async(_releasing(sdk_principal))(secret) is None:
+                        return
+                    yield KEEP_ALIVE
+                elif newer > last:
+                    last = newer
+                    metrics.record_stream_event(environment=environment)
+                    yield ruleset_event(environment, newer)
     finally:  # the client went away (the ASGI handler cancels us) or the key was revoked
         broadcaster.unsubscribe(sub)
 
@@ -61,14 +84,14 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
     "tags": ["sdk"],
 }})
 async def stream(request: HttpRequest) -> HttpResponse:
-    result = await sync_to_async(authenticate)(request)
+    result = await sync_to_async(_releasing(authenticate))(request)
     if result is None:
         return unauthorized()
     if isinstance(result, float):
         return throttled(result)
     # Subscribe first, then read the version: a change committed in between is still delivered.
     sub = broadcaster.subscribe(result.environment)
-    current = await sync_to_async(current_version)(result.environment_id)
+    current = await sync_to_async(_releasing(current_version))(result.environment_id)
     if current is None:
         broadcaster.unsubscribe(sub)
         return unauthorized()

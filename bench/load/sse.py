@@ -1,0 +1,91 @@
+"""SSE fan-out: hold N idle ``/api/v1/sdk/stream`` connections and time each change's arrival on each.
+
+Raw asyncio connections (no HTTP library): one coroutine per stream reads lines and stamps the
+monotonic time at which it sees each ``id: <version>``; the change is made in this process, so the
+two clocks are the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.seen: dict[int, float] = {}
+        self.first = asyncio.Event()
+        self.error: str | None = None
+
+
+async def _hold(port: int, key: str, stream: Stream, stop: asyncio.Event) -> None:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 16)
+        writer.write((f"GET /api/v1/sdk/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n").encode())
+        await writer.drain()
+        status = await reader.readline()
+        if b" 200 " not in status:
+            stream.error = status.decode(errors="replace").strip() or "no status line"
+            stream.first.set()
+            return
+        while await reader.readline() not in (b"\r\n", b""):
+            pass
+        while not stop.is_set():
+            line = await reader.readline()
+            if not line:
+                stream.error = stream.error or "closed by the server"
+                break
+            if line.startswith(b"id:"):
+                stream.seen[int(line[3:].strip())] = time.monotonic()
+                stream.first.set()
+        writer.close()
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        stream.error = f"{type(exc).__name__}: {exc}"
+        stream.first.set()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+async def fan_out(*, port: int, key: str, streams: int, changes: int,
+                  change: Callable[[int], int]) -> dict[str, Any]:
+    stop = asyncio.Event()
+    held = [Stream() for _ in range(streams)]
+    start = time.monotonic()
+    tasks = []
+    for i, stream in enumerate(held):
+        tasks.append(asyncio.create_task(_hold(port, key, stream, stop)))
+        if i % 100 == 99:
+            await asyncio.sleep(0.05)  # connect in waves, as SDKs starting up would
+    await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in held)), timeout=120)
+    connect_s = time.monotonic() - start
+    errors = [s.error for s in held if s.error]
+    per_change: list[dict[str, Any]] = []
+    all_delays: list[float] = []
+    await asyncio.sleep(2)
+    for i in range(changes):
+        t0 = time.monotonic()
+        version = await asyncio.to_thread(change, i)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(version not in s.seen for s in held if not s.error):
+            await asyncio.sleep(0.01)
+        delays = [(s.seen[version] - t0) * 1000 for s in held if version in s.seen]
+        all_delays += delays
+        per_change.append({"version": version, "reached": len(delays), "p50_ms": _pct(delays, 50),
+                           "p95_ms": _pct(delays, 95), "max_ms": max(delays) if delays else float("nan")})
+        await asyncio.sleep(1)
+    versions = [c["version"] for c in per_change]
+    complete = sum(1 for s in held if all(v in s.seen for v in versions))
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"streams": streams, "connect_s": connect_s, "connect_errors": len(errors),
+            "error_samples": sorted(set(errors))[:5], "changes": per_change, "complete": complete,
+            "p50_ms": _pct(all_delays, 50), "p95_ms": _pct(all_delays, 95),
+            "max_ms": max(all_delays) if all_delays else float("nan")}

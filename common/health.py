@@ -1,0 +1,130 @@
+"""Health checks for process managers and load balancers.
+
+- ``GET /healthz`` — liveness: the process answers (no dependency is touched, so a database outage
+  never makes a supervisor restart healthy web processes).
+- ``GET /readyz`` — readiness: the database answers a query and, when ``REDIS_URL`` is set, Redis
+  answers a PING; ``503`` with the failing check named otherwise, so a load balancer stops sending
+  traffic to a process that cannot serve it.
+
+Both are answered by ``HealthCheckMiddleware``, first in the chain, before host validation and the
+HTTPS redirect: probes come over plain HTTP with whatever ``Host`` the prober uses (a pod IP, say).
+They carry no data, take no input, and are not logged per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.db import connections
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger("turnout.health")
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+def check_database() -> None:
+    connection = connections["default"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def check_redis() -> None:
+    import redis
+
+    client = _redis_client(str(settings.REDIS_URL))
+    if not client.ping():
+        raise redis.RedisError("PING was not answered")
+
+
+_clients: dict[str, Any] = {}
+
+
+def _redis_client(url: str) -> Any:
+    client = _clients.get(url)
+    if client is None:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=CHECK_TIMEOUT_SECONDS,
+                                      socket_connect_timeout=CHECK_TIMEOUT_SECONDS)
+        _clients[url] = client
+    return client
+
+
+def readiness() -> tuple[bool, dict[str, str]]:
+    """Runs every check; ``(all ok, {check: "ok" | error})``. Errors are logged, not raised."""
+    checks: list[tuple[str, Callable[[], None]]] = [("database", check_database)]
+    if getattr(settings, "REDIS_URL", None):
+        checks.append(("redis", check_redis))
+    results: dict[str, str] = {}
+    for name, check in checks:
+        start = time.perf_counter()
+        try:
+            check()
+        except Exception as exc:
+            results[name] = f"error: {type(exc).__name__}"
+            logger.warning("health.check_failed", extra={"check": name, "error": str(exc)[:200],
+                                                         "ms": round((time.perf_counter() - start) * 1000, 1)})
+        else:
+            results[name] = "ok"
+    if "database" in results:
+        # A failed check can leave the connection unusable; let Django replace it on the next request.
+        connections["default"].close_if_unusable_or_obsolete()
+    return all(value == "ok" for value in results.values()), results
+
+
+def _liveness() -> HttpResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _readiness_response() -> HttpResponse:
+    ok, results = readiness()
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": results}, status=200 if ok else 503)
+
+
+class HealthCheckMiddleware:
+    """Answers ``/healthz`` and ``/readyz`` before anything else runs (see the module docstring)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    @staticmethod
+    def _which(request: HttpRequest) -> str | None:
+        if request.method not in ("GET", "HEAD"):
+            return None
+        if request.path == "/healthz":
+            return "live"
+        if request.path == "/readyz":
+            return "ready"
+        return None
+
+    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        which = self._which(request)
+        if which == "live":
+            return _liveness()
+        if which == "ready":
+            return _readiness_response()
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        which = self._which(request)
+        if which == "live":
+            return _liveness()
+        if which == "ready":
+            # Database calls are synchronous: run them like a sync view (the request's thread, whose
+            # connection Django closes or keeps at the end of the request as usual).
+            return await sync_to_async(_readiness_response)()
+        return await self.get_response(request)  # type: ignore[misc]
