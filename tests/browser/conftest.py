@@ -1,4 +1,4 @@
-"""Browser tests: Playwright for Python driving the system's Chromium against a real Turnout process.
+"""Browser tests: Playwright for Python driving the system's Chromium against a live Turnout server.
 
 Playwright's own browser download is not used: tests launch ``TURNOUT_CHROMIUM`` (default
 /usr/bin/chromium). Without it they skip — or fail under TURNOUT_REQUIRE_SERVICES=1, as in CI.
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, service_missing
+from tests.conftest import ROOT, service_missing
 
 CHROMIUM = os.environ.get("TURNOUT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -43,12 +43,8 @@ def browser() -> Iterator[Any]:
 class Site:
     """The running server plus the people who use it."""
 
-    server: ServerProcess
+    url: str
     browser: Any
-
-    @property
-    def url(self) -> str:
-        return self.server.url
 
     def new_page(self) -> Any:
         context = self.browser.new_context(viewport=VIEWPORT, accept_downloads=True)
@@ -112,9 +108,10 @@ def people(transactional_db: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def site(browser: Any, server_process: ServerProcess, people: dict[str, Any]) -> Iterator[Site]:
-    server_process.start()
-    yield Site(server=server_process, browser=browser)
+def site(browser: Any, live_server: Any, people: dict[str, Any]) -> Iterator[Site]:
+    """pytest-django's live server (one for the session, threaded, static files served) on the
+    test database; each test's data is committed (transactional) and flushed afterwards."""
+    yield Site(url=live_server.url, browser=browser)
     for context in list(browser.contexts):
         context.close()
 
