@@ -12,7 +12,7 @@ from django import forms
 from django.urls import reverse
 
 from cohorts.models import MemberKind
-from cohorts.services import MAX_MEMBERS_PER_REQUEST, MAX_SUBJECT_LENGTH
+from cohorts.services import MAX_MEMBERS_PER_REQUEST, subject_problem
 from rollout.forms import ServiceForm
 
 HEADER_NAMES = {"subject", "key", "member", "subject_key", "id"}
@@ -139,10 +139,9 @@ def parse_member_csv(data: bytes) -> ParsedMembers:
                 continue
             result.rows += 1
             subject = cells[0]
-            if not subject:
-                bad(line, "empty subject key in the first column")
-            elif len(subject) > MAX_SUBJECT_LENGTH:
-                bad(line, f"subject key longer than {MAX_SUBJECT_LENGTH} characters")
+            problem = subject_problem(subject) if subject else "empty subject key in the first column"
+            if problem:
+                bad(line, problem)
             elif any(cells[1:]):
                 bad(line, "more than one column; put one subject key per line")
             elif subject not in seen:

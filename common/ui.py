@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from common.actors import Actor
 from common.errors import Conflict, ServiceError
-from common.permissions import Capability, can
+from common.permissions import Capability, denial
 
 SESSION_ENV = "turnout_environment"
 # Forms that fail validation answer 422 with the form and its messages; the page's htmx config swaps
@@ -31,9 +31,10 @@ def current_environment(request: HttpRequest, envs: list[Any] | None = None) -> 
 
 
 def require(request: HttpRequest, capability: Capability, *, environment: Any = None) -> None:
-    """403 unless the signed-in user has ``capability`` (the same layer the API uses)."""
-    if not can(request.user, capability, environment=environment):
-        raise PermissionDenied(f"your role cannot {capability.value.replace('_', ' ')}")
+    """403 unless the signed-in user has ``capability``: the API's permission layer, and its words."""
+    reason = denial(request.user, capability, environment=environment)
+    if reason is not None:
+        raise PermissionDenied(reason)
 
 
 def actor(request: HttpRequest) -> Actor:

@@ -126,7 +126,7 @@ def test_cohort__created_with_rules_and_uploaded_members__test_a_subject_explain
     upload = page.locator("#upload")
     expect(upload).to_contain_text("Nothing was imported")
     expect(upload).to_contain_text("line 4: more than one column")
-    expect(upload).to_contain_text("line 5: subject key longer than 255 characters")
+    expect(upload).to_contain_text("line 5: longer than 255 characters")
     expect(page.locator("#members")).to_contain_text("0 included")
 
     # Many rows: upload progress, then all rows in one all-or-nothing import (100,000 rows: tests/cohorts).

@@ -25,7 +25,7 @@ def test_parse_member_csv__bad_rows__each_named_by_line() -> None:
     parsed = parse_member_csv(b'subject\nt-1\n\n"t-2",x\n' + b"y" * 256 + b"\nt-1\n")
     assert parsed.subjects == ["t-1"]
     assert parsed.errors == ["line 4: more than one column; put one subject key per line",
-                             "line 5: subject key longer than 255 characters"]
+                             "line 5: longer than 255 characters"]
     assert parsed.bad_rows == 2
 
 
