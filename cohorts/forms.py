@@ -55,7 +55,7 @@ class CohortForm(ServiceForm):
         super().__init__(*args, **kwargs)
         # Immediate validation while typing: the engine checks the rules and says which part is wrong.
         self.fields["rules"].widget.attrs.update({
-            "hx-post": reverse("cohort-validate-rules"), "hx-trigger": "input changed delay:400ms",
+            "hx-post": reverse("ui:cohort-validate-rules"), "hx-trigger": "input changed delay:400ms",
             "hx-target": "#rules-feedback", "hx-swap": "outerHTML",
             "aria-describedby": "id_rules_helptext rules-feedback",
         })

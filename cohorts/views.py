@@ -55,7 +55,7 @@ def cohort_create(request: HttpRequest) -> HttpResponse:
             form.add_service_error(exc)
         else:
             messages.success(request, f"Cohort “{cohort.name}” created. Upload its members below.")
-            url = reverse("cohort-detail", args=[cohort.key])
+            url = reverse("ui:cohort-detail", args=[cohort.key])
             return HttpResponseClientRedirect(url) if request.htmx else HttpResponseRedirect(url)
     return render(request, "cohorts/cohort_form.html", {"form": form}, status=INVALID if form.errors else 200)
 
@@ -124,7 +124,7 @@ def cohort_update(request: HttpRequest, key: str) -> HttpResponse:
             form.add_service_error(exc)
         else:
             messages.success(request, "Cohort saved.")
-            url = reverse("cohort-detail", args=[key])
+            url = reverse("ui:cohort-detail", args=[key])
             return HttpResponseClientRedirect(url) if request.htmx else HttpResponseRedirect(url)
     context = _detail_context(request, cohort, edit_form=form)
     template = "cohorts/cohort_detail.html#cohort-edit" if request.htmx else "cohorts/cohort_detail.html"
@@ -164,7 +164,7 @@ def member_upload(request: HttpRequest, key: str) -> HttpResponse:
     if not request.htmx:
         if status == 200:
             messages.success(request, _import_summary(result))
-            return HttpResponseRedirect(reverse("cohort-detail", args=[key]))
+            return HttpResponseRedirect(reverse("ui:cohort-detail", args=[key]))
         return render(request, "cohorts/cohort_detail.html", context, status=status)
     response = render(request, "cohorts/cohort_detail.html#upload", context, status=status)
     if status == 200:
@@ -199,7 +199,7 @@ def member_remove(request: HttpRequest, key: str) -> HttpResponse:
     if not request.htmx:
         if status == 200:
             messages.success(request, notice)
-        return HttpResponseRedirect(reverse("cohort-detail", args=[key]))
+        return HttpResponseRedirect(reverse("ui:cohort-detail", args=[key]))
     context = _detail_context(request, cohort, remove_form=form, remove_notice=notice)
     response = render(request, "cohorts/cohort_detail.html#remove", context, status=status)
     if status == 200:

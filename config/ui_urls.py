@@ -7,6 +7,9 @@ from cohorts import views as cohort_views
 from common import views as common_views
 from rollout import views as rollout_views
 
+# Names live under "ui:" (the management API names its routes flag-detail, cohort-list, ...).
+app_name = "ui"
+
 urlpatterns = [
     path("", rollout_views.dashboard, name="home"),
     path("environment/", common_views.switch_environment, name="switch-environment"),

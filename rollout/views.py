@@ -72,7 +72,7 @@ def workload_create(request: HttpRequest) -> HttpResponse:
             form.add_service_error(exc)
         else:
             messages.success(request, f"Workload “{workload.name}” created. Add its flag next.")
-            return _redirect(request, reverse("workload-detail", args=[workload.key]))
+            return _redirect(request, reverse("ui:workload-detail", args=[workload.key]))
     return render(request, "rollout/workload_form.html", {"form": form}, status=INVALID if form.errors else 200)
 
 
@@ -115,7 +115,7 @@ def workload_update(request: HttpRequest, key: str) -> HttpResponse:
             form.add_service_error(exc)
         else:
             messages.success(request, "Workload saved.")
-            return _redirect(request, reverse("workload-detail", args=[key]))
+            return _redirect(request, reverse("ui:workload-detail", args=[key]))
     context = _workload_context(request, workload, edit_form=form)
     template = "rollout/workload_detail.html#workload-edit" if request.htmx else "rollout/workload_detail.html"
     return render(request, template, context, status=INVALID)
@@ -138,7 +138,7 @@ def flag_create(request: HttpRequest) -> HttpResponse:
             form.add_service_error(exc)
         else:
             messages.success(request, f"Flag “{flag.key}” created: off in every environment until you start it.")
-            return _redirect(request, reverse("flag-detail", args=[flag.key]))
+            return _redirect(request, reverse("ui:flag-detail", args=[flag.key]))
     return render(request, "rollout/flag_form.html", {"form": form}, status=INVALID if form.errors else 200)
 
 
@@ -195,7 +195,7 @@ def _render_card(request: HttpRequest, key: str, env: str, *, status: int = 200,
             messages.success(request, extra["message"])
         elif extra.get("error"):
             messages.error(request, extra["error"])
-        return HttpResponseRedirect(reverse("flag-detail", args=[key]) + f"#state-{env}")
+        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"#state-{env}")
     return render(request, "rollout/flag_detail.html#state-card", context, status=status)
 
 
@@ -205,7 +205,7 @@ def state_card(request: HttpRequest, key: str, env: str) -> HttpResponse:
     """The live state card (polled by the flag page)."""
     require(request, Capability.READ)
     if not request.htmx:
-        return HttpResponseRedirect(reverse("flag-detail", args=[key]) + f"#state-{env}")
+        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"#state-{env}")
     return _render_card(request, key, env)
 
 
