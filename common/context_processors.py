@@ -15,9 +15,12 @@ def shell(request: HttpRequest) -> dict[str, Any]:
     if user is None or not user.is_authenticated:
         return {}
     envs = environments()
+    role = primary_role(user)
     return {
         "environments": envs,
         "current_env": current_environment(request, envs),
-        "role": primary_role(user),
+        "role": role,
+        # Compliance reviewers get the audit tools only (they may still open what an event links to).
+        "audit_only": role == "compliance",
         "may": {cap.value: can(user, cap) for cap in Capability},
     }

@@ -20,7 +20,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from cohorts.models import Cohort
 from common.errors import ServiceError
-from common.permissions import Capability, can
+from common.permissions import Capability, can, primary_role
 from common.ui import INVALID, actor, current_environment, error_status, require
 from rollout import dashboard as selectors
 from rollout.forms import (
@@ -46,6 +46,8 @@ from rollout.services import workloads as workload_services
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     require(request, Capability.READ)
+    if primary_role(request.user) == "compliance":  # reviewers land on their tools
+        return HttpResponseRedirect(reverse("ui:audit-log"))
     filters = {name: request.GET.get(name, "").strip() for name in ("q", "risk", "phase", "status", "environment")}
     envs, rows = selectors.dashboard_rows(**filters)
     context = {

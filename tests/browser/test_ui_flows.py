@@ -55,8 +55,12 @@ def test_login__each_role__shell_shows_user_role_and_navigation(site: Site) -> N
 
     page = site.session_for("cora")
     expect(page.locator(".who .badge")).to_have_text("compliance")
-    expect(page.get_by_role("navigation", name="Main").get_by_role("link", name="Keys")).to_have_count(0)
-    expect(page.get_by_role("link", name="New workload")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Audit")).to_be_visible()
+    for link in ("Dashboard", "Cohorts", "Keys"):
+        expect(nav.get_by_role("link", name=link)).to_have_count(0)
+    expect(page.get_by_role("button", name="Export CSV")).to_be_visible()
 
 
 def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environment(site: Site) -> None:
