@@ -60,7 +60,6 @@ def test_login__each_role__shell_shows_user_role_and_navigation(site: Site) -> N
     expect(nav.get_by_role("link", name="Audit")).to_be_visible()
     for link in ("Dashboard", "Cohorts", "Keys"):
         expect(nav.get_by_role("link", name=link)).to_have_count(0)
-    expect(page.get_by_role("button", name="Export CSV")).to_be_visible()
 
 
 def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environment(site: Site) -> None:
