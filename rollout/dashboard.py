@@ -110,3 +110,33 @@ def flag_state(flag_key: str, env_key: str) -> FlagState | None:
 def share_moving(old: Any, new: Any) -> float:
     """Percentage points of subjects that change path when the split goes from ``old`` to ``new``."""
     return abs(float(new) - float(old))
+
+
+def exposure_impact(state: FlagState, new: Any, *, hours: int = 24) -> dict[str, int] | None:
+    """From the last ``hours`` of traffic SDKs reported: how many calls would have taken the other path.
+
+    Raising the split moves that share of the calls the split kept on legacy; lowering it, that share
+    of the ones it sent to parallel (cohorts and overrides do not move). Calls, not distinct subjects:
+    SDKs report counts. ``None`` when nothing was reported.
+    """
+    from datetime import timedelta
+
+    from django.db.models import Sum
+    from django.utils import timezone
+
+    from rollout.models import MetricMinute
+
+    since = timezone.now() - timedelta(hours=hours)
+    calls = dict(
+        MetricMinute.objects.filter(environment_id=state.environment_id, flag_key=state.flag.key, minute__gte=since)
+        .values_list("path").annotate(n=Sum("calls")).values_list("path", "n")
+    )
+    legacy, parallel = int(calls.get("legacy") or 0), int(calls.get("parallel") or 0)
+    if legacy + parallel == 0:
+        return None
+    old, new_value = float(state.percentage), float(new)
+    if new_value > old:
+        moving = legacy * (new_value - old) / (100 - old) if old < 100 else 0.0
+    else:
+        moving = parallel * (old - new_value) / old if old > 0 else 0.0
+    return {"seen": legacy + parallel, "affected": round(moving), "hours": hours}

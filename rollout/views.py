@@ -301,6 +301,7 @@ def state_impact(request: HttpRequest, key: str, env: str) -> HttpResponse:
     return render(request, "rollout/flag_detail.html#impact", {
         "state": state, "new": new, "moving": selectors.share_moving(state.percentage, new),
         "direction": "parallel" if new > state.percentage else "legacy",
+        "exposure": selectors.exposure_impact(state, new) if state.enabled else None,
     })
 
 

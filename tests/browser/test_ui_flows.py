@@ -16,13 +16,13 @@ pytestmark = pytest.mark.browser
 ROWS = 20_000
 
 
-def _live_flag(*, percentage: int = 100, environment: str = "staging") -> None:
+def _live_flag(*, percentage: int = 100, environment: str = "staging", risk: str = "high") -> None:
     from common.actors import Actor
     from rollout.services.flags import flag_create, flag_state_update
     from rollout.services.workloads import workload_create
 
     seed = Actor.system("test")
-    workload_create(actor=seed, key="invoice-engine", name="Invoice engine", risk="high", phase="transition",
+    workload_create(actor=seed, key="invoice-engine", name="Invoice engine", risk=risk, phase="transition",
                     owner="billing-team")
     flag_create(actor=seed, key="invoice-engine", workload="invoice-engine", bucket_by="tenant_id",
                 description="Generate invoices with the new invoice service.")
@@ -31,13 +31,18 @@ def _live_flag(*, percentage: int = 100, environment: str = "staging") -> None:
 
 
 def _sdk_decision(site: Site, sdk_key: str, subject: str, attributes: dict[str, Any]) -> tuple[str, str]:
-    """What an SDK decides: the served ruleset, evaluated by the one engine."""
+    """What an SDK decides — locally on the ruleset it downloads, and through the evaluation API;
+    both must agree."""
     from turnout.engine import evaluate
 
-    response = httpx.get(f"{site.url}/api/v1/sdk/ruleset", headers={"Authorization": f"Bearer {sdk_key}"})
+    auth = {"Authorization": f"Bearer {sdk_key}"}
+    response = httpx.get(f"{site.url}/api/v1/sdk/ruleset", headers=auth)
     assert response.status_code == 200
-    decision = evaluate(response.json(), "invoice-engine", subject, attributes)
-    return str(decision.path), str(decision.reason)
+    local = evaluate(response.json(), "invoice-engine", subject, attributes)
+    remote = httpx.post(f"{site.url}/api/v1/sdk/evaluate", headers=auth, json={
+        "flag": "invoice-engine", "context": {"key": subject, "attributes": attributes}}).json()
+    assert (remote["path"], remote["reason"]) == (str(local.path), str(local.reason))
+    return str(local.path), str(local.reason)
 
 
 def test_login__each_role__shell_shows_user_role_and_navigation(site: Site) -> None:
@@ -251,3 +256,42 @@ def test_audit__filtered_by_action_and_actor__shows_diff_and_history(site: Site)
     screenshot(page, "audit")
     page.locator("#event-table").get_by_role("link", name="invoice-engine@staging").first.click()
     expect(page.get_by_role("heading", name="History of flag_state invoice-engine@staging")).to_be_visible()
+
+
+def _sdk_traffic(site: Site, environment: str = "staging", calls: int = 400) -> None:
+    """Real traffic through the ``turnout`` SDK: decisions, shadow comparisons, failures on the
+    parallel path, and the metrics batch it reports (then the roll-up beat would run)."""
+    import turnout
+
+    from common.actors import Actor
+    from rollout.services.keys import sdk_key_create
+    from rollout.services.metrics import metrics_rollup
+
+    _, secret = sdk_key_create(actor=Actor.system("test"), environment=environment, name="simulator")
+    client = turnout.Turnout(site.url, secret, stream=False, flush_interval=3600)
+    try:
+        for n in range(calls):
+            def parallel(n: int = n) -> int:
+                if n % 25 == 0:
+                    raise RuntimeError("the parallel path failed")
+                return n + (1 if n % 40 == 1 else 0)
+
+            client.run("invoice-engine", f"user-{n}", {"tenant_id": f"t-{n % 60}"}, legacy=lambda n=n: n,
+                       parallel=parallel)
+        assert client.flush()
+    finally:
+        client.close()
+    metrics_rollup(include_open=True)
+
+
+def test_impact_preview__traffic_reported_by_the_sdk__calls_that_would_switch(site: Site) -> None:
+    _live_flag(percentage=20, risk="medium")
+    _sdk_traffic(site)
+    page = site.session_for("eddie")
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    card = page.locator("#state-staging")
+    card.get_by_text("Change the percentage").click()
+    card.get_by_label("Parallel percentage").fill("60")
+    impact = card.locator(".impact")
+    expect(impact).to_contain_text("20% → 60%: about 40% of tenant_id values switch to parallel")
+    expect(impact).to_contain_text(re.compile(r"In the last 24 h that is about \d+ of the 400 calls SDKs reported"))
