@@ -107,7 +107,6 @@ def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environ
     expect(production.get_by_text("Change the percentage")).to_have_count(0)
     page.goto(f"{site.url}/")
     expect(page.get_by_role("row", name=re.compile("Invoice engine"))).to_contain_text("flag_state.updated")
-    screenshot(page, "dashboard")
 
 
 def test_cohort__created_with_rules_and_uploaded_members__test_a_subject_explains(site: Site, tmp_path: Any) -> None:
@@ -155,7 +154,7 @@ def test_cohort__created_with_rules_and_uploaded_members__test_a_subject_explain
     tester.get_by_role("button", name="Test").click()
     expect(tester.get_by_role("status")).to_contain_text("Not in the cohort")
     expect(tester.get_by_role("status")).to_contain_text("rules.all[0] (country in")
-    screenshot(page, "cohort")
+    screenshot(page, "cohort-upload")
 
 
 def test_kill_switch__confirmed_with_the_keyboard__card_and_sdk_decision_change(site: Site) -> None:
@@ -194,7 +193,7 @@ def test_kill_switch__confirmed_with_the_keyboard__card_and_sdk_decision_change(
     expect(card.get_by_role("status")).to_contain_text("Killed: every subject takes legacy in Staging.")
     expect(card.get_by_role("button", name="Undo: resume")).to_be_visible()
     assert _sdk_decision(site, sdk_key, "user-1", {"tenant_id": "t-1"}) == ("legacy", "DISABLED")
-    screenshot(page, "flag")
+    screenshot(page, "kill-switch")
 
     card.get_by_role("button", name="Undo: resume").click()
     expect(card.locator(".state-status")).to_have_text("live")
@@ -253,9 +252,9 @@ def test_audit__filtered_by_action_and_actor__shows_diff_and_history(site: Site)
     expect(page.get_by_text("No event matches these filters.")).to_be_visible()
     page.get_by_role("link", name="Clear").click()
     expect(page.locator("#event-table tbody tr").first).to_be_visible()
-    screenshot(page, "audit")
     page.locator("#event-table").get_by_role("link", name="invoice-engine@staging").first.click()
     expect(page.get_by_role("heading", name="History of flag_state invoice-engine@staging")).to_be_visible()
+    screenshot(page, "audit-history")
 
 
 def _sdk_traffic(site: Site, environment: str = "staging", calls: int = 400) -> None:
@@ -295,3 +294,23 @@ def test_impact_preview__traffic_reported_by_the_sdk__calls_that_would_switch(si
     impact = card.locator(".impact")
     expect(impact).to_contain_text("20% → 60%: about 40% of tenant_id values switch to parallel")
     expect(impact).to_contain_text(re.compile(r"In the last 24 h that is about \d+ of the 400 calls SDKs reported"))
+
+
+def test_main_pages__demo_data__render_readable_and_screenshotted(site: Site) -> None:
+    """The pages README shows, on the demo data set (rollouts at every phase)."""
+    from rollout.demo import seed_demo
+
+    seed_demo()
+    page = site.session_for("ada")
+    expect(page.get_by_role("row", name=re.compile("Invoice engine"))).to_contain_text("25%")
+    expect(page.get_by_role("row", name=re.compile("Report export"))).to_contain_text("legacy retired")
+    screenshot(page, "dashboard")
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    expect(page.locator("#state-production .big")).to_have_text("25%")
+    screenshot(page, "flag")
+    page.goto(f"{site.url}/cohorts/pilot-eu/")
+    expect(page.locator("#members")).to_contain_text("2 included")
+    screenshot(page, "cohort")
+    page.goto(f"{site.url}/audit/")
+    expect(page.locator("#event-table tbody tr").first).to_be_visible()
+    screenshot(page, "audit")
