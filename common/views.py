@@ -5,20 +5,27 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from common.ui import SESSION_ENV
 
 
-@require_GET
+@require_POST
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
-    from rollout.models import Environment, Workload
+def switch_environment(request: HttpRequest) -> HttpResponse:
+    """The environment switcher: remembered in the session, then back to the page it was used on."""
+    from rollout.models import Environment
 
-    return render(request, "home.html", {
-        "workloads": Workload.objects.prefetch_related("flags"),
-        "environments": Environment.objects.all(),
-    })
+    key = request.POST.get("environment", "")
+    if Environment.objects.filter(key=key).exists():
+        request.session[SESSION_ENV] = key
+    target = request.POST.get("next", "/")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = "/"
+    return HttpResponseRedirect(target)
 
 
 class ThrottledLoginView(LoginView):

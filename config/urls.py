@@ -15,7 +15,7 @@ api_v1: list[URLPattern | URLResolver] = [
 ]
 
 urlpatterns = [
-    path("", common_views.home, name="home"),
+    path("", include("config.ui_urls")),
     path("login/", common_views.ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("metrics", metrics_view, name="metrics"),  # /healthz and /readyz: common.health

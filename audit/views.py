@@ -1,0 +1,161 @@
+"""The web UI for the audit log: filters, before/after diffs, per-object history, exports with
+progress, chain verification. Exports and verification are the audit app's own services
+(``audit.services.audit_export_create``, ``audit.exports``, ``audit.verify``); the filters are the
+same names and meanings as the events API and exports use (``audit.filters``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from audit.exports import CONTENT_TYPES, ExportStats, build_manifest, file_name, stream_export
+from audit.filters import FILTER_NAMES
+from audit.models import AuditChainHead, AuditEvent, AuditExport, ExportStatus
+from audit.services import audit_export_create, audit_export_finish
+from audit.verify import verify_chain
+from common.errors import ServiceError
+from common.permissions import Capability, can
+from common.ui import actor, require
+
+PAGE_SIZE = 50
+
+
+def _choices(field: str) -> list[tuple[str, str]]:
+    values = AuditEvent.objects.order_by(field).values_list(field, flat=True).distinct()
+    return [(v, v) for v in values if v]
+
+
+class AuditLogFilter(django_filters.FilterSet):
+    """The page's filters: the audit API's names and exact meanings (so an export holds what the page
+    shows), with choices for the person picking them."""
+
+    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte", label="From",
+                                             widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt", label="Until",
+                                             widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    actor = django_filters.ChoiceFilter(choices=(), empty_label="Anyone", label="Actor")
+    action = django_filters.ChoiceFilter(choices=(), empty_label="Any action")
+    object_type = django_filters.ChoiceFilter(choices=(), empty_label="Any object", label="Object type")
+    object_key = django_filters.CharFilter(label="Object key", widget=forms.TextInput(attrs={"type": "search"}))
+    environment = django_filters.ChoiceFilter(choices=(), empty_label="Any environment")
+
+    class Meta:
+        model = AuditEvent
+        fields: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("actor", "action", "object_type", "environment"):
+            self.filters[name].extra["choices"] = _choices(name)
+
+
+@require_GET
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    require(request, Capability.READ)
+    params = request.GET.copy()
+    # datetime-local inputs send "2026-11-26T10:00"; the filter wants ISO 8601, which that is.
+    event_filter = AuditLogFilter(params, queryset=AuditEvent.objects.order_by("-sequence"))
+    events = event_filter.qs if event_filter.is_valid() else AuditEvent.objects.none()
+    before = request.GET.get("before", "")
+    if before.isdigit():
+        events = events.filter(sequence__lt=int(before))
+    page = list(events[:PAGE_SIZE + 1])
+    more = len(page) > PAGE_SIZE
+    page = page[:PAGE_SIZE]
+    next_params = params.copy()
+    if more:
+        next_params["before"] = str(page[-1].sequence)
+    newest_params = params.copy()
+    newest_params.pop("before", None)
+    context = {
+        "filter": event_filter,
+        "events": page,
+        "more": more,
+        "next_query": next_params.urlencode() if more else "",
+        "newest_query": newest_params.urlencode() if before else "",
+        "filtered": any(v for k, v in request.GET.items() if k != "before"),
+        "may_audit": can(request.user, Capability.AUDIT),
+        "export_filters": [(k, v) for k, v in request.GET.items() if k in FILTER_NAMES and v],
+        "head": AuditChainHead.objects.filter(pk=1).values("sequence", "hash").first(),
+    }
+    template = "audit/audit_log.html#event-table" if request.htmx else "audit/audit_log.html"
+    return render(request, template, context)
+
+
+@require_GET
+@login_required
+def audit_event(request: HttpRequest, sequence: int) -> HttpResponse:
+    require(request, Capability.READ)
+    event = get_object_or_404(AuditEvent, sequence=sequence)
+    template = "audit/audit_event.html#event-diff" if request.htmx else "audit/audit_event.html"
+    return render(request, template, {"event": event})
+
+
+@require_GET
+@login_required
+def object_history(request: HttpRequest, object_type: str, object_key: str) -> HttpResponse:
+    require(request, Capability.READ)
+    events = list(AuditEvent.objects.filter(object_type=object_type, object_key=object_key).order_by("-sequence")[:500])
+    from audit.evidence import SUBJECT_TYPES
+
+    return render(request, "audit/object_history.html", {
+        "object_type": object_type, "object_key": object_key, "events": events,
+        "may_audit": can(request.user, Capability.AUDIT), "evidence": object_type in SUBJECT_TYPES,
+    })
+
+
+@require_POST
+@login_required
+def audit_export(request: HttpRequest) -> HttpResponse:
+    """Export what the page shows: small ranges download at once, large ones run in the background."""
+    require(request, Capability.AUDIT)
+    filters = {name: value for name, value in request.POST.items() if name in FILTER_NAMES and value}
+    try:
+        export = audit_export_create(actor=actor(request), format=request.POST.get("format", ""), filters=filters)
+    except ServiceError as exc:
+        messages.error(request, f"Export refused: {exc.message}")
+        return HttpResponseRedirect(reverse("ui:audit-log"))
+    if export.status == ExportStatus.PENDING:
+        return HttpResponseRedirect(reverse("ui:audit-export-progress", args=[export.pk]))
+    name = file_name(export)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        stats = ExportStats()
+        yield from stream_export(export, stats=stats)
+        audit_export_finish(export_id=export.pk,
+                            manifest=build_manifest(export, [stats.file_entry(name, export.format)], stats))
+
+    response = StreamingHttpResponse(chunks(), content_type=CONTENT_TYPES[export.format])
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["X-Audit-Export-Id"] = str(export.pk)
+    return response
+
+
+@require_GET
+@login_required
+def audit_export_progress(request: HttpRequest, pk: str) -> HttpResponse:
+    """A background export: progress until its file is ready, then the download and its signed manifest."""
+    require(request, Capability.AUDIT)
+    export = get_object_or_404(AuditExport, pk=pk)
+    percent = 100 if export.total == 0 else int(100 * export.done / export.total)
+    context = {"export": export, "percent": percent}
+    template = "audit/export_progress.html#progress" if request.htmx else "audit/export_progress.html"
+    return render(request, template, context)
+
+
+@require_GET
+@login_required
+def audit_verify(request: HttpRequest) -> HttpResponse:
+    """Check the whole hash chain now (constant memory); names the first bad event if any."""
+    require(request, Capability.AUDIT)
+    return render(request, "audit/audit_log.html#verify-result", {"report": verify_chain()})

@@ -1,0 +1,51 @@
+"""The web UI's routes (the API lives under /api/v1/, see config/urls.py)."""
+
+from django.urls import path
+
+from audit import views as audit_views
+from cohorts import views as cohort_views
+from common import views as common_views
+from rollout import views as rollout_views
+
+# Names live under "ui:" (the management API names its routes flag-detail, cohort-list, ...).
+app_name = "ui"
+
+urlpatterns = [
+    path("", rollout_views.dashboard, name="home"),
+    path("environment/", common_views.switch_environment, name="switch-environment"),
+    # Workloads and flags
+    path("workloads/new/", rollout_views.workload_create, name="workload-create"),
+    path("workloads/<str:key>/", rollout_views.workload_detail, name="workload-detail"),
+    path("workloads/<str:key>/edit/", rollout_views.workload_update, name="workload-update"),
+    path("flags/new/", rollout_views.flag_create, name="flag-create"),
+    path("flags/<str:key>/", rollout_views.flag_detail, name="flag-detail"),
+    path("flags/<str:key>/<str:env>/card/", rollout_views.state_card, name="state-card"),
+    path("flags/<str:key>/<str:env>/kill/", rollout_views.state_kill, name="state-kill"),
+    path("flags/<str:key>/<str:env>/resume/", rollout_views.state_resume, name="state-resume"),
+    path("flags/<str:key>/<str:env>/retire/", rollout_views.state_retire, name="state-retire"),
+    path("flags/<str:key>/<str:env>/percentage/", rollout_views.state_percentage, name="state-percentage"),
+    path("flags/<str:key>/<str:env>/impact/", rollout_views.state_impact, name="state-impact"),
+    path("flags/<str:key>/<str:env>/targeting/", rollout_views.state_targeting, name="state-targeting"),
+    # Cohorts
+    path("cohorts/", cohort_views.cohort_list, name="cohort-list"),
+    path("cohorts/new/", cohort_views.cohort_create, name="cohort-create"),
+    path("cohorts/validate-rules/", cohort_views.validate_rules, name="cohort-validate-rules"),
+    path("cohorts/<str:key>/", cohort_views.cohort_detail, name="cohort-detail"),
+    path("cohorts/<str:key>/edit/", cohort_views.cohort_update, name="cohort-update"),
+    path("cohorts/<str:key>/members/", cohort_views.member_upload, name="cohort-members-upload"),
+    path("cohorts/<str:key>/members/remove/", cohort_views.member_remove, name="cohort-members-remove"),
+    path("cohorts/<str:key>/test/", cohort_views.test_subject, name="cohort-test"),
+    # Audit
+    path("audit/", audit_views.audit_log, name="audit-log"),
+    path("audit/events/<int:sequence>/", audit_views.audit_event, name="audit-event"),
+    path("audit/export/", audit_views.audit_export, name="audit-export-start"),
+    path("audit/exports/<uuid:pk>/", audit_views.audit_export_progress, name="audit-export-progress"),
+    path("audit/verify/", audit_views.audit_verify, name="audit-verify-ui"),
+    path("audit/history/<str:object_type>/<path:object_key>/", audit_views.object_history, name="audit-history"),
+    # Keys
+    path("keys/", rollout_views.keys, name="keys"),
+    path("keys/sdk/", rollout_views.sdk_key_create, name="keys-sdk-create"),
+    path("keys/sdk/<str:prefix>/revoke/", rollout_views.sdk_key_revoke, name="keys-sdk-revoke"),
+    path("keys/tokens/", rollout_views.api_token_create, name="keys-token-create"),
+    path("keys/tokens/<str:prefix>/revoke/", rollout_views.api_token_revoke, name="keys-token-revoke"),
+]

@@ -1,0 +1,142 @@
+"""Reads for the dashboard and the flag page: workloads with their per-environment rollout state."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Q
+
+from audit.models import AuditEvent
+from rollout.models import Environment, Flag, FlagState, Workload
+
+STATUSES = (("live", "Live"), ("off", "Off / killed"), ("retired", "Legacy retired"))
+
+
+def state_status(state: FlagState) -> str:
+    if state.retired:
+        return "retired"
+    return "live" if state.enabled else "off"
+
+
+@dataclass
+class EnvCell:
+    environment: Environment
+    states: list[FlagState] = field(default_factory=list)
+
+
+@dataclass
+class WorkloadRow:
+    workload: Workload
+    flags: list[Flag]
+    cells: list[EnvCell]
+    last_event: AuditEvent | None = None
+
+
+def _object_filter(workload: Workload, flag_keys: list[str]) -> Q:
+    q = Q(object_type="workload", object_key=workload.key)
+    if flag_keys:
+        q |= Q(object_type="flag", object_key__in=flag_keys)
+        for key in flag_keys:
+            q |= Q(object_type="flag_state", object_key__startswith=f"{key}@")
+    return q
+
+
+def last_event_for(workload: Workload, flag_keys: list[str]) -> AuditEvent | None:
+    """The newest audit event about the workload, its flags or their states: who changed it, when."""
+    return AuditEvent.objects.filter(_object_filter(workload, flag_keys)).order_by("-sequence").first()
+
+
+def last_state_event(state: FlagState) -> AuditEvent | None:
+    return (
+        AuditEvent.objects.filter(object_type="flag_state", object_key=f"{state.flag.key}@{state.environment.key}")
+        .order_by("-sequence")
+        .first()
+    )
+
+
+def dashboard_rows(
+    *, q: str = "", risk: str = "", phase: str = "", status: str = "", environment: str = ""
+) -> tuple[list[Environment], list[WorkloadRow]]:
+    envs = list(Environment.objects.all())
+    if environment:
+        envs = [e for e in envs if e.key == environment] or envs
+    workloads = Workload.objects.all()
+    if q:
+        workloads = workloads.filter(
+            Q(key__icontains=q) | Q(name__icontains=q) | Q(owner__icontains=q) | Q(flags__key__icontains=q)
+        ).distinct()
+    if risk:
+        workloads = workloads.filter(risk=risk)
+    if phase:
+        workloads = workloads.filter(phase=phase)
+    workloads_list = list(workloads.prefetch_related("flags"))
+    states: dict[tuple[int, int], list[FlagState]] = defaultdict(list)
+    for state in (
+        FlagState.objects.filter(flag__workload__in=workloads_list, environment__in=envs)
+        .select_related("flag", "environment")
+        .prefetch_related("include_cohorts", "exclude_cohorts")
+    ):
+        states[(state.flag.workload_id, state.environment_id)].append(state)
+    rows = []
+    for workload in workloads_list:
+        cells = [EnvCell(env, states.get((workload.pk, env.pk), [])) for env in envs]
+        if status and not any(state_status(s) == status for c in cells for s in c.states):
+            continue
+        flags = list(workload.flags.all())
+        rows.append(WorkloadRow(workload, flags, cells, last_event_for(workload, [f.key for f in flags])))
+    return envs, rows
+
+
+def flag_states(flag: Flag) -> list[FlagState]:
+    return list(
+        FlagState.objects.filter(flag=flag)
+        .select_related("flag", "environment")
+        .prefetch_related("include_cohorts", "exclude_cohorts")
+        .order_by("environment__order", "environment__key")
+    )
+
+
+def flag_state(flag_key: str, env_key: str) -> FlagState | None:
+    return (
+        FlagState.objects.filter(flag__key=flag_key, environment__key=env_key)
+        .select_related("flag", "flag__workload", "environment")
+        .prefetch_related("include_cohorts", "exclude_cohorts")
+        .first()
+    )
+
+
+def share_moving(old: Any, new: Any) -> float:
+    """Percentage points of subjects that change path when the split goes from ``old`` to ``new``."""
+    return abs(float(new) - float(old))
+
+
+def exposure_impact(state: FlagState, new: Any, *, hours: int = 24) -> dict[str, int] | None:
+    """From the last ``hours`` of traffic SDKs reported: how many calls would have taken the other path.
+
+    Raising the split moves that share of the calls the split kept on legacy; lowering it, that share
+    of the ones it sent to parallel (cohorts and overrides do not move). Calls, not distinct subjects:
+    SDKs report counts. ``None`` when nothing was reported.
+    """
+    from datetime import timedelta
+
+    from django.db.models import Sum
+    from django.utils import timezone
+
+    from rollout.models import MetricMinute
+
+    since = timezone.now() - timedelta(hours=hours)
+    calls = dict(
+        MetricMinute.objects.filter(environment_id=state.environment_id, flag_key=state.flag.key, minute__gte=since)
+        .values_list("path").annotate(n=Sum("calls")).values_list("path", "n")
+    )
+    legacy, parallel = int(calls.get("legacy") or 0), int(calls.get("parallel") or 0)
+    if legacy + parallel == 0:
+        return None
+    old, new_value = float(state.percentage), float(new)
+    if new_value > old:
+        moving = legacy * (new_value - old) / (100 - old) if old < 100 else 0.0
+    else:
+        moving = parallel * (old - new_value) / old if old > 0 else 0.0
+    return {"seen": legacy + parallel, "affected": round(moving), "hours": hours}

@@ -1,0 +1,135 @@
+/* Turnout UI behaviour: small, delegated, and optional (every page reads without it). */
+(function () {
+  "use strict";
+
+  function alertBar(text) {
+    var bar = document.getElementById("alerts");
+    if (!bar) return;
+    var p = document.createElement("p");
+    p.textContent = text;
+    bar.replaceChildren(p);
+  }
+
+  document.addEventListener("change", function (event) {
+    var el = event.target;
+    if (el.matches && el.matches("[data-autosubmit]") && el.form) el.form.submit();
+  });
+
+  document.addEventListener("click", function (event) {
+    var opener = event.target.closest("[data-dialog-open]");
+    if (opener) {
+      var dialog = document.getElementById(opener.getAttribute("data-dialog-open"));
+      if (dialog && dialog.showModal) {
+        event.preventDefault();
+        dialog.showModal();  // focuses the dialog's [autofocus] control; Esc closes it
+      }
+      return;
+    }
+    var closer = event.target.closest("[data-dialog-close]");
+    if (closer) {
+      var d = closer.closest("dialog");
+      if (d) { event.preventDefault(); d.close(); }
+      return;
+    }
+    var copy = event.target.closest("[data-copy]");
+    if (copy) {
+      var source = document.getElementById(copy.getAttribute("data-copy"));
+      if (!source) return;
+      var text = source.textContent.trim();
+      var done = function () {
+        copy.textContent = "Copied";
+        var status = document.getElementById(copy.getAttribute("data-copy") + "-status");
+        if (status) status.textContent = "Copied to the clipboard.";
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(done, function () { selectText(source); });
+      } else {
+        selectText(source);
+        try { if (document.execCommand("copy")) done(); } catch (e) { /* selected for a manual copy */ }
+      }
+    }
+  });
+
+  function selectText(node) {
+    var range = document.createRange();
+    range.selectNodeContents(node);
+    var sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+  }
+
+  /* Errors htmx does not swap (403, 5xx, network): say so in words. */
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr.status === 403) {
+      alertBar("You don't have permission to do that with your role.");
+    } else if (xhr.status === 429) {
+      alertBar("Too many requests; wait a moment and try again.");
+    } else {
+      var rid = xhr.getResponseHeader("X-Request-ID");
+      alertBar("Something went wrong on the server (" + xhr.status + ")." + (rid ? " Request id: " + rid : ""));
+    }
+  });
+  document.addEventListener("htmx:sendError", function () {
+    alertBar("The server could not be reached. Check your connection and try again.");
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var bar = document.getElementById("alerts");
+    var verb = (event.detail.requestConfig && event.detail.requestConfig.verb) || "get";
+    if (bar && verb !== "get") bar.replaceChildren();
+  });
+
+  /* Upload progress for forms marked data-progress="<progress id>". */
+  document.addEventListener("htmx:xhr:progress", function (event) {
+    var form = event.target.closest ? event.target.closest("form[data-progress]") : null;
+    if (!form || !event.detail.lengthComputable) return;
+    var bar = document.getElementById(form.getAttribute("data-progress"));
+    if (bar) {
+      bar.hidden = false;
+      bar.value = Math.round((event.detail.loaded / event.detail.total) * 100);
+      bar.textContent = bar.value + "%";
+    }
+  });
+
+  /* After a swap, move focus where the new content asks (a status line, an error). */
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var target = event.detail.elt;
+    var focus = target && target.querySelector ? target.querySelector("[data-focus]") : null;
+    if (focus) {
+      if (!focus.hasAttribute("tabindex")) focus.setAttribute("tabindex", "-1");
+      focus.focus();
+    }
+    drawCharts(target);
+  });
+
+  /* Charts: <canvas data-chart="<id of a json_script>">. Chart.js is vendored; pages work without it. */
+  var charts = new WeakMap();
+  function drawCharts(root) {
+    if (!window.Chart) return;
+    (root || document).querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+      var data = document.getElementById(canvas.getAttribute("data-chart"));
+      if (!data) return;
+      var spec = JSON.parse(data.textContent);
+      var existing = charts.get(canvas) || window.Chart.getChart(canvas);
+      if (existing) existing.destroy();
+      charts.set(canvas, new window.Chart(canvas, {
+        type: "line",
+        data: {
+          labels: spec.labels,
+          datasets: spec.series.map(function (s) {
+            return { label: s.label, data: s.data, borderColor: s.color, backgroundColor: s.color,
+                     pointRadius: 0, borderWidth: 2, tension: 0.2, spanGaps: true };
+          })
+        },
+        options: {
+          animation: false, responsive: true, maintainAspectRatio: false,
+          interaction: { mode: "index", intersect: false },
+          scales: { y: { beginAtZero: true, title: { display: !!spec.unit, text: spec.unit || "" } },
+                    x: { ticks: { maxTicksLimit: 8 } } },
+          plugins: { legend: { position: "bottom" } }
+        }
+      }));
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { drawCharts(document); });
+})();

@@ -1,0 +1,316 @@
+"""The web UI in a real browser: the flows admins, release managers, approvers, viewers and
+compliance reviewers go through, each ending in what the user sees (and a screenshot)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Site, screenshot
+
+pytestmark = pytest.mark.browser
+ROWS = 20_000
+
+
+def _live_flag(*, percentage: int = 100, environment: str = "staging", risk: str = "high") -> None:
+    from common.actors import Actor
+    from rollout.services.flags import flag_create, flag_state_update
+    from rollout.services.workloads import workload_create
+
+    seed = Actor.system("test")
+    workload_create(actor=seed, key="invoice-engine", name="Invoice engine", risk=risk, phase="transition",
+                    owner="billing-team")
+    flag_create(actor=seed, key="invoice-engine", workload="invoice-engine", bucket_by="tenant_id",
+                description="Generate invoices with the new invoice service.")
+    flag_state_update(actor=seed, flag="invoice-engine", environment=environment, version=None, enabled=True,
+                      percentage_value=percentage, compare_percentage=10)
+
+
+def _sdk_decision(site: Site, sdk_key: str, subject: str, attributes: dict[str, Any]) -> tuple[str, str]:
+    """What an SDK decides — locally on the ruleset it downloads, and through the evaluation API;
+    both must agree."""
+    from turnout.engine import evaluate
+
+    auth = {"Authorization": f"Bearer {sdk_key}"}
+    response = httpx.get(f"{site.url}/api/v1/sdk/ruleset", headers=auth)
+    assert response.status_code == 200
+    local = evaluate(response.json(), "invoice-engine", subject, attributes)
+    remote = httpx.post(f"{site.url}/api/v1/sdk/evaluate", headers=auth, json={
+        "flag": "invoice-engine", "context": {"key": subject, "attributes": attributes}}).json()
+    assert (remote["path"], remote["reason"]) == (str(local.path), str(local.reason))
+    return str(local.path), str(local.reason)
+
+
+def test_login__each_role__shell_shows_user_role_and_navigation(site: Site) -> None:
+    page = site.login("ada")
+    expect(page.locator(".who")).to_contain_text("ada")
+    expect(page.locator(".who .badge")).to_have_text("admin")
+    nav = page.get_by_role("navigation", name="Main")
+    for link in ("Dashboard", "Cohorts", "Audit", "Keys"):
+        expect(nav.get_by_role("link", name=link)).to_be_visible()
+    expect(page.locator("#env-switch")).to_have_value("staging")
+    expect(page.get_by_text("No workloads yet.")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    screenshot(page, "login")
+
+    page = site.session_for("cora")
+    expect(page.locator(".who .badge")).to_have_text("compliance")
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Audit")).to_be_visible()
+    for link in ("Dashboard", "Cohorts", "Keys"):
+        expect(nav.get_by_role("link", name=link)).to_have_count(0)
+
+
+def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environment(site: Site) -> None:
+    page = site.session_for("eddie")
+    page.get_by_role("link", name="New workload").click()
+    page.get_by_label("Key").fill("Invoice Engine")
+    page.get_by_label("Name").fill("Invoice engine")
+    page.get_by_label("Risk").select_option("high")
+    page.get_by_role("button", name="Create workload").click()
+    # The service's validation comes back as a friendly message next to the field.
+    expect(page.locator(".errorlist")).to_contain_text("lowercase letters")
+    page.get_by_label("Key").fill("invoice-engine")
+    page.get_by_role("button", name="Create workload").click()
+    expect(page.get_by_role("heading", name=re.compile("Invoice engine"))).to_be_visible()
+    expect(page.get_by_text("No flag yet")).to_be_visible()
+
+    page.get_by_label("Key").fill("invoice-engine")
+    page.get_by_label("Bucket by").fill("tenant_id")
+    page.get_by_role("button", name="Create flag").click()
+    expect(page.get_by_role("heading", name="Flag invoice-engine")).to_be_visible()
+    for env in ("staging", "production"):
+        expect(page.locator(f"#state-{env}")).to_contain_text("off — everyone on legacy")
+
+    # Start it in staging: the percentage form previews the impact before saving, and offers an undo.
+    card = page.locator("#state-staging")
+    card.get_by_role("button", name=re.compile("Resume")).click()
+    expect(card.locator(".state-status")).to_have_text("live")
+    card.get_by_text("Change the percentage").click()
+    card.get_by_label("Parallel percentage").fill("30")
+    expect(card.locator(".impact")).to_contain_text("0% → 30%: about 30% of tenant_id values switch to parallel")
+    card.get_by_role("button", name="Save percentage").click()
+    expect(card.get_by_role("status")).to_contain_text("Parallel share 0% → 30%")
+    expect(card.locator(".big")).to_have_text("30%")
+    card.get_by_role("button", name="Undo (back to 0%)").click()
+    expect(card.locator(".big")).to_have_text("0%")
+
+    # Production needs approval: an editor sees the kill switch's rules, not the direct edit forms.
+    production = page.locator("#state-production")
+    expect(production).to_contain_text("changes need approval")
+    expect(production.get_by_text("Change the percentage")).to_have_count(0)
+    page.goto(f"{site.url}/")
+    expect(page.get_by_role("row", name=re.compile("Invoice engine"))).to_contain_text("flag_state.updated")
+
+
+def test_cohort__created_with_rules_and_uploaded_members__test_a_subject_explains(site: Site, tmp_path: Any) -> None:
+    page = site.session_for("eddie")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Cohorts").click()
+    expect(page.get_by_text("No cohorts yet.")).to_be_visible()
+    page.get_by_role("link", name="New cohort").first.click()
+    page.get_by_label("Key").fill("pilot-eu")
+    page.get_by_label("Name").fill("EU pilot tenants")
+    page.get_by_label("Match members on").fill("tenant_id")
+    rules = page.get_by_label("Rules")
+    rules.fill('{"all": [{"attr": "country", "op": "within", "values": ["DE"]}]}')
+    expect(page.locator("#rules-feedback")).to_contain_text("rules.all[0]")
+    rules.fill('{"all": [{"attr": "country", "op": "in", "values": ["DE", "FR"]}]}')
+    expect(page.locator("#rules-feedback")).to_have_text("Rules are valid.")
+    page.get_by_role("button", name="Create cohort").click()
+    expect(page.get_by_role("heading", name=re.compile("EU pilot tenants"))).to_be_visible()
+
+    # A file with bad rows imports nothing and names each bad line.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("subject\ntenant-1\n\ntenant-2,extra\n" + "x" * 300 + "\n")
+    page.get_by_label("CSV file").set_input_files(str(bad))
+    page.get_by_role("button", name="Upload and import").click()
+    upload = page.locator("#upload")
+    expect(upload).to_contain_text("Nothing was imported")
+    expect(upload).to_contain_text("line 4: more than one column")
+    expect(upload).to_contain_text("line 5: longer than 255 characters")
+    expect(page.locator("#members")).to_contain_text("0 included")
+
+    # Many rows: upload progress, then all rows in one all-or-nothing import (100,000 rows: tests/cohorts).
+    good = tmp_path / "members.csv"
+    good.write_text("subject\n" + "".join(f"tenant-{n}\n" for n in range(ROWS)))
+    page.get_by_label("CSV file").set_input_files(str(good))
+    page.get_by_role("button", name="Upload and import").click()
+    expect(upload).to_contain_text(f"Imported {ROWS} rows into include: {ROWS} added", timeout=60_000)
+    expect(page.locator("#members")).to_contain_text(f"{ROWS} included")
+
+    tester = page.locator("#test-subject")
+    tester.get_by_label("Subject key").fill("user-1")
+    tester.get_by_label("Attributes").fill('{"tenant_id": "tenant-77", "country": "US"}')
+    tester.get_by_role("button", name="Test").click()
+    expect(tester.get_by_role("status")).to_contain_text("In the cohort")
+    expect(tester.get_by_role("status")).to_contain_text("tenant_id 'tenant-77' is listed in include")
+    tester.get_by_label("Attributes").fill('{"tenant_id": "tenant-x", "country": "US"}')
+    tester.get_by_role("button", name="Test").click()
+    expect(tester.get_by_role("status")).to_contain_text("Not in the cohort")
+    expect(tester.get_by_role("status")).to_contain_text("rules.all[0] (country in")
+    screenshot(page, "cohort-upload")
+
+
+def test_kill_switch__confirmed_with_the_keyboard__card_and_sdk_decision_change(site: Site) -> None:
+    _live_flag(percentage=100)
+    page = site.session_for("ada")
+
+    # An SDK key for staging, shown once with a copy button.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Keys").click()
+    page.locator("#sdk-title ~ form").get_by_label("Environment").select_option("staging")
+    page.locator("#sdk-title ~ form").get_by_label("Name").fill("billing-api")
+    page.get_by_role("button", name="Create SDK key").click()
+    secret = page.locator("#new-secret")
+    expect(secret).to_contain_text("sdk_")
+    sdk_key = secret.inner_text().strip()
+    expect(page.get_by_role("button", name="Copy")).to_be_visible()
+    expect(page.get_by_role("cell", name="billing-api")).to_be_visible()
+    screenshot(page, "keys")
+    assert _sdk_decision(site, sdk_key, "user-1", {"tenant_id": "t-1"}) == ("parallel", "SPLIT")
+
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    card = page.locator("#state-staging")
+    expect(card.locator(".big")).to_have_text("100%")
+    kill = card.get_by_role("button", name="Kill switch")
+    kill.focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Kill invoice-engine in Staging?")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("button", name="Kill now")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    kill.focus()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")
+
+    expect(card.locator(".state-status")).to_have_text("off — everyone on legacy")
+    expect(card.get_by_role("status")).to_contain_text("Killed: every subject takes legacy in Staging.")
+    expect(card.get_by_role("button", name="Undo: resume")).to_be_visible()
+    assert _sdk_decision(site, sdk_key, "user-1", {"tenant_id": "t-1"}) == ("legacy", "DISABLED")
+    screenshot(page, "kill-switch")
+
+    card.get_by_role("button", name="Undo: resume").click()
+    expect(card.locator(".state-status")).to_have_text("live")
+    assert _sdk_decision(site, sdk_key, "user-1", {"tenant_id": "t-1"}) == ("parallel", "SPLIT")
+
+
+def test_state_card__changed_elsewhere__live_update_without_reload(site: Site) -> None:
+    _live_flag(percentage=20)
+    page = site.session_for("vic")
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    card = page.locator("#state-staging")
+    expect(card.locator(".big")).to_have_text("20%")
+
+    from common.actors import Actor
+    from rollout.services.flags import flag_state_kill
+
+    flag_state_kill(actor=Actor.system("test"), flag="invoice-engine", environment="staging", reason="incident")
+    expect(card.locator(".state-status")).to_have_text("off — everyone on legacy", timeout=15_000)
+
+
+def test_viewer__any_page__sees_no_edit_controls_and_edits_get_403(site: Site) -> None:
+    _live_flag(percentage=50)
+    page = site.session_for("vic")
+    expect(page.get_by_role("link", name="New workload")).to_have_count(0)
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    expect(page.locator("#state-staging")).to_contain_text("Read only")
+    expect(page.get_by_role("button", name="Kill switch")).to_have_count(0)
+    expect(page.get_by_text("Change the percentage")).to_have_count(0)
+
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    for url in ("/flags/invoice-engine/staging/kill/", "/flags/invoice-engine/staging/percentage/",
+                "/workloads/new/", "/cohorts/new/", "/keys/sdk/"):
+        response = page.request.post(f"{site.url}{url}", form={"percentage": "100", "version": "1"},
+                                     headers={"X-CSRFToken": csrf})
+        assert response.status == 403, url
+    assert page.request.get(f"{site.url}/keys/").status == 403
+
+    from rollout.models import FlagState
+
+    assert FlagState.objects.get(flag__key="invoice-engine", environment__key="staging").enabled is True
+
+
+def test_audit__filtered_by_action_and_actor__shows_diff_and_history(site: Site) -> None:
+    _live_flag(percentage=25)
+    page = site.session_for("cora")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    page.get_by_label("Action").select_option("flag_state.updated")
+    rows = page.locator("#event-table tbody tr")
+    expect(rows).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"action=flag_state.updated"))
+    rows.first.get_by_text("Diff").click()
+    diff = rows.first.locator("table.diff")
+    expect(diff.locator("tr.changed", has_text="percentage").first).to_contain_text("25")
+    page.get_by_label("Actor").fill("nobody")
+    expect(page.get_by_text("No event matches these filters.")).to_be_visible()
+    page.get_by_role("link", name="Clear").click()
+    expect(page.locator("#event-table tbody tr").first).to_be_visible()
+    page.locator("#event-table").get_by_role("link", name="invoice-engine@staging").first.click()
+    expect(page.get_by_role("heading", name="History of flag_state invoice-engine@staging")).to_be_visible()
+    screenshot(page, "audit-history")
+
+
+def _sdk_traffic(site: Site, environment: str = "staging", calls: int = 400) -> None:
+    """Real traffic through the ``turnout`` SDK: decisions, shadow comparisons, failures on the
+    parallel path, and the metrics batch it reports (then the roll-up beat would run)."""
+    import turnout
+
+    from common.actors import Actor
+    from rollout.services.keys import sdk_key_create
+    from rollout.services.metrics import metrics_rollup
+
+    _, secret = sdk_key_create(actor=Actor.system("test"), environment=environment, name="simulator")
+    client = turnout.Turnout(site.url, secret, stream=False, flush_interval=3600)
+    try:
+        for n in range(calls):
+            def parallel(n: int = n) -> int:
+                if n % 25 == 0:
+                    raise RuntimeError("the parallel path failed")
+                return n + (1 if n % 40 == 1 else 0)
+
+            client.run("invoice-engine", f"user-{n}", {"tenant_id": f"t-{n % 60}"}, legacy=lambda n=n: n,
+                       parallel=parallel)
+        assert client.flush()
+    finally:
+        client.close()
+    metrics_rollup(include_open=True)
+
+
+def test_impact_preview__traffic_reported_by_the_sdk__calls_that_would_switch(site: Site) -> None:
+    _live_flag(percentage=20, risk="medium")
+    _sdk_traffic(site)
+    page = site.session_for("eddie")
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    card = page.locator("#state-staging")
+    card.get_by_text("Change the percentage").click()
+    card.get_by_label("Parallel percentage").fill("60")
+    impact = card.locator(".impact")
+    expect(impact).to_contain_text("20% → 60%: about 40% of tenant_id values switch to parallel")
+    expect(impact).to_contain_text(re.compile(r"In the last 24 h that is about \d+ of the 400 calls SDKs reported"))
+
+
+def test_main_pages__demo_data__render_readable_and_screenshotted(site: Site) -> None:
+    """The pages README shows, on the demo data set (rollouts at every phase)."""
+    from rollout.demo import seed_demo
+
+    seed_demo()
+    page = site.session_for("ada")
+    expect(page.get_by_role("row", name=re.compile("Invoice engine"))).to_contain_text("25%")
+    expect(page.get_by_role("row", name=re.compile("Report export"))).to_contain_text("legacy retired")
+    screenshot(page, "dashboard")
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    expect(page.locator("#state-production .big")).to_have_text("25%")
+    screenshot(page, "flag")
+    page.goto(f"{site.url}/cohorts/pilot-eu/")
+    expect(page.locator("#members")).to_contain_text("2 included")
+    screenshot(page, "cohort")
+    page.goto(f"{site.url}/audit/")
+    expect(page.locator("#event-table tbody tr").first).to_be_visible()
+    screenshot(page, "audit")
