@@ -35,6 +35,7 @@ from audit.services import audited_atomic
 from common import clock
 from common.actors import Actor
 from common.errors import ValidationFailed
+from common.metrics import record_guardrail_action
 from common.services import check_version, full_clean, percentage
 from rollout import metrics_read
 from rollout.metrics_read import PathStats
@@ -270,6 +271,8 @@ def _breach_action(state: FlagState, guardrail: Guardrail, health: Health, now: 
     else:
         event, acted = kill_state(state, actor=actor, reason=reason, extra=extra), "killed"
     logger.warning("guardrail.breached", extra={"flag_state": state.pk, "action": acted, "sequence": event.sequence})
+    env_key = state.environment.key
+    transaction.on_commit(lambda: record_guardrail_action(environment=env_key, action=acted))
     _notify("guardrail.breached", state, event, {"action": acted, "breaches": breaches, "figures": health.figures(),
                                                  "stage": event.after.get("stage") if event.after else None})
     return CheckOutcome(health.status, acted, event.sequence)
