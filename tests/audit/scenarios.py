@@ -38,6 +38,7 @@ class Expect:
     environment: str = ""
     before: Any = ANY  # ANY, None (must be absent) or a dict of keys that must match
     after: Any = ANY
+    user: str | None = None  # call as this user (not a system actor): for services only a person may call
 
 
 ServiceScenario = Callable[[], Expect]
@@ -645,3 +646,275 @@ def _cohort_members_post(api: Api) -> EndpointExpect:
     cohort()
     return _json("POST", "/api/v1/cohorts/pilot/members/", {"add": ["t1", "t2"], "kind": "include"}, 200, api,
                  "cohort.members_changed", "cohort", "pilot")
+
+
+# --- rollouts: plans, stages, guardrails, known differences, change requests, reviews ----------------
+
+STAGES = [{"name": "validate", "percentage": 0, "compare_percentage": 10},
+          {"name": "5%", "percentage": 5, "compare_percentage": 5},
+          {"name": "100%", "percentage": 100, "compare_percentage": 1}]
+
+
+def planned(*environments: str) -> None:
+    """invoice-engine with a three-stage plan in the given environments (default: staging)."""
+    from rollout.services.stages import plan_set
+
+    flag()
+    for env in environments or ("staging",):
+        plan_set(actor=SETUP, flag="invoice-engine", environment=env, version=None, stages=STAGES)
+
+
+def advanced(environment: str = "staging") -> None:
+    from rollout.services.stages import rollout_advance
+
+    planned(environment)
+    rollout_advance(actor=SETUP, flag="invoice-engine", environment=environment)
+
+
+def mismatch_group() -> Any:
+    from common import clock
+    from rollout.models import FlagState, MismatchGroup
+
+    advanced()
+    now = clock.now()
+    return MismatchGroup.objects.create(
+        flag_state=FlagState.objects.get(flag__key="invoice-engine", environment__key="staging"),
+        fingerprint="f" * 64, shape=[["$.total", "changed", "int", "int"]], example={}, count=3, first_seen=now,
+        last_seen=now)
+
+
+def pending_change_request() -> Any:
+    """ed (editor) asks to start the plan in production, which needs approval; ann (approver) may decide."""
+    from rollout.services.change_requests import change_request_submit
+
+    planned("production")
+    user("ed", ("editor",))
+    user("ann", ("approver",))
+    ed = Actor.for_user(user_model().objects.get(username="ed"))
+    return change_request_submit(actor=ed, flag="invoice-engine", environment="production", action="advance",
+                                 params={}, version=None, reason="start").change_request
+
+
+def user_model() -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model()
+
+
+@service_scenario("plan_set")
+def _plan_set() -> Expect:
+    from rollout.services.stages import plan_set
+
+    flag()
+    return Expect(lambda a: plan_set(actor=a, flag="invoice-engine", environment="staging", version=1, stages=STAGES),
+                  "flag_state.plan_set", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"version": 1, "plan": []},
+                  after={"version": 2, "stage": 0})
+
+
+@service_scenario("rollout_advance")
+def _rollout_advance() -> Expect:
+    from rollout.services.stages import rollout_advance
+
+    planned()
+    return Expect(lambda a: rollout_advance(actor=a, flag="invoice-engine", environment="staging", version=2),
+                  "flag_state.advanced", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"stage": 0, "enabled": False, "version": 2},
+                  after={"stage": 1, "enabled": True, "compare_percentage": 10.0, "version": 3, "from_stage": None,
+                         "to_stage": {"position": 1, "name": "validate"}})
+
+
+@service_scenario("rollout_pause")
+def _rollout_pause() -> Expect:
+    from rollout.services.stages import rollout_pause
+
+    advanced()
+    return Expect(lambda a: rollout_pause(actor=a, flag="invoice-engine", environment="staging", reason="look"),
+                  "flag_state.paused", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"paused": False, "stage": 1}, after={"paused": True, "stage": 1})
+
+
+@service_scenario("rollout_rollback")
+def _rollout_rollback() -> Expect:
+    from rollout.services.stages import rollout_advance, rollout_rollback
+
+    advanced()
+    rollout_advance(actor=SETUP, flag="invoice-engine", environment="staging")
+    return Expect(lambda a: rollout_rollback(actor=a, flag="invoice-engine", environment="staging", reason="errors"),
+                  "flag_state.rolled_back", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"stage": 2, "percentage": 5.0, "paused": False},
+                  after={"stage": 1, "percentage": 0.0, "paused": True,
+                         "from_stage": {"position": 2, "name": "5%"}, "to_stage": {"position": 1, "name": "validate"}})
+
+
+@service_scenario("guardrail_set")
+def _guardrail_set() -> Expect:
+    from rollout.services.guardrails import guardrail_set
+
+    planned()
+    return Expect(lambda a: guardrail_set(actor=a, flag="invoice-engine", environment="staging", version=2,
+                                          max_error_rate=2, action="rollback"),
+                  "flag_state.guardrails_set", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"guardrail": None, "version": 2},
+                  after={"version": 3})
+
+
+@service_scenario("mismatch_group_mark_known")
+def _mismatch_group_mark_known() -> Expect:
+    from rollout.services.mismatches import mismatch_group_mark_known
+
+    group = mismatch_group()
+    return Expect(lambda a: mismatch_group_mark_known(actor=a, flag="invoice-engine", environment="staging",
+                                                      group=group.pk, reason="rounding differs, expected"),
+                  "mismatch_group.known", "mismatch_group", f"invoice-engine@staging#{group.pk}",
+                  environment="staging", before={"id": group.pk, "known": False, "known_reason": ""},
+                  after={"id": group.pk, "known": True, "known_reason": "rounding differs, expected",
+                         "flag": "invoice-engine"})
+
+
+@service_scenario("change_request_submit")
+def _change_request_submit() -> Expect:
+    from rollout.services.change_requests import change_request_submit
+
+    planned("production")
+    user("ed", ("editor",))
+    return Expect(lambda a: change_request_submit(actor=a, flag="invoice-engine", environment="production",
+                                                  action="advance", params={}, version=2, reason="start"),
+                  "change_request.created", "change_request", lambda result: str(result.change_request.pk),
+                  environment="production", before=None,
+                  after={"action": "advance", "status": "pending", "requested_by": "ed", "based_on_version": 2},
+                  user="ed")
+
+
+@service_scenario("change_request_approve")
+def _change_request_approve() -> Expect:
+    from rollout.services.change_requests import change_request_approve
+
+    cr = pending_change_request()
+    # Approving applies the change: the one event is the change itself, carrying the approval.
+    return Expect(lambda a: change_request_approve(actor=a, change_request=cr.pk, reason="fine"),
+                  "flag_state.advanced", "flag_state", "invoice-engine@production", environment="production",
+                  before={"stage": 0, "version": 2},
+                  after={"stage": 1, "version": 3,
+                         "approval": {"change_request": cr.pk, "requested_by": "ed", "approved_by": "ann"}},
+                  user="ann")
+
+
+@service_scenario("change_request_reject")
+def _change_request_reject() -> Expect:
+    from rollout.services.change_requests import change_request_reject
+
+    cr = pending_change_request()
+    return Expect(lambda a: change_request_reject(actor=a, change_request=cr.pk, reason="not now"),
+                  "change_request.rejected", "change_request", str(cr.pk), environment="production",
+                  before={"status": "pending"},
+                  after={"status": "rejected", "decided_by": "ann", "decision_reason": "not now"}, user="ann")
+
+
+@service_scenario("change_request_cancel")
+def _change_request_cancel() -> Expect:
+    from rollout.services.change_requests import change_request_cancel
+
+    cr = pending_change_request()
+    return Expect(lambda a: change_request_cancel(actor=a, change_request=cr.pk, reason="wrong env"),
+                  "change_request.cancelled", "change_request", str(cr.pk), environment="production",
+                  before={"status": "pending"},
+                  after={"status": "cancelled", "decided_by": "ed", "decision_reason": "wrong env"}, user="ed")
+
+
+def break_glass_review_item() -> Any:
+    """ed rolls back a high-risk workload's rollout: break-glass, so a review item is opened."""
+    from rollout.models import ReviewItem
+    from rollout.services.stages import rollout_rollback
+    from rollout.services.workloads import workload_update
+
+    advanced()
+    workload_update(actor=SETUP, key="billing", risk="high")
+    user("ed", ("editor",))
+    user("ann", ("approver",))
+    ed = Actor.for_user(user_model().objects.get(username="ed"))
+    rollout_rollback(actor=ed, flag="invoice-engine", environment="staging", reason="bad")
+    return ReviewItem.objects.get()
+
+
+@service_scenario("review_item_acknowledge")
+def _review_item_acknowledge() -> Expect:
+    from rollout.services.change_requests import review_item_acknowledge
+
+    item = break_glass_review_item()
+    return Expect(lambda a: review_item_acknowledge(actor=a, review_item=item.pk, note="valid"),
+                  "review_item.acknowledged", "review_item", str(item.pk), environment="staging", before=None,
+                  after={"id": item.pk, "action": "rollback", "audit_sequence": item.audit_sequence,
+                         "broken_by": "ed", "note": "valid"}, user="ann")
+
+
+@endpoint_scenario("rollout-stages", "PUT")
+def _rollout_stages_put(api: Api) -> EndpointExpect:
+    flag()
+    return _json("PUT", STATE_URL + "stages/", {"version": 1, "stages": STAGES}, 200, api, "flag_state.plan_set",
+                 "flag_state", "invoice-engine@staging")
+
+
+@endpoint_scenario("rollout-advance", "POST")
+def _rollout_advance_post(api: Api) -> EndpointExpect:
+    planned()
+    return _json("POST", STATE_URL + "advance/", {"version": 2}, 200, api, "flag_state.advanced", "flag_state",
+                 "invoice-engine@staging")
+
+
+@endpoint_scenario("rollout-pause", "POST")
+def _rollout_pause_post(api: Api) -> EndpointExpect:
+    advanced()
+    return _json("POST", STATE_URL + "pause/", {"reason": "look"}, 200, api, "flag_state.paused", "flag_state",
+                 "invoice-engine@staging")
+
+
+@endpoint_scenario("rollout-rollback", "POST")
+def _rollout_rollback_post(api: Api) -> EndpointExpect:
+    advanced()
+    return _json("POST", STATE_URL + "rollback/", {"reason": "errors"}, 200, api, "flag_state.rolled_back",
+                 "flag_state", "invoice-engine@staging")
+
+
+@endpoint_scenario("rollout-guardrails", "PUT")
+def _rollout_guardrails_put(api: Api) -> EndpointExpect:
+    planned()
+    return _json("PUT", STATE_URL + "guardrails/", {"version": 2, "max_error_rate": 2}, 200, api,
+                 "flag_state.guardrails_set", "flag_state", "invoice-engine@staging")
+
+
+@endpoint_scenario("rollout-mismatch-known", "POST")
+def _rollout_mismatch_known_post(api: Api) -> EndpointExpect:
+    group = mismatch_group()
+    return _json("POST", STATE_URL + f"mismatches/{group.pk}/known/", {"reason": "rounding"}, 200, api,
+                 "mismatch_group.known", "mismatch_group", f"invoice-engine@staging#{group.pk}")
+
+
+@endpoint_scenario("change-requests", "POST")
+def _change_requests_post(api: Api) -> EndpointExpect:
+    planned("production")
+    # root is an admin: the change applies at once, and its event is the change itself.
+    return _json("POST", "/api/v1/change-requests/", {"flag": "invoice-engine", "environment": "production",
+                                                      "action": "advance", "params": {}, "version": 2}, 200, api,
+                 "flag_state.advanced", "flag_state", "invoice-engine@production")
+
+
+@endpoint_scenario("change-request-approve", "POST")
+def _change_request_approve_post(api: Api) -> EndpointExpect:
+    cr = pending_change_request()
+    return _json("POST", f"/api/v1/change-requests/{cr.pk}/approve/", {"reason": "fine"}, 200, api,
+                 "flag_state.advanced", "flag_state", "invoice-engine@production")
+
+
+@endpoint_scenario("change-request-reject", "POST")
+def _change_request_reject_post(api: Api) -> EndpointExpect:
+    cr = pending_change_request()
+    return _json("POST", f"/api/v1/change-requests/{cr.pk}/reject/", {"reason": "no"}, 200, api,
+                 "change_request.rejected", "change_request", str(cr.pk))
+
+
+@endpoint_scenario("review-item-acknowledge", "POST")
+def _review_item_acknowledge_post(api: Api) -> EndpointExpect:
+    item = break_glass_review_item()
+    return _json("POST", f"/api/v1/review-items/{item.pk}/acknowledge/", {"note": "valid"}, 200, api,
+                 "review_item.acknowledged", "review_item", str(item.pk))

@@ -48,8 +48,9 @@ def test_object_history__flag_state__in_order_with_diffs(history, api_as):
     assert changes[0][1]["include_cohorts"] == {"before": [], "after": ["pilot"]}
     assert changes[1][1]["percentage"] == {"before": 10.0, "after": 50.0}
     assert changes[1][1]["version"] == {"before": 2, "after": 3}
-    assert changes[2] == ("flag_state.killed", {"enabled": {"before": True, "after": False},
-                                                "version": {"before": 3, "after": 4}})
+    assert changes[2][0] == "flag_state.killed"
+    assert changes[2][1]["enabled"] == {"before": True, "after": False}
+    assert changes[2][1]["version"] == {"before": 3, "after": 4}
 
 
 def test_event_detail__by_sequence__with_changes(history, api_as):
