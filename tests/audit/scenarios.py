@@ -918,3 +918,52 @@ def _review_item_acknowledge_post(api: Api) -> EndpointExpect:
     item = break_glass_review_item()
     return _json("POST", f"/api/v1/review-items/{item.pk}/acknowledge/", {"note": "valid"}, 200, api,
                  "review_item.acknowledged", "review_item", str(item.pk))
+
+
+# --- SDK and OFREP: POSTs that read (evaluations) or report telemetry; neither changes configuration ---
+
+
+def _sdk_headers() -> dict[str, str]:
+    from rollout.services.keys import sdk_key_create
+
+    flag_on()
+    _, secret = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+EVALUATION = "an evaluation: reads the ruleset and answers, changes nothing"
+CONTEXT = {"key": "t1", "attributes": {"tenant_id": "t1"}}
+
+
+@endpoint_scenario("sdk-evaluate", "POST")
+def _sdk_evaluate(api: Api) -> EndpointExpect:
+    return EndpointExpect("POST", "/api/v1/sdk/evaluate", {"flag": "invoice-engine", "context": CONTEXT},
+                          headers=_sdk_headers(), reason=EVALUATION)
+
+
+@endpoint_scenario("sdk-evaluate-bulk", "POST")
+def _sdk_evaluate_bulk(api: Api) -> EndpointExpect:
+    return EndpointExpect("POST", "/api/v1/sdk/evaluate/bulk", {"context": CONTEXT}, headers=_sdk_headers(),
+                          reason=EVALUATION)
+
+
+@endpoint_scenario("ofrep-evaluate-flag", "POST")
+def _ofrep_evaluate_flag(api: Api) -> EndpointExpect:
+    return EndpointExpect("POST", "/ofrep/v1/evaluate/flags/invoice-engine", {"context": {"targetingKey": "t1"}},
+                          headers=_sdk_headers(), reason=EVALUATION)
+
+
+@endpoint_scenario("ofrep-evaluate-flags", "POST")
+def _ofrep_evaluate_flags(api: Api) -> EndpointExpect:
+    return EndpointExpect("POST", "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "t1"}},
+                          headers=_sdk_headers(), reason=EVALUATION)
+
+
+@endpoint_scenario("sdk-metrics", "POST")
+def _sdk_metrics(api: Api) -> EndpointExpect:
+    batch = {"sdk": {"name": "turnout-python", "version": "0.1.0"},
+             "window": {"start": "2026-11-26T10:00:00Z", "end": "2026-11-26T10:00:10Z"},
+             "flags": [], "mismatch_samples": [], "breaker_events": [], "dropped": {}}
+    return EndpointExpect("POST", "/api/v1/sdk/metrics", batch, status=202, headers=_sdk_headers(),
+                          reason="telemetry from services (call counts, latencies, mismatches), not a change to "
+                                 "configuration; what it triggers (a guardrail pause) is audited by that service")
