@@ -65,6 +65,7 @@ def test_login__each_role__shell_shows_user_role_and_navigation(site: Site) -> N
     expect(nav.get_by_role("link", name="Audit")).to_be_visible()
     for link in ("Dashboard", "Cohorts", "Keys"):
         expect(nav.get_by_role("link", name=link)).to_have_count(0)
+    expect(page.get_by_role("button", name="Export CSV")).to_be_visible()
 
 
 def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environment(site: Site) -> None:
@@ -248,7 +249,9 @@ def test_audit__filtered_by_action_and_actor__shows_diff_and_history(site: Site)
     rows.first.get_by_text("Diff").click()
     diff = rows.first.locator("table.diff")
     expect(diff.locator("tr.changed", has_text="percentage").first).to_contain_text("25")
-    page.get_by_label("Actor").fill("nobody")
+    page.get_by_label("Actor").select_option("system:test")
+    expect(rows).to_have_count(1)
+    page.get_by_label("From").fill("2999-01-01T00:00")
     expect(page.get_by_text("No event matches these filters.")).to_be_visible()
     page.get_by_role("link", name="Clear").click()
     expect(page.locator("#event-table tbody tr").first).to_be_visible()
@@ -314,3 +317,18 @@ def test_main_pages__demo_data__render_readable_and_screenshotted(site: Site) ->
     page.goto(f"{site.url}/audit/")
     expect(page.locator("#event-table tbody tr").first).to_be_visible()
     screenshot(page, "audit")
+
+
+def test_audit__export_of_the_filtered_log__downloads_and_verifies(site: Site, tmp_path: Any) -> None:
+    _live_flag(percentage=25)
+    page = site.session_for("cora")
+    page.goto(f"{site.url}/audit/?action=flag_state.updated")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Export CSV").click()
+    path = tmp_path / "export.csv"
+    download_info.value.save_as(path)
+    lines = path.read_text().strip().splitlines()
+    assert len(lines) == 2 and "flag_state.updated" in lines[1]
+    page.get_by_role("button", name="Verify the chain now").click()
+    expect(page.locator("#verify-result")).to_contain_text("Verified: all")
+    screenshot(page, "audit-tools")
