@@ -202,23 +202,29 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
         "may_kill": can(request.user, Capability.EMERGENCY, environment=env),
         "needs_approval": can(request.user, Capability.EDIT) and not may_act_directly(state, "update", actor=who),
         "direct_advance": may_act_directly(state, "advance", actor=who),
-        "percentage_form": PercentageForm(initial={
+        "percentage_form": PercentageForm(auto_id=card_ids(env.key), initial={
             "percentage": state.percentage.normalize() if state.percentage else 0,
             "compare_percentage": state.compare_percentage.normalize() if state.compare_percentage else 0,
             "version": state.version,
         }),
-        "targeting_form": TargetingForm(cohorts=cohorts, initial={
+        "targeting_form": TargetingForm(cohorts=cohorts, auto_id=card_ids(env.key), initial={
             "include_cohorts": [c.key for c in state.include_cohorts.all()],
             "exclude_cohorts": [c.key for c in state.exclude_cohorts.all()],
             "overrides": overrides_text(state.overrides),
             "version": state.version,
         }),
-        "plan_form": PlanTemplateForm(cohorts=cohorts, initial={"template": "standard", "version": state.version}),
-        "guardrail_form": GuardrailForm(initial={**(guardrail_snapshot(guardrail) or GuardrailForm.DEFAULTS),
-                                                 "version": state.version}),
+        "plan_form": PlanTemplateForm(cohorts=cohorts, auto_id=card_ids(env.key),
+                                      initial={"template": "standard", "version": state.version}),
+        "guardrail_form": GuardrailForm(auto_id=card_ids(env.key), initial={
+            **(guardrail_snapshot(guardrail) or GuardrailForm.DEFAULTS), "version": state.version}),
     }
     context.update(extra)
     return context
+
+
+def card_ids(env_key: str) -> str:
+    """Field ids per environment card: several cards (and their forms) share one page."""
+    return f"{env_key}-%s"
 
 
 def _state_or_404(key: str, env: str) -> FlagState:
@@ -297,13 +303,14 @@ def state_retire(request: HttpRequest, key: str, env: str) -> HttpResponse:
 def state_percentage(request: HttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
-    form = PercentageForm(request.POST)
+    form = PercentageForm(request.POST, auto_id=card_ids(env))
     if not form.is_valid():
         return _render_card(request, key, env, status=INVALID, percentage_form=form, open_panel="percentage")
     old = state.percentage
     params: dict[str, Any] = {"percentage": str(form.cleaned_data["percentage"])}
-    if form.cleaned_data.get("compare_percentage") is not None:
-        params["compare_percentage"] = str(form.cleaned_data["compare_percentage"])
+    compare = form.cleaned_data.get("compare_percentage")
+    if compare is not None and compare != state.compare_percentage:  # only what changes goes into a request
+        params["compare_percentage"] = str(compare)
     new = form.cleaned_data["percentage"]
     return _submit(request, state, "update", params, version=form.cleaned_data["version"],
                    reason=form.cleaned_data["reason"], form=form, panel="percentage",
@@ -335,7 +342,7 @@ def state_impact(request: HttpRequest, key: str, env: str) -> HttpResponse:
 def state_targeting(request: HttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
-    form = TargetingForm(request.POST, cohorts=list(Cohort.objects.values_list("key", "name")))
+    form = TargetingForm(request.POST, cohorts=list(Cohort.objects.values_list("key", "name")), auto_id=card_ids(env))
     if not form.is_valid():
         return _render_card(request, key, env, status=INVALID, targeting_form=form, open_panel="targeting")
     params = {name: form.cleaned_data[name] for name in ("include_cohorts", "exclude_cohorts", "overrides")}
@@ -353,7 +360,8 @@ def state_plan(request: HttpRequest, key: str, env: str) -> HttpResponse:
     """Build the plan from a template (stages with soak times, gates and cohorts)."""
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
-    form = PlanTemplateForm(request.POST, cohorts=list(Cohort.objects.values_list("key", "name")))
+    form = PlanTemplateForm(request.POST, cohorts=list(Cohort.objects.values_list("key", "name")),
+                            auto_id=card_ids(env))
     if not form.is_valid():
         return _render_card(request, key, env, status=INVALID, plan_form=form, open_panel="plan")
     try:
@@ -415,7 +423,7 @@ def state_rollback(request: HttpRequest, key: str, env: str) -> HttpResponse:
 def state_guardrails(request: HttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
-    form = GuardrailForm(request.POST)
+    form = GuardrailForm(request.POST, auto_id=card_ids(env))
     if not form.is_valid():
         return _render_card(request, key, env, status=INVALID, guardrail_form=form, open_panel="guardrails")
     data = dict(form.cleaned_data)
