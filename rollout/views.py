@@ -243,7 +243,10 @@ def _render_card(request: HttpRequest, key: str, env: str, *, status: int = 200,
         elif extra.get("error"):
             messages.error(request, extra["error"])
         return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"#state-{env}")
-    return render(request, "rollout/flag_detail.html#state-card", context, status=status)
+    response = render(request, "rollout/flag_detail.html#state-card", context, status=status)
+    if request.method == "POST":  # the readiness report below refreshes too
+        trigger_client_event(response, "rolloutChanged")
+    return response
 
 
 @require_GET
