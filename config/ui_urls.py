@@ -26,6 +26,18 @@ urlpatterns = [
     path("flags/<str:key>/<str:env>/percentage/", rollout_views.state_percentage, name="state-percentage"),
     path("flags/<str:key>/<str:env>/impact/", rollout_views.state_impact, name="state-impact"),
     path("flags/<str:key>/<str:env>/targeting/", rollout_views.state_targeting, name="state-targeting"),
+    path("flags/<str:key>/<str:env>/plan/", rollout_views.state_plan, name="state-plan"),
+    path("flags/<str:key>/<str:env>/advance/", rollout_views.state_advance, name="state-advance"),
+    path("flags/<str:key>/<str:env>/pause/", rollout_views.state_pause, name="state-pause"),
+    path("flags/<str:key>/<str:env>/rollback/", rollout_views.state_rollback, name="state-rollback"),
+    path("flags/<str:key>/<str:env>/guardrails/", rollout_views.state_guardrails, name="state-guardrails"),
+    path("flags/<str:key>/<str:env>/readiness/", rollout_views.state_readiness, name="state-readiness"),
+    # Change requests (four eyes)
+    path("changes/", rollout_views.change_list, name="change-list"),
+    path("changes/<int:pk>/", rollout_views.change_detail, name="change-detail"),
+    path("changes/<int:pk>/approve/", rollout_views.change_approve, name="change-approve"),
+    path("changes/<int:pk>/reject/", rollout_views.change_reject, name="change-reject"),
+    path("changes/<int:pk>/cancel/", rollout_views.change_cancel, name="change-cancel"),
     # Cohorts
     path("cohorts/", cohort_views.cohort_list, name="cohort-list"),
     path("cohorts/new/", cohort_views.cohort_create, name="cohort-create"),

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from audit.models import AuditEvent
 from rollout.models import Environment, Flag, FlagState, Workload
@@ -43,6 +43,19 @@ def _object_filter(workload: Workload, flag_keys: list[str]) -> Q:
     return q
 
 
+def guardrail_status(state: FlagState) -> str:
+    """The guardrails' last verdict (from the periodic check), without reading metrics per row."""
+    from rollout.models import Guardrail
+    from rollout.services.guardrails import last_check
+
+    try:
+        state.guardrail  # noqa: B018  (select_related: no query)
+    except Guardrail.DoesNotExist:
+        return "unguarded"
+    checked = last_check(state.pk)
+    return str(checked["status"]) if checked else "not checked yet"
+
+
 def last_event_for(workload: Workload, flag_keys: list[str]) -> AuditEvent | None:
     """The newest audit event about the workload, its flags or their states: who changed it, when."""
     return AuditEvent.objects.filter(_object_filter(workload, flag_keys)).order_by("-sequence").first()
@@ -75,9 +88,11 @@ def dashboard_rows(
     states: dict[tuple[int, int], list[FlagState]] = defaultdict(list)
     for state in (
         FlagState.objects.filter(flag__workload__in=workloads_list, environment__in=envs)
-        .select_related("flag", "environment")
+        .select_related("flag", "environment", "guardrail")
         .prefetch_related("include_cohorts", "exclude_cohorts")
+        .annotate(stage_count=Count("stages"))
     ):
+        state.guardrail_status = guardrail_status(state)  # type: ignore[attr-defined]
         states[(state.flag.workload_id, state.environment_id)].append(state)
     rows = []
     for workload in workloads_list:
@@ -140,3 +155,53 @@ def exposure_impact(state: FlagState, new: Any, *, hours: int = 24) -> dict[str,
     else:
         moving = parallel * (old - new_value) / old if old > 0 else 0.0
     return {"seen": legacy + parallel, "affected": round(moving), "hours": hours}
+
+
+PATH_COLOURS = {"legacy": "#6b7780", "parallel": "#1f5fae"}
+
+
+def readiness_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Chart data (labels + series) from the readiness report's per-minute series, one element id each."""
+    series = report.get("series") or []
+    labels = [row["minute"][11:16] for row in series]
+
+    def line(metric: str, path: str) -> dict[str, Any]:
+        return {"label": path, "color": PATH_COLOURS[path], "data": [row[path][metric] for row in series]}
+
+    def mismatch_rate(row: dict[str, Any]) -> float | None:
+        compared = row["legacy"]["comparisons"] + row["parallel"]["comparisons"]
+        mismatched = row["legacy"]["mismatches"] + row["parallel"]["mismatches"]
+        return round(100.0 * mismatched / compared, 4) if compared else None
+
+    charts = [
+        {"id": "error-rate", "title": "Error rate", "unit": "%",
+         "labels": labels, "series": [line("error_rate", "legacy"), line("error_rate", "parallel")]},
+        {"id": "latency", "title": "Latency p95", "unit": "ms",
+         "labels": labels, "series": [line("p95_ms", "legacy"), line("p95_ms", "parallel")]},
+        {"id": "mismatch", "title": "Mismatch rate (compared calls)", "unit": "%",
+         "labels": labels, "series": [{"label": "mismatches", "color": "#a8201a",
+                                       "data": [mismatch_rate(row) for row in series]}]},
+    ]
+    for chart in charts:
+        chart["element_id"] = f"chart-{report['environment']}-{chart['id']}"
+    return charts
+
+
+def change_proposal(cr: Any, current: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a change request would change, as rows (field, now, proposed) for the diff view."""
+    params = dict(cr.params or {})
+    if cr.action == "update":
+        return [{"field": name, "now": current.get(name), "proposed": value, "changed": current.get(name) != value}
+                for name, value in sorted(params.items())]
+    if cr.action == "advance":
+        return [{"field": "stage", "now": current.get("stage"), "proposed": (current.get("stage") or 0) + 1,
+                 "changed": True}] + ([{"field": "force", "now": None, "proposed": True, "changed": True}]
+                                      if params.get("force") else [])
+    if cr.action in ("resume", "retire"):
+        field = "enabled" if cr.action == "resume" else "retired"
+        return [{"field": field, "now": current.get(field), "proposed": True, "changed": True}]
+    if cr.action == "plan":
+        stages = params.get("stages") or []
+        return [{"field": "plan", "now": None, "changed": True,
+                 "proposed": [f"{s.get('name')}: {s.get('percentage')}%" for s in stages]}]
+    return [{"field": name, "now": None, "proposed": value, "changed": True} for name, value in sorted(params.items())]

@@ -66,6 +66,48 @@ class PercentageForm(ServiceForm):
     reason = forms.CharField(required=False, max_length=500)
 
 
+class PlanTemplateForm(ServiceForm):
+    template = forms.ChoiceField(choices=[("standard", "Standard: validate → internal → pilot → 5% → 25% → 50% → "
+                                                      "100% → retire legacy")])
+    internal_cohorts = forms.MultipleChoiceField(required=False, choices=(), widget=forms.CheckboxSelectMultiple,
+                                                 help_text="Dog-food first: these cohorts join at the internal stage.")
+    pilot_cohorts = forms.MultipleChoiceField(required=False, choices=(), widget=forms.CheckboxSelectMultiple,
+                                              help_text="These join at the pilot stage and stay in.")
+    soak_seconds = forms.IntegerField(required=False, min_value=0, label="Soak time per stage (seconds)",
+                                      help_text="Empty: the template's (a day or more per stage).")
+    version = forms.IntegerField(widget=forms.HiddenInput)
+    reason = forms.CharField(required=False, max_length=500)
+
+    def __init__(self, *args: Any, cohorts: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["internal_cohorts"].choices = cohorts
+        self.fields["pilot_cohorts"].choices = cohorts
+
+
+class GuardrailForm(ServiceForm):
+    DEFAULTS: dict[str, Any] = {"min_sample_size": 100, "window_seconds": 300, "action": "rollback"}
+
+    max_error_rate = forms.DecimalField(required=False, min_value=0, max_value=100, decimal_places=4,
+                                        label="Max parallel error rate (%)")
+    max_error_rate_increase = forms.DecimalField(required=False, min_value=0, max_value=100, decimal_places=4,
+                                                 label="Max error rate above legacy (points)")
+    max_latency_p95_ratio = forms.DecimalField(required=False, min_value=1, decimal_places=3,
+                                               label="Max latency p95, parallel ÷ legacy")
+    max_mismatch_rate = forms.DecimalField(required=False, min_value=0, max_value=100, decimal_places=4,
+                                           label="Max mismatch rate (%)")
+    min_sample_size = forms.IntegerField(min_value=0, label="Calls needed to judge")
+    window_seconds = forms.IntegerField(min_value=60, max_value=86_400, label="Window (seconds)")
+    action = forms.ChoiceField(choices=(), label="On a breach")
+    version = forms.IntegerField(widget=forms.HiddenInput)
+    reason = forms.CharField(required=False, max_length=500)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from rollout.models import BreachAction
+
+        super().__init__(*args, **kwargs)
+        self.fields["action"].choices = BreachAction.choices
+
+
 class ReasonForm(ServiceForm):
     reason = forms.CharField(required=False, max_length=500)
     version = forms.IntegerField(required=False, widget=forms.HiddenInput)

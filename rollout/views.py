@@ -12,21 +12,26 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from cohorts.models import Cohort
-from common.errors import ServiceError
-from common.permissions import Capability, can, primary_role
+from common.errors import Forbidden, ServiceError
+from common.permissions import Capability, can, can_decide, primary_role
 from common.ui import INVALID, actor, current_environment, error_status, require
 from rollout import dashboard as selectors
+from rollout.dashboard import change_proposal, readiness_charts
 from rollout.forms import (
     ApiTokenForm,
     FlagForm,
+    GuardrailForm,
     PercentageForm,
+    PlanTemplateForm,
     ReasonForm,
     SdkKeyForm,
     TargetingForm,
@@ -34,10 +39,34 @@ from rollout.forms import (
     WorkloadForm,
     overrides_text,
 )
-from rollout.models import ApiToken, Environment, Flag, FlagState, Phase, Risk, SdkKey, Workload
+from rollout.models import (
+    ApiToken,
+    ChangeRequest,
+    ChangeRequestStatus,
+    Environment,
+    Flag,
+    FlagState,
+    Guardrail,
+    Phase,
+    Risk,
+    SdkKey,
+    Workload,
+)
+from rollout.policy import may_act_directly
+from rollout.readiness import plan_status, readiness
 from rollout.services import flags as flag_services
 from rollout.services import keys as key_services
+from rollout.services import stages as stage_services
 from rollout.services import workloads as workload_services
+from rollout.services.change_requests import (
+    change_request_approve,
+    change_request_cancel,
+    change_request_reject,
+    change_request_submit,
+)
+from rollout.services.guardrails import evaluate_state
+from rollout.services.stages import plan_template
+from rollout.snapshots import guardrail_snapshot
 
 # -- dashboard --------------------------------------------------------------------------------
 
@@ -149,37 +178,53 @@ def flag_create(request: HttpRequest) -> HttpResponse:
 def flag_detail(request: HttpRequest, key: str) -> HttpResponse:
     require(request, Capability.READ)
     flag = get_object_or_404(Flag.objects.select_related("workload"), key=key)
-    cards = [_card_context(request, state) for state in selectors.flag_states(flag)]
     current = current_environment(request)
-    cards.sort(key=lambda c: (c["state"].environment_id != getattr(current, "pk", None),))
-    return render(request, "rollout/flag_detail.html", {"flag": flag, "cards": cards})
+    states = sorted(selectors.flag_states(flag), key=lambda s: s.environment_id != getattr(current, "pk", None))
+    cards = [render_to_string("rollout/flag_detail.html#state-card", _card_context(request, s), request=request)
+             for s in states]
+    return render(request, "rollout/flag_detail.html", {"flag": flag, "cards": cards, "states": states})
 
 
 def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[str, Any]:
     env = state.environment
+    who = actor(request)
     cohorts = list(Cohort.objects.values_list("key", "name"))
+    guardrail = Guardrail.objects.filter(flag_state=state).first()
     context = {
         "state": state,
         "status": selectors.state_status(state),
         "last_event": selectors.last_state_event(state),
-        "may_change": can(request.user, Capability.CHANGE_ENV, environment=env),
+        "plan": plan_status(state),
+        "health": evaluate_state(state),
+        "guardrail": guardrail_snapshot(guardrail),
+        "pending": list(state.change_requests.filter(status=ChangeRequestStatus.PENDING).order_by("pk")),
+        "may_edit": can(request.user, Capability.EDIT),
         "may_kill": can(request.user, Capability.EMERGENCY, environment=env),
-        "needs_approval": env.requires_approval and not can(request.user, Capability.CHANGE_ENV, environment=env)
-        and can(request.user, Capability.EDIT),
-        "percentage_form": PercentageForm(initial={
+        "needs_approval": can(request.user, Capability.EDIT) and not may_act_directly(state, "update", actor=who),
+        "direct_advance": may_act_directly(state, "advance", actor=who),
+        "percentage_form": PercentageForm(auto_id=card_ids(env.key), initial={
             "percentage": state.percentage.normalize() if state.percentage else 0,
             "compare_percentage": state.compare_percentage.normalize() if state.compare_percentage else 0,
             "version": state.version,
         }),
-        "targeting_form": TargetingForm(cohorts=cohorts, initial={
+        "targeting_form": TargetingForm(cohorts=cohorts, auto_id=card_ids(env.key), initial={
             "include_cohorts": [c.key for c in state.include_cohorts.all()],
             "exclude_cohorts": [c.key for c in state.exclude_cohorts.all()],
             "overrides": overrides_text(state.overrides),
             "version": state.version,
         }),
+        "plan_form": PlanTemplateForm(cohorts=cohorts, auto_id=card_ids(env.key),
+                                      initial={"template": "standard", "version": state.version}),
+        "guardrail_form": GuardrailForm(auto_id=card_ids(env.key), initial={
+            **(guardrail_snapshot(guardrail) or GuardrailForm.DEFAULTS), "version": state.version}),
     }
     context.update(extra)
     return context
+
+
+def card_ids(env_key: str) -> str:
+    """Field ids per environment card: several cards (and their forms) share one page."""
+    return f"{env_key}-%s"
 
 
 def _state_or_404(key: str, env: str) -> FlagState:
@@ -198,7 +243,10 @@ def _render_card(request: HttpRequest, key: str, env: str, *, status: int = 200,
         elif extra.get("error"):
             messages.error(request, extra["error"])
         return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"#state-{env}")
-    return render(request, "rollout/flag_detail.html#state-card", context, status=status)
+    response = render(request, "rollout/flag_detail.html#state-card", context, status=status)
+    if request.method == "POST":  # the readiness report below refreshes too
+        trigger_client_event(response, "rolloutChanged")
+    return response
 
 
 @require_GET
@@ -227,63 +275,50 @@ def state_kill(request: HttpRequest, key: str, env: str) -> HttpResponse:
                         undo="resume")
 
 
+
 @require_POST
 @login_required
 def state_resume(request: HttpRequest, key: str, env: str) -> HttpResponse:
+    """Switch a killed rollout back on, or lift a pause (through approval where the policy wants one)."""
     state = _state_or_404(key, env)
-    require(request, Capability.CHANGE_ENV, environment=state.environment)
+    require(request, Capability.EDIT)
     form = ReasonForm(request.POST)
     form.is_valid()
-    try:
-        flag_services.flag_state_resume(actor=actor(request), flag=key, environment=env,
-                                        version=form.cleaned_data.get("version"),
-                                        reason=form.cleaned_data.get("reason", ""))
-    except ServiceError as exc:
-        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
-    return _render_card(request, key, env, message=f"Resumed at {_pct(state.percentage)}% in {state.environment.name}.")
+    return _submit(request, state, "resume", {}, version=form.cleaned_data.get("version"),
+                   reason=form.cleaned_data.get("reason", ""),
+                   done=f"Resumed at {_pct(state.percentage)}% in {state.environment.name}.")
 
 
 @require_POST
 @login_required
 def state_retire(request: HttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
-    require(request, Capability.CHANGE_ENV, environment=state.environment)
+    require(request, Capability.EDIT)
     form = ReasonForm(request.POST)
     form.is_valid()
-    try:
-        flag_services.flag_state_retire(actor=actor(request), flag=key, environment=env,
-                                        version=form.cleaned_data.get("version"),
-                                        reason=form.cleaned_data.get("reason", ""))
-    except ServiceError as exc:
-        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
-    return _render_card(request, key, env, message=f"Legacy retired in {state.environment.name}: "
-                                                   "every subject takes the parallel path.")
+    return _submit(request, state, "retire", {}, version=form.cleaned_data.get("version"),
+                   reason=form.cleaned_data.get("reason", ""),
+                   done=f"Legacy retired in {state.environment.name}: every subject takes the parallel path.")
 
 
 @require_POST
 @login_required
 def state_percentage(request: HttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
-    require(request, Capability.CHANGE_ENV, environment=state.environment)
-    form = PercentageForm(request.POST)
+    require(request, Capability.EDIT)
+    form = PercentageForm(request.POST, auto_id=card_ids(env))
     if not form.is_valid():
         return _render_card(request, key, env, status=INVALID, percentage_form=form, open_panel="percentage")
     old = state.percentage
-    changes: dict[str, Any] = {"percentage_value": form.cleaned_data["percentage"]}
-    if form.cleaned_data.get("compare_percentage") is not None:
-        changes["compare_percentage"] = form.cleaned_data["compare_percentage"]
-    try:
-        new = flag_services.flag_state_update(actor=actor(request), flag=key, environment=env,
-                                              version=form.cleaned_data["version"],
-                                              reason=form.cleaned_data["reason"], **changes)
-    except ServiceError as exc:
-        form.add_service_error(exc)
-        return _render_card(request, key, env, status=error_status(exc), percentage_form=form,
-                            open_panel="percentage")
-    if new.percentage == old:
-        return _render_card(request, key, env, message="Saved.")
-    return _render_card(request, key, env, message=f"Parallel share {_pct(old)}% → {_pct(new.percentage)}%.",
-                        undo="percentage", undo_percentage=old)
+    params: dict[str, Any] = {"percentage": str(form.cleaned_data["percentage"])}
+    compare = form.cleaned_data.get("compare_percentage")
+    if compare is not None and compare != state.compare_percentage:  # only what changes goes into a request
+        params["compare_percentage"] = str(compare)
+    new = form.cleaned_data["percentage"]
+    return _submit(request, state, "update", params, version=form.cleaned_data["version"],
+                   reason=form.cleaned_data["reason"], form=form, panel="percentage",
+                   done=f"Parallel share {_pct(old)}% → {_pct(new)}%." if new != old else "Saved.",
+                   undo={"undo": "percentage", "undo_percentage": old} if new != old else {})
 
 
 @require_GET
@@ -309,25 +344,218 @@ def state_impact(request: HttpRequest, key: str, env: str) -> HttpResponse:
 @login_required
 def state_targeting(request: HttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
-    require(request, Capability.CHANGE_ENV, environment=state.environment)
-    form = TargetingForm(request.POST, cohorts=list(Cohort.objects.values_list("key", "name")))
+    require(request, Capability.EDIT)
+    form = TargetingForm(request.POST, cohorts=list(Cohort.objects.values_list("key", "name")), auto_id=card_ids(env))
     if not form.is_valid():
         return _render_card(request, key, env, status=INVALID, targeting_form=form, open_panel="targeting")
+    params = {name: form.cleaned_data[name] for name in ("include_cohorts", "exclude_cohorts", "overrides")}
+    return _submit(request, state, "update", params, version=form.cleaned_data["version"],
+                   reason=form.cleaned_data["reason"], form=form, panel="targeting",
+                   done="Cohorts and overrides saved.")
+
+
+# -- the rollout plan: stages, advance / pause / rollback, guardrails ---------------------------
+
+
+@require_POST
+@login_required
+def state_plan(request: HttpRequest, key: str, env: str) -> HttpResponse:
+    """Build the plan from a template (stages with soak times, gates and cohorts)."""
+    state = _state_or_404(key, env)
+    require(request, Capability.EDIT)
+    form = PlanTemplateForm(request.POST, cohorts=list(Cohort.objects.values_list("key", "name")),
+                            auto_id=card_ids(env))
+    if not form.is_valid():
+        return _render_card(request, key, env, status=INVALID, plan_form=form, open_panel="plan")
     try:
-        flag_services.flag_state_update(
-            actor=actor(request), flag=key, environment=env, version=form.cleaned_data["version"],
-            include_cohorts=form.cleaned_data["include_cohorts"], exclude_cohorts=form.cleaned_data["exclude_cohorts"],
-            overrides=form.cleaned_data["overrides"], reason=form.cleaned_data["reason"],
-        )
+        stages = plan_template(form.cleaned_data["template"], internal_cohorts=form.cleaned_data["internal_cohorts"],
+                               pilot_cohorts=form.cleaned_data["pilot_cohorts"],
+                               soak_seconds=form.cleaned_data["soak_seconds"])
     except ServiceError as exc:
         form.add_service_error(exc)
-        return _render_card(request, key, env, status=error_status(exc), targeting_form=form,
-                            open_panel="targeting")
-    return _render_card(request, key, env, message="Cohorts and overrides saved.")
+        return _render_card(request, key, env, status=error_status(exc), plan_form=form, open_panel="plan")
+    return _submit(request, state, "plan", {"stages": stages}, version=form.cleaned_data["version"],
+                   reason=form.cleaned_data["reason"], form=form, panel="plan",
+                   done=f"Plan set: {len(stages)} stages. Advance to start it.")
+
+
+@require_POST
+@login_required
+def state_advance(request: HttpRequest, key: str, env: str) -> HttpResponse:
+    state = _state_or_404(key, env)
+    require(request, Capability.EDIT)
+    form = ReasonForm(request.POST)
+    form.is_valid()
+    params = {"force": True} if request.POST.get("force") else {}
+    return _submit(request, state, "advance", params, version=form.cleaned_data.get("version"),
+                   reason=form.cleaned_data.get("reason", ""), done="Advanced to the next stage.")
+
+
+@require_POST
+@login_required
+def state_pause(request: HttpRequest, key: str, env: str) -> HttpResponse:
+    """Hold the rollout where it is; never waits for approval."""
+    state = _state_or_404(key, env)
+    require(request, Capability.EMERGENCY, environment=state.environment)
+    try:
+        stage_services.rollout_pause(actor=actor(request), flag=key, environment=env,
+                                     reason=request.POST.get("reason", "")[:2000])
+    except ServiceError as exc:
+        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
+    return _render_card(request, key, env, message="Paused: the split stays as it is and nothing advances.",
+                        undo="resume")
+
+
+@require_POST
+@login_required
+def state_rollback(request: HttpRequest, key: str, env: str) -> HttpResponse:
+    """Back one stage at once, then paused; never waits for approval."""
+    state = _state_or_404(key, env)
+    require(request, Capability.EMERGENCY, environment=state.environment)
+    try:
+        stage_services.rollout_rollback(actor=actor(request), flag=key, environment=env,
+                                        reason=request.POST.get("reason", "")[:2000])
+    except ServiceError as exc:
+        return _render_card(request, key, env, status=error_status(exc), error=exc.message, open_panel="rollback")
+    return _render_card(request, key, env, message="Rolled back one stage; the rollout is paused until resumed.",
+                        undo="resume")
+
+
+@require_POST
+@login_required
+def state_guardrails(request: HttpRequest, key: str, env: str) -> HttpResponse:
+    state = _state_or_404(key, env)
+    require(request, Capability.EDIT)
+    form = GuardrailForm(request.POST, auto_id=card_ids(env))
+    if not form.is_valid():
+        return _render_card(request, key, env, status=INVALID, guardrail_form=form, open_panel="guardrails")
+    data = dict(form.cleaned_data)
+    version, reason = data.pop("version"), data.pop("reason")
+    params = {name: (str(value) if isinstance(value, Decimal) else value) for name, value in data.items()}
+    return _submit(request, state, "guardrails", params, version=version, reason=reason, form=form,
+                   panel="guardrails", done="Guardrails saved: they are checked every minute.")
+
+
+@require_GET
+@login_required
+def state_readiness(request: HttpRequest, key: str, env: str) -> HttpResponse:
+    """The readiness report: legacy vs parallel over time, guardrails, soak, mismatch samples."""
+    require(request, Capability.READ)
+    state = _state_or_404(key, env)
+    report = readiness(state)
+    report["paths"] = [("legacy", report["legacy"]), ("parallel", report["parallel"])]
+    context = {"state": state, "report": report, "charts": readiness_charts(report)}
+    if request.htmx:
+        return render(request, "rollout/flag_detail.html#readiness", context)
+    return render(request, "rollout/readiness.html", context)
+
+
+def _submit(request: HttpRequest, state: FlagState, action: str, params: dict[str, Any], *, version: int | None,
+            reason: str, done: str, form: Any = None, panel: str = "", undo: dict[str, Any] | None = None
+            ) -> HttpResponse:
+    """A person's change: applied now where the policy allows, else a change request for a second person."""
+    key, env = state.flag.key, state.environment.key
+    try:
+        result = change_request_submit(actor=actor(request), flag=key, environment=env, action=action,
+                                       params=params, version=version, reason=reason)
+    except ServiceError as exc:
+        if form is not None:
+            form.add_service_error(exc)
+            return _render_card(request, key, env, status=error_status(exc), open_panel=panel,
+                                **{f"{panel}_form": form})
+        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
+    if result.change_request is not None:
+        cr = result.change_request
+        return _render_card(request, key, env, requested=cr,
+                            message=f"Waiting for approval: change request #{cr.pk} ({cr.summary}).")
+    return _render_card(request, key, env, message=done, **(undo or {}))
 
 
 def _pct(value: Any) -> str:
     return f"{float(value):.4f}".rstrip("0").rstrip(".")
+
+
+# -- change requests --------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def change_list(request: HttpRequest) -> HttpResponse:
+    """The approvers' inbox (others' pending requests), the requester's own, and recent decisions."""
+    require(request, Capability.READ)
+    requests = ChangeRequest.objects.select_related("flag_state__flag__workload", "flag_state__environment")
+    pending = list(requests.filter(status=ChangeRequestStatus.PENDING).order_by("created_at"))
+    context = {
+        "inbox": [cr for cr in pending if can_decide(request.user, cr)],
+        "mine": list(requests.filter(requested_by=request.user).order_by("-created_at")[:50]),
+        "waiting": [cr for cr in pending if not can_decide(request.user, cr) and cr.requested_by_id != request.user.pk],
+        "decided": list(requests.exclude(status=ChangeRequestStatus.PENDING).order_by("-decided_at")[:20]),
+        "may_approve": can(request.user, Capability.APPROVE),
+    }
+    template = "rollout/change_list.html#change-lists" if request.htmx else "rollout/change_list.html"
+    return render(request, template, context)
+
+
+def _change_context(request: HttpRequest, cr: ChangeRequest, **extra: Any) -> dict[str, Any]:
+    from rollout.snapshots import flag_state_snapshot
+
+    current = flag_state_snapshot(cr.flag_state)
+    proposed = change_proposal(cr, current)
+    return {"cr": cr, "current": current, "proposed": proposed, "may_decide": can_decide(request.user, cr),
+            "is_requester": cr.requested_by_id == request.user.pk,
+            "stale": cr.status == ChangeRequestStatus.PENDING and cr.flag_state.version != cr.based_on_version,
+            **extra}
+
+
+@require_GET
+@login_required
+def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    require(request, Capability.READ)
+    cr = get_object_or_404(ChangeRequest.objects.select_related("flag_state__flag__workload",
+                                                                "flag_state__environment"), pk=pk)
+    return render(request, "rollout/change_detail.html", _change_context(request, cr))
+
+
+def _decide(request: HttpRequest, pk: int, decide: Any, done: str) -> HttpResponse:
+    cr = get_object_or_404(ChangeRequest.objects.select_related("flag_state__flag", "flag_state__environment"),
+                           pk=pk)
+    comment = request.POST.get("comment", "")[:2000]
+    try:
+        cr = decide(actor=actor(request), change_request=pk, reason=comment)
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+    except ServiceError as exc:
+        context = _change_context(request, cr, error=exc.message)
+        template = "rollout/change_detail.html#decision" if request.htmx else "rollout/change_detail.html"
+        return render(request, template, context, status=error_status(exc))
+    cr = ChangeRequest.objects.select_related("flag_state__flag__workload", "flag_state__environment").get(pk=pk)
+    message = done if cr.status != ChangeRequestStatus.STALE else (
+        f"Change request #{pk} is stale: the rollout changed since it was requested, so nothing was applied.")
+    context = _change_context(request, cr, message=message)
+    template = "rollout/change_detail.html#decision" if request.htmx else "rollout/change_detail.html"
+    response = render(request, template, context)
+    return trigger_client_event(response, "changeDecided", {"id": pk, "status": cr.status})
+
+
+@require_POST
+@login_required
+def change_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    require(request, Capability.APPROVE)
+    return _decide(request, pk, change_request_approve, "Approved and applied.")
+
+
+@require_POST
+@login_required
+def change_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    require(request, Capability.APPROVE)
+    return _decide(request, pk, change_request_reject, "Rejected; the requester sees your comment.")
+
+
+@require_POST
+@login_required
+def change_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    require(request, Capability.EDIT)
+    return _decide(request, pk, change_request_cancel, "Withdrawn.")
 
 
 # -- keys -------------------------------------------------------------------------------------

@@ -54,3 +54,9 @@ def diff_rows(event: Any) -> list[dict[str, Any]]:
 @register.filter
 def get_item(mapping: Any, key: Any) -> Any:
     return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.filter
+def words(value: Any) -> str:
+    """``insufficient_data`` → ``insufficient data``."""
+    return str(value or "").replace("_", " ")

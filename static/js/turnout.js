@@ -118,7 +118,7 @@
           labels: spec.labels,
           datasets: spec.series.map(function (s) {
             return { label: s.label, data: s.data, borderColor: s.color, backgroundColor: s.color,
-                     pointRadius: 0, borderWidth: 2, tension: 0.2, spanGaps: true };
+                     pointRadius: spec.labels.length > 20 ? 0 : 3, borderWidth: 2, tension: 0.2, spanGaps: true };
           })
         },
         options: {

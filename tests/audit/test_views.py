@@ -43,3 +43,34 @@ def test_audit_event__update__diff_marks_changed_fields(changes: Any) -> None:
 def test_object_history__flag_state__every_event_of_that_object(changes: Any) -> None:
     body = text(signed_in("compliance").get("/audit/history/flag_state/invoice-engine@staging/"))
     assert "flag_state.updated" in body and "flag_state.killed" in body and "flag.created" not in body
+
+
+def test_audit_export__small__streamed_with_only_the_filtered_events(changes: Any) -> None:
+    response = signed_in("compliance").post("/audit/export/", {"format": "jsonl", "action": "flag_state.killed"})
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith('attachment; filename="audit-')
+    lines = b"".join(response.streaming_content).decode().strip().splitlines()
+    assert len(lines) == 1 and '"flag_state.killed"' in lines[0]
+
+
+def test_audit_export__large__background_with_progress_then_download(
+    changes: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.TURNOUT_AUDIT_EXPORT_ASYNC_THRESHOLD = 1
+    client = signed_in("compliance")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/audit/export/", {"format": "csv"})
+    assert response.status_code == 302
+    body = text(client.get(response["Location"]))
+    assert "Ready." in body and "/download" in body and "Signed manifest" in body
+
+
+def test_audit_export_and_verify__viewer__403(changes: Any) -> None:
+    client = signed_in("viewer")
+    assert client.post("/audit/export/", {"format": "csv"}).status_code == 403
+    assert client.get("/audit/verify/", **HTMX).status_code == 403
+
+
+def test_audit_verify__intact_chain__verified(changes: Any) -> None:
+    body = text(signed_in("compliance").get("/audit/verify/", **HTMX))
+    assert "Verified:" in body

@@ -65,6 +65,7 @@ def test_login__each_role__shell_shows_user_role_and_navigation(site: Site) -> N
     expect(nav.get_by_role("link", name="Audit")).to_be_visible()
     for link in ("Dashboard", "Cohorts", "Keys"):
         expect(nav.get_by_role("link", name=link)).to_have_count(0)
+    expect(page.get_by_role("button", name="Export CSV")).to_be_visible()
 
 
 def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environment(site: Site) -> None:
@@ -72,7 +73,7 @@ def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environ
     page.get_by_role("link", name="New workload").click()
     page.get_by_label("Key").fill("Invoice Engine")
     page.get_by_label("Name").fill("Invoice engine")
-    page.get_by_label("Risk").select_option("high")
+    page.get_by_label("Risk").select_option("medium")
     page.get_by_role("button", name="Create workload").click()
     # The service's validation comes back as a friendly message next to the field.
     expect(page.locator(".errorlist")).to_contain_text("lowercase letters")
@@ -101,10 +102,11 @@ def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environ
     card.get_by_role("button", name="Undo (back to 0%)").click()
     expect(card.locator(".big")).to_have_text("0%")
 
-    # Production needs approval: an editor sees the kill switch's rules, not the direct edit forms.
+    # Production needs approval: an editor's changes there become change requests.
     production = page.locator("#state-production")
     expect(production).to_contain_text("changes need approval")
-    expect(production.get_by_text("Change the percentage")).to_have_count(0)
+    production.get_by_text("Change the percentage").click()
+    expect(production.get_by_role("button", name="Request approval").first).to_be_visible()
     page.goto(f"{site.url}/")
     expect(page.get_by_role("row", name=re.compile("Invoice engine"))).to_contain_text("flag_state.updated")
 
@@ -248,7 +250,9 @@ def test_audit__filtered_by_action_and_actor__shows_diff_and_history(site: Site)
     rows.first.get_by_text("Diff").click()
     diff = rows.first.locator("table.diff")
     expect(diff.locator("tr.changed", has_text="percentage").first).to_contain_text("25")
-    page.get_by_label("Actor").fill("nobody")
+    page.get_by_label("Actor").select_option("system:test")
+    expect(rows).to_have_count(1)
+    page.get_by_label("From").fill("2999-01-01T00:00")
     expect(page.get_by_text("No event matches these filters.")).to_be_visible()
     page.get_by_role("link", name="Clear").click()
     expect(page.locator("#event-table tbody tr").first).to_be_visible()
@@ -269,6 +273,7 @@ def _sdk_traffic(site: Site, environment: str = "staging", calls: int = 400) -> 
     _, secret = sdk_key_create(actor=Actor.system("test"), environment=environment, name="simulator")
     client = turnout.Turnout(site.url, secret, stream=False, flush_interval=3600)
     try:
+        assert client.wait_until_ready(10)
         for n in range(calls):
             def parallel(n: int = n) -> int:
                 if n % 25 == 0:
@@ -277,9 +282,8 @@ def _sdk_traffic(site: Site, environment: str = "staging", calls: int = 400) -> 
 
             client.run("invoice-engine", f"user-{n}", {"tenant_id": f"t-{n % 60}"}, legacy=lambda n=n: n,
                        parallel=parallel)
-        assert client.flush()
     finally:
-        client.close()
+        client.close()  # lets the shadow comparisons finish, then sends the last metrics batch
     metrics_rollup(include_open=True)
 
 
@@ -307,6 +311,7 @@ def test_main_pages__demo_data__render_readable_and_screenshotted(site: Site) ->
     screenshot(page, "dashboard")
     page.goto(f"{site.url}/flags/invoice-engine/")
     expect(page.locator("#state-production .big")).to_have_text("25%")
+    expect(page.locator("#readiness-production")).to_contain_text("Production:")
     screenshot(page, "flag")
     page.goto(f"{site.url}/cohorts/pilot-eu/")
     expect(page.locator("#members")).to_contain_text("2 included")
@@ -314,3 +319,114 @@ def test_main_pages__demo_data__render_readable_and_screenshotted(site: Site) ->
     page.goto(f"{site.url}/audit/")
     expect(page.locator("#event-table tbody tr").first).to_be_visible()
     screenshot(page, "audit")
+
+
+def test_plan__built_from_a_template__advanced_stage_by_stage_and_rolled_back(site: Site) -> None:
+    _live_flag(percentage=0, risk="medium")
+    from cohorts.services import cohort_create
+    from common.actors import Actor
+
+    cohort_create(actor=Actor.system("test"), key="internal-staff", name="Internal staff",
+                  rules={"all": [{"attr": "email", "op": "ends_with", "values": ["@example.com"]}]})
+    page = site.session_for("eddie")
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    card = page.locator("#state-staging")
+    card.get_by_text("Build a rollout plan").click()
+    card.get_by_role("group", name="Internal cohorts").get_by_label("Internal staff").check()
+    card.get_by_label("Soak time per stage (seconds)").fill("0")
+    card.get_by_role("button", name="Set the plan").click()
+    expect(card.get_by_role("status")).to_contain_text("Plan set: 8 stages")
+    timeline = card.get_by_role("list", name="Rollout stages")
+    expect(timeline.get_by_role("listitem")).to_have_count(8)
+
+    card.get_by_role("button", name="Start the plan: “validate”").click()
+    expect(card.locator(".badge", has_text="stage 1 of 8")).to_be_visible()
+    card.get_by_role("button", name="Advance to “internal”").click()
+    expect(card.locator(".badge", has_text="stage 2 of 8")).to_be_visible()
+    expect(timeline.locator("li[aria-current=step]")).to_contain_text("internal")
+    expect(card).to_contain_text("Cohorts in")
+    expect(card.locator(".chips .include")).to_contain_text("internal-staff")
+    expect(page.locator("#readiness-staging")).to_contain_text("no guardrails configured")
+    expect(page.locator("#readiness-staging")).not_to_contain_text("no rollout plan")
+    screenshot(page, "rollout-plan")
+
+    card.get_by_role("button", name="Roll back a stage").click()
+    dialog = page.get_by_role("dialog", name="Roll back invoice-engine in Staging?")
+    dialog.get_by_label("Reason").fill("mismatches in the internal pilot")
+    dialog.get_by_role("button", name="Roll back now").click()
+    expect(card.locator(".badge", has_text="stage 1 of 8")).to_be_visible()
+    expect(card.locator("header .badge.paused")).to_be_visible()
+    page.goto(f"{site.url}/")
+    expect(page.get_by_role("row", name=re.compile("Invoice engine"))).to_contain_text("stage 1 of 8")
+
+
+def test_change_request__approved_by_a_second_user__applied_and_requester_sees_it(site: Site) -> None:
+    _live_flag(percentage=10, environment="production", risk="medium")
+    requester = site.session_for("eddie")
+    requester.goto(f"{site.url}/flags/invoice-engine/")
+    card = requester.locator("#state-production")
+    card.get_by_text("Change the percentage").click()
+    card.get_by_label("Parallel percentage").fill("25")
+    card.get_by_label("Reason").first.fill("pilot went well")
+    card.get_by_role("button", name="Request approval").first.click()
+    expect(card.get_by_role("status")).to_contain_text("Waiting for approval: change request #")
+    expect(card.locator(".big")).to_have_text("10%")
+
+    approver = site.session_for("abby")
+    approver.get_by_role("navigation", name="Main").get_by_role("link", name="Change requests").click()
+    inbox = approver.get_by_role("region", name=re.compile("Waiting for you"))
+    inbox.get_by_role("link", name=re.compile("change percentage")).click()
+    expect(approver.locator("table.diff tr.changed", has_text="percentage")).to_contain_text("25")
+    screenshot(approver, "change-request")
+    approver.get_by_label("Comment").fill("looks healthy")
+    approver.get_by_role("button", name="Approve and apply").click()
+    expect(approver.get_by_role("status")).to_contain_text("Approved and applied.")
+
+    requester.goto(f"{site.url}/changes/")
+    mine = requester.get_by_role("region", name="Your requests")
+    expect(mine).to_contain_text("Approved and applied")
+    expect(mine).to_contain_text("looks healthy")
+    requester.goto(f"{site.url}/flags/invoice-engine/")
+    expect(requester.locator("#state-production .big")).to_have_text("25%")
+
+    # Four eyes: the requester cannot approve their own request.
+    from rollout.models import ChangeRequest
+
+    csrf = next(c["value"] for c in requester.context.cookies() if c["name"] == "csrftoken")
+    response = requester.request.post(f"{site.url}/changes/{ChangeRequest.objects.get().pk}/approve/",
+                                      headers={"X-CSRFToken": csrf})
+    assert response.status == 403
+
+
+def test_audit__export_of_the_filtered_log__downloads_and_verifies(site: Site, tmp_path: Any) -> None:
+    _live_flag(percentage=25)
+    page = site.session_for("cora")
+    page.goto(f"{site.url}/audit/?action=flag_state.updated")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Export CSV").click()
+    path = tmp_path / "export.csv"
+    download_info.value.save_as(path)
+    lines = path.read_text().strip().splitlines()
+    assert len(lines) == 2 and "flag_state.updated" in lines[1]
+    page.get_by_role("button", name="Verify the chain now").click()
+    expect(page.locator("#verify-result")).to_contain_text("Verified: all")
+    screenshot(page, "audit-tools")
+
+
+def test_readiness__traffic_reported_by_the_sdk__charts_legacy_against_parallel(site: Site) -> None:
+    from rollout.services.mismatches import mismatch_groups_refresh
+
+    _live_flag(percentage=50, risk="medium")
+    _sdk_traffic(site)
+    mismatch_groups_refresh()  # what the beat does every minute
+    page = site.session_for("ada")
+    page.goto(f"{site.url}/flags/invoice-engine/staging/readiness/")
+    report = page.locator("#readiness-staging")
+    parallel = report.get_by_role("row", name=re.compile(r"^parallel"))
+    expect(parallel.get_by_role("cell").first).not_to_have_text("0")
+    expect(parallel).to_contain_text("%")  # an error rate: the parallel path failed now and then
+    expect(report.locator("canvas")).to_have_count(3)
+    expect(report).to_contain_text("kind of difference")
+    page.wait_for_function("document.querySelectorAll('canvas[data-chart]').length === 3 && "
+                           "[...document.querySelectorAll('canvas[data-chart]')].every(c => Chart.getChart(c))")
+    screenshot(page, "readiness")

@@ -104,10 +104,89 @@ def test_state_percentage__editor__saved_with_undo_offer(live: Any, audit_events
     assert (event.action, event.before["percentage"], event.after["percentage"]) == ("flag_state.updated", 40.0, 60.0)
 
 
-def test_state_percentage__approval_environment_editor__403(flag: Any) -> None:
+def test_state_percentage__approval_environment_editor__change_request_not_applied(flag: Any,
+                                                                                   audit_events: Any) -> None:
     response = signed_in("editor").post("/flags/invoice-engine/production/percentage/",
-                                        {"percentage": "5", "version": "1"}, **HTMX)
-    assert response.status_code == 403
+                                        {"percentage": "5", "version": "1", "reason": "pilot"}, **HTMX)
+    assert response.status_code == 200
+    assert "Waiting for approval: change request #" in text(response)
+    assert [e.action for e in changes(audit_events)] == ["change_request.created"]
+    from rollout.models import FlagState
+
+    assert FlagState.objects.get(flag__key="invoice-engine", environment__key="production").percentage == 0
+
+
+def test_change_request__approved_by_an_approver__applied_with_both_names(flag: Any, audit_events: Any) -> None:
+    from rollout.models import ChangeRequest, FlagState
+
+    signed_in("editor").post("/flags/invoice-engine/production/percentage/", {"percentage": "5", "version": "1"},
+                             **HTMX)
+    cr = ChangeRequest.objects.get()
+    approver = signed_in("approver")
+    assert "change percentage of invoice-engine@production" in text(approver.get("/changes/"))
+    response = approver.post(f"/changes/{cr.pk}/approve/", {"comment": "fine"}, **HTMX)
+    assert response.status_code == 200 and "Approved and applied." in text(response)
+    assert "changeDecided" in response["HX-Trigger"]
+    event = changes(audit_events)[-1]
+    assert (event.action, event.after["percentage"]) == ("flag_state.updated", 5.0)
+    assert event.after["approval"]["requested_by"] == "editor" and event.after["approval"]["approved_by"] == "approver"
+    assert FlagState.objects.get(flag__key="invoice-engine", environment__key="production").percentage == 5
+
+
+def test_change_request__requester_approves_own__403(flag: Any) -> None:
+    from rollout.models import ChangeRequest
+
+    client = signed_in("approver")
+    client.post("/flags/invoice-engine/production/percentage/", {"percentage": "5", "version": "1"}, **HTMX)
+    cr = ChangeRequest.objects.get()
+    assert client.post(f"/changes/{cr.pk}/approve/", {}, **HTMX).status_code == 403
+    assert signed_in("editor", "eddie").post(f"/changes/{cr.pk}/reject/", {}, **HTMX).status_code == 403
+
+
+def test_change_request__rejected__requester_sees_the_comment(flag: Any) -> None:
+    from rollout.models import ChangeRequest
+
+    requester = signed_in("editor")
+    requester.post("/flags/invoice-engine/production/percentage/", {"percentage": "5", "version": "1"}, **HTMX)
+    cr = ChangeRequest.objects.get()
+    signed_in("approver").post(f"/changes/{cr.pk}/reject/", {"comment": "wait for the audit"}, **HTMX)
+    body = text(requester.get("/changes/"))
+    assert "Rejected" in body and "wait for the audit" in body
+
+
+def test_plan_and_advance__editor_in_staging__stages_applied(flag: Any, audit_events: Any) -> None:
+    client = signed_in("editor")
+    response = client.post("/flags/invoice-engine/staging/plan/", {"template": "standard", "soak_seconds": "0",
+                                                                   "version": "1"}, **HTMX)
+    assert response.status_code == 200 and "Plan set: 8 stages" in text(response)
+    response = client.post("/flags/invoice-engine/staging/advance/", {"version": "2"}, **HTMX)
+    assert "stage 1 of 8" in text(response)
+    response = client.post("/flags/invoice-engine/staging/pause/", {"reason": "hold"}, **HTMX)
+    assert "Paused" in text(response)
+    response = client.post("/flags/invoice-engine/staging/rollback/", {"reason": "bad"}, **HTMX)
+    assert "Rolled back one stage" in text(response)
+    assert [e.action for e in changes(audit_events)] == ["flag_state.plan_set", "flag_state.advanced",
+                                                         "flag_state.paused", "flag_state.rolled_back"]
+
+
+def test_guardrails__invalid_ratio__422_names_the_field(flag: Any) -> None:
+    response = signed_in("editor").post("/flags/invoice-engine/staging/guardrails/", {
+        "max_latency_p95_ratio": "0.5", "min_sample_size": "100", "window_seconds": "300", "action": "rollback",
+        "version": "1"}, **HTMX)
+    assert response.status_code == 422
+    assert "greater than or equal to 1" in text(response)
+
+
+def test_guardrails__editor__saved_and_shown(flag: Any) -> None:
+    response = signed_in("editor").post("/flags/invoice-engine/staging/guardrails/", {
+        "max_error_rate": "2", "min_sample_size": "100", "window_seconds": "300", "action": "pause",
+        "version": "1"}, **HTMX)
+    assert response.status_code == 200 and "Guardrails saved" in text(response)
+
+
+def test_readiness__no_traffic__not_yet_with_reasons(flag: Any) -> None:
+    body = text(signed_in("viewer").get("/flags/invoice-engine/staging/readiness/"))
+    assert "not yet" in body and "no rollout plan" in body and "No traffic reported" in body
 
 
 def test_state_impact__new_percentage__share_that_moves(live: Any) -> None:
