@@ -102,7 +102,7 @@ def _build_and_cache(environment_id: int, env_key: str, version: int) -> BuiltRu
     lock = f"ruleset-build:{env_key}:{version}"
     if not cache.add(lock, 1, timeout=BUILD_LOCK_SECONDS):
         # Another process is building this version: wait briefly for it rather than build it again.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + BUILD_LOCK_SECONDS
         while time.monotonic() < deadline:
             time.sleep(0.02)
             body = cache.get(_cache_key(env_key, version))
