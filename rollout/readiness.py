@@ -130,3 +130,21 @@ def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: 
         "verdict": verdict_name,
         "reasons": reasons,
     }
+
+
+def readiness_at_advance(state: FlagState, *, now: datetime, health: Any = None) -> dict[str, Any]:
+    """The readiness report as it stands just before an advance, compact enough for the audit event:
+    the verdict and its reasons, the guardrails' judgement with its figures, soak left, mismatch kinds."""
+    health = health if health is not None else evaluate_state(state, now=now)
+    plan = plan_status(state, now=now)
+    verdict_name, reasons = verdict(state, health.status, health.breaches, plan)
+    mismatches = mismatch_summary(state)
+    return {
+        "generated_at": now.isoformat(),
+        "verdict": verdict_name,
+        "reasons": reasons,
+        "guardrails": {"status": health.status, "breaches": health.breaches, "judged": health.figures()},
+        "soak_seconds_left": plan["soak_seconds_left"],
+        "mismatches": {k: mismatches[k] for k in ("kinds", "samples", "known_samples")},
+    }
+

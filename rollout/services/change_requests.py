@@ -274,6 +274,8 @@ def review_item_acknowledge(*, actor: Actor, review_item: int, note: str = "") -
         audit_record(actor=actor, action="review_item.acknowledged", object_type="review_item",
                      object_key=str(item.pk), environment=item.flag_state.environment.key,
                      after={"id": item.pk, "action": item.action, "audit_sequence": item.audit_sequence,
+                            "flag": item.flag_state.flag.key,
+                            "flag_state": f"{item.flag_state.flag.key}@{item.flag_state.environment.key}",
                             "broken_by": item.actor_label, "note": note},
                      reason=note)
         return item

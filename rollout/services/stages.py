@@ -215,21 +215,23 @@ def advance_state(state: FlagState, *, actor: Actor, version: int | None = None,
         raise Conflict(f"{where} is killed; resume it before advancing", current_version=state.version)
     if state.paused_at is not None:
         raise Conflict(f"{where} is paused; resume it before advancing", current_version=state.version)
-    if actor.type != "system":
-        from rollout.services.guardrails import evaluate_state
+    from rollout.readiness import readiness_at_advance
+    from rollout.services.guardrails import evaluate_state
 
-        health = evaluate_state(state, now=now)
-        if health.status == "breached":
-            if not force:
-                raise Conflict(f"{where} breaches its guardrails ({'; '.join(health.breaches)}); "
-                               "pass force with a reason to advance anyway", current_version=state.version)
-            if not reason.strip():
-                raise ValidationFailed.field("reason", "forcing an advance past a breached guardrail needs a reason")
+    health = evaluate_state(state, now=now)
+    readiness = readiness_at_advance(state, now=now, health=health)
+    if actor.type != "system" and health.status == "breached":
+        if not force:
+            raise Conflict(f"{where} breaches its guardrails ({'; '.join(health.breaches)}); "
+                           "pass force with a reason to advance anyway", current_version=state.version)
+        if not reason.strip():
+            raise ValidationFailed.field("reason", "forcing an advance past a breached guardrail needs a reason")
     current = plan[state.stage - 1] if state.stage else None
     target = plan[state.stage]
     before = flag_state_snapshot(state)
     _apply(state, target, now=now, enable=True)
-    marks: dict[str, Any] = {"from_stage": _stage_ref(current), "to_stage": _stage_ref(target), **(extra or {})}
+    marks: dict[str, Any] = {"from_stage": _stage_ref(current), "to_stage": _stage_ref(target),
+                             "readiness": readiness, **(extra or {})}
     if force:
         marks["forced"] = True
     if approval:

@@ -88,13 +88,13 @@ def test_evidence_pack__deleted_flag__still_found_through_the_audit_log(history,
 def test_evidence_pack__registered_section_and_event_source__included(history, api_as, settings, tmp_path,
                                                                       monkeypatch):
     settings.TURNOUT_AUDIT_EXPORT_DIR = str(tmp_path / "exports")
-    monkeypatch.setitem(evidence.SECTIONS, "approvals", lambda subject, until: [{"flags": list(subject.flags),
+    monkeypatch.setitem(evidence.SECTIONS, "custom", lambda subject, until: [{"flags": list(subject.flags),
                                                                                   "until": until}])
     monkeypatch.setitem(evidence.EVENT_SOURCES, "workload_neighbours",
                         lambda subject: evidence.Q(object_type="workload", object_key="search"))
     zf, _ = _pack(api_as("compliance"), "/api/v1/audit/evidence/workload/billing")
     summary = json.loads(zf.read("summary.json"))
-    assert summary["sections"]["approvals"] == [{"flags": ["invoice-engine"], "until": summary["until_sequence"]}]
+    assert summary["sections"]["custom"] == [{"flags": ["invoice-engine"], "until": summary["until_sequence"]}]
     assert any('"object_key":"search"' in line for line in zf.read("events.jsonl").decode().splitlines())
 
 

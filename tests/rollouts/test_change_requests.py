@@ -88,7 +88,8 @@ def test_change_request__kill_while_pending__kill_applies_break_glass_review_and
     review_item_acknowledge(actor=people["bob"], review_item=item.pk, note="valid page")
     ack = audit_events()[-1]
     assert (ack.action, ack.actor, ack.after) == ("review_item.acknowledged", "bob", {
-        "id": item.pk, "action": "kill", "audit_sequence": kill.sequence, "broken_by": "ed", "note": "valid page"})
+        "id": item.pk, "action": "kill", "audit_sequence": kill.sequence, "broken_by": "ed", "note": "valid page",
+        "flag": "invoice-engine", "flag_state": "invoice-engine@production"})
 
 
 def test_rollout_rollback__person_in_high_risk_workload__break_glass_marked(planned, people, actor, audit_events):
