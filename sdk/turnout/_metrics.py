@@ -1,13 +1,14 @@
 """In-memory, bounded metrics: counted on the caller's thread, shipped by a background one.
 
-Decision counts (``calls``) are the hot path. Each ruleset version has an "epoch": a plain
-dict ``flag -> [legacy count, parallel count]`` of cumulative counts that callers increment with
-no lock (one dict lookup by an interned string, one list item increment). A racing increment can
-in rare cases be lost; that is the price of not taking a lock per decision, and a count off by
-one in millions is fine for what these numbers are for (rollout health, not billing). Flushing
-never resets the counts: it ships the difference from the last flush, so a flush cannot lose
-increments made during it. Everything recorded by ``run()`` (latencies, errors, comparisons,
-samples) takes a short lock.
+Decision counts (``calls``) are the hot path. Each ruleset version has an "epoch", and within it
+each thread counts into its own shard: a plain dict ``flag -> [legacy count, parallel count]``
+that only that thread writes, so the increment needs no lock and cannot be lost to a race (the
+read-modify-write of ``+=`` is never interleaved with another writer of the same list). A flush
+sums the shards; the shards of threads that have ended are folded into the epoch's total and
+dropped, so a pool that churns threads does not grow the recorder. Flushing never resets the
+counts: it ships the difference from the last flush, so a flush cannot lose increments made
+during it. Everything recorded by ``run()`` (latencies, errors, comparisons, samples) takes a
+short lock.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .wire import (
     MismatchSample,
 )
 
-__all__ = ["Recorder", "RowKey", "Sender"]
+__all__ = ["Epoch", "Recorder", "RowKey", "Sender"]
 
 #: (flag, served path is parallel, ruleset version)
 RowKey = tuple[str, bool, "int | None"]
@@ -57,6 +58,49 @@ class _Row:
         self.codes: dict[str, int] = {}
 
 
+class Epoch:
+    """The decision counts of one ruleset version: one shard per thread, summed when flushed."""
+
+    __slots__ = ("ended", "local", "shards", "version")
+
+    def __init__(self, version: int | None) -> None:
+        self.version = version
+        #: ``local.counts`` is the calling thread's shard (AttributeError until it first counts)
+        self.local = threading.local()
+        self.shards: list[tuple[threading.Thread, dict[str, list[int]]]] = []
+        #: the counts of threads that have ended (nothing writes them any more)
+        self.ended: dict[str, list[int]] = {}
+
+    def shard(self, lock: threading.Lock) -> dict[str, list[int]]:
+        """The calling thread's shard, created on its first decision in this epoch."""
+        counts: dict[str, list[int]] = {}
+        with lock:
+            self.shards.append((threading.current_thread(), counts))
+        self.local.counts = counts
+        return counts
+
+    def totals(self, lock: threading.Lock) -> dict[str, list[int]]:
+        """Cumulative ``flag -> [legacy, parallel]`` over every thread that counted in this epoch."""
+        with lock:
+            live = []
+            for thread, counts in self.shards:
+                if thread.is_alive():
+                    live.append((thread, counts))
+                else:  # it has ended: its last increment is in, nothing writes these again
+                    for flag, pair in counts.items():
+                        total = self.ended.setdefault(flag, [0, 0])
+                        total[0] += pair[0]
+                        total[1] += pair[1]
+            self.shards = live
+            out = {flag: list(pair) for flag, pair in self.ended.items()}
+        for _, counts in live:
+            for flag, pair in counts.copy().items():  # dict.copy() is atomic under the GIL
+                total = out.setdefault(flag, [0, 0])
+                total[0] += pair[0]
+                total[1] += pair[1]
+        return out
+
+
 class Recorder:
     def __init__(self, *, max_samples: int = 20, max_sample_bytes: int = 2048) -> None:
         self.max_samples = max_samples
@@ -64,11 +108,11 @@ class Recorder:
         self._init()
 
     def _init(self) -> None:
-        #: cumulative decision counts of the current epoch, incremented by decide() unlocked
-        self.counts: dict[str, list[int]] = {}
-        self._epochs: list[tuple[int | None, dict[str, list[int]]]] = [(None, self.counts)]
-        self._shipped: dict[RowKey, int] = {}
         self._lock = threading.Lock()
+        #: the current epoch; decide() counts into ``current.local.counts`` (its thread's shard)
+        self.current = Epoch(None)
+        self._epochs: list[Epoch] = [self.current]
+        self._shipped: dict[RowKey, int] = {}
         self._rows: dict[RowKey, _Row] = {}
         self._samples: list[MismatchSample] = []
         self._events: list[BreakerEvent] = []
@@ -79,14 +123,18 @@ class Recorder:
         # The parent reports what it counted; the child starts from zero.
         self._init()
 
-    def epoch(self, version: int | None) -> dict[str, list[int]]:
-        """The counts dict for decisions of ``version`` (a new one when the version changes)."""
+    def epoch(self, version: int | None) -> Epoch:
+        """The epoch for decisions of ``version`` (a new one when the version changes)."""
         with self._lock:
-            if self._epochs[-1][0] != version:
-                self.counts = {}
-                self._epochs.append((version, self.counts))
+            if self._epochs[-1].version != version:
+                self.current = Epoch(version)
+                self._epochs.append(self.current)
                 del self._epochs[:-8]  # a flush normally ships old epochs long before this
-            return self.counts
+            return self.current
+
+    def shard(self, epoch: Epoch) -> dict[str, list[int]]:
+        """The calling thread's counts in ``epoch`` (the slow path of decide(): first call only)."""
+        return epoch.shard(self._lock)
 
     # -- recorded by run() -------------------------------------------------------------
 
@@ -183,9 +231,11 @@ class Recorder:
         with self._lock:
             epochs = list(self._epochs)
         deltas: dict[RowKey, int] = {}
-        for version, counts in epochs:
+        for epoch in epochs:
+            version = epoch.version
             moved = False
-            for flag, pair in counts.copy().items():  # dict.copy() is atomic under the GIL
+            totals = epoch.totals(self._lock)
+            for flag, pair in totals.items():
                 for parallel in (False, True):
                     key: RowKey = (flag, parallel, version)
                     total = pair[parallel]
@@ -194,11 +244,11 @@ class Recorder:
                         deltas[key] = delta
                         self._shipped[key] = total
                         moved = True
-            if not moved and counts is not self.counts:
+            if not moved and epoch is not self.current:
                 # a past version, idle for a whole window: forget it
                 with self._lock:
-                    self._epochs = [e for e in self._epochs if e[1] is not counts]
-                for flag in counts:
+                    self._epochs = [e for e in self._epochs if e is not epoch]
+                for flag in totals:
                     self._shipped.pop((flag, False, version), None)
                     self._shipped.pop((flag, True, version), None)
         out: list[FlagRow] = []

@@ -245,7 +245,7 @@ class Turnout:
         self._tripped: dict[str, FlagBreaker] = {}
         self._breakers: dict[str, FlagBreaker] = {}
         self._recorder = Recorder(max_samples=max_samples, max_sample_bytes=max_sample_bytes)
-        self._counts = self._recorder.counts
+        self._epoch = self._recorder.current
         self._sender = Sender(retries=flush_retries, max_pending=max_pending_batches)
         self._problems: dict[str, str] = {}
         self._closed = False
@@ -297,7 +297,7 @@ class Turnout:
             self._transport.after_fork_in_child()
         self._new_process_state()
         self._recorder.after_fork_in_child()
-        self._counts = self._recorder.epoch(self.version)
+        self._epoch = self._recorder.epoch(self.version)
         self._sender = Sender(retries=self._sender.retries, max_pending=self._sender.max_pending)
         for br in self._breakers.values():
             br.reset_lock()
@@ -353,9 +353,14 @@ class Turnout:
             d = self._engine_failed(flag, exc)
         if self._tripped and flag in self._tripped:
             d = self._tripped_decision(d)
-        counts = self._counts.get(flag)
+        epoch = self._epoch
+        try:
+            shard = epoch.local.counts  # this thread's own counts: no lock, no lost increment
+        except AttributeError:
+            shard = self._recorder.shard(epoch)
+        counts = shard.get(flag)
         if counts is None:
-            counts = self._counts.setdefault(flag, [0, 0])
+            counts = shard[flag] = [0, 0]
         counts[d.path is _PARALLEL] += 1
         if d.error_code is not None:
             self._decision_problem(d)
@@ -946,7 +951,7 @@ class Turnout:
             )
 
     def _install(self, ruleset: _engine.Ruleset, *, etag: str | None) -> None:
-        self._counts = self._recorder.epoch(ruleset.version)
+        self._epoch = self._recorder.epoch(ruleset.version)
         self._real = ruleset
         self._etag = etag
         self._ruleset = _Forced(ruleset, self._forced) if self._forced else ruleset

@@ -149,3 +149,58 @@ def test_metrics__disabled__nothing_sent(server: FakeServer, make_client: MakeCl
     client.decide("checkout", "u1")
     client.close()
     assert server.counts["metrics_posts"] == 0
+
+
+def test_metrics__many_threads_deciding__every_decision_counted_exactly(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    """Each thread counts into its own shard: forced thread switches cannot lose an increment."""
+    import sys
+    import threading
+
+    server.set_ruleset(DOC)
+    client = make_client(server.url, breaker=None, flush_interval=3600)
+    assert client.wait_until_ready(3)
+    threads, per_thread = 8, 20_000
+    start = threading.Barrier(threads)
+
+    def work(n: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            client.decide("fast", f"t{n}-{i}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows
+    try:
+        pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert client.flush()
+    fast = [r for r in server.all_rows() if r["flag"] == "fast"]
+    assert sum(r["calls"] for r in fast) == threads * per_thread
+
+
+def test_metrics__threads_that_ended__folded_and_dropped_counts_kept() -> None:
+    import threading
+
+    from turnout._metrics import Recorder
+
+    recorder = Recorder()
+    epoch = recorder.epoch(3)
+
+    def decide_once() -> None:
+        recorder.shard(epoch).setdefault("f", [0, 0])[1] += 1
+
+    for _ in range(50):
+        t = threading.Thread(target=decide_once)
+        t.start()
+        t.join()
+    batch = recorder.drain(sdk_version="x", code_version=None)
+    assert batch is not None
+    assert [(r["flag"], r["path"], r["version"], r["calls"]) for r in batch["flags"]] == [("f", "parallel", 3, 50)]
+    assert epoch.shards == [] and epoch.ended == {"f": [0, 50]}
+    assert recorder.drain(sdk_version="x", code_version=None) is None  # shipped once, not again
