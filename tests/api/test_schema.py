@@ -46,9 +46,18 @@ def test_schema__management_paths__no_untyped_holes_and_every_error_described(ad
                 assert "404" in codes, (method, path)
 
 
-def test_docs__swagger_ui__served(client):
+def test_docs__swagger_ui__served_from_our_own_static_files(client, settings):
+    import re
+
+    from django.contrib.staticfiles import finders
+
     response = client.get("/api/v1/docs/")
     assert response.status_code == 200 and b"swagger" in response.content.lower()
+    assets = [a.decode() for a in re.findall(rb'(?:src|href)="([^"]+)"', response.content)]
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+    for asset in assets:  # nothing from a CDN: every asset is one of our static files
+        assert asset.startswith(settings.STATIC_URL), asset
+        assert finders.find(asset.removeprefix(settings.STATIC_URL)), asset
 
 
 def test_schema__stdout__mentions_every_tag():
