@@ -31,6 +31,7 @@ test-server: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy --strict sdk/turnout
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -261,8 +261,11 @@ def _compile_cohort(cohort: Mapping[str, Any]) -> Matcher:
     _str = str
 
     if match_on is None and not include and not exclude and pred is not None:
+        only: Callable[[Mapping[str, Any]], bool] = pred
 
-        def rules_only(key: str, attrs: Mapping[str, Any], pred: Callable[..., bool] = pred) -> bool:
+        def rules_only(
+            key: str, attrs: Mapping[str, Any], pred: Callable[[Mapping[str, Any]], bool] = only
+        ) -> bool:
             return pred(attrs)
 
         return rules_only
@@ -524,16 +527,16 @@ def evaluate(
     ``None`` -> legacy/ERROR/PROVIDER_NOT_READY; an invalid document -> legacy/ERROR/PARSE_ERROR.
     """
     try:
-        if ruleset.__class__ is Ruleset:
-            return ruleset.decide(flag, key, attributes)
+        if ruleset.__class__ is Ruleset:  # not isinstance(): the hot path, and exact is enough here
+            return ruleset.decide(flag, key, attributes)  # type: ignore[union-attr]
         if ruleset is None:
             return _error(flag, ErrorCode.PROVIDER_NOT_READY)
         entry = _cache.get(id(ruleset))
         if (
             entry is not None
             and entry[0] is ruleset  # only mappings are cached: no isinstance() on the hot path
-            and ruleset.get("version") == entry[1]
-            and ruleset.get("environment") == entry[2]
+            and ruleset.get("version") == entry[1]  # type: ignore[union-attr]  # it is the cached mapping
+            and ruleset.get("environment") == entry[2]  # type: ignore[union-attr]
         ):
             compiled = entry[3]
         elif isinstance(ruleset, Ruleset):
