@@ -7,7 +7,8 @@ scenario: set up what it needs (through other services), and say which one event
 
 A service scenario returns ``Expect``; ``call(actor)`` is the call under test, made with a fresh
 actor and a known request id. An endpoint scenario gets an ``Api`` (an admin with an API token,
-plus helpers) and returns ``EndpointExpect``.
+plus helpers; ``api.login()`` signs its client in by session, for the web UI's form posts) and returns
+``EndpointExpect``.
 """
 
 from __future__ import annotations
@@ -397,6 +398,14 @@ class Api:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def login(self, username: str = "root") -> str:
+        """Sign the client in by session, as the web UI is used; returns that person's actor label.
+
+        ``force_login`` is not a sign-in (no ``auth.login`` event), and it happens during setup anyway.
+        """
+        self.client.force_login(user_model().objects.get(username=username))
+        return username
 
 
 @dataclass
@@ -913,6 +922,18 @@ def _change_request_reject_post(api: Api) -> EndpointExpect:
                  "change_request.rejected", "change_request", str(cr.pk))
 
 
+@endpoint_scenario("change-request-cancel", "POST")
+def _change_request_cancel_post(api: Api) -> EndpointExpect:
+    from rollout.services.keys import api_token_create
+
+    cr = pending_change_request()
+    # Only the requester may withdraw a request: ed cancels with his own token.
+    token, secret = api_token_create(actor=SETUP, username="ed", name="ed-cli")
+    return EndpointExpect("POST", f"/api/v1/change-requests/{cr.pk}/cancel/", {"reason": "wrong env"},
+                          headers={"Authorization": f"Bearer {secret}"}, action="change_request.cancelled",
+                          object_type="change_request", object_key=str(cr.pk), actor=f"ed via {token.prefix}")
+
+
 @endpoint_scenario("review-item-acknowledge", "POST")
 def _review_item_acknowledge_post(api: Api) -> EndpointExpect:
     item = break_glass_review_item()
@@ -967,3 +988,246 @@ def _sdk_metrics(api: Api) -> EndpointExpect:
     return EndpointExpect("POST", "/api/v1/sdk/metrics", batch, status=202, headers=_sdk_headers(),
                           reason="telemetry from services (call counts, latencies, mismatches), not a change to "
                                  "configuration; what it triggers (a guardrail pause) is audited by that service")
+
+
+# --- the web UI (config/ui_urls.py): form posts by a person signed in by session ---------------------
+#
+# Their actor is the person's username (no token). Posts the page sends through htmx carry HX-Request
+# and get the fragment back (200); plain form posts get a redirect (302).
+
+HTMX = {"HX-Request": "true"}
+UI_STATE = "/flags/invoice-engine/staging/"
+
+
+def _ui(api: Api, path: str, data: Any, action: str | None, object_type: str = "",
+        object_key: str | Callable[[Any], str] = "", *, status: int = 200, htmx: bool = True, user: str = "root",
+        reason: str = "") -> EndpointExpect:
+    return EndpointExpect("POST", path, data, status=status, headers=HTMX if htmx else {}, action=action,
+                          object_type=object_type, object_key=object_key, actor=api.login(user), form=True,
+                          reason=reason)
+
+
+def _state(api: Api, name: str, data: dict[str, Any], action: str) -> EndpointExpect:
+    return _ui(api, UI_STATE + f"{name}/", data, action, "flag_state", "invoice-engine@staging")
+
+
+@endpoint_scenario("switch-environment", "POST")
+def _ui_switch_environment(api: Api) -> EndpointExpect:
+    envs()
+    return _ui(api, "/environment/", {"environment": "production", "next": "/flags/"}, None, status=302,
+               htmx=False, reason="remembers which environment the person is looking at, in their session; "
+                                  "no configuration changes")
+
+
+@endpoint_scenario("workload-create", "POST")
+def _ui_workload_create(api: Api) -> EndpointExpect:
+    return _ui(api, "/workloads/new/", {"key": "billing", "name": "Billing", "risk": "medium",
+                                        "phase": "development", "reversibility": "stateless"},
+               "workload.created", "workload", "billing", status=302, htmx=False)
+
+
+@endpoint_scenario("workload-update", "POST")
+def _ui_workload_update(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return _ui(api, "/workloads/billing/edit/", {"name": "Invoicing", "risk": "high", "phase": "pilot",
+                                                 "reversibility": "stateless", "version": 1, "reason": "money"},
+               "workload.updated", "workload", "billing")
+
+
+@endpoint_scenario("flag-create", "POST")
+def _ui_flag_create(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    envs()
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return _ui(api, "/flags/new/", {"key": "invoice-engine", "workload": "billing", "bucket_by": "tenant_id"},
+               "flag.created", "flag", "invoice-engine", status=302, htmx=False)
+
+
+@endpoint_scenario("state-kill", "POST")
+def _ui_state_kill(api: Api) -> EndpointExpect:
+    flag_on()
+    return _state(api, "kill", {"reason": "errors"}, "flag_state.killed")
+
+
+@endpoint_scenario("state-resume", "POST")
+def _ui_state_resume(api: Api) -> EndpointExpect:
+    from rollout.services.flags import flag_state_kill
+
+    flag_on()
+    flag_state_kill(actor=SETUP, flag="invoice-engine", environment="staging")
+    return _state(api, "resume", {"version": 3}, "flag_state.resumed")
+
+
+@endpoint_scenario("state-retire", "POST")
+def _ui_state_retire(api: Api) -> EndpointExpect:
+    flag_on(100)
+    return _state(api, "retire", {"version": 2, "reason": "done"}, "flag_state.retired")
+
+
+@endpoint_scenario("state-percentage", "POST")
+def _ui_state_percentage(api: Api) -> EndpointExpect:
+    flag()
+    return _state(api, "percentage", {"percentage": "5", "version": 1, "reason": "pilot"}, "flag_state.updated")
+
+
+@endpoint_scenario("state-targeting", "POST")
+def _ui_state_targeting(api: Api) -> EndpointExpect:
+    flag()
+    cohort()
+    return _state(api, "targeting", {"include_cohorts": ["pilot"], "overrides": "t1 = parallel", "version": 1},
+                  "flag_state.updated")
+
+
+@endpoint_scenario("state-plan", "POST")
+def _ui_state_plan(api: Api) -> EndpointExpect:
+    flag()
+    return _state(api, "plan", {"template": "standard", "soak_seconds": 3600, "version": 1},
+                  "flag_state.plan_set")
+
+
+@endpoint_scenario("state-advance", "POST")
+def _ui_state_advance(api: Api) -> EndpointExpect:
+    planned()
+    return _state(api, "advance", {"version": 2}, "flag_state.advanced")
+
+
+@endpoint_scenario("state-pause", "POST")
+def _ui_state_pause(api: Api) -> EndpointExpect:
+    advanced()
+    return _state(api, "pause", {"reason": "look"}, "flag_state.paused")
+
+
+@endpoint_scenario("state-rollback", "POST")
+def _ui_state_rollback(api: Api) -> EndpointExpect:
+    advanced()
+    return _state(api, "rollback", {"reason": "errors"}, "flag_state.rolled_back")
+
+
+@endpoint_scenario("state-guardrails", "POST")
+def _ui_state_guardrails(api: Api) -> EndpointExpect:
+    planned()
+    return _state(api, "guardrails", {"max_error_rate": "2", "min_sample_size": 100, "window_seconds": 300,
+                                      "action": "rollback", "version": 2}, "flag_state.guardrails_set")
+
+
+@endpoint_scenario("change-approve", "POST")
+def _ui_change_approve(api: Api) -> EndpointExpect:
+    cr = pending_change_request()
+    # Approving applies the change: the one event is the change itself, carrying the approval.
+    return _ui(api, f"/changes/{cr.pk}/approve/", {"comment": "fine"}, "flag_state.advanced", "flag_state",
+               "invoice-engine@production")
+
+
+@endpoint_scenario("change-reject", "POST")
+def _ui_change_reject(api: Api) -> EndpointExpect:
+    cr = pending_change_request()
+    return _ui(api, f"/changes/{cr.pk}/reject/", {"comment": "not now"}, "change_request.rejected",
+               "change_request", str(cr.pk))
+
+
+@endpoint_scenario("change-cancel", "POST")
+def _ui_change_cancel(api: Api) -> EndpointExpect:
+    cr = pending_change_request()
+    # Only the requester may withdraw a request: ed, signed in, withdraws his own.
+    return _ui(api, f"/changes/{cr.pk}/cancel/", {"comment": "wrong env"}, "change_request.cancelled",
+               "change_request", str(cr.pk), user="ed")
+
+
+@endpoint_scenario("cohort-create", "POST")
+def _ui_cohort_create(api: Api) -> EndpointExpect:
+    return _ui(api, "/cohorts/new/", {"key": "pilot", "name": "Pilot", "match_on": "tenant_id",
+                                      "rules": '{"all": [{"attr": "country", "op": "in", "values": ["DE"]}]}'},
+               "cohort.created", "cohort", "pilot", status=302, htmx=False)
+
+
+@endpoint_scenario("cohort-update", "POST")
+def _ui_cohort_update(api: Api) -> EndpointExpect:
+    cohort()
+    return _ui(api, "/cohorts/pilot/edit/", {"name": "Pilot EU", "version": 1, "reason": "scope"},
+               "cohort.updated", "cohort", "pilot")
+
+
+@endpoint_scenario("cohort-members-upload", "POST")
+def _ui_cohort_members_upload(api: Api) -> EndpointExpect:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    cohort()
+    upload = SimpleUploadedFile("members.csv", b"subject\nt1\nt2\n", content_type="text/csv")
+    return _ui(api, "/cohorts/pilot/members/", {"file": upload, "kind": "include"}, "cohort.members_added",
+               "cohort", "pilot")
+
+
+@endpoint_scenario("cohort-members-remove", "POST")
+def _ui_cohort_members_remove(api: Api) -> EndpointExpect:
+    from cohorts.services import cohort_members_add
+
+    cohort()
+    cohort_members_add(actor=SETUP, key="pilot", subjects=["t1", "t2"])
+    return _ui(api, "/cohorts/pilot/members/remove/", {"subjects": "t1\nt3", "reason": "left"},
+               "cohort.members_removed", "cohort", "pilot")
+
+
+@endpoint_scenario("cohort-test", "POST")
+def _ui_cohort_test(api: Api) -> EndpointExpect:
+    from cohorts.services import cohort_members_add
+
+    cohort()
+    cohort_members_add(actor=SETUP, key="pilot", subjects=["t1"])
+    return _ui(api, "/cohorts/pilot/test/", {"key": "t1", "attributes": '{"country": "DE"}'}, None,
+               reason="asks whether a subject is in the cohort and why (the SDKs' engine answers); changes nothing")
+
+
+@endpoint_scenario("cohort-validate-rules", "POST")
+def _ui_cohort_validate_rules(api: Api) -> EndpointExpect:
+    return _ui(api, "/cohorts/validate-rules/", {"rules": '{"all": [{"attr": "country", "op": "in", '
+                                                          '"values": ["DE"]}]}'}, None,
+               reason="checks rules while they are typed, before any cohort is saved; changes nothing")
+
+
+@endpoint_scenario("audit-export-start", "POST")
+def _ui_audit_export_start(api: Api) -> EndpointExpect:
+    flag()
+    # A small range downloads at once: the export is recorded before its first byte is sent.
+    return _ui(api, "/audit/export/", {"format": "csv", "object_type": "flag"}, "audit.exported", "audit_export",
+               lambda response: response["X-Audit-Export-Id"], htmx=False)
+
+
+@endpoint_scenario("keys-sdk-create", "POST")
+def _ui_keys_sdk_create(api: Api) -> EndpointExpect:
+    from rollout.models import SdkKey
+
+    envs()
+    return _ui(api, "/keys/sdk/", {"environment": "staging", "name": "billing-svc"}, "sdk_key.created", "sdk_key",
+               lambda response: SdkKey.objects.get(name="billing-svc").prefix)
+
+
+@endpoint_scenario("keys-sdk-revoke", "POST")
+def _ui_keys_sdk_revoke(api: Api) -> EndpointExpect:
+    from rollout.services.keys import sdk_key_create
+
+    envs()
+    key, _ = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
+    return _ui(api, f"/keys/sdk/{key.prefix}/revoke/", {"reason": "leaked"}, "sdk_key.revoked", "sdk_key",
+               key.prefix)
+
+
+@endpoint_scenario("keys-token-create", "POST")
+def _ui_keys_token_create(api: Api) -> EndpointExpect:
+    from rollout.models import ApiToken
+
+    user()
+    return _ui(api, "/keys/tokens/", {"username": "dana", "name": "deploy"}, "api_token.created", "api_token",
+               lambda response: ApiToken.objects.get(name="deploy").prefix)
+
+
+@endpoint_scenario("keys-token-revoke", "POST")
+def _ui_keys_token_revoke(api: Api) -> EndpointExpect:
+    from rollout.services.keys import api_token_create
+
+    user()
+    token, _ = api_token_create(actor=SETUP, username="dana", name="ci")
+    return _ui(api, f"/keys/tokens/{token.prefix}/revoke/", {"reason": "leaked"}, "api_token.revoked",
+               "api_token", token.prefix)
