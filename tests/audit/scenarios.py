@@ -423,6 +423,9 @@ class EndpointExpect:
     actor: str = ""
     form: bool = False  # send as an HTML form (the UI) instead of JSON
     reason: str = ""  # for action None: why this write endpoint records nothing
+    # For action None: tables (model labels) it may still write, as bookkeeping rather than a change
+    # (a key's last-used time, the session); every other row must stay as it was.
+    touches: tuple[str, ...] = ()
 
 
 EndpointScenario = Callable[[Api], EndpointExpect]
@@ -953,31 +956,32 @@ def _sdk_headers() -> dict[str, str]:
 
 
 EVALUATION = "an evaluation: reads the ruleset and answers, changes nothing"
+KEY_USED = ("rollout.SdkKey",)  # the SDK key's last-used time
 CONTEXT = {"key": "t1", "attributes": {"tenant_id": "t1"}}
 
 
 @endpoint_scenario("sdk-evaluate", "POST")
 def _sdk_evaluate(api: Api) -> EndpointExpect:
     return EndpointExpect("POST", "/api/v1/sdk/evaluate", {"flag": "invoice-engine", "context": CONTEXT},
-                          headers=_sdk_headers(), reason=EVALUATION)
+                          headers=_sdk_headers(), reason=EVALUATION, touches=KEY_USED)
 
 
 @endpoint_scenario("sdk-evaluate-bulk", "POST")
 def _sdk_evaluate_bulk(api: Api) -> EndpointExpect:
     return EndpointExpect("POST", "/api/v1/sdk/evaluate/bulk", {"context": CONTEXT}, headers=_sdk_headers(),
-                          reason=EVALUATION)
+                          reason=EVALUATION, touches=KEY_USED)
 
 
 @endpoint_scenario("ofrep-evaluate-flag", "POST")
 def _ofrep_evaluate_flag(api: Api) -> EndpointExpect:
     return EndpointExpect("POST", "/ofrep/v1/evaluate/flags/invoice-engine", {"context": {"targetingKey": "t1"}},
-                          headers=_sdk_headers(), reason=EVALUATION)
+                          headers=_sdk_headers(), reason=EVALUATION, touches=KEY_USED)
 
 
 @endpoint_scenario("ofrep-evaluate-flags", "POST")
 def _ofrep_evaluate_flags(api: Api) -> EndpointExpect:
     return EndpointExpect("POST", "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "t1"}},
-                          headers=_sdk_headers(), reason=EVALUATION)
+                          headers=_sdk_headers(), reason=EVALUATION, touches=KEY_USED)
 
 
 @endpoint_scenario("sdk-metrics", "POST")
@@ -987,7 +991,8 @@ def _sdk_metrics(api: Api) -> EndpointExpect:
              "flags": [], "mismatch_samples": [], "breaker_events": [], "dropped": {}}
     return EndpointExpect("POST", "/api/v1/sdk/metrics", batch, status=202, headers=_sdk_headers(),
                           reason="telemetry from services (call counts, latencies, mismatches), not a change to "
-                                 "configuration; what it triggers (a guardrail pause) is audited by that service")
+                                 "configuration; what it triggers (a guardrail pause) is audited by that service",
+                          touches=KEY_USED)
 
 
 # --- the web UI (config/ui_urls.py): form posts by a person signed in by session ---------------------
@@ -1001,10 +1006,10 @@ UI_STATE = "/flags/invoice-engine/staging/"
 
 def _ui(api: Api, path: str, data: Any, action: str | None, object_type: str = "",
         object_key: str | Callable[[Any], str] = "", *, status: int = 200, htmx: bool = True, user: str = "root",
-        reason: str = "") -> EndpointExpect:
+        reason: str = "", touches: tuple[str, ...] = ()) -> EndpointExpect:
     return EndpointExpect("POST", path, data, status=status, headers=HTMX if htmx else {}, action=action,
                           object_type=object_type, object_key=object_key, actor=api.login(user), form=True,
-                          reason=reason)
+                          reason=reason, touches=touches)
 
 
 def _state(api: Api, name: str, data: dict[str, Any], action: str) -> EndpointExpect:
@@ -1016,7 +1021,7 @@ def _ui_switch_environment(api: Api) -> EndpointExpect:
     envs()
     return _ui(api, "/environment/", {"environment": "production", "next": "/flags/"}, None, status=302,
                htmx=False, reason="remembers which environment the person is looking at, in their session; "
-                                  "no configuration changes")
+                                  "no configuration changes", touches=("sessions.Session",))
 
 
 @endpoint_scenario("workload-create", "POST")

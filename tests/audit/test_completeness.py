@@ -249,6 +249,7 @@ def test_admin__every_model_admin__is_read_only(rf, admin_user):
 def test_write_endpoint__called__leaves_one_event_with_request_id(route, api, django_capture_on_commit_callbacks):
     expect: EndpointExpect = ENDPOINT_SCENARIOS[route](api)
     start = _last_sequence()
+    before = _fingerprint() if expect.action is None else {}
     request_id = f"req-{route[0]}-{route[1]}".replace("_", "-")
     kwargs: dict[str, Any] = {"headers": {**expect.headers, "X-Request-ID": request_id}}
     if expect.data is not None:
@@ -262,8 +263,12 @@ def test_write_endpoint__called__leaves_one_event_with_request_id(route, api, dj
     assert response.status_code == expect.status, getattr(response, "content", b"")[:500]
     assert response["X-Request-ID"] == request_id
     events = list(AuditEvent.objects.filter(sequence__gt=start))
-    if expect.action is None:
+    if expect.action is None:  # records nothing, so it must change nothing (bookkeeping it names aside)
         assert expect.reason and events == []
+        after = _fingerprint()
+        changed = sorted(label for label in after.keys() | before.keys()
+                         if label not in expect.touches and after.get(label) != before.get(label))
+        assert not changed, f"wrote no audit event but changed {changed}"
         return
     assert len(events) == 1, [e.action for e in events]
     [event] = events
