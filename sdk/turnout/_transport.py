@@ -75,6 +75,7 @@ class Transport:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: set[http.client.HTTPConnection] = set()
+        self._closes = 0  # close() calls so far: a connection it cut is not a stale one to retry
 
     def after_fork_in_child(self) -> None:
         # The inherited sockets belong to the parent: drop them without a shutdown (which
@@ -110,6 +111,7 @@ class Transport:
         hdrs = self.headers(headers)
         if body is not None:
             hdrs.setdefault("Content-Type", "application/json")
+        closes = self._closes
         for attempt in (1, 2):
             conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
             reused = conn is not None and conn.sock is not None
@@ -141,7 +143,7 @@ class Transport:
                 raise
             except _STALE as exc:
                 self._drop(conn)
-                if reused and attempt == 1:
+                if reused and attempt == 1 and closes == self._closes:
                     continue  # the server closed an idle kept-alive connection: retry once
                 raise TransportError("network", f"connection closed: {exc!r}") from exc
             except http.client.IncompleteRead as exc:
@@ -174,8 +176,10 @@ class Transport:
             self._conns.discard(conn)
 
     def close(self) -> None:
-        """Close every connection this transport opened, waking any thread blocked on one."""
+        """Close every connection this transport opened, waking any thread blocked on one (its
+        request fails; it is not retried). The transport stays usable for new requests."""
         with self._lock:
+            self._closes += 1
             conns = list(self._conns)
             self._conns.clear()
         for conn in conns:

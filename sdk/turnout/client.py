@@ -975,6 +975,8 @@ class Turnout:
         try:
             resp = transport.request("GET", RULESET_PATH, headers=headers)
         except TransportError as exc:
+            if self._stop.is_set():
+                return False  # close() cut the request short: not the server's failure
             self._problem(
                 f"fetch:{exc.kind}",
                 f"cannot fetch the ruleset ({exc}); {self._keeping()}",
@@ -1133,7 +1135,7 @@ class Turnout:
         stop = self._stop
         while not stop.wait(_jitter(self._flush_interval)):
             try:
-                self._flush_once()
+                self._flush_once(background=True)
             except Exception as exc:  # pragma: no cover
                 self._problem("internal:metrics", f"metrics loop error: {exc!r}", "internal", exc)
 
@@ -1148,7 +1150,7 @@ class Turnout:
             raise ValueError(f"the server refused a metrics batch (HTTP {resp.status})")
         raise HTTPStatusError(resp.status)
 
-    def _flush_once(self, *, final: bool = False) -> bool:
+    def _flush_once(self, *, final: bool = False, background: bool = False) -> bool:
         with self._flush_lock:
             batch = self._recorder.drain(sdk_version=__version__, code_version=self._code_version)
             if batch is not None:
@@ -1159,6 +1161,8 @@ class Turnout:
             err = self._sender.send(self._post_metrics, give_up=final)
             if err is None:
                 self._resolved("metrics:")
+            elif background and self._stop.is_set():
+                pass  # close() cut the post short; its final flush sends the batch and reports
             else:
                 kind = (
                     f"http-{err.status}" if isinstance(err, HTTPStatusError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -11,7 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from fakeserver import FAST, SDK_KEY, FakeServer, MakeClient, make_client, make_doc, server, wait_for
+from fakeserver import (
+    FAST,
+    SDK_KEY,
+    FakeServer,
+    MakeClient,
+    make_client,
+    make_doc,
+    server,
+    wait_for,
+    warnings_matching,
+)
 from turnout import Turnout
 
 __all__ = ["make_client", "server"]
@@ -40,6 +51,45 @@ def test_close__stops_background_threads(server: FakeServer) -> None:
     client.close()
     assert time.perf_counter() - t0 < 1.5
     assert wait_for(lambda: set(turnout_threads()) <= before, timeout=2)
+
+
+def test_close__during_a_hung_fetch__no_failure_reported_and_no_retry(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # close() hangs up the request the sync thread is blocked in: that is not the server failing,
+    # and the transport must not take it for a stale kept-alive connection and send it again.
+    caplog.set_level(logging.INFO, logger="turnout")
+    errors: list[Exception] = []
+    before = set(turnout_threads())
+    client = Turnout(server.url, SDK_KEY, **{**FAST, "stream": False, "timeout": 30.0, "send_metrics": False},
+                     on_error=errors.append)
+    assert client.wait_until_ready(3)
+    polls = server.counts["ruleset"]
+    server.mode = "hang"
+    assert wait_for(lambda: server.counts["ruleset"] > polls)  # a poll on the kept-alive connection, hung
+    in_flight = server.counts["ruleset"]
+    client.close()
+    assert wait_for(lambda: set(turnout_threads()) <= before, timeout=2)
+    assert server.counts["ruleset"] == in_flight
+    assert errors == []
+    assert warnings_matching(caplog, "") == []
+
+
+def test_close__during_a_hung_metrics_post__no_failure_reported_and_the_batch_sent_at_close(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="turnout")
+    errors: list[Exception] = []
+    client = Turnout(server.url, SDK_KEY, **{**FAST, "stream": False, "timeout": 30.0}, on_error=errors.append)
+    assert client.wait_until_ready(3)
+    server.metrics_mode = "hang"
+    client.decide("checkout", "u1")
+    assert wait_for(lambda: server.counts["metrics_posts"] >= 1)  # the metrics thread waits for an answer
+    server.metrics_mode = "ok"
+    client.close()  # hangs that post up, then sends the batch once more itself
+    assert sum(row["calls"] for row in server.all_rows()) == 1
+    assert errors == []
+    assert warnings_matching(caplog, "") == []
 
 
 def test_context_manager__closes(server: FakeServer) -> None:
