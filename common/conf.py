@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "KEY_LAST_USED_RESOLUTION": 60,
     # Seconds between ``: keep-alive`` comments on an idle SDK stream (proxies close silent connections).
     "STREAM_HEARTBEAT_SECONDS": 15.0,
+    # Embedded mode (no Redis): seconds between reads of the ruleset versions by each web process's
+    # stream listener, which is how changes committed by other processes reach its streams.
+    "STREAM_DB_POLL_SECONDS": 0.5,
     # Seconds the current ruleset version may be served from Redis before the database is asked again
     # (it is rewritten on every commit that raises it; this only bounds a lost write).
     "VERSION_CACHE_SECONDS": 5,

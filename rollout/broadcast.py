@@ -1,18 +1,19 @@
 """Ruleset versions fanned out to the SDK streams held by this process.
 
-Every stream subscribes here for its environment and waits on its own asyncio event; nothing is
-polled. Where the news comes from:
+Every stream subscribes here for its environment and waits on its own asyncio event. Each web
+process runs ONE listener task (started by its first stream) that brings news of versions
+committed anywhere — not one connection per stream:
 
-- With Redis: ``announce_ruleset`` publishes on one pub/sub channel, and each web process runs ONE
-  listener task (started by its first stream) that relays every message to the local subscribers —
-  not one Redis connection per stream. Each time the listener (re)subscribes it re-reads the
-  current version of every environment it serves, so a message sent while it was not listening is
-  not lost to the streams.
-- Without Redis (embedded mode) ``announce_ruleset`` hands the version straight to this process's
-  subscribers. That covers every change made through this web process (the API and the UI). A
-  change committed by another process — a Celery worker's scheduled stage or guardrail rollback —
-  cannot reach the web process's streams in embedded mode; SDKs pick it up by polling the ruleset
-  (ETag). Run with Redis when those must propagate at once.
+- With Redis: ``announce_ruleset`` publishes on one pub/sub channel and the listener relays every
+  message to the local subscribers. Each time it (re)subscribes it re-reads the current version of
+  every environment it serves, so a message sent while it was not listening is not lost.
+- Without Redis (embedded mode) there is no channel between processes. ``announce_ruleset`` hands
+  the version straight to this process's subscribers (every change made through this web process:
+  the API and the UI), and the listener reads the versions of the environments it serves from the
+  database every ``STREAM_DB_POLL_SECONDS`` (one small query per process, only while streams are
+  open), so a change committed by another process — a Celery worker's guardrail rollback or
+  scheduled stage, a management command, a second web process — reaches the streams too, within
+  that interval.
 """
 
 from __future__ import annotations
@@ -72,8 +73,7 @@ class Broadcaster:
         sub = Subscription(environment, loop)
         with self._lock:
             self._subs.setdefault(environment, set()).add(sub)
-        if redis_url():
-            self._ensure_listener(loop)
+        self._ensure_listener(loop)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -112,6 +112,32 @@ class Broadcaster:
                                           context=contextvars.Context())
 
     async def _listen(self) -> None:
+        if redis_url():
+            await self._listen_redis()
+        else:
+            await self._watch_database()
+
+    async def _watch_database(self) -> None:
+        """Embedded mode: read the served environments' versions every few seconds while streams are open."""
+        from common.conf import get_setting
+
+        interval = float(get_setting("STREAM_DB_POLL_SECONDS"))
+        while True:
+            with self._lock:
+                envs = list(self._subs)
+            if not envs:
+                # No stream left: stop; the next stream to subscribe starts a new listener.
+                return
+            try:
+                for env_key, version in await asyncio.to_thread(_current_versions, envs):
+                    self.deliver(env_key, version)  # a stream already at that version ignores it
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("stream.watch_error", extra={"error": type(exc).__name__}, exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def _listen_redis(self) -> None:
         import redis.asyncio as aioredis
 
         url = redis_url()

@@ -128,7 +128,9 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
+             "--port", str(self.port), "--log-level", "warning",
+             # SSE streams never end by themselves: do not wait the full terminate timeout for them.
+             "--timeout-graceful-shutdown", "1"],
             cwd=ROOT, env=subprocess_env(**self.env),
         )
         wait_for_port(self.port, self.proc)

@@ -232,3 +232,29 @@ def test_stream__change_in_another_process__reaches_streams_within_one_second(se
         assert _wait_for(told, 1.0), (expected, [r.events for r in readers])
     for reader in readers:
         reader.close()
+
+
+def test_stream__embedded_mode_change_in_another_process__reaches_streams_within_one_second(server_process, flag,
+                                                                                          actor):
+    """No Redis: the web process's listener reads the versions from the database, so a change committed
+    by another process (here the test process; in production a Celery worker's guardrail rollback)
+    reaches its streams without any message between the processes."""
+    from rollout.models import Environment
+
+    key = sdk_key_create(actor=actor, environment="staging", name="svc")[1]
+    server_process.env.update(REDIS_URL="", TURNOUT_STREAM_HEARTBEAT_SECONDS="30")
+    server_process.start()
+    reader = SseReader(server_process.url, key)
+    reader.start()
+    assert reader.connected.wait(10), "no first event"
+    before = reader.events[0][1]["version"]
+    for n in range(3):
+        flag_state_update(actor=actor, flag=flag.key, environment="staging", version=None, percentage_value=20 + n)
+        expected = Environment.objects.get(key="staging").ruleset_version
+        assert expected == before + n + 1
+
+        def told(expected: int = expected) -> bool:
+            return any(e["version"] == expected for _, e in reader.events)
+
+        assert _wait_for(told, 1.0), (expected, reader.events)
+    reader.close()
