@@ -7,13 +7,14 @@ here changes or removes an event: there is no endpoint that could.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -22,6 +23,7 @@ from rest_framework import generics, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -134,12 +136,15 @@ class PublicKeyView(APIView):
         return Response({"keys": [k.as_dict() for k in public_keys()]})
 
 
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)
+
+
 async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     """Serve a database-backed generator under ASGI chunk by chunk (Django would otherwise buffer it all)."""
-    pull = sync_to_async(next, thread_sensitive=True)
-    done = object()
-    while (chunk := await pull(chunks, done)) is not done:
-        yield chunk  # type: ignore[misc]
+    pull = sync_to_async(_next_chunk, thread_sensitive=True)
+    while (chunk := await pull(chunks)) is not None:
+        yield chunk
 
 
 def _streamed(request: Request, chunks: Iterator[bytes]) -> Iterator[bytes] | AsyncIterator[bytes]:
@@ -151,7 +156,7 @@ def _accepted(export: AuditExport) -> Response:
     return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
 
 
-def _export_links(response: HttpResponse, export: AuditExport, name: str) -> HttpResponse:
+def _export_links(response: HttpResponseBase, export: AuditExport, name: str) -> HttpResponseBase:
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     response["X-Audit-Export-Id"] = str(export.pk)
     response["Link"] = f'<{reverse("audit-export-manifest", args=[export.pk])}>; rel="describedby"'
@@ -168,7 +173,9 @@ EXPORT_PARAMS = [
 class _FormatIsOurs(DefaultContentNegotiation):
     """``?format=csv|jsonl`` names the export's format here, not a DRF renderer."""
 
-    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+    # DRF passes the view's renderer list; the stub widens it to any Iterable.
+    def select_renderer(self, request: Request, renderers: Sequence[BaseRenderer],  # type: ignore[override]
+                        format_suffix: str | None = None) -> tuple[BaseRenderer, str]:
         return (renderers[0], renderers[0].media_type)
 
 
@@ -181,7 +188,7 @@ class ExportView(AuditView):
         responses={(200, "text/csv"): EXPORT_FILE, (200, "application/x-ndjson"): EXPORT_FILE,
                    202: AuditExportSerializer, **ERROR_RESPONSES},
     )
-    def get(self, request: Request) -> HttpResponse:
+    def get(self, request: Request) -> HttpResponseBase:
         export = audit_export_create(actor=Actor.from_request(request), format=request.query_params.get("format", ""),
                                      filters=request.query_params)
         if export.status == ExportStatus.PENDING:
@@ -205,7 +212,7 @@ class EvidenceView(AuditView):
         responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The evidence pack"),
                    202: AuditExportSerializer, 404: NOT_FOUND, **ERROR_RESPONSES},
     )
-    def get(self, request: Request, subject_type: str, key: str) -> HttpResponse:
+    def get(self, request: Request, subject_type: str, key: str) -> HttpResponseBase:
         _no_nul(key)
         if subject_type not in SUBJECT_TYPES:
             raise NotFound(f"no evidence packs for '{subject_type}' (one of {', '.join(SUBJECT_TYPES)})")
@@ -272,7 +279,7 @@ class ExportDownloadView(AuditView):
                    responses={(200, "text/csv"): EXPORT_FILE, (200, "application/x-ndjson"): EXPORT_FILE,
                               (200, "application/zip"): EXPORT_FILE, 404: NOT_FOUND,
                               409: NOT_READY, **ERROR_RESPONSES})
-    def get(self, request: Request, pk: str) -> HttpResponse:
+    def get(self, request: Request, pk: str) -> HttpResponseBase:
         export = _export_or_404(pk)
         if export.status != ExportStatus.READY or not export.file_name:
             if export.status == ExportStatus.READY:

@@ -95,6 +95,8 @@ def resolve_subject(subject_type: str, key: str, *, until_sequence: int) -> Evid
 
     if subject_type not in SUBJECT_TYPES:
         raise ValidationFailed.field("subject_type", f"must be one of {', '.join(SUBJECT_TYPES)}")
+    flags: tuple[str, ...]
+    states: tuple[str, ...]
     if subject_type == "workload":
         known = Workload.objects.filter(key=key).exists() or AuditEvent.objects.filter(
             object_type="workload", object_key=key, sequence__lte=until_sequence).exists()

@@ -33,8 +33,9 @@ MANIFEST_FORMAT = "turnout.audit-export/1"
 EXPORT_FIELDS = (*CHAINED_FIELDS, "prev_hash", "hash")
 JSON_FIELDS = frozenset({"before", "after"})
 BATCH = 2000
-CONTENT_TYPES = {ExportFormat.CSV: "text/csv; charset=utf-8", ExportFormat.JSONL: "application/x-ndjson",
-                 ExportFormat.ZIP: "application/zip"}
+# Looked up by an export's stored ``format``: a plain string, equal to its ExportFormat member.
+CONTENT_TYPES: dict[str, str] = {ExportFormat.CSV: "text/csv; charset=utf-8",
+                                 ExportFormat.JSONL: "application/x-ndjson", ExportFormat.ZIP: "application/zip"}
 
 
 def _compact(value: Any) -> str:

@@ -162,7 +162,9 @@ class CsvUpload:
 class CsvParser(BaseParser):
     media_type = "text/csv"
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> CsvUpload:
+    # DRF keeps whatever a parser returns as request.data; the stub allows only a Mapping or DataAndFiles.
+    def parse(self, stream: Any, media_type: str | None = None,  # type: ignore[override]
+              parser_context: Any = None) -> CsvUpload:
         params = dict(part.strip().split("=", 1) for part in (media_type or "").split(";")[1:] if "=" in part)
         return CsvUpload(stream if stream is not None else [], params.get("charset", "utf-8"))
 

@@ -28,12 +28,12 @@ from cohorts.forms import (
 from cohorts.models import Cohort, MemberKind
 from common.errors import ServiceError
 from common.permissions import Capability
-from common.ui import INVALID, actor, error_status, require
+from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
 
 
 @require_GET
 @login_required
-def cohort_list(request: HttpRequest) -> HttpResponse:
+def cohort_list(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Capability.READ)
     q = request.GET.get("q", "").strip()
     cohorts = list(selectors.cohort_list())
@@ -45,7 +45,7 @@ def cohort_list(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def cohort_create(request: HttpRequest) -> HttpResponse:
+def cohort_create(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Capability.EDIT)
     form = CohortForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -101,7 +101,7 @@ def _detail_context(request: HttpRequest, cohort: Cohort, **extra: Any) -> dict[
 
 @require_GET
 @login_required
-def cohort_detail(request: HttpRequest, key: str) -> HttpResponse:
+def cohort_detail(request: HtmxHttpRequest, key: str) -> HttpResponse:
     require(request, Capability.READ)
     cohort = get_object_or_404(Cohort, key=key)
     context = _detail_context(request, cohort)
@@ -112,7 +112,7 @@ def cohort_detail(request: HttpRequest, key: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def cohort_update(request: HttpRequest, key: str) -> HttpResponse:
+def cohort_update(request: HtmxHttpRequest, key: str) -> HttpResponse:
     require(request, Capability.EDIT)
     cohort = get_object_or_404(Cohort, key=key)
     form = CohortEditForm(request.POST)
@@ -133,7 +133,7 @@ def cohort_update(request: HttpRequest, key: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def member_upload(request: HttpRequest, key: str) -> HttpResponse:
+def member_upload(request: HtmxHttpRequest, key: str) -> HttpResponse:
     """CSV upload: every bad row reported by line, and either every subject is added or none is."""
     require(request, Capability.EDIT)
     cohort = get_object_or_404(Cohort, key=key)
@@ -180,7 +180,7 @@ def _import_summary(result: dict[str, Any]) -> str:
 
 @require_POST
 @login_required
-def member_remove(request: HttpRequest, key: str) -> HttpResponse:
+def member_remove(request: HtmxHttpRequest, key: str) -> HttpResponse:
     require(request, Capability.EDIT)
     cohort = get_object_or_404(Cohort, key=key)
     form = MemberRemoveForm(request.POST)
@@ -209,7 +209,7 @@ def member_remove(request: HttpRequest, key: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def test_subject(request: HttpRequest, key: str) -> HttpResponse:
+def test_subject(request: HtmxHttpRequest, key: str) -> HttpResponse:
     """"Is this subject in, and why?" — answered by the same engine the SDKs run."""
     require(request, Capability.READ)
     cohort = get_object_or_404(Cohort, key=key)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import generics
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from common.actors import Actor
@@ -15,6 +17,9 @@ from common.auth import ApiTokenAuthentication
 from common.errors import NotFound, PreconditionRequired, ValidationFailed
 from common.permissions import HasCapability
 from common.throttling import ApiThrottle
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _PermissionClass  # the stubs' name for a permission class or operand
 
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
 MAX_VERSION = 2**31 - 1
@@ -24,9 +29,9 @@ MAX_VERSION = 2**31 - 1
 class ManagementMixin:
 
     # Session authentication enforces CSRF on writes; bearer tokens need none.
-    authentication_classes = [ApiTokenAuthentication, SessionAuthentication]
-    permission_classes = [HasCapability]
-    throttle_classes = [ApiThrottle]
+    authentication_classes: Sequence[type[BaseAuthentication]] = [ApiTokenAuthentication, SessionAuthentication]
+    permission_classes: Sequence[_PermissionClass] = [HasCapability]
+    throttle_classes: Sequence[type[BaseThrottle]] = [ApiThrottle]
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Path keys never hold control characters; answer 404 before any lookup sees one.

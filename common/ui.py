@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
+from django_htmx.middleware import HtmxDetails
 
 from common.actors import Actor
 from common.errors import Conflict, ServiceError
@@ -15,6 +16,12 @@ SESSION_ENV = "turnout_environment"
 # Forms that fail validation answer 422 with the form and its messages; the page's htmx config swaps
 # 409 and 422 like a 200 (400 stays an error: django-htmx's debug helper shows it as a page).
 INVALID = 422
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request that went through ``HtmxMiddleware`` (every UI view's): it carries ``request.htmx``."""
+
+    htmx: HtmxDetails
 
 
 def environments() -> list[Any]:

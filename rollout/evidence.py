@@ -106,12 +106,12 @@ def _approvals(subject: EvidenceSubject, until_sequence: int) -> list[dict[str, 
         approval = _after(event).get("approval")
         if not isinstance(approval, dict):
             continue
-        entry = requests.get(str(approval.get("change_request")))
-        if entry is not None:
-            entry["status"] = "applied"
-            entry["decided_at"] = entry["decided_at"] or format_time(event.occurred_at)
-            entry["decided_by"] = approval.get("approved_by")
-            entry["applied_in"] = _ref(event)
+        approved = requests.get(str(approval.get("change_request")))
+        if approved is not None:
+            approved["status"] = "applied"
+            approved["decided_at"] = approved["decided_at"] or format_time(event.occurred_at)
+            approved["decided_by"] = approval.get("approved_by")
+            approved["applied_in"] = _ref(event)
     return list(requests.values())
 
 

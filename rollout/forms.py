@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
@@ -17,6 +18,13 @@ class ServiceForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
+
+    def set_choices(self, name: str, choices: Sequence[tuple[Any, str]]) -> None:
+        """Offer ``choices`` in the choice field ``name`` (``self.fields`` types its fields as plain ``Field``)."""
+        field = self.fields[name]
+        if not isinstance(field, forms.ChoiceField):
+            raise TypeError(f"{name!r} is not a choice field")
+        field.choices = choices
 
     def add_service_error(self, exc: ServiceError) -> None:
         for name, messages in field_errors(exc).items():
@@ -55,7 +63,7 @@ class FlagForm(ServiceForm):
 
     def __init__(self, *args: Any, workloads: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["workload"].choices = workloads
+        self.set_choices("workload", workloads)
 
 
 class PercentageForm(ServiceForm):
@@ -80,8 +88,8 @@ class PlanTemplateForm(ServiceForm):
 
     def __init__(self, *args: Any, cohorts: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["internal_cohorts"].choices = cohorts
-        self.fields["pilot_cohorts"].choices = cohorts
+        self.set_choices("internal_cohorts", cohorts)
+        self.set_choices("pilot_cohorts", cohorts)
 
 
 class GuardrailForm(ServiceForm):
@@ -105,7 +113,7 @@ class GuardrailForm(ServiceForm):
         from rollout.models import BreachAction
 
         super().__init__(*args, **kwargs)
-        self.fields["action"].choices = BreachAction.choices
+        self.set_choices("action", BreachAction.choices)
 
 
 class ReasonForm(ServiceForm):
@@ -123,8 +131,8 @@ class TargetingForm(ServiceForm):
 
     def __init__(self, *args: Any, cohorts: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["include_cohorts"].choices = cohorts
-        self.fields["exclude_cohorts"].choices = cohorts
+        self.set_choices("include_cohorts", cohorts)
+        self.set_choices("exclude_cohorts", cohorts)
 
     def clean_overrides(self) -> dict[str, str]:
         result: dict[str, str] = {}
@@ -148,7 +156,7 @@ class SdkKeyForm(ServiceForm):
 
     def __init__(self, *args: Any, environments: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["environment"].choices = environments
+        self.set_choices("environment", environments)
 
 
 class ApiTokenForm(ServiceForm):
@@ -157,4 +165,4 @@ class ApiTokenForm(ServiceForm):
 
     def __init__(self, *args: Any, users: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["username"].choices = users
+        self.set_choices("username", users)

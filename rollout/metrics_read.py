@@ -10,11 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from rollout.metrics import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
 
 PATHS = ("legacy", "parallel")
+
+
+class MinuteRow(TypedDict):
+    """One path's counts in one minute, the ones read here: a stored MetricMinute row or one still in Redis."""
+
+    path: str
+    minute: datetime
+    calls: int
+    errors: int
+    comparisons: int
+    mismatches: int
+    latency_ms: list[int]
 
 
 def percentile(histogram: Sequence[int], q: float, bounds: Sequence[float] = LATENCY_BUCKETS_MS) -> float | None:
@@ -83,7 +95,7 @@ def minute_ceil(at: datetime) -> datetime:
     return floor if floor == at else floor + timedelta(minutes=1)
 
 
-def _stored_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _stored_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[MinuteRow]:
     from rollout.models import MetricMinute
 
     return list(MetricMinute.objects.filter(environment_id=environment_id, flag_key=flag_key, minute__gte=start,
@@ -91,7 +103,7 @@ def _stored_rows(environment_id: int, flag_key: str, start: datetime, end: datet
                 .values("path", "minute", "calls", "errors", "comparisons", "mismatches", "latency_ms"))
 
 
-def _open_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _open_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[MinuteRow]:
     """Counts still in Redis (minutes not rolled up yet), so a check sees the last seconds too.
 
     Read after the stored rows: a minute rolled up in between is missed for one check (never
@@ -103,7 +115,7 @@ def _open_rows(environment_id: int, flag_key: str, start: datetime, end: datetim
     if client is None:
         return []
     first, last = int(start.timestamp() // 60), int(end.timestamp() // 60)
-    rows: list[dict[str, Any]] = []
+    rows: list[MinuteRow] = []
     for raw in client.smembers(ingest.MINUTES):
         minute = int(raw)
         if not first <= minute < last:
@@ -111,11 +123,13 @@ def _open_rows(environment_id: int, flag_key: str, start: datetime, end: datetim
         parsed = ingest._parse_hash(client.hgetall(ingest._hash_key(minute)), minute)
         for (env_id, flag, path, _m), counts in parsed.items():
             if env_id == environment_id and flag == flag_key:
-                rows.append({"path": path, "minute": datetime.fromtimestamp(minute * 60, UTC), **counts})
+                rows.append(MinuteRow(path=path, minute=datetime.fromtimestamp(minute * 60, UTC), calls=counts["calls"],
+                                      errors=counts["errors"], comparisons=counts["comparisons"],
+                                      mismatches=counts["mismatches"], latency_ms=counts["latency_ms"]))
     return rows
 
 
-def _rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[MinuteRow]:
     """Per-minute rows of one flag in one environment with ``start <= minute < end`` (both paths)."""
     return [*_stored_rows(environment_id, flag_key, start, end), *_open_rows(environment_id, flag_key, start, end)]
 

@@ -23,7 +23,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from cohorts.models import Cohort
 from common.errors import Forbidden, ServiceError
 from common.permissions import Capability, can, can_decide, primary_role
-from common.ui import INVALID, actor, current_environment, error_status, require
+from common.ui import INVALID, HtmxHttpRequest, actor, current_environment, error_status, require
 from rollout import dashboard as selectors
 from rollout.dashboard import change_proposal, readiness_charts
 from rollout.forms import (
@@ -73,7 +73,7 @@ from rollout.snapshots import guardrail_snapshot
 
 @require_GET
 @login_required
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Capability.READ)
     if primary_role(request.user) == "compliance":  # reviewers land on their tools
         return HttpResponseRedirect(reverse("ui:audit-log"))
@@ -93,7 +93,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def workload_create(request: HttpRequest) -> HttpResponse:
+def workload_create(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Capability.EDIT)
     form = WorkloadForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -132,7 +132,7 @@ def _workload_context(request: HttpRequest, workload: Workload, edit_form: Workl
 
 @require_POST
 @login_required
-def workload_update(request: HttpRequest, key: str) -> HttpResponse:
+def workload_update(request: HtmxHttpRequest, key: str) -> HttpResponse:
     require(request, Capability.EDIT)
     workload = get_object_or_404(Workload, key=key)
     form = WorkloadEditForm(request.POST)
@@ -157,7 +157,7 @@ def workload_update(request: HttpRequest, key: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def flag_create(request: HttpRequest) -> HttpResponse:
+def flag_create(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Capability.EDIT)
     workloads = list(Workload.objects.values_list("key", "name"))
     form = FlagForm(request.POST or None, workloads=workloads,
@@ -234,7 +234,7 @@ def _state_or_404(key: str, env: str) -> FlagState:
     return state
 
 
-def _render_card(request: HttpRequest, key: str, env: str, *, status: int = 200, **extra: Any) -> HttpResponse:
+def _render_card(request: HtmxHttpRequest, key: str, env: str, *, status: int = 200, **extra: Any) -> HttpResponse:
     state = _state_or_404(key, env)
     context = _card_context(request, state, **extra)
     if not request.htmx:
@@ -251,7 +251,7 @@ def _render_card(request: HttpRequest, key: str, env: str, *, status: int = 200,
 
 @require_GET
 @login_required
-def state_card(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_card(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """The live state card (polled by the flag page)."""
     require(request, Capability.READ)
     if not request.htmx:
@@ -261,7 +261,7 @@ def state_card(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_kill(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_kill(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """The kill switch: everyone to legacy at once; needs no version and waits for nothing."""
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
@@ -278,7 +278,7 @@ def state_kill(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_resume(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_resume(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """Switch a killed rollout back on, or lift a pause (through approval where the policy wants one)."""
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
@@ -291,7 +291,7 @@ def state_resume(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_retire(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_retire(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
     form = ReasonForm(request.POST)
@@ -303,7 +303,7 @@ def state_retire(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_percentage(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_percentage(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
     form = PercentageForm(request.POST, auto_id=card_ids(env))
@@ -342,7 +342,7 @@ def state_impact(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_targeting(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_targeting(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
     form = TargetingForm(request.POST, cohorts=list(Cohort.objects.values_list("key", "name")), auto_id=card_ids(env))
@@ -359,7 +359,7 @@ def state_targeting(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_plan(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_plan(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """Build the plan from a template (stages with soak times, gates and cohorts)."""
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
@@ -381,7 +381,7 @@ def state_plan(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_advance(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_advance(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
     form = ReasonForm(request.POST)
@@ -393,7 +393,7 @@ def state_advance(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_pause(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_pause(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """Hold the rollout where it is; never waits for approval."""
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
@@ -408,7 +408,7 @@ def state_pause(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_rollback(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_rollback(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """Back one stage at once, then paused; never waits for approval."""
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
@@ -423,7 +423,7 @@ def state_rollback(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def state_guardrails(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_guardrails(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
     form = GuardrailForm(request.POST, auto_id=card_ids(env))
@@ -438,7 +438,7 @@ def state_guardrails(request: HttpRequest, key: str, env: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def state_readiness(request: HttpRequest, key: str, env: str) -> HttpResponse:
+def state_readiness(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """The readiness report: legacy vs parallel over time, guardrails, soak, mismatch samples."""
     require(request, Capability.READ)
     state = _state_or_404(key, env)
@@ -450,7 +450,7 @@ def state_readiness(request: HttpRequest, key: str, env: str) -> HttpResponse:
     return render(request, "rollout/readiness.html", context)
 
 
-def _submit(request: HttpRequest, state: FlagState, action: str, params: dict[str, Any], *, version: int | None,
+def _submit(request: HtmxHttpRequest, state: FlagState, action: str, params: dict[str, Any], *, version: int | None,
             reason: str, done: str, form: Any = None, panel: str = "", undo: dict[str, Any] | None = None
             ) -> HttpResponse:
     """A person's change: applied now where the policy allows, else a change request for a second person."""
@@ -480,14 +480,14 @@ def _pct(value: Any) -> str:
 
 @require_GET
 @login_required
-def change_list(request: HttpRequest) -> HttpResponse:
+def change_list(request: HtmxHttpRequest) -> HttpResponse:
     """The approvers' inbox (others' pending requests), the requester's own, and recent decisions."""
     require(request, Capability.READ)
     requests = ChangeRequest.objects.select_related("flag_state__flag__workload", "flag_state__environment")
     pending = list(requests.filter(status=ChangeRequestStatus.PENDING).order_by("created_at"))
     context = {
         "inbox": [cr for cr in pending if can_decide(request.user, cr)],
-        "mine": list(requests.filter(requested_by=request.user).order_by("-created_at")[:50]),
+        "mine": list(requests.filter(requested_by_id=request.user.pk).order_by("-created_at")[:50]),
         "waiting": [cr for cr in pending if not can_decide(request.user, cr) and cr.requested_by_id != request.user.pk],
         "decided": list(requests.exclude(status=ChangeRequestStatus.PENDING).order_by("-decided_at")[:20]),
         "may_approve": can(request.user, Capability.APPROVE),
@@ -516,7 +516,7 @@ def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "rollout/change_detail.html", _change_context(request, cr))
 
 
-def _decide(request: HttpRequest, pk: int, decide: Any, done: str) -> HttpResponse:
+def _decide(request: HtmxHttpRequest, pk: int, decide: Any, done: str) -> HttpResponse:
     cr = get_object_or_404(ChangeRequest.objects.select_related("flag_state__flag", "flag_state__environment"),
                            pk=pk)
     comment = request.POST.get("comment", "")[:2000]
@@ -539,21 +539,21 @@ def _decide(request: HttpRequest, pk: int, decide: Any, done: str) -> HttpRespon
 
 @require_POST
 @login_required
-def change_approve(request: HttpRequest, pk: int) -> HttpResponse:
+def change_approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require(request, Capability.APPROVE)
     return _decide(request, pk, change_request_approve, "Approved and applied.")
 
 
 @require_POST
 @login_required
-def change_reject(request: HttpRequest, pk: int) -> HttpResponse:
+def change_reject(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require(request, Capability.APPROVE)
     return _decide(request, pk, change_request_reject, "Rejected; the requester sees your comment.")
 
 
 @require_POST
 @login_required
-def change_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def change_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     require(request, Capability.EDIT)
     return _decide(request, pk, change_request_cancel, "Withdrawn.")
 
@@ -586,7 +586,7 @@ def keys(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def sdk_key_create(request: HttpRequest) -> HttpResponse:
+def sdk_key_create(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Capability.ADMINISTER)
     form = SdkKeyForm(request.POST, environments=list(Environment.objects.values_list("key", "name")))
     extra: dict[str, Any] = {"sdk_form": form}
@@ -605,7 +605,7 @@ def sdk_key_create(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def api_token_create(request: HttpRequest) -> HttpResponse:
+def api_token_create(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Capability.ADMINISTER)
     users = list(get_user_model().objects.filter(is_active=True).values_list("username", "username"))
     form = ApiTokenForm(request.POST, users=users)
@@ -626,7 +626,7 @@ def api_token_create(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def sdk_key_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
+def sdk_key_revoke(request: HtmxHttpRequest, prefix: str) -> HttpResponse:
     require(request, Capability.ADMINISTER)
     try:
         key = key_services.sdk_key_revoke(actor=actor(request), prefix=prefix, reason=request.POST.get("reason", ""))
@@ -637,7 +637,7 @@ def sdk_key_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def api_token_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
+def api_token_revoke(request: HtmxHttpRequest, prefix: str) -> HttpResponse:
     require(request, Capability.ADMINISTER)
     try:
         token = key_services.api_token_revoke(actor=actor(request), prefix=prefix,
@@ -647,7 +647,7 @@ def api_token_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
     return _keys_response(request, {"notice": f"API token {token.prefix}… revoked."}, 200)
 
 
-def _keys_response(request: HttpRequest, extra: dict[str, Any], status: int) -> HttpResponse:
+def _keys_response(request: HtmxHttpRequest, extra: dict[str, Any], status: int) -> HttpResponse:
     template = "rollout/keys.html#keys-panel" if request.htmx else "rollout/keys.html"
     return render(request, template, _keys_context(request, **extra), status=status)
 
@@ -655,6 +655,6 @@ def _keys_response(request: HttpRequest, extra: dict[str, Any], status: int) -> 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+def _redirect(request: HtmxHttpRequest, url: str) -> HttpResponse:
     """After a successful form post: a full navigation (htmx or not) so the URL and history are right."""
     return HttpResponseClientRedirect(url) if request.htmx else HttpResponseRedirect(url)

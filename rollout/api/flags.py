@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -27,7 +29,7 @@ from rollout.services.flags import (
 
 TAGS = ["flags"]
 STATE_TAGS = ["flag states"]
-VERSION_FIELD = {"min_value": 1, "max_value": 2**31 - 1, "required": False,
+VERSION_FIELD: dict[str, Any] = {"min_value": 1, "max_value": 2**31 - 1, "required": False,
                  "help_text": "The version read (or send If-Match)."}
 
 

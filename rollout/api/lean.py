@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.core.cache import cache
@@ -36,6 +36,8 @@ from rollout.evaluation import version_cache_key
 AUTH_MESSAGE = "Missing, invalid or revoked SDK key."
 WWW_AUTHENTICATE = 'Bearer realm="sdk"'
 _JSON_SEPARATORS = (",", ":")
+
+_View = TypeVar("_View", bound=Callable[..., Any])  # a view function, plain or async
 
 
 class BadRequest(Exception):
@@ -183,7 +185,7 @@ class SdkDescribedView(APIView):
 
 def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDescribedView,
               name: str | None = None, options: Callable[[HttpRequest], HttpResponse] | None = None,
-              ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+              ) -> Callable[[_View], _View]:
     """Route a plain view function and describe it for drf-spectacular.
 
     ``methods`` maps an HTTP method to its ``extend_schema`` arguments; other methods answer 405,
@@ -191,7 +193,7 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
     these endpoints authenticate by header only, never by cookie.
     """
 
-    def wrap(func: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def wrap(func: _View) -> _View:
         attrs: dict[str, Any] = {"__module__": func.__module__, "__doc__": func.__doc__}
         for method, schema in methods.items():
 
@@ -220,8 +222,10 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
 
         view.__name__ = func.__name__
         view.__doc__ = func.__doc__
-        view.cls = cls  # type: ignore[attr-defined]
-        view.initkwargs = {}  # type: ignore[attr-defined]
-        return csrf_exempt(view)
+        # What drf-spectacular reads off a view function (as off View.as_view()'s); no type declares them.
+        view.cls = cls  # type: ignore[union-attr]
+        view.initkwargs = {}  # type: ignore[union-attr]
+        # ``view`` takes func's arguments and answers as func does (or 405), sync or async alike.
+        return cast(_View, csrf_exempt(view))
 
     return wrap

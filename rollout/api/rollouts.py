@@ -47,7 +47,7 @@ SUBMIT_RESPONSES = {
 }
 ACTION_RESPONSES = {200: AppliedOutput, **errors(400, 404, 409)}
 TAGS = ["rollouts"]
-VERSION = {"min_value": 1, "max_value": 2**31 - 1, "required": False,
+VERSION: dict[str, Any] = {"min_value": 1, "max_value": 2**31 - 1, "required": False,
            "help_text": "The flag state version read (or send If-Match); a stale one gets 409."}
 
 
@@ -92,7 +92,8 @@ class StageInput(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class PlanInput(ChangeInput):
-    stages = StageInput(many=True, required=False, max_length=20)
+    # many=True takes max_length (DRF 3.14+, passed to the ListSerializer); the stub lacks it.
+    stages = StageInput(many=True, required=False, max_length=20)  # type: ignore[call-arg]
     template = serializers.ChoiceField(choices=["standard"], required=False)
     internal_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)
     pilot_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import connections
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
@@ -83,7 +84,7 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
                   **ERROR_RESPONSES},
     "tags": ["sdk"],
 }})
-async def stream(request: HttpRequest) -> HttpResponse:
+async def stream(request: HttpRequest) -> HttpResponseBase:
     result = await sync_to_async(_releasing(authenticate))(request)
     if result is None:
         return unauthorized()

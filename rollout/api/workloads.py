@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -35,8 +37,8 @@ class WorkloadOutput(serializers.Serializer):  # type: ignore[type-arg]
 
 
 def _fields(required: bool) -> dict[str, serializers.Field]:  # type: ignore[type-arg]
-    optional = {"required": False}
-    text = {"required": False, "allow_blank": True}
+    optional: dict[str, Any] = {"required": False}
+    text: dict[str, Any] = {"required": False, "allow_blank": True}
     return {
         "name": serializers.CharField(max_length=200, **({} if required else optional)),
         "description": serializers.CharField(max_length=10_000, **text),

@@ -119,7 +119,7 @@ def key_touch(model: type[SdkKey] | type[ApiToken], pk: int) -> None:
     _touched[memo] = now + resolution
     if not cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution):
         return
-    now = timezone.now()
-    model.objects.filter(pk=pk).exclude(last_used_at__gt=now - timedelta(seconds=resolution)).update(
-        last_used_at=now
+    used_at = timezone.now()
+    model.objects.filter(pk=pk).exclude(last_used_at__gt=used_at - timedelta(seconds=resolution)).update(
+        last_used_at=used_at
     )
