@@ -3,7 +3,9 @@ its stream within a second, and the metrics it flushes are counted exactly."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -11,9 +13,9 @@ from turnout import Turnout
 
 from common.actors import Actor
 from rollout.models import MetricMinute
-from rollout.services.flags import flag_state_update
-from rollout.services.keys import sdk_key_create
+from rollout.services.keys import api_token_create, sdk_key_create
 from rollout.services.metrics import metrics_rollup
+from rollout.services.users import user_create
 
 
 def _wait_for(predicate: Any, timeout: float) -> bool:
@@ -25,17 +27,30 @@ def _wait_for(predicate: Any, timeout: float) -> bool:
     return bool(predicate())
 
 
+def _api(url: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        return dict(json.loads(response.read()))
+
+
 @pytest.mark.services
-def test_sdk_client__change_committed__decides_with_the_new_version_within_one_second(server_process, redis_url,
-                                                                                      flag):
+def test_sdk_client__change_through_the_api__decides_with_it_within_one_second(server_process, redis_url, flag):
+    """The whole path: an admin's PATCH to the management API of a real server process, committed and
+    announced, the stream event, the SDK's conditional fetch and recompile — inside one second."""
     actor = Actor.system("test")
     secret = sdk_key_create(actor=actor, environment="staging", name="sdk")[1]
+    user_create(actor=actor, username="root", password=None, roles=["admin"])
+    token = api_token_create(actor=actor, username="root", name="ops")[1]
     server_process.start()
+    path = f"/api/v1/flags/{flag.key}/states/staging/"
     with Turnout(server_process.url, secret, send_metrics=False) as client:
         assert client.wait_until_ready(10)
-        for percentage in (100, 0):
-            flag_state_update(actor=actor, flag=flag.key, environment="staging", version=None, enabled=True,
-                              percentage_value=percentage)
+        for percentage in (100, 0, 100):
+            version = _api(server_process.url, token, "GET", path)["version"]
+            _api(server_process.url, token, "PATCH", path,
+                 {"enabled": True, "percentage": percentage, "version": version, "reason": "widen"})
             expected = "parallel" if percentage else "legacy"
             # Stream event, conditional fetch, recompile: all inside the protocol's one second.
             assert _wait_for(lambda e=expected: client.decide(flag.key, "u1", {"tenant_id": "t1"}).path == e, 1.0)
