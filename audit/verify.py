@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,6 +13,9 @@ from audit.models import AuditChainHead, AuditEvent
 
 BATCH = 5000
 _FIELDS = (*CHAINED_FIELDS, "prev_hash", "hash")
+
+# ``progress(checked, total)``: events checked so far, of the events the walk will reach at most.
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -71,27 +74,49 @@ def check_rows(rows: Iterable[dict[str, Any]], *, head: tuple[int, str] | None,
     return report(None, "")
 
 
-def _stored_rows(batch: int, until: int) -> Iterable[dict[str, Any]]:
+def _stored_rows(batch: int, until: int, progress: Callable[[int], None] | None = None) -> Iterable[dict[str, Any]]:
     base = AuditEvent.objects.filter(sequence__lte=until).order_by("sequence").values_list(*_FIELDS)
     last: int | None = None
+    seen = 0
     while True:
         page = base if last is None else base.filter(sequence__gt=last)
         rows = list(page[:batch])
         for row in rows:
             yield dict(zip(_FIELDS, row, strict=True))
+        # The walk asks for the next row only once it has checked this one: the whole page is checked.
+        seen += len(rows)
+        if progress is not None:
+            progress(seen)
         if len(rows) < batch:
             return
         last = rows[-1][0]
 
 
-def verify_chain(*, batch: int = BATCH) -> ChainReport:
-    """Check every stored event in constant memory; report the first bad sequence number."""
+def verify_chain(*, batch: int = BATCH, progress: Progress | None = None) -> ChainReport:
+    """Check every stored event in constant memory; report the first bad sequence number.
+
+    ``progress(checked, total)`` is called once before the walk and after every batch (it does not
+    change the report). ``total`` is the head's sequence captured at the start: the walk stops there,
+    so events written while it runs (a caller's own record of the result, say) are not part of it.
+    """
     # Head and the highest stored sequence in one statement (one snapshot): a writer inserts its event
     # and moves the head in the same transaction, so in any snapshot they agree.
     top = AuditEvent.objects.order_by("-sequence").values("sequence")[:1]
     snapshot = AuditChainHead.objects.filter(pk=1).annotate(top=Subquery(top)).values_list(
         "sequence", "hash", "top").first()
     if snapshot is None:  # no head row (it is rebuilt by the next write): check the rows alone
-        return check_rows(_stored_rows(batch, 2**62), head=None)
+        reporter = None
+        if progress is not None:
+            total = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+            reporter = _reporter(progress, total)
+        return check_rows(_stored_rows(batch, 2**62, reporter), head=None)
     head_sequence, head_hash, max_sequence = snapshot
-    return check_rows(_stored_rows(batch, head_sequence), head=(head_sequence, head_hash), max_sequence=max_sequence)
+    reporter = _reporter(progress, head_sequence) if progress is not None else None
+    return check_rows(_stored_rows(batch, head_sequence, reporter), head=(head_sequence, head_hash),
+                      max_sequence=max_sequence)
+
+
+def _reporter(progress: Progress, total: int) -> Callable[[int], None]:
+    progress(0, total)
+    # Without a head row the walk takes every row, some perhaps written after ``total`` was read.
+    return lambda checked: progress(checked, max(total, checked))
