@@ -3,7 +3,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 
-from audit.models import AuditEvent, AuditExport
+from audit.models import AuditEvent, AuditExport, AuditVerification
 from common.admin import ReadOnlyAdmin
 
 
@@ -16,6 +16,11 @@ class AuditEventAdmin(ReadOnlyAdmin):
 @admin.register(AuditExport)
 class AuditExportAdmin(ReadOnlyAdmin):
     list_display = ("id", "kind", "format", "status", "total", "done", "requested_by", "created_at")
+
+
+@admin.register(AuditVerification)
+class AuditVerificationAdmin(ReadOnlyAdmin):
+    list_display = ("id", "status", "total", "checked", "requested_by", "created_at", "finished_at")
 
 
 # Users and their roles (groups) change only through the audited services: Django's own admin for

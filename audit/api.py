@@ -1,7 +1,8 @@
 """The audit API: read events and per-object histories; export, verify and fetch evidence packs.
 
 Reading needs READ; exporting, verifying and evidence packs need AUDIT (compliance, admin). Nothing
-here changes or removes an event: there is no endpoint that could.
+here changes or removes an event: there is no endpoint that could (starting a background verification
+only appends its own event).
 """
 
 from __future__ import annotations
@@ -41,15 +42,16 @@ from audit.exports import (
     write_manifest,
 )
 from audit.filters import AuditEventFilter
-from audit.models import AuditEvent, AuditExport, ExportStatus
+from audit.models import AuditEvent, AuditExport, AuditVerification, ExportStatus
 from audit.serializers import (
     AuditEventChangeSerializer,
     AuditEventSerializer,
     AuditExportSerializer,
+    AuditVerificationSerializer,
     ChainReportSerializer,
     PublicKeysSerializer,
 )
-from audit.services import audit_export_create, audit_export_fail, audit_export_finish
+from audit.services import audit_export_create, audit_export_fail, audit_export_finish, audit_verification_start
 from audit.signing import public_keys
 from audit.verify import verify_chain
 from common.actors import Actor
@@ -80,6 +82,7 @@ class SequenceCursorPagination(CursorPagination):
 class AuditView(APIView):
     permission_classes = [HasCapability]
     read_capability = Capability.AUDIT
+    write_capability = Capability.AUDIT
 
 
 @extend_schema(tags=["audit"], summary="Audit events, oldest first (cursor-paginated, filterable)",
@@ -124,6 +127,32 @@ class VerifyView(AuditView):
                    responses={200: ChainReportSerializer, **ERROR_RESPONSES})
     def get(self, request: Request) -> Response:
         return Response(verify_chain().as_dict())
+
+    @extend_schema(
+        tags=["audit"], request=None,
+        summary="Verify the whole chain in the background (202 with the job; poll it for progress and the report)",
+        parameters=[OpenApiParameter("Location", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[202],
+                                     description="The job's URL (/api/v1/audit/verifications/{id}/)")],
+        responses={202: OpenApiResponse(AuditVerificationSerializer, description="The job; its URL is in Location"),
+                   **ERROR_RESPONSES},
+    )
+    def post(self, request: Request) -> Response:
+        verification = audit_verification_start(actor=Actor.from_request(request))
+        body = AuditVerificationSerializer(verification).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
+
+
+class VerificationDetailView(AuditView):
+    @extend_schema(tags=["audit"], summary="A background verification: status, progress and, once done, the report",
+                   responses={200: AuditVerificationSerializer, 404: NOT_FOUND, **ERROR_RESPONSES})
+    def get(self, request: Request, pk: str) -> Response:
+        try:
+            verification = AuditVerification.objects.filter(pk=uuid.UUID(pk)).first()
+        except ValueError:
+            verification = None
+        if verification is None:
+            raise NotFound(f"verification '{pk}' does not exist")
+        return Response(AuditVerificationSerializer(verification).data)
 
 
 class PublicKeyView(APIView):

@@ -154,3 +154,52 @@ class AuditExport(models.Model):
 
     def __str__(self) -> str:
         return f"export {self.id} ({self.kind}, {self.format}, {self.status})"
+
+
+class VerificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    OK = "ok", "Verified"
+    FAILED = "failed", "Broken"  # the chain is not intact: the report names the first bad event
+    ERROR = "error", "Error"  # the job could not finish (the chain was not judged)
+
+
+class AuditVerification(models.Model):
+    """One background verification of the whole chain: its progress and, once done, its report.
+
+    Bookkeeping, not part of the chain: the request is an audit event (``audit_sequence``,
+    ``audit.verification_started``) and so is the outcome (``result_sequence``, ``audit.verified`` or
+    ``audit.verification_failed``); this row only carries progress and the full report in between.
+    ``total`` is the chain head's sequence when the job started (the request's own event at first, then
+    the head the walk captured), ``checked`` the events checked so far.
+    """
+
+    id = models.UUIDField(primary_key=True)
+    requested_by = models.CharField(max_length=150)
+    requested_by_user_id = models.IntegerField(null=True)
+    audit_sequence = models.BigIntegerField()
+    total = models.BigIntegerField()
+    checked = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=8, choices=VerificationStatus.choices, default=VerificationStatus.PENDING)
+    report = models.JSONField(null=True)
+    result_sequence = models.BigIntegerField(null=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Progress counts events checked so far: never negative, never past the head being checked.
+            models.CheckConstraint(condition=models.Q(checked__gte=0, checked__lte=models.F("total")),
+                                   name="audit_verification_progress_range"),
+            models.CheckConstraint(condition=models.Q(status__in=VerificationStatus.values),
+                                   name="audit_verification_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"verification {self.id} ({self.status}, {self.checked} of {self.total})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (VerificationStatus.OK, VerificationStatus.FAILED, VerificationStatus.ERROR)

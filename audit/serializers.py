@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.chain import format_time
-from audit.models import AuditEvent, AuditExport
+from audit.models import AuditEvent, AuditExport, AuditVerification
 
 
 def diff(before: Any, after: Any) -> dict[str, dict[str, Any]]:
@@ -100,3 +100,31 @@ class AuditExportSerializer(serializers.ModelSerializer):
             "manifest": reverse("audit-export-manifest", args=[export.pk]),
             "download": reverse("audit-export-download", args=[export.pk]),
         }
+
+
+class AuditVerificationSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    report = ChainReportSerializer(read_only=True, allow_null=True,
+                                   help_text="The final report (null until the job has finished)")
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditVerification
+        fields = ["id", "status", "total", "checked", "progress", "report", "requested_by", "audit_sequence",
+                  "result_sequence", "created_at", "finished_at", "error", "links"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "status": {"help_text": "ok: the chain is intact up to the report's head; failed: it is not (the "
+                                    "report names the first bad event); error: the job could not finish (see error)"},
+            "total": {"help_text": "The chain head's sequence when the job started (the walk's end)"},
+            "checked": {"help_text": "Events checked so far"},
+            "audit_sequence": {"help_text": "The audit event that recorded the request"},
+            "result_sequence": {"help_text": "The audit event that recorded the outcome (null until finished)"},
+        }
+
+    def get_progress(self, verification: AuditVerification) -> float:
+        """Share of events checked, 0 to 1."""
+        return 1.0 if verification.total == 0 else round(verification.checked / verification.total, 4)
+
+    def get_links(self, verification: AuditVerification) -> dict[str, str]:
+        return {"self": reverse("audit-verification-detail", args=[verification.pk])}

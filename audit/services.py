@@ -5,18 +5,30 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, event_hash
-from audit.models import AuditChainHead, AuditEvent, AuditExport, ExportFormat, ExportKind, ExportStatus
+from audit.models import (
+    AuditChainHead,
+    AuditEvent,
+    AuditExport,
+    AuditVerification,
+    ExportFormat,
+    ExportKind,
+    ExportStatus,
+    VerificationStatus,
+)
 from common.actors import Actor
 from common.conf import get_setting
-from common.errors import ValidationFailed
+from common.errors import NotFound, ValidationFailed
 from common.request_context import current_request_id
+
+if TYPE_CHECKING:
+    from audit.verify import ChainReport
 
 
 def _jsonable(value: Any) -> Any:
@@ -157,6 +169,89 @@ def audit_export_finish(*, export_id: Any, manifest: dict[str, Any], file_name: 
 def audit_export_fail(*, export_id: Any, error: str) -> None:
     AuditExport.objects.filter(pk=export_id).update(status=ExportStatus.FAILED, error=error[:2000],
                                                     finished_at=timezone.now())
+
+
+# --- background chain verification: the request and the outcome are audited; progress is bookkeeping ----
+
+
+def audit_verification_start(*, actor: Actor) -> AuditVerification:
+    """Record a request to verify the whole chain and queue it (a Celery task, once this commits).
+
+    Audited like an export request: one ``audit.verification_started`` event naming who asked and the
+    chain's head at that moment. The job then checks every event up to the head it captures when it
+    starts, which includes this request's own event.
+    """
+    with audited_atomic():
+        head = _locked_head()
+        verification_id = uuid.uuid4()
+        event = audit_record(actor=actor, action="audit.verification_started", object_type="audit_verification",
+                             object_key=str(verification_id), after={"head_sequence": head.sequence})
+        verification = AuditVerification.objects.create(
+            id=verification_id, requested_by=actor.label[:150], requested_by_user_id=actor.user_id,
+            audit_sequence=event.sequence, total=event.sequence, created_at=event.occurred_at,
+        )
+        from audit.tasks import run_audit_verification
+
+        transaction.on_commit(lambda: run_audit_verification.delay(str(verification_id)))
+    return verification
+
+
+def audit_verification_progress(*, verification_id: Any, checked: int, total: int) -> None:
+    """Bookkeeping of a running verification (not an audit event: the request and the outcome are)."""
+    AuditVerification.objects.filter(pk=verification_id).update(status=VerificationStatus.RUNNING, checked=checked,
+                                                                total=total)
+
+
+def audit_verification_finish(*, actor: Actor, verification_id: Any, report: ChainReport) -> AuditVerification:
+    """Record the report, and the outcome as one audit event: ``audit.verified`` or ``audit.verification_failed``.
+
+    The outcome is an event (not only this job row, which is bookkeeping anyone with table access could
+    edit) because the question a compliance reviewer asks of the log itself is "when was the chain last
+    verified, up to which event, by whom, and what was found": the event answers it with the report's
+    figures (head sequence and hash, first bad sequence). Appending it does not disturb the report: the
+    walk covered the head it captured when it began, and this event lands after it (the next
+    verification covers it). A job finished already (a re-delivered task that lost the race) is
+    returned as it is, recorded once.
+    """
+    with audited_atomic():
+        verification = AuditVerification.objects.select_for_update().filter(pk=verification_id).first()
+        if verification is None:
+            raise NotFound(f"verification '{verification_id}' does not exist")
+        if verification.finished:
+            return verification
+        event = audit_record(
+            actor=actor, action="audit.verified" if report.ok else "audit.verification_failed",
+            object_type="audit_verification", object_key=str(verification.pk),
+            after={**report.as_dict(), "requested_by": verification.requested_by,
+                   "requested_at_sequence": verification.audit_sequence},
+        )
+        verification.status = VerificationStatus.OK if report.ok else VerificationStatus.FAILED
+        verification.report = report.as_dict()
+        verification.total = report.head_sequence
+        verification.checked = report.checked
+        verification.result_sequence = event.sequence
+        verification.finished_at = event.occurred_at
+        verification.error = ""
+        verification.save(update_fields=["status", "report", "total", "checked", "result_sequence", "finished_at",
+                                         "error"])
+    return verification
+
+
+def audit_verification_error(*, verification_id: Any, error: str, report: ChainReport | None = None) -> None:
+    """The job could not finish, or could not record its outcome (bookkeeping only, like a failed export).
+
+    Without a report (a database error, a lost worker...) nothing was judged: status ``error``, and the
+    request's event stays without an outcome until someone verifies again. With a report whose outcome
+    event could not be appended (a row forged right past the chain head takes the sequence the writer
+    needs next), the report is kept on the job: ``failed`` when it found the chain broken.
+    """
+    values: dict[str, Any] = {"status": VerificationStatus.ERROR, "error": error[:2000], "finished_at": timezone.now()}
+    if report is not None:
+        values.update(report=report.as_dict(), total=report.head_sequence, checked=report.checked)
+        if not report.ok:
+            values["status"] = VerificationStatus.FAILED
+    AuditVerification.objects.filter(pk=verification_id).exclude(
+        status__in=(VerificationStatus.OK, VerificationStatus.FAILED)).update(**values)
 
 
 # --- sign-ins: Django's auth signals (audit/signals.py) call these --------------------------------

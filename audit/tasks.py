@@ -1,12 +1,24 @@
-"""Background audit work: exports too large to stream in one request (thin: id in, write, record)."""
+"""Background audit work: exports too large to stream in one request, and verification of the whole
+chain (thin: id in, do the work, record)."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
 from audit.exports import export_dir, file_name, write_export_file, write_manifest
-from audit.models import AuditExport, ExportStatus
-from audit.services import audit_export_fail, audit_export_finish, audit_export_progress
+from audit.models import AuditExport, AuditVerification, ExportStatus
+from audit.services import (
+    audit_export_fail,
+    audit_export_finish,
+    audit_export_progress,
+    audit_verification_error,
+    audit_verification_finish,
+    audit_verification_progress,
+)
+from audit.verify import verify_chain
+from common.actors import Actor
+
+VERIFIER = Actor.system("audit-verify")
 
 
 @shared_task(bind=True, acks_late=True)
@@ -25,3 +37,29 @@ def run_audit_export(self, export_id: str) -> str | None:  # type: ignore[no-unt
         raise
     audit_export_finish(export_id=export.pk, manifest=manifest, file_name=path.name)
     return path.name
+
+
+@shared_task(bind=True, acks_late=True)
+def run_audit_verification(self, verification_id: str) -> str | None:  # type: ignore[no-untyped-def]
+    """Walk the whole chain with progress, then record the report and its outcome event; returns the status.
+
+    Re-delivered (acks_late: the worker died mid-walk), it walks again from the start; a finished job is
+    left as it is.
+    """
+    verification = AuditVerification.objects.filter(pk=verification_id).first()
+    if verification is None or verification.finished:
+        return verification.status if verification else None
+    pk = verification.pk
+    try:
+        report = verify_chain(progress=lambda checked, total: audit_verification_progress(
+            verification_id=pk, checked=checked, total=total))
+    except Exception as exc:
+        audit_verification_error(verification_id=pk, error=f"{type(exc).__name__}: {exc}")
+        raise
+    try:
+        finished = audit_verification_finish(actor=VERIFIER, verification_id=pk, report=report)
+    except Exception as exc:
+        audit_verification_error(verification_id=pk, report=report, error="the outcome could not be recorded in the "
+                                 f"audit log: {type(exc).__name__}: {exc}")
+        raise
+    return str(finished.status)

@@ -10,6 +10,7 @@ urlpatterns = [
     path("audit/objects/<str:object_type>/<path:object_key>/", api.ObjectHistoryView.as_view(),
          name="audit-object-history"),
     path("audit/verify", api.VerifyView.as_view(), name="audit-verify"),
+    path("audit/verifications/<str:pk>/", api.VerificationDetailView.as_view(), name="audit-verification-detail"),
     path("audit/export", api.ExportView.as_view(), name="audit-export"),
     path("audit/exports/", api.ExportListView.as_view(), name="audit-export-list"),
     path("audit/exports/<str:pk>/", api.ExportDetailView.as_view(), name="audit-export-detail"),

@@ -1236,3 +1236,41 @@ def _ui_keys_token_revoke(api: Api) -> EndpointExpect:
     token, _ = api_token_create(actor=SETUP, username="dana", name="ci")
     return _ui(api, f"/keys/tokens/{token.prefix}/revoke/", {"reason": "leaked"}, "api_token.revoked",
                "api_token", token.prefix)
+
+
+# --- audit: background chain verification (the services, the API's POST and the page's button) --------
+
+
+@service_scenario("audit_verification_start")
+def _audit_verification_start() -> Expect:
+    from audit.models import AuditChainHead
+    from audit.services import audit_verification_start
+
+    flag()
+    head = AuditChainHead.objects.get().sequence
+    # The job itself is queued on commit (the completeness tests list queued tasks instead of running them).
+    return Expect(lambda a: audit_verification_start(actor=a), "audit.verification_started", "audit_verification",
+                  lambda verification: str(verification.pk), before=None, after={"head_sequence": head})
+
+
+@service_scenario("audit_verification_finish")
+def _audit_verification_finish() -> Expect:
+    from audit.services import audit_verification_finish, audit_verification_start
+    from audit.verify import verify_chain
+
+    flag()
+    verification = audit_verification_start(actor=SETUP)
+    return Expect(lambda a: audit_verification_finish(actor=a, verification_id=verification.pk,
+                                                      report=verify_chain()),
+                  "audit.verified", "audit_verification", str(verification.pk), before=None,
+                  after={"ok": True, "first_bad_sequence": None, "head_sequence": verification.audit_sequence,
+                         "requested_by": "system:setup", "requested_at_sequence": verification.audit_sequence})
+
+
+@endpoint_scenario("audit-verify", "POST")
+def _audit_verify_post(api: Api) -> EndpointExpect:
+    flag()
+    return EndpointExpect("POST", "/api/v1/audit/verify", status=202, headers=api.headers,
+                          action="audit.verification_started", object_type="audit_verification",
+                          object_key=lambda response: response.json()["id"], actor=api.actor)
+

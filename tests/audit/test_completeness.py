@@ -155,6 +155,22 @@ class _FailAfterAuditWrite:
         return result
 
 
+@pytest.fixture(autouse=True)
+def _tasks_queued_not_run(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
+    """Celery tasks queued by a call (on commit) are listed here, not run inline as elsewhere in the tests:
+    a task is a unit of work of its own, run later by a worker, and the services it calls have their own
+    scenarios (a background verification's outcome event is not part of the request that queued it)."""
+    from celery.app.task import Task
+
+    queued: list[tuple[str, tuple[Any, ...]]] = []
+
+    def apply_async(self: Task, args: Any = None, kwargs: Any = None, **options: Any) -> None:
+        queued.append((self.name, tuple(args or ())))
+
+    monkeypatch.setattr(Task, "apply_async", apply_async)
+    return queued
+
+
 def _actor(expect: Expect, cause: str) -> Actor:
     """A system actor, or the named user's when the service only acts for a person (approvals, …)."""
     if expect.user is None:
