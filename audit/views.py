@@ -1,6 +1,7 @@
 """The web UI for the audit log: filters, before/after diffs, per-object history, exports with
-progress, chain verification. Exports and verification are the audit app's own services
-(``audit.services.audit_export_create``, ``audit.exports``, ``audit.verify``); the filters are the
+progress, chain verification (at once, or in the background with progress for a long chain). Exports
+and verification are the audit app's own services (``audit.services.audit_export_create``,
+``audit.services.audit_verification_start``, ``audit.exports``, ``audit.verify``); the filters are the
 same names and meanings as the events API and exports use (``audit.filters``).
 """
 
@@ -21,9 +22,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from audit.exports import CONTENT_TYPES, ExportStats, build_manifest, file_name, stream_export
 from audit.filters import FILTER_NAMES
-from audit.models import AuditChainHead, AuditEvent, AuditExport, ExportStatus
-from audit.services import audit_export_create, audit_export_finish
+from audit.models import AuditChainHead, AuditEvent, AuditExport, AuditVerification, ExportStatus
+from audit.services import audit_export_create, audit_export_finish, audit_verification_start
 from audit.verify import verify_chain
+from common.conf import get_setting
 from common.errors import ServiceError
 from common.permissions import Capability, can
 from common.ui import HtmxHttpRequest, actor, require
@@ -155,9 +157,39 @@ def audit_export_progress(request: HtmxHttpRequest, pk: str) -> HttpResponse:
     return render(request, template, context)
 
 
+def _chain_length() -> int:
+    head = AuditChainHead.objects.filter(pk=1).values_list("sequence", flat=True).first()
+    if head is None:  # no head row yet (the next write rebuilds it): the stored events tell
+        head = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+    return head
+
+
+def _verification_context(verification: AuditVerification) -> dict[str, Any]:
+    total = verification.total
+    return {"verification": verification, "percent": 100 if total == 0 else int(100 * verification.checked / total)}
+
+
+@require_POST
+@login_required
+def audit_verify(request: HtmxHttpRequest) -> HttpResponse:
+    """Check the whole hash chain: at once (constant memory) when it holds at most
+    ``TURNOUT_AUDIT_VERIFY_SYNC_MAX`` events, naming the first bad event if any; a longer chain is
+    checked by a background job (one audit event records the request) whose progress the page polls."""
+    require(request, Capability.AUDIT)
+    if _chain_length() <= get_setting("AUDIT_VERIFY_SYNC_MAX"):
+        return render(request, "audit/audit_log.html#verify-result", {"report": verify_chain()})
+    verification = audit_verification_start(actor=actor(request))
+    if not request.htmx:
+        return HttpResponseRedirect(reverse("ui:audit-verification-progress", args=[verification.pk]))
+    return render(request, "audit/audit_log.html#verify-result", _verification_context(verification))
+
+
 @require_GET
 @login_required
-def audit_verify(request: HttpRequest) -> HttpResponse:
-    """Check the whole hash chain now (constant memory); names the first bad event if any."""
+def audit_verification_progress(request: HtmxHttpRequest, pk: str) -> HttpResponse:
+    """A background verification: progress until it finishes, then its report (as the API gives it)."""
     require(request, Capability.AUDIT)
-    return render(request, "audit/audit_log.html#verify-result", {"report": verify_chain()})
+    verification = get_object_or_404(AuditVerification, pk=pk)
+    template = ("audit/verification_progress.html#progress" if request.htmx
+                else "audit/verification_progress.html")
+    return render(request, template, _verification_context(verification))

@@ -53,6 +53,8 @@ urlpatterns = [
     path("audit/export/", audit_views.audit_export, name="audit-export-start"),
     path("audit/exports/<uuid:pk>/", audit_views.audit_export_progress, name="audit-export-progress"),
     path("audit/verify/", audit_views.audit_verify, name="audit-verify-ui"),
+    path("audit/verifications/<uuid:pk>/", audit_views.audit_verification_progress,
+         name="audit-verification-progress"),
     path("audit/history/<str:object_type>/<path:object_key>/", audit_views.object_history, name="audit-history"),
     # Keys
     path("keys/", rollout_views.keys, name="keys"),

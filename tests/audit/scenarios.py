@@ -1274,3 +1274,11 @@ def _audit_verify_post(api: Api) -> EndpointExpect:
                           action="audit.verification_started", object_type="audit_verification",
                           object_key=lambda response: response.json()["id"], actor=api.actor)
 
+
+@endpoint_scenario("audit-verify-ui", "POST")
+def _ui_audit_verify(api: Api) -> EndpointExpect:
+    flag()
+    # A chain this short (at most TURNOUT_AUDIT_VERIFY_SYNC_MAX events) is checked while the page waits.
+    return _ui(api, "/audit/verify/", {}, None, reason="checks a short chain at once and shows the report: reads "
+                                                       "every event, changes nothing (a longer chain starts the "
+                                                       "background job, recorded as the API's POST above is)")

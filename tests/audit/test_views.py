@@ -68,9 +68,9 @@ def test_audit_export__large__background_with_progress_then_download(
 def test_audit_export_and_verify__viewer__403(changes: Any) -> None:
     client = signed_in("viewer")
     assert client.post("/audit/export/", {"format": "csv"}).status_code == 403
-    assert client.get("/audit/verify/", **HTMX).status_code == 403
+    assert client.post("/audit/verify/", **HTMX).status_code == 403
 
 
 def test_audit_verify__intact_chain__verified(changes: Any) -> None:
-    body = text(signed_in("compliance").get("/audit/verify/", **HTMX))
+    body = text(signed_in("compliance").post("/audit/verify/", **HTMX))
     assert "Verified:" in body
