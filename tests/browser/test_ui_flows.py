@@ -413,6 +413,23 @@ def test_audit__export_of_the_filtered_log__downloads_and_verifies(site: Site, t
     screenshot(page, "audit-tools")
 
 
+def test_audit__verify_a_long_chain__background_job_polled_until_its_report(site: Site, settings: Any) -> None:
+    settings.TURNOUT_AUDIT_VERIFY_SYNC_MAX = 3  # the people and the flag make a longer chain than this
+    _live_flag(percentage=25)
+    page = site.session_for("cora")
+    page.goto(f"{site.url}/audit/")
+    page.get_by_role("button", name="Verify the chain now").click()
+    result = page.locator("#verify-result")
+    expect(result).to_contain_text("runs in the background")
+    expect(result.get_by_role("progressbar")).to_be_visible()
+    expect(result).to_contain_text("Verified: all")
+    expect(result).to_contain_text("Recorded in the audit log as event #")
+    screenshot(page, "audit-verify-background")
+    result.get_by_role("link", name="its own page").click()
+    expect(page.get_by_role("heading", name="Chain verification")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("Verified: all")
+
+
 def test_readiness__traffic_reported_by_the_sdk__charts_legacy_against_parallel(site: Site) -> None:
     from rollout.services.mismatches import mismatch_groups_refresh
 
