@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -24,8 +25,10 @@ from audit.models import (
 )
 from common.actors import Actor
 from common.conf import get_setting
-from common.errors import NotFound, ValidationFailed
+from common.errors import AuditUnavailable, NotFound, ValidationFailed
 from common.request_context import current_request_id
+
+logger = logging.getLogger("turnout.audit")
 
 if TYPE_CHECKING:
     from audit.verify import ChainReport
@@ -86,7 +89,16 @@ def audit_record(
         prev_hash=head.hash,
     )
     event.hash = event_hash(head.hash, vars(event))
-    event.save(force_insert=True)
+    try:
+        event.save(force_insert=True)
+    except IntegrityError as exc:
+        # The head row is locked, so no other writer can hold this number: a row was put past the head
+        # behind the writer's back. Fail closed — the change is rolled back with its event — and say why.
+        logger.error("audit.chain_blocked", extra={"sequence": event.sequence, "error": str(exc)[:300]})
+        raise AuditUnavailable(
+            f"the audit log cannot take event {event.sequence}: a row with that sequence or hash already exists "
+            "past the chain head, written outside the audit writer. Nothing was changed. Run "
+            "'manage.py audit_verify' and restore the chain before making changes.") from exc
     AuditChainHead.objects.filter(pk=1).update(sequence=event.sequence, hash=event.hash)
     return event
 

@@ -73,6 +73,13 @@ class Forbidden(ServiceError):
     code = "forbidden"
 
 
+class AuditUnavailable(ServiceError):
+    """No change can be recorded, so none is made: the audit chain cannot take its next event."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "audit_unavailable"
+
+
 def error_body(code: str, message: str, fields: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message, "fields": fields or {}}
     body.update(extra)

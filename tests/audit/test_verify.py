@@ -108,3 +108,23 @@ def test_check_rows__empty_chain__ok():
 def test_verify_api__untouched__ok_for_compliance(history, api_as):
     body = api_as("compliance").get("/api/v1/audit/verify").json()
     assert body["ok"] is True and body["first_bad_sequence"] is None and body["checked"] == body["head_sequence"]
+
+
+def test_audit_writer__row_forged_past_the_head__fails_closed_with_503_and_changes_nothing(history, api_as):
+    """A forged row at head + 1 takes the sequence the writer needs: no change can be recorded, so none is
+    made — a clear 503 naming the cause instead of a server error, and the flag state left as it was."""
+    from rollout.models import FlagState
+
+    admin = api_as("admin")
+    insert_row()
+    state = FlagState.objects.get(flag__key="invoice-engine", environment__key="staging")
+    count = AuditEvent.objects.count()
+    response = admin.patch("/api/v1/flags/invoice-engine/states/staging/",
+                           {"percentage": 75, "version": state.version, "reason": "widen"}, format="json")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "audit_unavailable" and "audit_verify" in error["message"]
+    assert "Nothing was changed" in error["message"]
+    state.refresh_from_db()
+    assert state.percentage != 75 and AuditEvent.objects.count() == count
+    assert verify_chain().problem.startswith("events after")
