@@ -956,6 +956,7 @@ class Turnout:
         self._etag = etag
         self._ruleset = _Forced(ruleset, self._forced) if self._forced else ruleset
         self._ready.set()
+        self._resolved("decision:not-ready")  # decisions come from a ruleset again
 
     def _set_forced(self, forced: Mapping[str, Decision]) -> None:
         """Pin decisions for some flags (used by ``turnout.testing``)."""
