@@ -210,8 +210,10 @@ def audit_verification_start(*, actor: Actor) -> AuditVerification:
 
 def audit_verification_progress(*, verification_id: Any, checked: int, total: int) -> None:
     """Bookkeeping of a running verification (not an audit event: the request and the outcome are)."""
-    AuditVerification.objects.filter(pk=verification_id).update(status=VerificationStatus.RUNNING, checked=checked,
-                                                                total=total)
+    # Never on a finished job: a late update from a re-delivered copy of the task must not reopen it.
+    AuditVerification.objects.filter(pk=verification_id).exclude(
+        status__in=(VerificationStatus.OK, VerificationStatus.FAILED, VerificationStatus.ERROR)).update(
+        status=VerificationStatus.RUNNING, checked=checked, total=total)
 
 
 def audit_verification_finish(*, actor: Actor, verification_id: Any, report: ChainReport) -> AuditVerification:

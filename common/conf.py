@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_EXPORT_ASYNC_THRESHOLD": 100_000,
     # The web UI verifies a chain of at most this many events at once; a longer one in the background
     # (a Celery task, with progress). The API's GET verify is always synchronous, its POST never.
-    "AUDIT_VERIFY_SYNC_MAX": 100_000,
+    "AUDIT_VERIFY_SYNC_MAX": 10_000,
     # Where export files and evidence packs are written (None: var/audit-exports).
     "AUDIT_EXPORT_DIR": None,
 }

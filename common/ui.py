@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django_htmx.middleware import HtmxDetails
 
 from common.actors import Actor
-from common.errors import Conflict, ServiceError
+from common.errors import AuditUnavailable, Conflict, ServiceError
 from common.permissions import Capability, denial
 
 SESSION_ENV = "turnout_environment"
@@ -49,7 +49,10 @@ def actor(request: HttpRequest) -> Actor:
 
 
 def error_status(exc: ServiceError) -> int:
-    """The status an htmx form swap gets for a service error: 409 for a conflict, else 422."""
+    """The status an htmx form swap gets for a service error: 409 for a conflict, 503 when the audit log
+    cannot record the change (nothing was made; not the user's input), else 422."""
+    if isinstance(exc, AuditUnavailable):
+        return exc.status_code
     return 409 if isinstance(exc, Conflict) else INVALID
 
 

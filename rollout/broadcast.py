@@ -121,7 +121,8 @@ class Broadcaster:
         """Embedded mode: read the served environments' versions every few seconds while streams are open."""
         from common.conf import get_setting
 
-        interval = float(get_setting("STREAM_DB_POLL_SECONDS"))
+        interval = max(0.05, float(get_setting("STREAM_DB_POLL_SECONDS")))
+        known: dict[str, int] = {}
         while True:
             with self._lock:
                 envs = list(self._subs)
@@ -130,7 +131,10 @@ class Broadcaster:
                 return
             try:
                 for env_key, version in await asyncio.to_thread(_current_versions, envs):
-                    self.deliver(env_key, version)  # a stream already at that version ignores it
+                    # Only news is handed on (a stream reads the current version itself when it connects).
+                    if known.get(env_key) != version:
+                        known[env_key] = version
+                        self.deliver(env_key, version)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

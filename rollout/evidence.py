@@ -35,10 +35,17 @@ def _change_requests_q(subject: EvidenceSubject) -> Q:
     return Q(object_type="change_request", after__flag__in=list(subject.flags)) & _environments_q(subject)
 
 
+def _break_glass_q(subject: EvidenceSubject) -> Q:
+    return subject.flag_state_q() & Q(after__break_glass=True)
+
+
 def _review_items_q(subject: EvidenceSubject) -> Q:
-    if subject.flag_states:
-        return Q(object_type="review_item", after__flag_state__in=list(subject.flag_states))
-    return Q(object_type="review_item", after__flag__in=list(subject.flags))
+    """Acknowledgements of the subject's break-glass actions: matched by the action's sequence (every
+    acknowledgement records it), and by flag state (recorded since), so none is missed."""
+    broken = list(AuditEvent.objects.filter(_break_glass_q(subject)).values_list("sequence", flat=True))
+    mine = (Q(after__flag_state__in=list(subject.flag_states)) if subject.flag_states
+            else Q(after__flag__in=list(subject.flags)))
+    return Q(object_type="review_item") & (mine | Q(after__audit_sequence__in=broken))
 
 
 def _mismatch_groups_q(subject: EvidenceSubject) -> Q:
@@ -101,8 +108,10 @@ def _approvals(subject: EvidenceSubject, until_sequence: int) -> list[dict[str, 
             entry["decision_reason"] = after.get("decision_reason", event.reason)
         entry["status"] = after.get("status")
         entry["events"].append(_ref(event))
-    # An approved request is carried out by the state change itself, which names it.
-    for event in _events(subject.flag_state_q() & Q(after__has_key="approval"), until_sequence).iterator():
+    # An approved request is carried out by the change itself, which names it: a flag-state change, or
+    # another object's (a known-difference mark is a mismatch group's event).
+    ids = [int(key) for key in requests if key.isdigit()]
+    for event in _events(Q(after__approval__change_request__in=ids), until_sequence).iterator():
         approval = _after(event).get("approval")
         if not isinstance(approval, dict):
             continue
@@ -192,7 +201,7 @@ def _break_glass(subject: EvidenceSubject, until_sequence: int) -> list[dict[str
     return [{**_ref(event), "flag_state": event.object_key,
              "bypassed_change_requests": _after(event).get("pending_change_requests") or [],
              "acknowledged": acknowledged.get(event.sequence)}
-            for event in _events(subject.flag_state_q() & Q(after__break_glass=True), until_sequence).iterator()]
+            for event in _events(_break_glass_q(subject), until_sequence).iterator()]
 
 
 @evidence_section("mismatch_groups")

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError
 
 from audit.models import AuditEvent, AuditVerification
-from audit.services import audit_verification_finish, audit_verification_start
+from audit.services import audit_verification_finish, audit_verification_progress, audit_verification_start
 from audit.tasks import run_audit_verification
 from audit.verify import verify_chain
 from common.actors import Actor
+from common.errors import AuditUnavailable
 from tests.audit.conftest import SETUP
 from tests.audit.test_verify import TAMPERING, edit_field, insert_row
 from tests.ui_support import HTMX, signed_in, text
@@ -129,6 +129,12 @@ def test_verification_task__redelivered__finished_job_untouched_and_recorded_onc
     again = audit_verification_finish(actor=SETUP, verification_id=verification.pk, report=verify_chain())
     assert (again.status, again.result_sequence) == ("ok", AuditEvent.objects.get(action="audit.verified").sequence)
     assert len(audit_events()) == count
+    # Nor does a late progress update from that twin reopen the job (and so let it be recorded twice).
+    audit_verification_progress(verification_id=verification.pk, checked=1, total=2)
+    verification.refresh_from_db()
+    assert (verification.status, verification.checked) == ("ok", again.checked)
+    audit_verification_finish(actor=SETUP, verification_id=verification.pk, report=verify_chain())
+    assert len(audit_events()) == count
 
 
 def test_verification_task__worker_died_mid_walk__redelivered_walks_again_and_finishes(
@@ -186,13 +192,13 @@ def test_verification__row_forged_past_the_head_after_the_request__failed_report
     the job still keeps its report (first bad: the forged row) and says why nothing was recorded."""
     verification, callbacks = _started(django_capture_on_commit_callbacks)
     insert_row()
-    with pytest.raises(IntegrityError):
+    with pytest.raises(AuditUnavailable):
         _run(callbacks)
     verification.refresh_from_db()
     assert (verification.status, verification.report["first_bad_sequence"]) == (
         "failed", verification.audit_sequence + 1)
     assert "not written by the audit writer" in verification.report["problem"]
-    assert verification.error.startswith("the outcome could not be recorded in the audit log: IntegrityError")
+    assert verification.error.startswith("the outcome could not be recorded in the audit log: AuditUnavailable")
     assert verification.result_sequence is None
     assert not AuditEvent.objects.filter(action__in=["audit.verified", "audit.verification_failed"]).exists()
 
@@ -309,6 +315,21 @@ def test_audit_verify_page__long_chain__background_job_polled_to_its_report(
     verification.refresh_from_db()
     assert f"event #{verification.result_sequence}" in done
     assert AuditEvent.objects.get(action="audit.verification_started").actor == "compliance"
+
+
+def test_verification_page__report_kept_but_not_recorded__shows_why_instead_of_failing(
+        history, django_capture_on_commit_callbacks):
+    """A forged row past the head leaves the job with a report and no outcome event: the page says so."""
+    client = signed_in("compliance")  # before the forgery: signing a user up is audited too
+    verification, callbacks = _started(django_capture_on_commit_callbacks)
+    insert_row()
+    with pytest.raises(AuditUnavailable):
+        _run(callbacks)
+    for extra in ({}, HTMX):
+        response = client.get(f"/audit/verifications/{verification.pk}/", **extra)
+        assert response.status_code == 200
+        body = text(response)
+        assert "Not recorded in the audit log:" in body and "hx-trigger" not in body
 
 
 def test_audit_verify_page__long_chain_without_htmx__redirected_to_the_progress_page(

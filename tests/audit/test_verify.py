@@ -128,3 +128,15 @@ def test_audit_writer__row_forged_past_the_head__fails_closed_with_503_and_chang
     state.refresh_from_db()
     assert state.percentage != 75 and AuditEvent.objects.count() == count
     assert verify_chain().problem.startswith("events after")
+
+
+def test_audit_writer__row_forged_past_the_head__web_ui_answers_503_too(history):
+    from rollout.models import FlagState
+    from tests.ui_support import HTMX, signed_in, text
+
+    client = signed_in("admin")  # before the forgery: signing a user up is audited too
+    insert_row()
+    response = client.post("/flags/invoice-engine/staging/resume/", {"reason": "fixed"}, **HTMX)
+    assert response.status_code == 503
+    assert "audit_verify" in text(response)
+    assert FlagState.objects.get(flag__key="invoice-engine", environment__key="staging").enabled is False

@@ -242,7 +242,8 @@ def test_stream__embedded_mode_change_in_another_process__reaches_streams_within
     from rollout.models import Environment
 
     key = sdk_key_create(actor=actor, environment="staging", name="svc")[1]
-    server_process.env.update(REDIS_URL="", TURNOUT_STREAM_HEARTBEAT_SECONDS="30")
+    # A short poll keeps the test well inside the one second on a loaded machine (the default is 0.5 s).
+    server_process.env.update(REDIS_URL="", TURNOUT_STREAM_HEARTBEAT_SECONDS="30", TURNOUT_STREAM_DB_POLL_SECONDS="0.1")
     server_process.start()
     reader = SseReader(server_process.url, key)
     reader.start()

@@ -88,7 +88,16 @@ def cutover(flag: Any, cohorts: None, people: dict[str, Actor]) -> dict[str, Any
         change_request_approve(actor=ann, change_request=start_cr.pk)
         flag_state_kill(actor=ed, flag=flag.key, environment="production", reason="pager at 3am")
         review_item_acknowledge(actor=bob, review_item=ReviewItem.objects.get().pk, note="right call")
-    out.update(plan_cr=plan_cr.pk, rejected=rejected.pk, start_cr=start_cr.pk, group=group.pk)
+        prod_group = MismatchGroup.objects.create(
+            flag_state=FlagState.objects.get(flag=flag, environment__key="production"), fingerprint="b" * 64,
+            shape=[["$.rounding", "changed", "str", "str"]], example={}, count=2, first_seen=frozen.now(),
+            last_seen=frozen.now())
+        known_cr = change_request_submit(actor=ed, flag=flag.key, environment="production",
+                                         action="known_difference", params={"group": prod_group.pk, "known": True},
+                                         version=None, reason="legacy rounds half-up").change_request
+        change_request_approve(actor=bob, change_request=known_cr.pk)
+    out.update(plan_cr=plan_cr.pk, rejected=rejected.pk, start_cr=start_cr.pk, group=group.pk,
+               known_cr=known_cr.pk, prod_group=prod_group.pk)
     return out
 
 
@@ -107,7 +116,10 @@ def test_evidence_pack__whole_cutover__every_section_a_reviewer_asks_for(cutover
     sections = summary["sections"]
 
     approvals = {a["id"]: a for a in sections["approvals"]}
-    assert set(approvals) == {cutover["plan_cr"], cutover["rejected"], cutover["start_cr"]}
+    assert set(approvals) == {cutover["plan_cr"], cutover["rejected"], cutover["start_cr"], cutover["known_cr"]}
+    known = approvals[cutover["known_cr"]]  # carried out by a mismatch group's event, not a flag state's
+    assert (known["status"], known["decided_by"], known["applied_in"]["action"]) == (
+        "applied", "bob", "mismatch_group.known")
     start = approvals[cutover["start_cr"]]
     assert (start["status"], start["requested_by"], start["decided_by"], start["flag_state"]) == (
         "applied", "ed", "ann", "invoice-engine@production")
@@ -165,7 +177,8 @@ def test_evidence_pack__whole_cutover__every_section_a_reviewer_asks_for(cutover
     assert (group["id"], group["count"], group["known"], group["known_reason"]) == (
         cutover["group"], 7, True, "rounding fixed in legacy only")
     assert [(m["group"], m["known"], m["actor"]) for m in mismatches["marks"]] == [
-        (f"invoice-engine@staging#{cutover['group']}", True, "ed")]
+        (f"invoice-engine@staging#{cutover['group']}", True, "ed"),
+        (f"invoice-engine@production#{cutover['prod_group']}", True, "bob")]
 
     rollbacks = [(r["action"], r["actor"]) for r in sections["rollbacks"]]
     assert rollbacks == [("flag_state.rolled_back", "system:guardrail"), ("flag_state.killed", "ed")]
@@ -186,7 +199,9 @@ def test_evidence_pack__one_flag_state__sections_only_about_it(cutover, settings
     assert {a["flag_state"] for a in sections["approvals"]} == {"invoice-engine@production"}
     assert {m["flag_state"] for m in sections["stage_history"]["movements"]} == {"invoice-engine@production"}
     assert list(sections["stage_history"]["plans"]) == ["invoice-engine@production"]
-    assert sections["guardrails"]["results"] == [] and sections["mismatch_groups"]["marks"] == []
+    assert sections["guardrails"]["results"] == []
+    assert [m["group"] for m in sections["mismatch_groups"]["marks"]] == [
+        f"invoice-engine@production#{cutover['prod_group']}"]
     assert [r["to_stage"] for r in sections["readiness_at_advances"]] == [1]
     assert len(sections["break_glass"]) == 1
 
@@ -201,3 +216,25 @@ def test_evidence_pack__until_sequence__later_events_left_out(cutover, settings,
     assert SECTIONS["break_glass"](subject, kill.sequence - 1) == []
     assert [m["action"] for m in SECTIONS["stage_history"](subject, kill.sequence - 1)["movements"]][-1] == (
         "flag_state.advanced")
+
+
+def test_evidence_pack__acknowledgement_recorded_before_flag_state_was_in_it__still_found(cutover, settings,
+                                                                                         tmp_path):
+    """Acknowledgements written before they named their flag state are matched by the break-glass
+    event's sequence, which every acknowledgement has recorded."""
+    from audit.models import AuditEvent
+    from audit.services import audit_record, audited_atomic
+
+    kill = AuditEvent.objects.get(action="flag_state.killed")
+    with audited_atomic():
+        audit_record(actor=Actor.system("older-release"), action="review_item.acknowledged", object_type="review_item",
+                     object_key="999", environment="production",
+                     after={"id": 999, "action": "kill", "audit_sequence": kill.sequence, "broken_by": "ed",
+                            "note": "old shape"})
+    settings.TURNOUT_AUDIT_EXPORT_DIR = str(tmp_path / "exports")
+    summary, body = _pack(_compliance_client(), "/api/v1/audit/evidence/flag_state/invoice-engine@production")
+    [glass] = summary["sections"]["break_glass"]
+    assert glass["acknowledged"]["note"] == "old shape"  # the later one, in sequence order
+    keys = [json.loads(line)["object_key"] for line in
+            zipfile.ZipFile(io.BytesIO(body)).read("events.jsonl").decode().splitlines()]
+    assert "999" in keys
