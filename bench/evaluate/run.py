@@ -117,12 +117,20 @@ def main() -> None:
         server.wait(timeout=20)
     summary = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
                for name, runs in results.items()}
-    base_sync = summary["bare Django JSON view (sync)"]["rps"]
-    base_async = summary["bare Django JSON view (async)"]["rps"]
-    print("| target | req/s | p50 ms | p99 ms | ratio to bare sync | ratio to bare async |\n|---|---|---|---|---|---|")
+    # Ratios are paired: each target against the bare views of the same round (the machine's load moves
+    # between rounds, and both sides of a ratio must see the same load), then the median over rounds.
     for name, s in summary.items():
-        print(f"| {name} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['rps'] / base_sync:.2f} "
-              f"| {s['rps'] / base_async:.2f} |")
+        for base, label in (("bare Django JSON view (sync)", "ratio_sync"),
+                            ("bare Django JSON view (async)", "ratio_async")):
+            pairs = [run["rps"] / ref["rps"] for run, ref in zip(results[name], results[base], strict=True)]
+            s[label] = statistics.median(pairs)
+            s[label + "_rounds"] = [round(x, 2) for x in pairs]
+    print("| target | req/s | p50 ms | p99 ms | ratio to bare sync (per round) | ratio to bare async |\n"
+          "|---|---|---|---|---|---|")
+    for name, s in summary.items():
+        rounds = ", ".join(f"{x:.2f}" for x in s["ratio_sync_rounds"])
+        print(f"| {name} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['ratio_sync']:.2f} "
+              f"({rounds}) | {s['ratio_async']:.2f} |")
     setup = {"workers": args.workers, "connections": args.connections, "duration_s": args.duration,
              "rounds": args.rounds, "database": env["DATABASE_URL"].split(":", 1)[0],
              "cache": "redis" if env.get("REDIS_URL") else "locmem", "cpus": os.cpu_count()}
