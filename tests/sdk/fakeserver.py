@@ -4,6 +4,12 @@ It serves a ruleset with ETag/304, streams server-sent events, accepts metrics b
 can be told to misbehave: answer 500, send malformed or truncated JSON, hang, reject the key,
 drop the stream, or be stopped and restarted on the same port.
 
+A hung request is *held*: the server has it and answers nothing until the test calls ``unhang()``
+or stops the server (``held`` counts them by kind). Tests use this instead of timing: a call that
+returned while the server still holds the request it would have waited for cannot have waited.
+``HOLD_GUARD`` only keeps a broken test from hanging forever; a hold it ends is counted in
+``expired``, which a test expects to stay 0.
+
 Also the shared fixtures of the SDK client tests (import them into a test module to use them).
 """
 
@@ -25,6 +31,10 @@ import pytest
 from turnout import Turnout
 
 SDK_KEY = "test-key"
+
+#: a held request is let go after this long even if nobody releases it (a guard, never reached
+#: by a passing test; see ``FakeServer.expired``)
+HOLD_GUARD = 30.0
 
 #: short timings so that the whole suite stays fast
 FAST: dict[str, Any] = {
@@ -89,6 +99,20 @@ class _Handler(BaseHTTPRequestHandler):
     def fake(self) -> FakeServer:
         return self.server.fake
 
+    def _hold(self, kind: str) -> None:
+        """Answer nothing until the test releases the request (or the server stops)."""
+        fake = self.fake
+        with fake._lock:
+            fake.held[kind] += 1
+        try:
+            if not fake._release.wait(HOLD_GUARD):
+                with fake._lock:
+                    fake.expired += 1
+        finally:
+            with fake._lock:
+                fake.held[kind] -= 1
+            self.close_connection = True  # never answered: hang up rather than read on
+
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
@@ -111,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/api/v1/sdk/ruleset":
             fake.counts["ruleset"] += 1
             if fake.mode == "hang":
-                fake._release.wait(30)
+                self._hold("ruleset")
                 return
             if not self._authorized():
                 return
@@ -160,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"code": "not_found", "message": "no stream"}})
             return
         if fake.mode == "hang" or fake.stream_mode == "hang":
-            fake._release.wait(30)
+            self._hold("stream")
             return
         if not self._authorized():
             return
@@ -207,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fake.counts["metrics_posts"] += 1
         if fake.metrics_mode == "hang":
-            fake._release.wait(30)
+            self._hold("metrics")
             return
         if not self._authorized():
             return
@@ -233,6 +257,10 @@ class FakeServer:
         self.counts: Counter[str] = Counter()
         self.auth_headers: list[str] = []
         self.last_event_ids: list[str | None] = []
+        #: requests the server is holding unanswered right now, by kind (ruleset, stream, metrics)
+        self.held: Counter[str] = Counter()
+        #: holds that ended because HOLD_GUARD ran out, not because the test let go
+        self.expired = 0
         self._lock = threading.Condition()
         self._gen = 0
         self.doc: dict[str, Any] = doc if doc is not None else make_doc()
@@ -297,6 +325,7 @@ class FakeServer:
             self._lock.notify_all()
 
     def unhang(self) -> None:
+        """Let go of every held request (each is hung up unanswered)."""
         self._release.set()
 
     def all_rows(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from fakeserver import (
     wait_for,
     warnings_matching,
 )
-from turnout import __version__
+from turnout import TurnoutError, __version__
 from turnout.wire import LATENCY_BUCKETS_MS, key_hash, latency_bucket
 
 __all__ = ["make_client", "server"]
@@ -68,7 +68,8 @@ def test_metrics__flushed_in_background__counts_and_histogram(
     latency = [sum(col) for col in zip(*(r["latency_ms"] for r in slow), strict=True)]
     assert len(latency) == len(LATENCY_BUCKETS_MS) + 1
     assert sum(latency) == 3
-    assert sum(latency[LATENCY_BUCKETS_MS.index(25.0) + 1:LATENCY_BUCKETS_MS.index(100.0) + 1]) == 3
+    # at least the 30 ms the parallel path slept (no upper bound: a loaded machine may take longer)
+    assert sum(latency[LATENCY_BUCKETS_MS.index(25.0) + 1:]) == 3
     assert sum(r["comparisons"] for r in slow) == 3
     unknown = [r for r in rows if r["flag"] == "unknown-flag"]
     assert unknown[0]["path"] == "legacy" and unknown[0]["error_codes"] == {"FLAG_NOT_FOUND": 1}
@@ -116,22 +117,36 @@ def test_metrics__server_refuses_batch_400__dropped_not_retried(
     assert len(client._sender.pending) == 0
 
 
-def test_metrics__hanging_server__flush_bounded_and_decide_unaffected(
+def test_metrics__hanging_server__flush_gives_up_at_its_timeout(
     server: FakeServer, make_client: MakeClient
 ) -> None:
     server.metrics_mode = "hang"
-    client = make_client(server.url, timeout=0.2)
+    errors: list[TurnoutError] = []
+    client = make_client(server.url, timeout=0.2, flush_interval=60.0, on_error=errors.append)
     assert client.wait_until_ready(3)
     client.decide("checkout", "u1")
-    t0 = time.perf_counter()
     assert client.flush() is False
-    assert time.perf_counter() - t0 < 1.0
-    worst = 0.0
-    for _ in range(100):
-        t0 = time.perf_counter()
-        client.decide("checkout", "u1")
-        worst = max(worst, time.perf_counter() - t0)
-    assert worst < 0.05
+    # flush() returned while the server still held its post, unanswered: it gave up on its own timeout.
+    assert (server.counts["metrics_posts"], server.held["metrics"], server.expired) == (1, 1, 0)
+    assert [e.problem for e in errors if e.kind == "metrics"] == ["metrics:timeout"]
+    assert len(client._sender.pending) == 1  # kept for the next flush
+
+
+def test_metrics__hanging_server__decide_unaffected(server: FakeServer, make_client: MakeClient) -> None:
+    server.metrics_mode = "hang"
+    # The client's own timeout is longer than the server's hold guard: the post can only end when
+    # the server lets go, which it does not while the test runs.
+    client = make_client(server.url, timeout=60.0)
+    assert client.wait_until_ready(3)
+    client.decide("checkout", "u0")
+    assert wait_for(lambda: server.held["metrics"] == 1)  # the metrics thread waits for an answer
+    for i in range(1, 101):
+        assert client.decide("checkout", f"u{i}").version == 1
+        # Still the one post, still unanswered: this decide neither sent nor waited for anything.
+        assert (server.counts["metrics_posts"], server.held["metrics"], server.expired) == (1, 1, 0)
+    server.metrics_mode = "ok"
+    client.close()  # hangs the held post up and sends everything once more
+    assert sum(r["calls"] for r in server.all_rows()) == 101
 
 
 def test_close__flushes_what_is_left(server: FakeServer, make_client: MakeClient) -> None:

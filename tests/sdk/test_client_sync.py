@@ -79,9 +79,7 @@ def test_server_down_at_start__no_bootstrap__legacy_not_ready_then_recovers(
 ) -> None:
     port = free_port()
     client = make_client(f"http://127.0.0.1:{port}")
-    t0 = time.perf_counter()
     d = client.decide("checkout", "u1")
-    assert time.perf_counter() - t0 < 0.05
     assert d.path == "legacy" and d.reason is Reason.ERROR
     assert d.error_code is ErrorCode.PROVIDER_NOT_READY
     assert not client.wait_until_ready(0.3)
@@ -115,22 +113,34 @@ def test_server_killed_mid_run__keeps_last_good_and_recovers(
     assert wait_for(lambda: client.version == 2, timeout=3)
 
 
-def test_hanging_server__times_out_and_decide_never_blocks(
+@pytest.mark.parametrize("bootstrap", [make_doc(5), None], ids=["bootstrapped", "not-ready"])
+def test_hanging_server__decide_never_waits_for_the_network(
+    bootstrap: dict[str, object] | None, server: FakeServer, make_client: MakeClient
+) -> None:
+    server.mode = "hang"
+    # The client's own timeout is longer than the server's hold guard: the first fetch can only end
+    # when the server lets go, which it does not while the test runs.
+    client = make_client(server.url, timeout=60.0, bootstrap=bootstrap)
+    assert wait_for(lambda: server.held["ruleset"] == 1)  # the first fetch is in, unanswered
+    for i in range(200):
+        d = client.decide("checkout", f"u{i}")
+        assert d.version == (5 if bootstrap else None)
+        assert d.error_code is (None if bootstrap else ErrorCode.PROVIDER_NOT_READY)
+        # Still the one fetch, still unanswered: this decide neither fetched nor waited for it.
+        assert (server.counts["ruleset"], server.held["ruleset"], server.expired) == (1, 1, 0)
+
+
+def test_hanging_server__fetch_times_out__keeps_bootstrap_and_close_returns(
     server: FakeServer, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.mode = "hang"
     client = make_client(server.url, timeout=0.2, bootstrap=make_doc(5))
-    worst = 0.0
-    for _ in range(200):
-        t0 = time.perf_counter()
-        client.decide("checkout", "u1")
-        worst = max(worst, time.perf_counter() - t0)
-    assert worst < 0.05
+    # The server answers nothing: the client gave up on its own timeout.
     assert wait_for(lambda: warnings_matching(caplog, "no response within"), timeout=2)
     assert client.version == 5
-    t0 = time.perf_counter()
     client.close()
-    assert time.perf_counter() - t0 < 2.0
+    # close() returned while the server still held every request: it waited for none of them.
+    assert server.held["ruleset"] >= 1 and server.expired == 0
 
 
 def test_server_500s__keep_bootstrap__one_warning(
@@ -192,10 +202,9 @@ def test_stream__new_version__client_updates_within_a_second(
     assert client.wait_until_ready(3)
     assert wait_for(lambda: server.counts["stream_connects"] >= 1)
     time.sleep(0.05)
-    t0 = time.perf_counter()
     server.set_ruleset(make_doc(2, checkout={"percentage": 100.0}))
+    # The deadline the protocol promises: a published change reaches the client within a second.
     assert wait_for(lambda: client.version == 2, timeout=1.0)
-    assert time.perf_counter() - t0 < 1.0
     assert client.decide("checkout", "anyone").parallel
 
 
