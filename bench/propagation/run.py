@@ -17,8 +17,9 @@ audited, committed, then announced through Redis pub/sub), spaced by a random 0.
 interval so that the polling clients' phase is random. The clock starts when the service returns
 (the transaction has committed) and stops, per client, when the client's ruleset version reaches
 the version that change produced — the moment its ``decide()`` answers from the new ruleset. A
-watcher thread samples every client's version every 0.2 ms. Results: ``bench/propagation/results.json``
-and a Markdown table.
+watcher thread samples every client's version every 0.2 ms. The 8 clients and the watcher share this
+process's GIL (a service runs one client per process), which can only add to the figures, mostly to
+the tail. Results: ``bench/propagation/results.json`` and a Markdown table.
 """
 
 from __future__ import annotations
@@ -86,15 +87,17 @@ class Watcher(threading.Thread):
             return dict(self.seen)
 
 
-def change(flag: str, i: int) -> int:
-    """One real change through the service layer: committed, audited and announced. Returns the new version."""
+def change(flag: str, i: int) -> tuple[float, int]:
+    """One real change through the service layer: committed, audited and announced.
+    Returns the moment the service returned (committed) and the version the change produced."""
     from common.actors import Actor
     from rollout.models import Environment
     from rollout.services.flags import flag_state_update
 
     state = flag_state_update(actor=Actor.system("bench"), flag=flag, environment="production", version=None,
                               percentage_value=(10 + i) % 100)
-    return Environment.objects.values_list("ruleset_version", flat=True).get(pk=state.environment_id)
+    committed = time.perf_counter()
+    return committed, Environment.objects.values_list("ruleset_version", flat=True).get(pk=state.environment_id)
 
 
 def main() -> None:
@@ -151,8 +154,7 @@ def main() -> None:
             time.sleep(args.poll_interval * rng.uniform(0.5, 1.5))
             with watcher.lock:
                 watcher.target = None
-            target = change(flag, i)
-            committed = time.perf_counter()
+            committed, target = change(flag, i)
             watcher.arm(target)
             seen = watcher.wait_all(timeout=args.poll_interval * 3 + 10)
             for name in clients:
