@@ -5,10 +5,12 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from whitenoise.middleware import WhiteNoiseMiddleware as _WhiteNoiseMiddleware
 
 from common import metrics
 from common.request_context import request_id_var
@@ -101,3 +103,38 @@ class RequestLogMiddleware:
                 "method": method, "route": route, "status": response.status_code,
                 "duration_ms": round(elapsed * 1000, 2),
             })
+
+
+class WhiteNoiseMiddleware(_WhiteNoiseMiddleware):
+    """WhiteNoise's middleware, async-capable: the same static files with the same headers.
+
+    WhiteNoise's own is sync-only, and one sync-only middleware turns the whole chain under ASGI
+    into a trip through a thread for every request (async views included). Here a request that is
+    not for a static file goes straight on; serving a file (which opens it, and with autorefresh
+    looks it up on disk) runs in a thread as before.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
+                 *args: Any, **kwargs: Any) -> None:
+        super().__init__(get_response, *args, **kwargs)
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    def _static(self, request: HttpRequest) -> HttpResponse | None:
+        static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
+        return None if static_file is None else self.serve(static_file, request)  # type: ignore[no-any-return]
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if self.autorefresh or request.path_info in self.files:
+            response = await sync_to_async(self._static)(request)
+            if response is not None:
+                return response
+        return await self.get_response(request)  # type: ignore[no-any-return, misc]
