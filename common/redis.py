@@ -6,6 +6,7 @@ publishing, pipelines of hash increments and atomic renames.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -35,6 +36,37 @@ def get_redis() -> Any | None:
                                               health_check_interval=30)
                 _clients[url] = client
     return client
+
+
+_async_clients: dict[asyncio.AbstractEventLoop, dict[str, Any]] = {}
+
+
+def get_async_redis() -> Any | None:
+    """A ``redis.asyncio`` client for ``REDIS_URL`` bound to the running event loop, or None in
+    embedded mode. An asyncio connection belongs to the loop that opened it, so each loop gets its
+    own client (an ASGI worker runs one loop for its whole life: one client per process); clients
+    of loops that have since closed are dropped when the next one is created."""
+    url = redis_url()
+    if not url:
+        return None
+    loop = asyncio.get_running_loop()
+    clients = _async_clients.get(loop)
+    client = clients.get(url) if clients is not None else None
+    if client is None:
+        import redis.asyncio
+
+        for closed in [old for old in _async_clients if old.is_closed()]:
+            del _async_clients[closed]
+        client = redis.asyncio.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
+                                              health_check_interval=30)
+        _async_clients.setdefault(loop, {})[url] = client
+    return client
+
+
+async def close_async_redis() -> None:
+    """Close the running loop's async clients (before a short-lived loop, a test's say, ends)."""
+    for client in _async_clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()
 
 
 def channel(name: str) -> str:
