@@ -68,6 +68,32 @@ def forget_sdk_key(key_digest: str) -> None:
     _local_keys.pop(key_digest, None)
 
 
+class NotLocal:
+    """``sdk_principal_local``'s answer when only ``sdk_principal`` can answer."""
+
+
+NOT_LOCAL = NotLocal()
+
+
+def sdk_principal_local(value: str | None) -> SdkPrincipal | NotLocal | None:
+    """``sdk_principal``'s answer when the process-local copy gives it without any I/O (no cache,
+    no database, no ``last_used`` bookkeeping due); ``NOT_LOCAL`` otherwise."""
+    if not value or not value.startswith("sdk_"):
+        return None
+    local = _local_keys.get(digest(value))
+    if local is None or local[0] <= time.monotonic():
+        return NOT_LOCAL
+    cached = local[1]
+    if not cached:
+        return None
+    from rollout.models import SdkKey
+    from rollout.services.keys import key_touch_due
+
+    if key_touch_due(SdkKey, cached[0]):
+        return NOT_LOCAL
+    return SdkPrincipal(key_id=cached[0], prefix=cached[1], environment_id=cached[2], environment=cached[3])
+
+
 def sdk_principal(value: str | None) -> SdkPrincipal | None:
     """Resolve an SDK key (cached by digest; revocation deletes the cache entries on commit)."""
     if not value or not value.startswith("sdk_"):

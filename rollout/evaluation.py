@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from turnout.engine import Ruleset, compile_ruleset
 from turnout.types import Decision
 
@@ -70,6 +71,25 @@ def remember_version(environment: str, version: int) -> None:
     except Exception as exc:  # the database stays the truth; the key expires on its own
         logger.warning("ruleset.version_cache_failed", extra={"environment": environment,
                                                               "error": type(exc).__name__})
+
+
+def compiled_ruleset_local(environment_id: int, *, environment: str | None,
+                           version: int | None) -> CompiledRuleset | None:
+    """``compiled_ruleset``'s answer when this process has compiled ``version`` already (no I/O);
+    None when only ``compiled_ruleset`` can answer."""
+    if version is None:
+        return None
+    found = _compiled.get((environment_id, version))
+    return found if found is not None and found.environment == environment else None
+
+
+async def acompiled_ruleset(environment_id: int, *, environment: str | None = None,
+                            version: int | None = None) -> CompiledRuleset | None:
+    """``compiled_ruleset`` for an async view: the database only on a miss (in a thread)."""
+    found = compiled_ruleset_local(environment_id, environment=environment, version=version)
+    if found is not None:
+        return found
+    return await sync_to_async(compiled_ruleset)(environment_id, environment=environment, version=version)
 
 
 def compiled_ruleset(environment_id: int, *, environment: str | None = None,

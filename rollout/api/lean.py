@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core.cache import cache
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
@@ -27,10 +28,10 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from common.auth import SdkKeyAuthentication, SdkPrincipal, bearer, sdk_principal
+from common.auth import NotLocal, SdkKeyAuthentication, SdkPrincipal, bearer, sdk_principal, sdk_principal_local
 from common.conf import get_setting
 from common.errors import error_body
-from common.redis import get_redis
+from common.redis import get_async_redis, get_redis
 from rollout.evaluation import version_cache_key
 
 AUTH_MESSAGE = "Missing, invalid or revoked SDK key."
@@ -60,36 +61,69 @@ def sdk_throttle_wait(ident: str) -> float | None:
     return _count_request(ident, None)[0]
 
 
-def _count_request(ident: str, environment: str | None) -> tuple[float | None, int | None]:
-    """The throttle count, and with Redis the environment's cached ruleset version, in ONE round trip."""
+def _window(ident: str) -> tuple[int | None, int | None, float, int, str]:
+    """The ``sdk`` rate (requests, seconds), now, the fixed window's number and its counter's key."""
     rate = api_settings.DEFAULT_THROTTLE_RATES.get("sdk")
     num, duration = SimpleRateThrottle.parse_rate(None, rate) if rate else (None, None)  # type: ignore[arg-type]
     now = time.time()
     window = int(now // duration) if duration else 0
-    key = f"throttle:sdk:{ident}:{window}"
-    client = get_redis()
+    return num, duration, now, window, f"throttle:sdk:{ident}:{window}"
+
+
+def _queue(pipe: Any, key: str, num: int | None, duration: int | None, environment: str | None) -> None:
+    """The round trip's commands, on a sync or an asyncio pipeline alike."""
+    if num is not None and duration is not None:
+        pipe.incr(f"turnout:{key}")
+        pipe.expire(f"turnout:{key}", duration + 1, nx=True)
+    if environment is not None:
+        pipe.get(version_cache_key(environment))
+
+
+def _outcome(results: list[Any] | None, count: int, num: int | None, duration: int | None, now: float,
+             window: int, environment: str | None) -> tuple[float | None, int | None]:
     version: int | None = None
-    count = 0
-    if client is not None:
-        pipe = client.pipeline(transaction=False)
-        if num is not None and duration is not None:
-            pipe.incr(f"turnout:{key}")
-            pipe.expire(f"turnout:{key}", duration + 1, nx=True)
-        if environment is not None:
-            pipe.get(version_cache_key(environment))
-        results = pipe.execute()
+    if results is not None:
         if num is not None:
             count = results[0]
         if environment is not None and results[-1] is not None:
             version = int(results[-1])
+    if num is not None and duration is not None and count > num:
+        return (window + 1) * duration - now, version
+    return None, version
+
+
+def _count_request(ident: str, environment: str | None) -> tuple[float | None, int | None]:
+    """The throttle count, and with Redis the environment's cached ruleset version, in ONE round trip."""
+    num, duration, now, window, key = _window(ident)
+    client = get_redis()
+    results: list[Any] | None = None
+    count = 0
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        _queue(pipe, key, num, duration, environment)
+        results = pipe.execute()
     elif num is not None and duration is not None:
         try:
             count = cache.incr(key)
         except ValueError:
             count = 1 if cache.add(key, 1, timeout=duration + 1) else cache.incr(key)
-    if num is not None and duration is not None and count > num:
-        return (window + 1) * duration - now, version
-    return None, version
+    return _outcome(results, count, num, duration, now, window, environment)
+
+
+async def _acount_request(request: HttpRequest, ident: str, environment: str | None,
+                          ) -> tuple[float | None, int | None]:
+    """``_count_request`` from an async view: the same round trip on the event loop's own
+    ``redis.asyncio`` client when served by ASGI. Otherwise (a WSGI server or the test client
+    runs an async view on a loop made for that one request, and embedded mode counts in the
+    local-memory cache) the sync ``_count_request`` on the request's thread."""
+    client = get_async_redis() if isinstance(request, ASGIRequest) else None
+    if client is None:
+        return await sync_to_async(_count_request)(ident, environment)
+    num, duration, now, window, key = _window(ident)
+    pipe = client.pipeline(transaction=False)
+    _queue(pipe, key, num, duration, environment)
+    results = await pipe.execute()
+    return _outcome(results, 0, num, duration, now, window, environment)
 
 
 def retry_after_seconds(wait: float) -> str:
@@ -139,15 +173,38 @@ def authenticate_for_evaluation(request: HttpRequest) -> tuple[SdkPrincipal, int
     return principal, version
 
 
-def sdk_guard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpResponse:
-    """Auth then throttle, answering in the SDK API's error body; the principal and the cached
-    ruleset version of its environment (or None)."""
-    result = authenticate_for_evaluation(request)
+async def aauthenticate_for_evaluation(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | float | None:
+    """``authenticate_for_evaluation`` for an async view: no thread unless the key has to be looked
+    up (a miss of the process-local copy, or its ``last_used`` bookkeeping is due)."""
+    value = bearer(request)
+    principal = sdk_principal_local(value)
+    if isinstance(principal, NotLocal):
+        principal = await sync_to_async(sdk_principal)(value)
+    if principal is None:
+        return None
+    wait, version = await _acount_request(request, principal.prefix, principal.environment)
+    if wait is not None:
+        return wait
+    return principal, version
+
+
+def _guarded(result: tuple[SdkPrincipal, int | None] | float | None) -> tuple[SdkPrincipal, int | None] | HttpResponse:
     if result is None:
         return unauthorized()
     if isinstance(result, float):
         return throttled(result)
     return result
+
+
+async def asdk_guard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpResponse:
+    """``sdk_guard`` for an async view."""
+    return _guarded(await aauthenticate_for_evaluation(request))
+
+
+def sdk_guard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpResponse:
+    """Auth then throttle, answering in the SDK API's error body; the principal and the cached
+    ruleset version of its environment (or None)."""
+    return _guarded(authenticate_for_evaluation(request))
 
 
 def read_json(request: HttpRequest, *, max_bytes: int | None = None) -> Any:
@@ -209,6 +266,8 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
 
             async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
                 if request.method not in allowed:
+                    if request.method == "OPTIONS" and options is not None:
+                        return options(request)
                     return method_not_allowed(request.method or "", allowed)
                 return await func(request, *args, **kwargs)  # type: ignore[no-any-return]
         else:

@@ -42,6 +42,7 @@ from common.auth import SdkPrincipal
 from common.schema import ScalarField
 from rollout.api.lean import (
     BadRequest,
+    aauthenticate_for_evaluation,
     authenticate_for_evaluation,
     described,
     json_response,
@@ -49,7 +50,7 @@ from rollout.api.lean import (
     retry_after_seconds,
 )
 from rollout.api.sdk import _etag_matches
-from rollout.evaluation import CompiledRuleset, compiled_ruleset
+from rollout.evaluation import CompiledRuleset, acompiled_ruleset, compiled_ruleset
 
 logger = logging.getLogger("turnout.ofrep")
 
@@ -144,7 +145,14 @@ def _failure(exc: OfrepError) -> HttpResponse:
 
 
 def _guard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpResponse:
-    result = authenticate_for_evaluation(request)
+    return _guarded(authenticate_for_evaluation(request))
+
+
+async def _aguard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpResponse:
+    return _guarded(await aauthenticate_for_evaluation(request))
+
+
+def _guarded(result: tuple[SdkPrincipal, int | None] | float | None) -> tuple[SdkPrincipal, int | None] | HttpResponse:
     if result is None:
         response = _respond({"errorDetails": "Missing, invalid or revoked SDK key"}, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="sdk"'
@@ -166,7 +174,15 @@ def _read(request: HttpRequest) -> Any:
 
 
 def _ruleset(principal: SdkPrincipal, version: int | None) -> CompiledRuleset:
-    compiled = compiled_ruleset(principal.environment_id, environment=principal.environment, version=version)
+    return _existing(compiled_ruleset(principal.environment_id, environment=principal.environment, version=version))
+
+
+async def _aruleset(principal: SdkPrincipal, version: int | None) -> CompiledRuleset:
+    return _existing(await acompiled_ruleset(principal.environment_id, environment=principal.environment,
+                                             version=version))
+
+
+def _existing(compiled: CompiledRuleset | None) -> CompiledRuleset:
     if compiled is None:
         raise OfrepError(500, None, "The SDK key's environment no longer exists")
     return compiled
@@ -226,14 +242,14 @@ _COMMON = {401: OpenApiResponse(_GENERAL, description="Missing, invalid or revok
     "responses": {200: _SUCCESS, 400: _FAILURE, 404: _NOT_FOUND, **_COMMON},
     "tags": ["ofrep"],
 }}, name="OfrepEvaluateFlagView", options=_preflight)
-def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
-    guarded = _guard(request)
+async def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
+    guarded = await _aguard(request)
     if isinstance(guarded, HttpResponse):
         return guarded
     principal, version = guarded
     try:
         targeting_key, attributes, _ = _context(_read(request))
-        compiled = _ruleset(principal, version)
+        compiled = await _aruleset(principal, version)
         decision = compiled.ruleset.decide(key, targeting_key, attributes)
         metrics.record_evaluation(api="ofrep", environment=compiled.environment, reason=str(decision.reason))
         item = evaluation(decision, compiled)

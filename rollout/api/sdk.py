@@ -20,6 +20,7 @@ from common.conf import get_setting
 from common.schema import ERROR_RESPONSES, AttributeValueField
 from rollout.api.lean import (
     BadRequest,
+    asdk_guard,
     bad_request,
     described,
     error_response,
@@ -28,7 +29,7 @@ from rollout.api.lean import (
     sdk_guard,
     sdk_throttle_wait,
 )
-from rollout.evaluation import compiled_ruleset, decision_body
+from rollout.evaluation import acompiled_ruleset, compiled_ruleset, decision_body
 from rollout.metrics import parse_batch
 from rollout.ruleset import get_ruleset
 from rollout.services.metrics import metrics_record
@@ -146,10 +147,13 @@ def _not_ready() -> HttpResponse:
     "responses": {200: _DecisionSerializer, **ERROR_RESPONSES},
     "tags": ["sdk"],
 }})
-def evaluate(request: HttpRequest) -> HttpResponse:
+async def evaluate(request: HttpRequest) -> HttpResponse:
     """``{flag, context: {key, attributes}}`` → the decision. An unknown flag is a decision too
-    (legacy, reason ERROR, error_code FLAG_NOT_FOUND), exactly as the SDK would answer."""
-    guarded = sdk_guard(request)
+    (legacy, reason ERROR, error_code FLAG_NOT_FOUND), exactly as the SDK would answer.
+
+    Async: on the hot path (key and compiled ruleset already in this process) the one Redis
+    round trip is awaited on the event loop and nothing runs in a thread."""
+    guarded = await asdk_guard(request)
     if isinstance(guarded, HttpResponse):
         return guarded
     principal, version = guarded
@@ -161,7 +165,7 @@ def evaluate(request: HttpRequest) -> HttpResponse:
             raise BadRequest("flag", "must be a non-empty string")
     except BadRequest as exc:
         return bad_request(exc)
-    compiled = compiled_ruleset(principal.environment_id, environment=principal.environment, version=version)
+    compiled = await acompiled_ruleset(principal.environment_id, environment=principal.environment, version=version)
     if compiled is None:
         return _not_ready()
     decision = compiled.ruleset.decide(flag, key, attributes)

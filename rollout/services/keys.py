@@ -106,6 +106,11 @@ def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken
 _touched: dict[tuple[str, int], float] = {}
 
 
+def key_touch_due(model: type[SdkKey] | type[ApiToken], pk: int) -> bool:
+    """Whether ``key_touch`` would do anything (else it returns at once, without I/O)."""
+    return _touched.get((model.__name__, pk), 0.0) <= time.monotonic()
+
+
 def key_touch(model: type[SdkKey] | type[ApiToken], pk: int) -> None:
     """Record last use, at most once per resolution window per key (bookkeeping, not audited).
     Each process remembers its own last touch, so a busy key costs no cache round trip."""
