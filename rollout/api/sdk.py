@@ -149,10 +149,9 @@ def _not_ready() -> HttpResponse:
 }})
 async def evaluate(request: HttpRequest) -> HttpResponse:
     """``{flag, context: {key, attributes}}`` → the decision. An unknown flag is a decision too
-    (legacy, reason ERROR, error_code FLAG_NOT_FOUND), exactly as the SDK would answer.
-
-    Async: on the hot path (key and compiled ruleset already in this process) the one Redis
-    round trip is awaited on the event loop and nothing runs in a thread."""
+    (legacy, reason ERROR, error_code FLAG_NOT_FOUND), exactly as the SDK would answer."""
+    # Async: on the hot path (key and compiled ruleset already in this process) the one Redis
+    # round trip is awaited on the event loop and nothing runs in a thread (rollout/api/lean.py).
     guarded = await asdk_guard(request)
     if isinstance(guarded, HttpResponse):
         return guarded
