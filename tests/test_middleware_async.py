@@ -3,14 +3,24 @@ event loop without a trip through a thread; WhiteNoise's static files served as 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import async_to_sync
+import pytest
 from django.core.handlers.asgi import ASGIHandler
 from django.test import RequestFactory
 
 from common.middleware import WhiteNoiseMiddleware
+
+
+def _on_a_fresh_loop(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    """Run the coroutine on its own event loop in its own thread: independent of whatever loop an
+    earlier test (or a session fixture) may have left running in this one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(scenario())).result(timeout=30)
 
 
 def test_middleware_chain__asgi__no_sync_only_middleware(caplog):
@@ -19,6 +29,7 @@ def test_middleware_chain__asgi__no_sync_only_middleware(caplog):
     assert not [r for r in caplog.records if "adapted" in r.getMessage()]
 
 
+@pytest.mark.django_db  # closing a response sends request_finished, which tidies database connections
 def test_whitenoise_async__static_file__same_response_as_sync(settings):
     settings.WHITENOISE_USE_FINDERS = True
     request = RequestFactory().get("/static/css/turnout.css")
@@ -29,7 +40,7 @@ def test_whitenoise_async__static_file__same_response_as_sync(settings):
     async def serve() -> Any:
         return await WhiteNoiseMiddleware(app)(request)
 
-    answer = async_to_sync(serve)()
+    answer = _on_a_fresh_loop(serve)
     expected = WhiteNoiseMiddleware(lambda request: None)(request)
     assert answer.status_code == expected.status_code == 200
     assert dict(answer.items()) == dict(expected.items())
@@ -48,4 +59,4 @@ def test_whitenoise_async__other_path__passed_on(settings):
     async def serve() -> Any:
         return await WhiteNoiseMiddleware(app)(RequestFactory().get("/api/v1/sdk/evaluate"))
 
-    assert async_to_sync(serve)() is sentinel
+    assert _on_a_fresh_loop(serve) is sentinel
