@@ -109,6 +109,11 @@ def _build_and_cache(environment_id: int, env_key: str, version: int) -> BuiltRu
             if body is not None:
                 return BuiltRuleset(env_key, version, body)
     try:
+        # Checked again under the lock: another process may have built and cached this version (and
+        # released its lock) between our cache miss and taking the lock.
+        body = cache.get(_cache_key(env_key, version))
+        if body is not None:
+            return BuiltRuleset(env_key, version, body)
         started = time.perf_counter()
         for _ in range(5):
             env = Environment.objects.get(pk=environment_id)
