@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -146,12 +146,7 @@ class VerificationDetailView(AuditView):
     @extend_schema(tags=["audit"], summary="A background verification: status, progress and, once done, the report",
                    responses={200: AuditVerificationSerializer, 404: NOT_FOUND, **ERROR_RESPONSES})
     def get(self, request: Request, pk: str) -> Response:
-        try:
-            verification = AuditVerification.objects.filter(pk=uuid.UUID(pk)).first()
-        except ValueError:
-            verification = None
-        if verification is None:
-            raise NotFound(f"verification '{pk}' does not exist")
+        verification = _job_or_404(AuditVerification, pk, "verification")
         return Response(AuditVerificationSerializer(verification).data)
 
 
@@ -261,14 +256,22 @@ class EvidenceView(AuditView):
         return _export_links(response, export, path.name)
 
 
-def _export_or_404(pk: str) -> AuditExport:
+JobT = TypeVar("JobT", AuditExport, AuditVerification)
+
+
+def _job_or_404(model: type[JobT], pk: str, what: str) -> JobT:
+    """A background job (export or verification) by its UUID; 404 for an unknown or malformed id."""
     try:
-        export = AuditExport.objects.filter(pk=uuid.UUID(pk)).first()
+        job = model.objects.filter(pk=uuid.UUID(pk)).first()
     except ValueError:
-        export = None
-    if export is None:
-        raise NotFound(f"export '{pk}' does not exist")
-    return export
+        job = None
+    if job is None:
+        raise NotFound(f"{what} '{pk}' does not exist")
+    return job
+
+
+def _export_or_404(pk: str) -> AuditExport:
+    return _job_or_404(AuditExport, pk, "export")
 
 
 @extend_schema(tags=["audit"], summary="Export jobs, newest first",
