@@ -39,25 +39,67 @@ def test_healthz__any_host_no_database__200_ok(client: Any) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz__database_answers__200_with_checks(client: Any, db: Any, settings: Any) -> None:
+def _beat_all(age_seconds: float = 0.0) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from common.heartbeats import KINDS
+    from common.models import Heartbeat
+
+    for kind in KINDS:
+        Heartbeat.objects.update_or_create(kind=kind, name=f"{kind}@test",
+                                           defaults={"seen_at": timezone.now() - timedelta(seconds=age_seconds)})
+
+
+def test_readyz__database_answers_background_fresh__200_ok(client: Any, db: Any, settings: Any) -> None:
     settings.REDIS_URL = None
+    _beat_all()
     response = client.get("/readyz", headers={"Host": "pod-ip.internal"})
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok"},
+                               "background": {"worker": "ok", "beat": "ok", "schedule": "ok"}}
+
+
+def test_readyz__no_worker_ever_ran__200_degraded_names_each_missing(client: Any, db: Any, settings: Any) -> None:
+    settings.REDIS_URL = None
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded", "checks": {"database": "ok"},
+                               "background": {"worker": "missing", "beat": "missing", "schedule": "missing"}}
+
+
+def test_readyz__worker_heartbeat_95s_old__degraded_names_worker_stale(client: Any, db: Any, settings: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from common.models import Heartbeat
+
+    settings.REDIS_URL = None
+    _beat_all()
+    Heartbeat.objects.filter(kind="worker").update(seen_at=timezone.now() - timedelta(seconds=95))
+    body = client.get("/readyz").json()
+    assert body["status"] == "degraded"
+    assert body["background"] == {"worker": "stale 95s", "beat": "ok", "schedule": "ok"}
 
 
 def test_readyz__database_and_redis_answer__200_names_both(client: Any, db: Any, redis_url: str) -> None:
+    _beat_all()
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert response.json()["status"] == "ok"
 
 
-def test_readyz__redis_unreachable__503_names_redis(client: Any, db: Any, settings: Any) -> None:
+def test_readyz__redis_unreachable__200_degraded_names_redis(client: Any, db: Any, settings: Any) -> None:
+    """Redis away does not take web processes out of rotation: the kill switch still works."""
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    _beat_all()
     response = client.get("/readyz")
-    assert response.status_code == 503
+    assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "unavailable"
+    assert body["status"] == "degraded"
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["redis"].startswith("error: ")
 
@@ -73,7 +115,23 @@ def test_readyz__database_unreachable__503_names_database(
     monkeypatch.setattr(connections["default"], "cursor", refuse)
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "checks": {"database": "error: OperationalError"}}
+    assert response.json() == {"status": "unavailable", "checks": {"database": "error: OperationalError"},
+                               "background": {}}
+
+
+def test_metrics__worker_stale_beat_fresh__background_up_says_which(client: Any, db: Any, settings: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from common.models import Heartbeat
+
+    _beat_all()
+    Heartbeat.objects.filter(kind="worker").update(seen_at=timezone.now() - timedelta(seconds=95))
+    text = scrape(client)
+    assert metric_value(text, "turnout_background_up", kind="worker") == 0
+    assert metric_value(text, "turnout_background_up", kind="beat") == 1
+    assert metric_value(text, "turnout_background_heartbeat_age_seconds", kind="worker") >= 95
 
 
 def test_healthz_readyz__production_https_redirect_on__answered_over_http(client: Any, db: Any, settings: Any) -> None:

@@ -15,6 +15,7 @@ from common.actors import Actor
 from common.auth import forget_sdk_key
 from common.conf import get_setting
 from common.errors import Conflict, NotFound, ValidationFailed
+from common.redis import degrade
 from common.secrets import new_secret
 from rollout.models import ApiToken, Environment, SdkKey
 
@@ -122,7 +123,8 @@ def key_touch(model: type[SdkKey] | type[ApiToken], pk: int) -> None:
     if len(_touched) > 10_000:
         _touched.clear()
     _touched[memo] = now + resolution
-    if not cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution):
+    # Redis away: every process writes (still at most once per window each, and only when older).
+    if not degrade(lambda: cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution), True, what="touch"):
         return
     used_at = timezone.now()
     model.objects.filter(pk=pk).exclude(last_used_at__gt=used_at - timedelta(seconds=resolution)).update(
