@@ -59,6 +59,13 @@ class Breaker:
         self._lock = threading.Lock()
         self._open_until = 0.0  # 0: closed (Redis answers)
         self._error = ""
+        self._on_recovery: list[Callable[[], None]] = []
+
+    def on_recovery(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (in a thread of its own, never on a caller's path) each time Redis
+        answers again after the breaker opened: work deferred during the outage goes out now."""
+        if callback not in self._on_recovery:
+            self._on_recovery.append(callback)
 
     @property
     def is_open(self) -> bool:
@@ -93,10 +100,20 @@ class Breaker:
             self._open_until = 0.0
         if was_open:
             logger.info("redis.recovered")
+            for callback in self._on_recovery:
+                threading.Thread(target=_run_quietly, args=(callback,), name="turnout-redis-recovered",
+                                 daemon=True).start()
 
     def reset(self) -> None:
         with self._lock:
             self._open_until = 0.0
+
+
+def _run_quietly(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception as exc:
+        logger.warning("redis.recovery_callback_failed", extra={"error": type(exc).__name__})
 
 
 breaker = Breaker()

@@ -27,6 +27,8 @@ import logging
 import threading
 from typing import Any
 
+import redis
+
 from common.redis import channel, client_options, redis_url
 
 logger = logging.getLogger("turnout.stream")
@@ -169,8 +171,9 @@ class Broadcaster:
             except Exception as exc:
                 delay = RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)]
                 attempt += 1
+                # Redis away is expected now and then (one line per attempt); anything else gets its traceback.
                 logger.warning("stream.listener_error", extra={"error": type(exc).__name__, "retry_in": delay},
-                               exc_info=True)
+                               exc_info=not isinstance(exc, redis.RedisError))
                 await asyncio.sleep(delay)
             finally:
                 await client.aclose()

@@ -4,7 +4,9 @@ Announcements go through the outbox (``OutboxMessage``, written in the change's 
 ``rollout.services.rulesets.ruleset_changed``): after commit this process's streams hear at once,
 then the outbox is drained to Redis — pub/sub for the other web processes, and the cached current
 version the evaluate endpoints read. Redis down or hung never fails or delays a committed change:
-the rows wait and are drained when it returns (see ``outbox_drain``).
+the rows wait and are drained when it returns: by the next commit, by Celery beat, by each web
+process's stream listener when it reconnects, and by any process whose circuit breaker sees Redis
+answer again (``drain_after_recovery``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 
-from common.redis import channel, get_redis
+from common.redis import breaker, channel, get_redis
 from rollout.broadcast import RULESET_CHANNEL, broadcaster
 from rollout.evaluation import remember_version
 
@@ -47,3 +49,21 @@ def announce_committed(versions: dict[str, int]) -> None:
         outbox_drain()
     except Exception as exc:  # a committed change never fails because Redis is away; the rows wait
         logger.warning("ruleset.announce_deferred", extra={"versions": versions, "error": type(exc).__name__})
+
+
+def drain_after_recovery() -> None:
+    """Redis answers again in this process: publish what waited in the outbox (run by the breaker
+    in a thread of its own — see common/redis.py)."""
+    from django.db import connection
+
+    from rollout.services.rulesets import outbox_drain
+
+    try:
+        cleared = outbox_drain()
+    finally:
+        connection.close()  # a thread of its own: do not keep a connection there
+    if cleared:
+        logger.info("ruleset.outbox_drained_on_recovery", extra={"rows": cleared})
+
+
+breaker.on_recovery(drain_after_recovery)

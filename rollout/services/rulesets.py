@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.db.models import F
 
+from rollout import publish  # noqa: F401 - registers the outbox drain on Redis recovery
 from rollout.models import Environment, OutboxMessage
 
 logger = logging.getLogger("turnout.ruleset")
