@@ -127,7 +127,7 @@ def fault_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     if server.proc is not None and server.proc.poll() is None:
-        server.resume()  # a stopped process cannot die of SIGKILL until it runs again? it can; be sure
+        server.resume()  # never leave a stopped process behind
         server.kill()
 
 

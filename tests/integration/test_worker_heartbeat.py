@@ -75,7 +75,7 @@ def test_readyz__celery_worker_killed_with_sigkill__reports_worker_missing(
         assert _wait_for(lambda: _background(server)["worker"].startswith("stale "), MISSING_DEADLINE), \
             "a killed worker was not reported"
         status, _, body = _call(server.url, "/readyz")
-        assert json.loads(body)["status"] == "degraded"
+        assert (status, json.loads(body)["status"]) == (200, "degraded")
     finally:
         _stop(worker)
         server.stop()
