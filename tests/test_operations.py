@@ -341,3 +341,51 @@ def test_metrics__sdk_evaluate_ofrep_and_reports__counted_by_api_reason_and_outc
         assert delta("turnout_evaluations_total", api="ofrep_bulk", environment="staging",
                      reason=r) == ofrep_reasons.count(r)
     assert delta("turnout_sdk_metric_reports_total", environment="staging", outcome="rejected") == 1
+
+
+def _guarded_rollout() -> None:
+    from rollout.services.flags import flag_state_update
+    from rollout.services.guardrails import guardrail_set
+
+    system = Actor.system("test")
+    flag_state_update(actor=system, flag="invoice-engine", environment="staging", version=None, enabled=True,
+                      percentage_value=5)
+    guardrail_set(actor=system, flag="invoice-engine", environment="staging", version=None, max_error_rate=5,
+                  min_sample_size=30, window_seconds=300, action="rollback")
+
+
+def _signed_in(client: Any) -> Any:
+    from rollout.services.users import user_create
+
+    user = user_create(actor=Actor.system("test"), username="ops", password=None, roles=["admin"])
+    client.force_login(user)
+    return client
+
+
+def test_ui_banner__guardrails_set_and_no_worker_reporting__every_page_says_so(
+        client: Any, flag: Any, settings: Any) -> None:
+    settings.REDIS_URL = None
+    _guarded_rollout()
+    page = _signed_in(client).get("/").content.decode()
+    assert 'id="guardrail-watch"' in page
+    assert "Guardrails are not being checked." in page and "worker: missing" in page
+
+
+def test_ui_banner__worker_beat_and_schedule_fresh__no_banner(client: Any, flag: Any, settings: Any) -> None:
+    settings.REDIS_URL = None
+    _guarded_rollout()
+    _beat_all()
+    page = _signed_in(client).get("/").content.decode()
+    assert response_ok(page) and 'id="guardrail-watch"' not in page
+
+
+def test_ui_banner__no_rollout_has_guardrails__no_banner_even_without_worker(
+        client: Any, flag: Any, settings: Any) -> None:
+    settings.REDIS_URL = None
+    page = _signed_in(client).get("/").content.decode()
+    assert response_ok(page) and 'id="guardrail-watch"' not in page
+
+
+def response_ok(page: str) -> bool:
+    """The dashboard rendered (so a missing banner means no banner, not a broken page)."""
+    return "Dashboard" in page and "</html>" in page

@@ -64,7 +64,8 @@ def sdk_key_revoke(*, actor: Actor, prefix: str, reason: str = "") -> SdkKey:
         digest = key.secret_hash
 
         def forget() -> None:
-            cache.delete(sdk_key_cache_key(digest))
+            # Committed already: Redis away must not turn it into an error (the entry expires).
+            degrade(lambda: cache.delete(sdk_key_cache_key(digest)), None, what="sdk_key")
             forget_sdk_key(digest)
 
         transaction.on_commit(forget)
@@ -97,7 +98,8 @@ def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
         digest = token.secret_hash
-        transaction.on_commit(lambda: cache.delete(api_token_cache_key(digest)))
+        transaction.on_commit(lambda: degrade(lambda: cache.delete(api_token_cache_key(digest)), None,
+                                              what="api_token"))
         audit_record(actor=actor, action="api_token.revoked", object_type="api_token", object_key=token.prefix,
                      before={"revoked": False}, after={"revoked": True, "user": token.user.get_username()},
                      reason=reason)
