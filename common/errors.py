@@ -85,15 +85,26 @@ class AuditUnavailable(ServiceError):
     code = "audit_unavailable"
 
 
-REDIS_UNAVAILABLE_MESSAGE = "Redis is unavailable; this request needs it. Try again shortly."
+UNAVAILABLE_MESSAGES = {
+    "redis_unavailable": "Redis is unavailable; this request needs it. Try again shortly.",
+    "broker_unavailable": "The task broker is unavailable; this request needs it. Try again shortly.",
+}
 RETRY_AFTER_SECONDS = 5
 
 
 def service_unavailable(exc: BaseException) -> str | None:
-    """The code naming the service behind an exception (``redis_unavailable``), or None."""
+    """The code naming the service behind an exception, or None: ``redis_unavailable`` for Redis
+    (the cache, pub/sub, counters — or Celery's broker when it is Redis, which kombu reports as its
+    own ``OperationalError``), ``broker_unavailable`` for another broker."""
     import redis
+    from django.conf import settings
+    from kombu.exceptions import OperationalError
 
-    return "redis_unavailable" if isinstance(exc, redis.RedisError) else None
+    if isinstance(exc, redis.RedisError):
+        return "redis_unavailable"
+    if isinstance(exc, OperationalError):
+        return "redis_unavailable" if getattr(settings, "REDIS_URL", None) else "broker_unavailable"
+    return None
 
 
 def error_body(code: str, message: str, fields: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -142,8 +153,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF's handler, then our one error body for everything it knows and everything services raise."""
     if isinstance(exc, ServiceError):
         return Response(exc.as_body(), status=exc.status_code)
-    if service_unavailable(exc):
-        return Response(error_body("redis_unavailable", REDIS_UNAVAILABLE_MESSAGE),
+    code = service_unavailable(exc)
+    if code:
+        return Response(error_body(code, UNAVAILABLE_MESSAGES[code]),
                         status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(exc, DjangoValidationError):
         err = ValidationFailed.from_django(exc)
@@ -184,7 +196,7 @@ class ServiceUnavailableMiddleware(MiddlewareMixin):
         logger.warning("http.service_unavailable", extra={"code": code, "error": type(exception).__name__})
         response: HttpResponse
         if request.path.startswith(("/api/", "/ofrep/")) or "json" in request.headers.get("Accept", ""):
-            response = json_error(503, code, REDIS_UNAVAILABLE_MESSAGE)
+            response = json_error(503, code, UNAVAILABLE_MESSAGES[code])
         else:
             response = render(request, "503.html", {"code": code}, status=503)
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -58,6 +58,7 @@ class Breaker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open_until = 0.0  # 0: closed (Redis answers)
+        self._prober: int | None = None  # the thread probing Redis, once the retry interval has passed
         self._error = ""
         self._on_recovery: list[Callable[[], None]] = []
 
@@ -75,19 +76,24 @@ class Breaker:
         """Raise ``RedisUnavailable`` while open; past the retry interval, let one caller probe."""
         if self._open_until == 0.0:
             return
+        ident = threading.get_ident()
         now = time.monotonic()
         with self._lock:
             if self._open_until == 0.0:
                 return
             if now < self._open_until:
+                if self._prober == ident:  # the probe itself, on its way (connect, handshake, command)
+                    return
                 raise RedisUnavailable(f"Redis is unavailable ({self._error}); retrying shortly")
             # This caller probes; the others fail fast until it has an answer (or the next interval).
             self._open_until = now + float(get_setting("REDIS_RETRY_SECONDS"))
+            self._prober = ident
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
             was_closed = self._open_until == 0.0
             self._open_until = time.monotonic() + float(get_setting("REDIS_RETRY_SECONDS"))
+            self._prober = None
             self._error = type(exc).__name__
         if was_closed:
             logger.warning("redis.unavailable", extra={"error": type(exc).__name__, "detail": str(exc)[:200]})
@@ -98,6 +104,7 @@ class Breaker:
         with self._lock:
             was_open = self._open_until != 0.0
             self._open_until = 0.0
+            self._prober = None
         if was_open:
             logger.info("redis.recovered")
             for callback in self._on_recovery:
@@ -107,6 +114,7 @@ class Breaker:
     def reset(self) -> None:
         with self._lock:
             self._open_until = 0.0
+            self._prober = None
 
 
 def _run_quietly(callback: Callable[[], None]) -> None:
@@ -134,6 +142,7 @@ class GuardedConnection(redis.connection.Connection):
             raise
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        breaker.check()  # a pooled connection made before the failure is not asked either
         try:
             super().send_packed_command(command, check_health=check_health)
         except RedisUnavailable:
@@ -166,6 +175,7 @@ class GuardedAsyncConnection(redis.asyncio.connection.Connection):
             raise
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        breaker.check()  # a pooled connection made before the failure is not asked either
         try:
             await super().send_packed_command(command, check_health=check_health)
         except RedisUnavailable:

@@ -229,11 +229,11 @@ CELERY_TASK_ALWAYS_EAGER = env.get_bool("CELERY_TASK_ALWAYS_EAGER", False)
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
-    # Redis away or hung: a web request that enqueues a task waits at most about two timeouts (one
-    # publish retry), and a worker reconnects for as long as it takes instead of exiting
-    # (docs/operations.md, "When Redis or a worker fails").
+    # Redis away or hung: a web request that enqueues a task (an audit export, say; never a safety
+    # action) waits at most two attempts of twice TURNOUT_REDIS_TIMEOUT, and a worker reconnects for
+    # as long as it takes instead of exiting (docs/operations.md, "When Redis or a worker fails").
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
-        "socket_timeout": max(TURNOUT_REDIS_TIMEOUT, 5.0),  # the worker's BRPOP polls: not request-bound
+        "socket_timeout": 2 * TURNOUT_REDIS_TIMEOUT,  # sync commands (publish, ack); BRPOP runs on the event loop
         "socket_connect_timeout": TURNOUT_REDIS_TIMEOUT,
         "socket_keepalive": True,
         "retry_on_timeout": True,
@@ -246,7 +246,7 @@ if REDIS_URL:
     CELERY_BROKER_CONNECTION_TIMEOUT = TURNOUT_REDIS_TIMEOUT
     CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
                                         "interval_max": 0.5}
-    CELERY_REDIS_SOCKET_TIMEOUT = max(TURNOUT_REDIS_TIMEOUT, 5.0)
+    CELERY_REDIS_SOCKET_TIMEOUT = 2 * TURNOUT_REDIS_TIMEOUT
     CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = TURNOUT_REDIS_TIMEOUT
     CELERY_REDIS_SOCKET_KEEPALIVE = True
     CELERY_REDIS_RETRY_ON_TIMEOUT = True

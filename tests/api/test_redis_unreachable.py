@@ -125,3 +125,26 @@ def test_drain_outbox_task__redis_unreachable_then_back__rows_kept_then_publishe
     message = listener.get_message(timeout=5.0)
     assert message is not None and json.loads(message["data"])["environment"] == "staging"
     listener.close()
+
+
+def test_service_unavailable__celery_broker_error__named_by_the_broker_configured(settings: Any) -> None:
+    """kombu reports a Redis broker that is away as its own OperationalError: still Redis."""
+    from kombu.exceptions import OperationalError
+
+    from common.errors import service_unavailable
+
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    assert service_unavailable(OperationalError("Error 111 connecting")) == "redis_unavailable"
+    settings.REDIS_URL = None
+    assert service_unavailable(OperationalError("no broker")) == "broker_unavailable"
+    assert service_unavailable(ValueError("unrelated")) is None
+
+
+def test_breaker__retry_interval_passed_and_redis_answers__one_probe_closes_it(
+        settings: Any, redis_url: str) -> None:
+    settings.TURNOUT_REDIS_RETRY_SECONDS = 0.0
+    breaker.failed(redis.ConnectionError("a moment ago"))
+    assert breaker.is_open
+    get_redis().connection_pool.disconnect()  # the probe connects afresh (handshake included)
+    assert get_redis().ping() is True
+    assert not breaker.is_open
