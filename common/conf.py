@@ -52,6 +52,18 @@ DEFAULTS: dict[str, Any] = {
     # A Celery worker serves its own /metrics (task durations) on this port when set (0: off).
     "WORKER_METRICS_PORT": 0,
     "WORKER_METRICS_ADDR": "127.0.0.1",
+    # Seconds any Redis call may take to connect or answer (cache, pub/sub, counters, Celery's broker
+    # and results); past it the caller degrades or answers 503 redis_unavailable (common/redis.py).
+    "REDIS_TIMEOUT": 1.0,
+    # Seconds a process stops asking Redis after a failure before one call probes it again.
+    "REDIS_RETRY_SECONDS": 2.0,
+    # Seconds between outbox drains by Celery beat (announcements Redis could not take when made).
+    "OUTBOX_DRAIN_INTERVAL": 5.0,
+    # Seconds between heartbeats of Celery worker and beat processes (written to the database).
+    "HEARTBEAT_SECONDS": 10.0,
+    # A worker or beat whose newest heartbeat is older than this is reported missing (/readyz,
+    # /metrics, the UI banner).
+    "HEARTBEAT_STALE_SECONDS": 45.0,
     # Fail instead of skipping tests that need PostgreSQL / Redis / a Celery worker.
     "REQUIRE_SERVICES": False,
     # Ed25519 key that signs audit export manifests: PEM, or base64 of the raw 32-byte private key.

@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "common.errors.ServiceUnavailableMiddleware",  # Redis away: 503 naming it, never a 500
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -80,6 +81,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "common.context_processors.shell",
+                "rollout.context_processors.guardrail_watch",
             ],
         },
     }
@@ -115,10 +117,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.get("REDIS_URL")
+# Every Redis client connects and reads within this many seconds, then degrades or answers 503
+# (common/redis.py); after a failure a process leaves Redis alone for TURNOUT_REDIS_RETRY_SECONDS.
+TURNOUT_REDIS_TIMEOUT = env.get_float("TURNOUT_REDIS_TIMEOUT", 1.0)
+TURNOUT_REDIS_RETRY_SECONDS = env.get_float("TURNOUT_REDIS_RETRY_SECONDS", 2.0)
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache on connections with TURNOUT_REDIS_TIMEOUT and the circuit breaker.
+            "BACKEND": "common.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "turnout",
         }
@@ -222,7 +229,29 @@ CELERY_TASK_ALWAYS_EAGER = env.get_bool("CELERY_TASK_ALWAYS_EAGER", False)
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+    # Redis away or hung: a web request that enqueues a task (an audit export, say; never a safety
+    # action) waits at most two attempts of twice TURNOUT_REDIS_TIMEOUT, and a worker reconnects for
+    # as long as it takes instead of exiting (docs/operations.md, "When Redis or a worker fails").
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "socket_timeout": 2 * TURNOUT_REDIS_TIMEOUT,  # sync commands (publish, ack); BRPOP runs on the event loop
+        "socket_connect_timeout": TURNOUT_REDIS_TIMEOUT,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
+        "max_retries": 1,  # publishing from a request: one retry, then the error
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    }
+    CELERY_BROKER_CONNECTION_TIMEOUT = TURNOUT_REDIS_TIMEOUT
+    CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                        "interval_max": 0.5}
+    CELERY_REDIS_SOCKET_TIMEOUT = 2 * TURNOUT_REDIS_TIMEOUT
+    CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = TURNOUT_REDIS_TIMEOUT
+    CELERY_REDIS_SOCKET_KEEPALIVE = True
+    CELERY_REDIS_RETRY_ON_TIMEOUT = True
+    CELERY_REDIS_BACKEND_HEALTH_CHECK_INTERVAL = 25
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}}
 else:
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("out", "processed"):
@@ -242,8 +271,16 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker that loses its broker reconnects forever (None: no limit) rather than exit; tasks it was
+# running when the connection went are cancelled (acks_late: they are delivered again).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 TURNOUT_GUARDRAIL_INTERVAL = env.get_float("TURNOUT_GUARDRAIL_INTERVAL", 30.0)
+TURNOUT_OUTBOX_DRAIN_INTERVAL = env.get_float("TURNOUT_OUTBOX_DRAIN_INTERVAL", 5.0)
+TURNOUT_HEARTBEAT_SECONDS = env.get_float("TURNOUT_HEARTBEAT_SECONDS", 10.0)
+TURNOUT_HEARTBEAT_STALE_SECONDS = env.get_float("TURNOUT_HEARTBEAT_STALE_SECONDS", 45.0)
 CELERY_BEAT_SCHEDULE = {
     # Metrics counted in Redis (or the database) become per-minute rows, minutes after they close.
     "rollup-metrics": {"task": "rollout.tasks.rollup_metrics", "schedule": 60.0},
@@ -255,6 +292,10 @@ CELERY_BEAT_SCHEDULE = {
     "group-mismatches": {"task": "rollout.tasks.group_mismatches", "schedule": 60.0},
     # Metrics retention: minutes older than TURNOUT_METRICS_MINUTE_DAYS become hours.
     "metrics-retention": {"task": "rollout.tasks.metrics_retention", "schedule": 3600.0},
+    # Ruleset announcements Redis could not take when they were made (rollout/publish.py).
+    "drain-outbox": {"task": "rollout.tasks.drain_outbox", "schedule": TURNOUT_OUTBOX_DRAIN_INTERVAL},
+    # Proof that beat's schedule reaches a worker (what guardrail checks depend on): /readyz, the UI.
+    "heartbeat": {"task": "rollout.tasks.heartbeat", "schedule": TURNOUT_HEARTBEAT_SECONDS},
 }
 
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below (JSON in production)

@@ -508,3 +508,24 @@ class MetricHour(models.Model):
     def __str__(self) -> str:
         return f"{self.flag_key}/{self.path}@{self.hour:%Y-%m-%d %H}h"
 
+
+
+class OutboxMessage(models.Model):
+    """A ruleset announcement not yet handed to Redis (pub/sub and the version cache).
+
+    Written in the transaction of the change that raised the version, so the announcement exists
+    exactly when the change does; deleted once published (rollout/publish.py). With Redis down or
+    hung, rows wait here and are published when it returns: after the next commit, by Celery beat
+    (``drain_outbox``) and by each web process's stream listener when it reconnects.
+    """
+
+    environment = models.CharField(max_length=63)
+    version = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["environment", "version"], name="outbox_env_version")]
+
+    def __str__(self) -> str:
+        return f"announce {self.environment} v{self.version}"

@@ -15,6 +15,7 @@ from common.actors import Actor
 from common.auth import forget_sdk_key
 from common.conf import get_setting
 from common.errors import Conflict, NotFound, ValidationFailed
+from common.redis import degrade
 from common.secrets import new_secret
 from rollout.models import ApiToken, Environment, SdkKey
 
@@ -63,7 +64,8 @@ def sdk_key_revoke(*, actor: Actor, prefix: str, reason: str = "") -> SdkKey:
         digest = key.secret_hash
 
         def forget() -> None:
-            cache.delete(sdk_key_cache_key(digest))
+            # Committed already: Redis away must not turn it into an error (the entry expires).
+            degrade(lambda: cache.delete(sdk_key_cache_key(digest)), None, what="sdk_key")
             forget_sdk_key(digest)
 
         transaction.on_commit(forget)
@@ -96,7 +98,8 @@ def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
         digest = token.secret_hash
-        transaction.on_commit(lambda: cache.delete(api_token_cache_key(digest)))
+        transaction.on_commit(lambda: degrade(lambda: cache.delete(api_token_cache_key(digest)), None,
+                                              what="api_token"))
         audit_record(actor=actor, action="api_token.revoked", object_type="api_token", object_key=token.prefix,
                      before={"revoked": False}, after={"revoked": True, "user": token.user.get_username()},
                      reason=reason)
@@ -122,7 +125,8 @@ def key_touch(model: type[SdkKey] | type[ApiToken], pk: int) -> None:
     if len(_touched) > 10_000:
         _touched.clear()
     _touched[memo] = now + resolution
-    if not cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution):
+    # Redis away: every process writes (still at most once per window each, and only when older).
+    if not degrade(lambda: cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution), True, what="touch"):
         return
     used_at = timezone.now()
     model.objects.filter(pk=pk).exclude(last_used_at__gt=used_at - timedelta(seconds=resolution)).update(
