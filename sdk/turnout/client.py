@@ -255,6 +255,11 @@ class Turnout:
         """The version of the ruleset in use, or None before the first one."""
         return self._real.version if self._real is not None else None
 
+    @property
+    def ruleset(self) -> _engine.Ruleset | None:
+        """The compiled ruleset in use (what ``decide()`` reads), or None before the first."""
+        return self._real
+
     def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Block until a ruleset is in use or ``timeout`` seconds pass; return ``ready``.
         Never raises (a ``timeout`` that is not a number >= 0 is reported and waits not at all)."""
