@@ -172,6 +172,17 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# Reverse proxies in front of the web server that append to X-Forwarded-For; 0 (the default): none, the
+# header is ignored and the client address is the connection's peer. The web servers trust forwarded
+# headers only when this is set (config/gunicorn.py, Procfile.dev; docs/operations.md).
+TURNOUT_TRUSTED_PROXIES = env.get_int("TURNOUT_TRUSTED_PROXIES", 0)
+if TURNOUT_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfiguredEnv("TURNOUT_TRUSTED_PROXIES must be 0 or more")
+# Failed sign-ins in the audit log: the first few per window individually, the rest as one counted event.
+TURNOUT_LOGIN_AUDIT_WINDOW = env.get_int("TURNOUT_LOGIN_AUDIT_WINDOW", 300)
+TURNOUT_LOGIN_AUDIT_INDIVIDUAL = env.get_int("TURNOUT_LOGIN_AUDIT_INDIVIDUAL", 5)
+TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX = env.get_int("TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX", 50)
+
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "common.auth.ApiTokenAuthentication",
@@ -191,9 +202,13 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_THROTTLE_RATES": {
         "sdk": env.get("TURNOUT_THROTTLE_SDK", "6000/min"),
         "auth": env.get("TURNOUT_THROTTLE_AUTH", "30/min"),
+        # Failed sign-ins per attempted username, from any address (stops rotating client addresses).
+        "auth_username": env.get("TURNOUT_THROTTLE_AUTH_USERNAME", "10/min"),
         "api": env.get("TURNOUT_THROTTLE_API", "3000/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Client addresses: the same count of trusted proxies as common.middleware.client_address.
+    "NUM_PROXIES": TURNOUT_TRUSTED_PROXIES,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
@@ -306,3 +321,6 @@ TURNOUT_METRICS_TOKEN = env.get("TURNOUT_METRICS_TOKEN")
 TURNOUT_RULESET_CACHE_TIMEOUT = env.get_int("TURNOUT_RULESET_CACHE_TIMEOUT", 24 * 3600)
 TURNOUT_WORKER_METRICS_PORT = env.get_int("TURNOUT_WORKER_METRICS_PORT", 0)
 TURNOUT_WORKER_METRICS_ADDR = env.get("TURNOUT_WORKER_METRICS_ADDR", "127.0.0.1")
+# Failed sign-ins counted for the audit log become their burst event within a minute of their window's end.
+CELERY_BEAT_SCHEDULE["close-login-failure-bursts"] = {
+    "task": "audit.tasks.close_login_failure_bursts", "schedule": 60.0}

@@ -19,6 +19,8 @@ urlpatterns = [
     path("login/", common_views.ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("metrics", metrics_view, name="metrics"),  # /healthz and /readyz: common.health
+    # The admin signs in through the app's login (one form, one throttle); its own form is never served.
+    path("admin/login/", common_views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("ofrep/v1/", include("rollout.ofrep_urls")),
