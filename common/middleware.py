@@ -9,6 +9,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from csp.middleware import CSPMiddleware
 from django.http import HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware as _WhiteNoiseMiddleware
 
@@ -159,3 +160,16 @@ class WhiteNoiseMiddleware(_WhiteNoiseMiddleware):
             if response is not None:
                 return response
         return await self.get_response(request)  # type: ignore[no-any-return, misc]
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware (``CONTENT_SECURITY_POLICY``), async-capable.
+
+    django-csp's is a ``MiddlewareMixin`` whose async path runs both hooks in a thread; they only set
+    an attribute and a header, so here they run inline and async views stay on the event loop.
+    """
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]
+        self.process_request(request)
+        response = await self.get_response(request)  # type: ignore[misc]
+        return self.process_response(request, response)  # type: ignore[return-value]

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "csp",
     "template_partials",
     "common",
     "audit",
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "common.health.HealthCheckMiddleware",  # first: probes skip host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
+    "common.middleware.ContentSecurityPolicyMiddleware",  # django-csp's, async-capable
     "common.middleware.WhiteNoiseMiddleware",  # whitenoise's, async-capable (see there)
     "common.middleware.RequestIdMiddleware",
     "common.middleware.RequestLogMiddleware",
@@ -162,6 +164,28 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Content-Security-Policy on every response (django-csp 4): scripts, styles, fonts, images and requests
+# from our own origin only; no inline script, no eval (htmx runs with allowEval off), no plugins, no
+# framing. One allowance: style *attributes* (style="..."), which the templates and Chart.js use and
+# which can neither run script nor load anything from elsewhere (img-src/font-src stay 'self'); inline
+# <style> elements stay refused, so htmx is told not to inject its indicator styles (turnout.css has them).
+# The Swagger UI page needs no more (drf-spectacular's split view serves its start-up script as a file).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", True)
     SECURE_REDIRECT_EXEMPT = [r"^metrics$"]  # scraped over plain HTTP inside the network
