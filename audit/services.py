@@ -6,8 +6,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connection, transaction
@@ -288,7 +287,7 @@ LOGIN_FAILURE_TALLY_KEYS = 20  # usernames and addresses named per window (each)
 def _login_window(now: datetime) -> tuple[datetime, datetime]:
     seconds = max(1, int(get_setting("LOGIN_AUDIT_WINDOW")))
     start = int(now.timestamp()) // seconds * seconds
-    starts_at = datetime.fromtimestamp(start, tz=dt_timezone.utc)
+    starts_at = datetime.fromtimestamp(start, tz=UTC)
     return starts_at, starts_at + timedelta(seconds=seconds)
 
 

@@ -11,10 +11,10 @@ from audit.services import (
     audit_export_fail,
     audit_export_finish,
     audit_export_progress,
-    auth_login_failed_burst_recorded,
     audit_verification_error,
     audit_verification_finish,
     audit_verification_progress,
+    auth_login_failed_burst_recorded,
 )
 from audit.verify import verify_chain
 from common.actors import Actor

@@ -103,15 +103,19 @@ class FailedSignInThrottle(ScopedThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.ident}
 
     def count(self, request: Any, view: Any) -> bool:
-        self.key = self.get_cache_key(request, view)
+        if self.num_requests is None or self.duration is None:
+            self.history, self.key = [], ""  # no rate configured: nothing is limited or counted
+            return True
+        self.key, self.history, self.now = self.get_cache_key(request, view), [], self.timer()
         self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
         while self.history and self.history[-1] <= self.now - self.duration:
             self.history.pop()
         return len(self.history) < self.num_requests
 
     def failed(self) -> None:
         """Count one failed sign-in (after ``allow_request`` said yes)."""
+        if not getattr(self, "key", ""):
+            return
         try:
             self.history.insert(0, self.now)
             self.cache.set(self.key, self.history, self.duration)

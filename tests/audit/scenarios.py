@@ -380,7 +380,7 @@ def _auth_login_failed_burst_recorded() -> Expect:
 
     from django.utils import timezone
 
-    from audit.services import auth_login_failed_recorded, auth_login_failed_burst_recorded
+    from audit.services import auth_login_failed_burst_recorded, auth_login_failed_recorded
     from common.conf import get_setting
 
     earlier = timezone.now() - timedelta(seconds=2 * get_setting("LOGIN_AUDIT_WINDOW"))
