@@ -9,6 +9,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from common.errors import json_error
+from common.throttling import AuthThrottle, CacheUnavailable, FailedSignInThrottle
 from common.ui import SESSION_ENV
 
 
@@ -45,9 +47,6 @@ class ThrottledLoginView(LoginView):
     template_name = "registration/login.html"
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        from common.errors import json_error
-        from common.throttling import AuthThrottle, CacheUnavailable, FailedSignInThrottle
-
         username = str(request.POST.get("username", ""))
         self.failures = FailedSignInThrottle(username)
         try:
