@@ -87,6 +87,13 @@ def test_csp__every_ui_page_api_docs_and_admin__no_violation_and_no_console_erro
     watched.settle("404")
     watched.problems = [p for p in watched.problems if "404 (Not Found)" not in p]  # the page's own status
 
+    # So is the 403 page a viewer gets on an admin page.
+    viewer = Watched(site.session_for("vic"))
+    response = viewer.page.goto(f"{site.url}/keys/")
+    assert response is not None and response.status == 403
+    viewer.settle("403")
+    assert [p for p in viewer.problems if "403 (Forbidden)" not in p] == [], viewer.problems
+
     # The API docs (Swagger UI from drf-spectacular-sidecar) render the schema's operations.
     watched.visit(f"{site.url}/api/v1/docs/", "#swagger-ui")
     expect(page.locator(".opblock").first).to_be_visible(timeout=20_000)
