@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "csp",
     "template_partials",
     "common",
     "audit",
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "common.health.HealthCheckMiddleware",  # first: probes skip host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
+    "common.middleware.ContentSecurityPolicyMiddleware",  # django-csp's, async-capable
     "common.middleware.WhiteNoiseMiddleware",  # whitenoise's, async-capable (see there)
     "common.middleware.RequestIdMiddleware",
     "common.middleware.RequestLogMiddleware",
@@ -169,6 +171,28 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Content-Security-Policy on every response (django-csp 4): scripts, styles, fonts, images and requests
+# from our own origin only; no inline script, no eval (htmx runs with allowEval off), no plugins, no
+# framing. One allowance: style *attributes* (style="..."), which the templates and Chart.js use and
+# which can neither run script nor load anything from elsewhere (img-src/font-src stay 'self'); inline
+# <style> elements stay refused, so htmx is told not to inject its indicator styles (turnout.css has them).
+# The Swagger UI page needs no more (drf-spectacular's split view serves its start-up script as a file).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", True)
     SECURE_REDIRECT_EXEMPT = [r"^metrics$"]  # scraped over plain HTTP inside the network
@@ -178,6 +202,17 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# Reverse proxies in front of the web server that append to X-Forwarded-For; 0 (the default): none, the
+# header is ignored and the client address is the connection's peer. The web servers trust forwarded
+# headers only when this is set (config/gunicorn.py, Procfile.dev; docs/operations.md).
+TURNOUT_TRUSTED_PROXIES = env.get_int("TURNOUT_TRUSTED_PROXIES", 0)
+if TURNOUT_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfiguredEnv("TURNOUT_TRUSTED_PROXIES must be 0 or more")
+# Failed sign-ins in the audit log: the first few per window individually, the rest as one counted event.
+TURNOUT_LOGIN_AUDIT_WINDOW = env.get_int("TURNOUT_LOGIN_AUDIT_WINDOW", 300)
+TURNOUT_LOGIN_AUDIT_INDIVIDUAL = env.get_int("TURNOUT_LOGIN_AUDIT_INDIVIDUAL", 5)
+TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX = env.get_int("TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX", 50)
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -198,9 +233,13 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_THROTTLE_RATES": {
         "sdk": env.get("TURNOUT_THROTTLE_SDK", "6000/min"),
         "auth": env.get("TURNOUT_THROTTLE_AUTH", "30/min"),
+        # Failed sign-ins per attempted username, from any address (stops rotating client addresses).
+        "auth_username": env.get("TURNOUT_THROTTLE_AUTH_USERNAME", "10/min"),
         "api": env.get("TURNOUT_THROTTLE_API", "3000/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Client addresses: the same count of trusted proxies as common.middleware.client_address.
+    "NUM_PROXIES": TURNOUT_TRUSTED_PROXIES,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
@@ -347,3 +386,6 @@ TURNOUT_METRICS_TOKEN = env.get("TURNOUT_METRICS_TOKEN")
 TURNOUT_RULESET_CACHE_TIMEOUT = env.get_int("TURNOUT_RULESET_CACHE_TIMEOUT", 24 * 3600)
 TURNOUT_WORKER_METRICS_PORT = env.get_int("TURNOUT_WORKER_METRICS_PORT", 0)
 TURNOUT_WORKER_METRICS_ADDR = env.get("TURNOUT_WORKER_METRICS_ADDR", "127.0.0.1")
+# Failed sign-ins counted for the audit log become their burst event within a minute of their window's end.
+CELERY_BEAT_SCHEDULE["close-login-failure-bursts"] = {
+    "task": "audit.tasks.close_login_failure_bursts", "schedule": 60.0}

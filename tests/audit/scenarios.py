@@ -374,6 +374,22 @@ def _auth_login_failed_recorded() -> Expect:
                   "x" * 64, before=None, after={"username_truncated": True})
 
 
+@service_scenario("auth_login_failed_burst_recorded")
+def _auth_login_failed_burst_recorded() -> Expect:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audit.services import auth_login_failed_burst_recorded, auth_login_failed_recorded
+    from common.conf import get_setting
+
+    earlier = timezone.now() - timedelta(seconds=2 * get_setting("LOGIN_AUDIT_WINDOW"))
+    for _ in range(get_setting("LOGIN_AUDIT_INDIVIDUAL") + 2):  # two more than get events of their own
+        auth_login_failed_recorded(actor=Actor.anonymous(), username="dana", remote_addr="192.0.2.1", now=earlier)
+    return Expect(lambda a: auth_login_failed_burst_recorded(actor=a), "auth.login_failed_burst", "user", "*",
+                  before=None, after={"count": 2, "usernames": {"dana": get_setting("LOGIN_AUDIT_INDIVIDUAL") + 2}})
+
+
 @service_scenario("auth_logout_recorded")
 def _auth_logout_recorded() -> Expect:
     from audit.services import auth_logout_recorded
