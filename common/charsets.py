@@ -3,23 +3,18 @@
 Python's codec registry also holds codecs that are not text encodings (``rot13`` turns str into
 str, ``hex`` and ``bz2`` bytes into bytes). Django adopts any charset ``codecs.lookup`` knows
 from a request's ``Content-Type``, so ``multipart/form-data; charset=rot13`` made every form
-field decode with ``rot13`` and the request an HTML 500 (before the view, in the CSRF check).
-``UnsupportedCharsetMiddleware`` answers such a request with a JSON 400 before anything reads
-its body; ``text_encoding`` is the check, also used for a CSV body's or an uploaded file's
-declared charset.
+field decode with ``rot13``: reading the form failed, an HTML 500.
+``common.middleware.UnsupportedCharsetMiddleware`` answers such a request with a JSON 400 before
+anything reads its body; ``text_encoding`` is the check, also used by the JSON parser and for a
+CSV body's or an uploaded file's declared charset. (No imports from ``common`` here: the DRF
+settings import the JSON parser, which imports this module, while ``common.errors`` loads.)
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Awaitable, Callable
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponse, JsonResponse
-
-from common.errors import error_body
-
-__all__ = ["UnsupportedCharsetMiddleware", "declared_charset", "text_encoding"]
+__all__ = ["declared_charset", "refused_charset", "text_encoding"]
 
 
 def text_encoding(name: str) -> str | None:
@@ -39,36 +34,14 @@ def declared_charset(upload: object) -> str | None:
     return charset if isinstance(charset, str) and charset else None
 
 
-def _refused(request: HttpRequest) -> HttpResponse | None:
-    charset = getattr(request, "content_params", None) or {}
-    name = charset.get("charset") if isinstance(charset, dict) else None
-    if not name:
+def refused_charset(content_params: object) -> str | None:
+    """The charset a request's ``Content-Type`` names when Django would decode with it although it is
+    not a text encoding (``codecs.lookup`` knows it); None when the request is fine."""
+    name = content_params.get("charset") if isinstance(content_params, dict) else None
+    if not isinstance(name, str) or not name:
         return None
     try:
         codecs.lookup(name)
     except (LookupError, ValueError, TypeError):
         return None  # a charset Python does not know: Django ignores it and reads the default
-    if text_encoding(name) is not None:
-        return None
-    message = f'Unsupported charset "{name[:40]}" in the request Content-Type: it is not a text encoding.'
-    return JsonResponse(error_body("parse_error", message, {"Content-Type": [message]}), status=400)
-
-
-class UnsupportedCharsetMiddleware:
-    """A request whose ``Content-Type`` names a codec that is not a text encoding gets a JSON 400."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
-        return _refused(request) or self.get_response(request)
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        return _refused(request) or await self.get_response(request)  # type: ignore[misc]
+    return None if text_encoding(name) is not None else name

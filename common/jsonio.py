@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
+
+from common.charsets import text_encoding
 
 __all__ = ["MAX_DEPTH", "JSONParser", "JsonInputError", "loads"]
 
@@ -73,7 +76,10 @@ class JSONParser(parsers.JSONParser):
     """DRF's JSON parser reading through ``loads`` (settings: ``DEFAULT_PARSER_CLASSES``)."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        encoding = parsers.get_encoding(parser_context or {})  # refuses non-text codecs (rot13, hex...)
+        declared = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
+        encoding = text_encoding(declared)
+        if encoding is None:  # unknown, or a codec that is not a text encoding (rot13, hex, bz2...)
+            raise ParseError(f'Unsupported charset "{declared[:40]}" in the request Content-Type.')
         try:
             text = stream.read().decode(encoding)
         except UnicodeDecodeError as exc:

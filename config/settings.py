@@ -56,7 +56,7 @@ MIDDLEWARE = [
     "common.middleware.WhiteNoiseMiddleware",  # whitenoise's, async-capable (see there)
     "common.middleware.RequestIdMiddleware",
     "common.middleware.RequestLogMiddleware",
-    "common.charsets.UnsupportedCharsetMiddleware",  # before anything reads a body (CSRF reads the form)
+    "common.middleware.UnsupportedCharsetMiddleware",  # before anything reads a body (CSRF reads the form)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
