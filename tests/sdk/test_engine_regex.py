@@ -134,6 +134,17 @@ def test_matches__safe_patterns__same_answer_with_and_without_re2(
     assert (ruleset.decide("f", "k", {"ua": value}).path == "parallel") is expected
 
 
+def test_matches__saved_pattern__runs_on_re_with_the_same_answer_with_and_without_re2(engine: str) -> None:
+    ruleset = compile_ruleset(doc(r"^\d$"))
+    assert ruleset.decide("f", "k", {"ua": "\u0663"}).path == "parallel"  # RE2's \d would be ASCII-only
+
+
+def test_matches__re2_path_lone_surrogate__no_match_not_an_error() -> None:
+    ruleset = compile_ruleset(doc(r"(a+)+$"))  # not proven safe: RE2 runs it (installed here)
+    decision = ruleset.decide("f", "k", {"ua": "a\ud800a"})
+    assert (decision.path, decision.error_code) == ("legacy", None)
+
+
 def test_explain_cohort__evil_pattern__answers(engine: str) -> None:
     ok, why = explain_cohort(doc(r"(a|aa)+$"), "evil", "k", {"ua": HOSTILE_VALUE})
     assert ok is False and "did not match" in why
