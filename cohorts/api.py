@@ -10,7 +10,7 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -27,8 +27,10 @@ from cohorts.services import (
     subject_problem,
 )
 from common.api import ManagementListView, ManagementView, etag, query_reason, requested_version
+from common.charsets import declared_charset, text_encoding
 from common.errors import ValidationFailed
 from common.fields import ReasonField, RulesField, key_field, provided
+from common.jsonio import JSONParser
 from common.permissions import Capability, require
 from common.schema import IF_MATCH, errors
 
@@ -170,10 +172,10 @@ class CsvParser(BaseParser):
 
 
 def _decoded(lines: Iterable[bytes], encoding: str) -> Iterator[str]:
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)()
-    except LookupError:
-        raise ValidationFailed.field("csv", f"unknown charset '{encoding}'") from None
+    codec = text_encoding(encoding)
+    if codec is None:  # unknown, or a codec that is not a text encoding (rot13, hex, bz2...)
+        raise ValidationFailed.field("csv", f"unsupported charset '{encoding[:40]}': not a text encoding")
+    decoder = codecs.getincrementaldecoder(codec)()
     number = 0
     for number, raw in enumerate(lines, start=1):
         try:
@@ -186,8 +188,12 @@ def _decoded(lines: Iterable[bytes], encoding: str) -> Iterator[str]:
         raise ValidationFailed.field("csv", f"line {number}: not valid {encoding}") from None
 
 
-def read_csv_subjects(lines: Iterable[bytes], encoding: str = "utf-8") -> list[str]:
-    """One subject key per row (a first row ``subject`` is a header); every bad row is reported by line."""
+def read_csv_subjects(lines: Iterable[bytes], encoding: str | None = None) -> list[str]:
+    """One subject key per row (a first row ``subject`` is a header); every bad row is reported by line.
+
+    ``encoding`` None: the charset an uploaded file declares (its multipart part's Content-Type), else UTF-8.
+    """
+    encoding = encoding or declared_charset(lines) or "utf-8"
     subjects: list[str] = []
     problems: list[str] = []
     reader = csv.reader(_decoded(lines, encoding))

@@ -13,9 +13,12 @@ from django.urls import reverse
 
 from cohorts.models import MemberKind
 from cohorts.services import MAX_MEMBERS_PER_REQUEST, subject_problem
+from common.charsets import declared_charset, text_encoding
+from common.jsonio import JsonInputError, loads
 from rollout.forms import ServiceForm
 
 HEADER_NAMES = {"subject", "key", "member", "subject_key", "id"}
+UTF8_CODECS = {"utf-8", "utf-8-sig", "ascii"}  # codecs.lookup() names read correctly as UTF-8
 MAX_REPORTED_ERRORS = 20
 
 
@@ -29,9 +32,9 @@ class RulesField(forms.CharField):
         if not text:
             return None
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+            return loads(text)
+        except JsonInputError as exc:
+            raise forms.ValidationError(exc.message) from None
 
     def prepare_value(self, value: Any) -> Any:
         if value is None or isinstance(value, str):
@@ -77,6 +80,14 @@ class MemberUploadForm(ServiceForm):
     kind = forms.ChoiceField(choices=MemberKind.choices, initial=MemberKind.INCLUDE, label="Add them to")
     reason = forms.CharField(required=False, max_length=500)
 
+    def clean_file(self) -> Any:
+        """The file is read as UTF-8: a part that declares another charset is refused, not misread."""
+        upload = self.cleaned_data["file"]
+        declared = declared_charset(upload)
+        if declared and text_encoding(declared) not in UTF8_CODECS:
+            raise forms.ValidationError(f"the file is declared as charset '{declared[:40]}'; upload UTF-8 text")
+        return upload
+
 
 class MemberRemoveForm(ServiceForm):
     subjects = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="One subject key per line.")
@@ -96,9 +107,9 @@ class TestSubjectForm(ServiceForm):
         if not text:
             return {}
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+            value = loads(text)
+        except JsonInputError as exc:
+            raise forms.ValidationError(exc.message) from None
         if not isinstance(value, dict):
             raise forms.ValidationError("must be a JSON object")
         return value

@@ -10,11 +10,13 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from csp.middleware import CSPMiddleware
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from whitenoise.middleware import WhiteNoiseMiddleware as _WhiteNoiseMiddleware
 
 from common import metrics
+from common.charsets import refused_charset
 from common.conf import get_setting
+from common.errors import error_body
 from common.request_context import request_id_var
 
 request_logger = logging.getLogger("turnout.http")
@@ -173,3 +175,32 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
         self.process_request(request)
         response = await self.get_response(request)  # type: ignore[misc]
         return self.process_response(request, response)  # type: ignore[return-value]
+
+
+def _charset_refused(request: HttpRequest) -> HttpResponse | None:
+    name = refused_charset(getattr(request, "content_params", None))
+    if name is None:
+        return None
+    message = f'Unsupported charset "{name[:40]}" in the request Content-Type: it is not a text encoding.'
+    return JsonResponse(error_body("parse_error", message, {"Content-Type": [message]}), status=400)
+
+
+class UnsupportedCharsetMiddleware:
+    """A request whose ``Content-Type`` names a codec that is not a text encoding (``rot13``, ``hex``)
+    gets a JSON 400 before anything reads its body (Django would decode form fields with it: a 500)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return _charset_refused(request) or self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        return _charset_refused(request) or await self.get_response(request)  # type: ignore[misc]

@@ -58,6 +58,7 @@ MIDDLEWARE = [
     "common.middleware.WhiteNoiseMiddleware",  # whitenoise's, async-capable (see there)
     "common.middleware.RequestIdMiddleware",
     "common.middleware.RequestLogMiddleware",
+    "common.middleware.UnsupportedCharsetMiddleware",  # before anything reads a body (CSRF reads the form)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -221,7 +222,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's, reading through common.jsonio: a body nested too deeply is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": ["common.jsonio.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "common.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "common.pagination.Pagination",

@@ -32,6 +32,7 @@ from rest_framework.views import APIView
 from common.auth import NotLocal, SdkKeyAuthentication, SdkPrincipal, bearer, sdk_principal, sdk_principal_local
 from common.conf import get_setting
 from common.errors import error_body
+from common.jsonio import JsonInputError, loads
 from common.redis import get_async_redis, get_redis
 from rollout.evaluation import version_cache_key
 
@@ -215,7 +216,8 @@ def sdk_guard(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | HttpRes
 
 
 def read_json(request: HttpRequest, *, max_bytes: int | None = None) -> Any:
-    """The request body as JSON; BadRequest(code="parse_error") when it is not JSON or too large."""
+    """The request body as JSON; BadRequest(code="parse_error") when it is not JSON or nests too deeply
+    (``common.jsonio``), code="too_large" when it is too large."""
     limit = max_bytes if max_bytes is not None else get_setting("EVALUATE_MAX_BODY")
     length = request.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > limit:
@@ -224,9 +226,9 @@ def read_json(request: HttpRequest, *, max_bytes: int | None = None) -> Any:
     if len(body) > limit:
         raise BadRequest("body", f"is larger than {limit} bytes", code="too_large")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("body", f"is not valid JSON ({exc})", code="parse_error") from None
+        return loads(body)
+    except JsonInputError as exc:
+        raise BadRequest("body", exc.message, code="parse_error") from None
 
 
 def bad_request(exc: BadRequest) -> HttpResponse:

@@ -15,7 +15,10 @@ Evaluation semantics (DESIGN.md, "Cohort rules"), made precise here:
   comparable with at least one value and equals none of them.
 - ``contains``: for a string attribute, one of the (string) values is a substring; for a
   list/tuple attribute, one of the values is an element (same kind rules as ``eq``).
-- ``starts_with``/``ends_with``/``matches`` (``re.search``): string attribute, any value.
+- ``starts_with``/``ends_with``/``matches``: string attribute, any value. ``matches`` is
+  ``re.search`` for patterns proven unable to backtrack catastrophically (the only ones saved);
+  any other pattern runs on RE2 when ``google-re2`` is installed, else its condition is false
+  (``turnout._regex``). A value longer than ``MAX_MATCH_LENGTH`` (1,024) characters never matches.
 - ``lt lte gt gte``: numeric attribute against the first value (a number).
 - ``semver_lt``/``semver_gte``: attribute and first value are ``MAJOR.MINOR.PATCH``
   (three non-negative decimal integers, nothing else); an attribute that does not parse is
@@ -34,7 +37,17 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-__all__ = ["OPS", "RuleError", "compile_rules", "explain_rules", "rules_are_empty", "validate_rules"]
+from turnout._regex import MAX_MATCH_LENGTH, compile_search, pattern_problem
+
+__all__ = [
+    "OPS",
+    "RuleError",
+    "compile_rules",
+    "explain_rules",
+    "pattern_warnings",
+    "rules_are_empty",
+    "validate_rules",
+]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -109,16 +122,22 @@ def _values_repr(values: object) -> str:
     return repr(values) if not isinstance(values, list) else ", ".join(str(v) for v in values)
 
 
-def validate_rules(rules: object, path: str = "rules") -> None:
-    """Raise RuleError naming the bad part; ``None`` and ``{}`` are valid (no rules)."""
+def validate_rules(rules: object, path: str = "rules", *, check_patterns: bool = True) -> None:
+    """Raise RuleError naming the bad part; ``None`` and ``{}`` are valid (no rules).
+
+    ``check_patterns`` (the default, used when rules are saved) also refuses ``matches`` patterns
+    that RE2 or Python's ``re`` cannot compile or that could backtrack catastrophically
+    (``turnout._regex.pattern_problem``). A ruleset being read passes False: a pattern that is not
+    usable makes its condition false (see ``pattern_warnings``), never the whole ruleset invalid.
+    """
     if rules is None:
         return
     if isinstance(rules, Mapping) and not rules:
         return
-    _validate_node(rules, path, 0)
+    _validate_node(rules, path, 0, check_patterns)
 
 
-def _validate_node(node: object, path: str, depth: int) -> None:
+def _validate_node(node: object, path: str, depth: int, check_patterns: bool = True) -> None:
     if depth > _MAX_DEPTH:
         raise RuleError(f"{path}: rules nest deeper than {_MAX_DEPTH} levels")
     if not isinstance(node, Mapping):
@@ -127,7 +146,7 @@ def _validate_node(node: object, path: str, depth: int) -> None:
     if "attr" in node or "op" in node:
         if combinators:
             raise RuleError(f"{path}: a condition cannot also have '{combinators[0]}'")
-        _validate_condition(node, path)
+        _validate_condition(node, path, check_patterns)
         return
     if len(combinators) != 1 or len(node) != 1:
         keys = ", ".join(sorted(map(str, node))) or "nothing"
@@ -135,17 +154,17 @@ def _validate_node(node: object, path: str, depth: int) -> None:
     (kind,) = combinators
     child = node[kind]
     if kind == "not":
-        _validate_node(child, f"{path}.not", depth + 1)
+        _validate_node(child, f"{path}.not", depth + 1, check_patterns)
         return
     if not isinstance(child, list):
         raise RuleError(f"{path}.{kind}: must be a list of rules")
     if not child and depth > 0:
         raise RuleError(f"{path}.{kind}: must not be empty")
     for i, sub in enumerate(child):
-        _validate_node(sub, f"{path}.{kind}[{i}]", depth + 1)
+        _validate_node(sub, f"{path}.{kind}[{i}]", depth + 1, check_patterns)
 
 
-def _validate_condition(node: Mapping[str, Any], path: str) -> None:
+def _validate_condition(node: Mapping[str, Any], path: str, check_patterns: bool = True) -> None:
     extra = set(node) - {"attr", "op", "values"}
     if extra:
         raise RuleError(f"{path}: unknown field '{sorted(map(str, extra))[0]}'")
@@ -179,11 +198,10 @@ def _validate_condition(node: Mapping[str, Any], path: str) -> None:
         for i, v in enumerate(values):
             if not isinstance(v, str):
                 raise RuleError(f"{vpath}[{i}]: '{op}' needs strings")
-            if op == "matches":
-                try:
-                    re.compile(v)
-                except (re.error, RecursionError, OverflowError) as exc:
-                    raise RuleError(f"{vpath}[{i}]: bad regex for 'matches': {exc}") from None
+            if op == "matches" and check_patterns:
+                problem = pattern_problem(v)
+                if problem is not None:
+                    raise RuleError(f"{vpath}[{i}]: {problem}")
 
 
 def rules_are_empty(rules: object) -> bool:
@@ -356,11 +374,13 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:
         return affix
 
     if op == "matches":
-        patterns = tuple(re.compile(p).search for p in values)
+        # Patterns that are not usable here (pattern_warnings says why) match nothing.
+        compiled = (compile_search(p) for p in values)
+        patterns = tuple(search for search in compiled if not isinstance(search, str))
 
         def matches(attrs: Mapping[str, Any], attr: str = attr, patterns: tuple[Any, ...] = patterns) -> bool:
             v = attrs.get(attr)
-            if not isinstance(v, str):
+            if not isinstance(v, str) or len(v) > MAX_MATCH_LENGTH:
                 return False
             for search in patterns:  # noqa: SIM110 - faster than any(genexpr)
                 if search(v) is not None:
@@ -439,6 +459,28 @@ def compile_condition(cond: Mapping[str, Any]) -> Predicate:
         return when
 
     raise RuleError(f"unknown operator {op!r}")  # unreachable after validation
+
+
+def pattern_warnings(rules: object, path: str = "rules") -> list[str]:
+    """For validated rules: one message per ``matches`` pattern that is not usable on this host
+    (its condition is false), naming it by path."""
+    found: list[str] = []
+    if not isinstance(rules, Mapping):
+        return found
+    if "attr" in rules:
+        if rules.get("op") == "matches":
+            for i, pattern in enumerate(rules.get("values") or ()):
+                why = compile_search(pattern) if isinstance(pattern, str) else "not a string"
+                if isinstance(why, str):
+                    found.append(f"{path}.values[{i}]: 'matches' pattern {pattern!r} is not used, the condition "
+                                 f"is false: {why}")
+        return found
+    if "not" in rules:
+        return pattern_warnings(rules["not"], f"{path}.not")
+    for kind in ("all", "any"):
+        for i, sub in enumerate(rules.get(kind) or ()):
+            found += pattern_warnings(sub, f"{path}.{kind}[{i}]")
+    return found
 
 
 # -- explanation ---------------------------------------------------------------------------

@@ -562,6 +562,9 @@ class Turnout:
         self._ruleset = _Forced(ruleset, self._forced) if self._forced else ruleset
         self._ready.set()
         self._problems.resolved("decision:not-ready")  # decisions come from a ruleset again
+        for warning in ruleset.warnings:  # a ``matches`` pattern this host does not run: told once
+            if f"pattern:{warning}" not in self._problems.open:
+                self._problems.report(f"pattern:{warning}", warning, "ruleset", event="ruleset.pattern_unusable")
 
     def _set_forced(self, forced: Mapping[str, Decision]) -> None:
         """Pin decisions for some flags (used by ``turnout.testing``)."""

@@ -23,6 +23,8 @@ and ``percentage`` (0..100) are required; ``retired`` (false), ``salt`` (the fla
 ``bucket_by`` (null), ``overrides`` ({}), ``exclude_cohorts``/``include_cohorts`` ([]),
 ``compare_percentage`` (0) and ``stage`` (null) default as shown. Unknown fields are ignored
 so that older SDKs accept newer documents. Cohort rules are described in ``turnout._rules``.
+A ``matches`` pattern this host cannot run in linear time (``turnout._regex``) does not make a
+document invalid: its condition is false and ``Ruleset.warnings`` names it.
 
 Speed: ``compile_ruleset`` turns every flag into one closure over precomputed constants
 (thresholds, pre-hashed salt prefixes, frozensets, compiled predicates), and every decision
@@ -39,7 +41,7 @@ from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Any
 
-from turnout._rules import RuleError, compile_rules, explain_rules, rules_are_empty, validate_rules
+from turnout._rules import RuleError, compile_rules, explain_rules, pattern_warnings, rules_are_empty, validate_rules
 from turnout.types import Decision, ErrorCode, Path, Reason
 
 __all__ = [
@@ -202,7 +204,9 @@ def _validate_cohort(cohort: object, path: str) -> None:
     if match_on is not None:
         _check_name(match_on, f"{path}.match_on")
     try:
-        validate_rules(cohort.get("rules"), f"{path}.rules")
+        # Patterns are not judged here: one that is not usable on this host makes its condition
+        # false (Ruleset.warnings says which), it never makes the whole ruleset unusable.
+        validate_rules(cohort.get("rules"), f"{path}.rules", check_patterns=False)
     except RuleError as exc:
         raise RulesetError(str(exc)) from None
     for field in ("include", "exclude"):
@@ -423,12 +427,15 @@ def _compile_flag(
 class Ruleset:
     """A validated, precompiled ruleset document. Immutable; safe to share across threads."""
 
-    __slots__ = ("_cohorts", "_fns", "_keyless", "doc", "environment", "flag_keys", "version")
+    __slots__ = ("_cohorts", "_fns", "_keyless", "doc", "environment", "flag_keys", "version", "warnings")
 
     environment: str
     version: int
     doc: Mapping[str, Any]
     flag_keys: frozenset[str]
+    #: One message per ``matches`` pattern this host cannot run in linear time (its condition is
+    #: false): without ``google-re2``, a pattern not proven safe for Python's ``re``.
+    warnings: tuple[str, ...]
 
     def __init__(self, doc: Mapping[str, Any]) -> None:
         """Compile a document that ``validate_ruleset`` accepted (use ``compile_ruleset``)."""
@@ -447,6 +454,9 @@ class Ruleset:
             k: _error(k, ErrorCode.TARGETING_KEY_MISSING, version, f.get("stage")) for k, f in flags.items()
         }
         self.flag_keys = frozenset(flags)
+        self.warnings = tuple(
+            w for ckey, c in cohorts.items() for w in pattern_warnings(c.get("rules"), f"cohorts.{ckey}.rules")
+        )
 
     def __repr__(self) -> str:
         return f"<Ruleset {self.environment!r} v{self.version} ({len(self.flag_keys)} flags)>"
