@@ -4,7 +4,7 @@
 declare (a misspelled ``usr`` would otherwise be dropped, and the request carried out without it)
 is a 400 naming that field, with the fields it does know. A body that is not a JSON object is a 400
 saying what it was. Nested serializers (``StageInput(many=True)``, a ``ListField`` of inputs)
-inherit the same rules, and errors are reported by dotted path (``stages[0].percantage``).
+inherit the same rules, and errors are reported by dotted path (``stages.0.percantage``).
 
 The OpenAPI document says the same: every ``Input`` is described with ``additionalProperties: false``.
 """
@@ -52,8 +52,9 @@ class Input(serializers.Serializer):  # type: ignore[type-arg]
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, Mapping):
-            # A list detail: at the top it is the body's error (``__all__``), nested it is the item's own path.
-            raise serializers.ValidationError([f"must be a JSON object, not {json_type(data)}"], code="invalid")
+            # The object's own error: reported as the body's (``__all__``), or nested under the item's path.
+            message = f"must be a JSON object, not {json_type(data)}"
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [message]}, code="invalid")
         accepted = self.accepted_fields()
         unknown = [name for name in data if name not in accepted and name not in TRANSPORT_FIELDS]
         errors: dict[str, Any] = {}
