@@ -30,6 +30,7 @@ from common.api import ManagementListView, ManagementView, etag, query_reason, r
 from common.charsets import declared_charset, text_encoding
 from common.errors import ValidationFailed
 from common.fields import ReasonField, RulesField, key_field, provided
+from common.inputs import Input
 from common.jsonio import JSONParser
 from common.permissions import Capability, require
 from common.schema import IF_MATCH, errors
@@ -90,7 +91,7 @@ class CohortListView(ManagementListView):
     ordering = ["key"]
     filterset_fields: list[str] = []
 
-    class CohortCreateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortCreateInput(Input):
         key = key_field()
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
@@ -115,7 +116,7 @@ class CohortListView(ManagementListView):
 
 
 class CohortDetailView(ManagementView):
-    class CohortUpdateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortUpdateInput(Input):
         version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
                                            help_text="The version read (or send If-Match).")
         name = serializers.CharField(max_length=200, required=False)
@@ -230,7 +231,7 @@ class CohortMembersView(ManagementListView):
     ordering = ["kind", "subject"]
     filterset_fields: list[str] = []
 
-    class CohortMembersInput(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortMembersInput(Input):
         add = _subjects("Subject keys to put on the `kind` list (moved there if on the other).")
         remove = _subjects("Subject keys to take off either list.")
         kind = serializers.ChoiceField(choices=MemberKind.choices, default=MemberKind.INCLUDE,
@@ -239,19 +240,21 @@ class CohortMembersView(ManagementListView):
                                            help_text="Optional: the version read (409 if stale).")
         reason = ReasonField()
 
-    class CohortMembersUploadInput(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortMembersUploadInput(Input):
         file = serializers.FileField(help_text="CSV, one subject key per row (optional header `subject`).")
         action = serializers.ChoiceField(choices=[("add", "add"), ("remove", "remove")], default="add")
         kind = serializers.ChoiceField(choices=MemberKind.choices, default=MemberKind.INCLUDE)
         version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
         reason = ReasonField()
 
-    class CohortMembersCsvQuery(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortMembersCsvQuery(Input):
         action = serializers.ChoiceField(choices=[("add", "add"), ("remove", "remove")], default="add",
                                          help_text="CSV bodies only: add or remove the listed subjects.")
         kind = serializers.ChoiceField(choices=MemberKind.choices, default=MemberKind.INCLUDE,
                                        help_text="CSV bodies only: the list to add to.")
         reason = ReasonField(help_text="CSV bodies only: why (kept in the audit log).")
+        version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
+                                           help_text="CSV bodies only: the version read (409 if stale).")
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request to read

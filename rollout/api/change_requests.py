@@ -13,12 +13,12 @@ from rest_framework.response import Response
 from common.api import ManagementView
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.fields import ReasonField, key_field
+from common.inputs import Input, ObjectField
 from common.permissions import Capability
 from common.schema import errors
 from rollout.api.rollout_outputs import (
     ChangeRequestListOutput,
     ChangeRequestOutput,
-    ParamsField,
     ReviewItemListOutput,
     ReviewItemOutput,
 )
@@ -69,11 +69,11 @@ def _requests() -> Any:
     return ChangeRequest.objects.select_related("flag_state__flag", "flag_state__environment")
 
 
-class SubmitInput(serializers.Serializer):  # type: ignore[type-arg]
+class SubmitInput(Input):
     flag = key_field()
     environment = key_field()
     action = serializers.ChoiceField(choices=ACTION_CHOICES)
-    params = ParamsField(required=False, default=dict)
+    params = ObjectField(required=False, default=dict, help_text="The action's parameters (a JSON object).")
     version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
     reason = ReasonField()
 
@@ -122,7 +122,7 @@ class ChangeRequestDetailView(ManagementView):
         return Response(change_request_data(cr))
 
 
-class DecisionInput(serializers.Serializer):  # type: ignore[type-arg]
+class DecisionInput(Input):
     reason = ReasonField()
 
 

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from common.api import ManagementListView, ManagementView, etag, query_reason, requested_version
 from common.fields import OverridesField, PercentageField, ReasonField, key_field, provided
+from common.inputs import Input
 from common.permissions import Capability, require
 from common.schema import IF_MATCH, errors
 from rollout import selectors
@@ -77,7 +78,7 @@ class FlagListView(ManagementListView):
     ordering_fields = ["key", "created_at", "updated_at"]
     ordering = ["key"]
 
-    class FlagCreateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class FlagCreateInput(Input):
         key = key_field()
         workload = key_field(help_text="The workload's key.")
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
@@ -105,7 +106,7 @@ class FlagListView(ManagementListView):
 
 
 class FlagDetailView(ManagementView):
-    class FlagUpdateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class FlagUpdateInput(Input):
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
         salt = serializers.CharField(max_length=100, required=False)
         bucket_by = serializers.CharField(max_length=100, required=False, allow_blank=True)
@@ -149,7 +150,7 @@ class FlagStateListView(ManagementView):
 class FlagStateDetailView(ManagementView):
     capabilities = {"PATCH": Capability.CHANGE_ENV}
 
-    class FlagStateUpdateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class FlagStateUpdateInput(Input):
         version = serializers.IntegerField(**VERSION_FIELD)
         enabled = serializers.BooleanField(required=False)
         percentage = PercentageField(required=False)
@@ -187,7 +188,7 @@ class FlagStateDetailView(ManagementView):
 class FlagStateKillView(ManagementView):
     capabilities = {"POST": Capability.EMERGENCY}
 
-    class FlagStateKillInput(serializers.Serializer):  # type: ignore[type-arg]
+    class FlagStateKillInput(Input):
         reason = ReasonField()
 
     @extend_schema(operation_id="flag_states_kill", summary="Kill: everyone to legacy, now (no version needed)",
@@ -200,7 +201,7 @@ class FlagStateKillView(ManagementView):
         return _state_response(state)
 
 
-class _VersionedActionInput(serializers.Serializer):  # type: ignore[type-arg]
+class _VersionedActionInput(Input):
     version = serializers.IntegerField(**VERSION_FIELD)
     reason = ReasonField()
 

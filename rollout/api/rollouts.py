@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from common.api import ManagementView, requested_version
 from common.errors import ValidationFailed
 from common.fields import PercentageField, ReasonField, key_field
+from common.inputs import Input
 from common.permissions import Capability
 from common.schema import IF_MATCH, errors
 from rollout.api.rollout_outputs import (
@@ -75,12 +76,12 @@ class RolloutView(ManagementView):
             reason=data.get("reason", "")))
 
 
-class ChangeInput(serializers.Serializer):  # type: ignore[type-arg]
+class ChangeInput(Input):
     version = serializers.IntegerField(**VERSION)
     reason = ReasonField()
 
 
-class StageInput(serializers.Serializer):  # type: ignore[type-arg]
+class StageInput(Input):
     name = serializers.CharField(max_length=100)
     percentage = PercentageField(required=False, default=0)
     compare_percentage = PercentageField(required=False, default=0)
@@ -159,7 +160,7 @@ class AdvanceView(RolloutView):
         return self.submit(request, key, env, "advance", params, data.validated_data)
 
 
-class EmergencyInput(serializers.Serializer):  # type: ignore[type-arg]
+class EmergencyInput(Input):
     reason = ReasonField()
 
 

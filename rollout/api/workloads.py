@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from common.api import ManagementListView, ManagementView, etag, query_reason, requested_version
 from common.fields import ReasonField, key_field, provided
+from common.inputs import Input
 from common.schema import IF_MATCH, errors
 from rollout import selectors
 from rollout.filters import WorkloadFilter
@@ -57,7 +58,7 @@ class WorkloadListView(ManagementListView):
     ordering_fields = ["key", "name", "risk", "phase", "updated_at"]
     ordering = ["key"]
 
-    WorkloadCreateInput = type("WorkloadCreateInput", (serializers.Serializer,), {"key": key_field(), **_fields(True)})
+    WorkloadCreateInput = type("WorkloadCreateInput", (Input,), {"key": key_field(), **_fields(True)})
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.workload_list()
@@ -79,7 +80,7 @@ class WorkloadListView(ManagementListView):
 
 
 class WorkloadDetailView(ManagementView):
-    WorkloadUpdateInput = type("WorkloadUpdateInput", (serializers.Serializer,), {
+    WorkloadUpdateInput = type("WorkloadUpdateInput", (Input,), {
         "version": serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
                                             help_text="The version read (or send If-Match)."),
         **_fields(False),

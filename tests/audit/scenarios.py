@@ -956,7 +956,7 @@ def _change_request_cancel_post(api: Api) -> EndpointExpect:
 @endpoint_scenario("review-item-acknowledge", "POST")
 def _review_item_acknowledge_post(api: Api) -> EndpointExpect:
     item = break_glass_review_item()
-    return _json("POST", f"/api/v1/review-items/{item.pk}/acknowledge/", {"note": "valid"}, 200, api,
+    return _json("POST", f"/api/v1/review-items/{item.pk}/acknowledge/", {"reason": "valid"}, 200, api,
                  "review_item.acknowledged", "review_item", str(item.pk))
 
 
