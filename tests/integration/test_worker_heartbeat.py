@@ -89,7 +89,7 @@ def test_worker_and_beat__broker_stopped_then_restarted__keep_running_and_work_a
          "-s", str(tmp_path / "beat-schedule")],
         cwd=ROOT, env=subprocess_env(REDIS_URL=own_redis.url, **FAST_HEARTBEATS),
     )
-    app = Celery("probe", broker=own_redis.url, backend=own_redis.url)
+    app = Celery("probe", broker=own_redis.url, backend=own_redis.url, set_as_current=False)
     try:
         def fresh(kind: str, after: Any) -> bool:
             return Heartbeat.objects.filter(kind=kind, seen_at__gt=after).exists()
