@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -105,9 +107,30 @@ def audit_record(
     return event
 
 
+_composing: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_composing_action", default=False)
+
+
 def audited_atomic() -> transaction.Atomic:
-    """The outermost transaction of an entry-point service."""
+    """The outermost transaction of an entry-point service.
+
+    Durable, so a service can never be folded into somebody else's half-finished transaction by
+    accident — except inside ``action_atomic()``, where the action layer has opened the one durable
+    transaction of the action it performs and the service's block becomes a savepoint of it.
+    """
+    if _composing.get() and connection.in_atomic_block:
+        return transaction.atomic()
     return transaction.atomic(durable=True)
+
+
+@contextlib.contextmanager
+def action_atomic() -> Iterator[None]:
+    """The action layer's one durable transaction: services called inside it join it."""
+    with transaction.atomic(durable=True):
+        token = _composing.set(True)
+        try:
+            yield
+        finally:
+            _composing.reset(token)
 
 
 # --- exports: the request is the audited act; the job row's progress is bookkeeping ---------------

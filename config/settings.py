@@ -261,7 +261,7 @@ SPECTACULAR_SETTINGS = {
         # The SDK decision's path and the OFREP variant are the same two values.
         "DecisionPathEnum": ["legacy", "parallel"],
         "BreachActionEnum": "rollout.models.BreachAction",
-        "ChangeActionEnum": "rollout.services.change_requests.ACTION_CHOICES",
+        "ChangeActionEnum": "actions.registry.ACTION_CHOICES",
     },
 }
 

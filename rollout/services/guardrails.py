@@ -31,6 +31,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from audit.models import AuditEvent
+from audit.names import Action
 from audit.services import audited_atomic
 from common import clock
 from common.actors import Actor
@@ -175,7 +176,7 @@ def _limit(value: Any, field: str) -> Decimal | None:
 def set_guardrail_state(state: FlagState, *, actor: Actor, version: int | None, reason: str = "",
                         approval: Approval | None = None, **limits: Any) -> AuditEvent:
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
-    require_approval_if_needed(state, "guardrails", actor=actor, approval=approval)
+    require_approval_if_needed(state, Action.FLAG_STATE_GUARDRAILS_SET, actor=actor, approval=approval)
     unknown = sorted(set(limits) - LIMIT_FIELDS)
     if unknown:
         raise ValidationFailed.field(unknown[0], "is not a guardrail setting")

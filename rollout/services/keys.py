@@ -10,6 +10,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
 from common.auth import forget_sdk_key
@@ -18,6 +19,7 @@ from common.errors import Conflict, NotFound, ValidationFailed
 from common.redis import degrade
 from common.secrets import new_secret
 from rollout.models import ApiToken, Environment, SdkKey
+from rollout.policy import enforce
 
 
 def sdk_key_cache_key(digest: str) -> str:
@@ -40,6 +42,7 @@ def _name(name: str) -> str:
 def sdk_key_create(*, actor: Actor, environment: str, name: str) -> tuple[SdkKey, str]:
     """Returns the key row and the secret, which is never stored and cannot be shown again."""
     name = _name(name)
+    enforce(actor, Action.SDK_KEY_CREATED)
     with audited_atomic():
         env = Environment.objects.filter(key=environment).first()
         if env is None:
@@ -53,6 +56,7 @@ def sdk_key_create(*, actor: Actor, environment: str, name: str) -> tuple[SdkKey
 
 
 def sdk_key_revoke(*, actor: Actor, prefix: str, reason: str = "") -> SdkKey:
+    enforce(actor, Action.SDK_KEY_REVOKED)
     with audited_atomic():
         key = SdkKey.objects.select_for_update().select_related("environment").filter(prefix=prefix).first()
         if key is None:
@@ -79,6 +83,8 @@ def api_token_create(*, actor: Actor, username: str, name: str) -> tuple[ApiToke
     name = _name(name)
     with audited_atomic():
         user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None or user.pk != actor.user_id:  # anyone may hold tokens of their own; others': admins
+            enforce(actor, Action.API_TOKEN_CREATED)
         if user is None:
             raise ValidationFailed.field("username", f"no active user '{username}'")
         secret = new_secret("tok")
@@ -93,6 +99,8 @@ def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken
         token = ApiToken.objects.select_for_update().select_related("user").filter(prefix=prefix).first()
         if token is None:
             raise NotFound(f"API token '{prefix}' does not exist")
+        if token.user_id != actor.user_id:  # anyone may revoke their own tokens; others': admins
+            enforce(actor, Action.API_TOKEN_REVOKED)
         if token.revoked_at is not None:
             raise Conflict(f"API token '{prefix}' is already revoked")
         token.revoked_at = timezone.now()

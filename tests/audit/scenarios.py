@@ -713,13 +713,13 @@ def mismatch_group() -> Any:
 
 def pending_change_request() -> Any:
     """ed (editor) asks to start the plan in production, which needs approval; ann (approver) may decide."""
-    from rollout.services.change_requests import change_request_submit
+    from actions.submit import submit_state
 
     planned("production")
     user("ed", ("editor",))
     user("ann", ("approver",))
     ed = Actor.for_user(user_model().objects.get(username="ed"))
-    return change_request_submit(actor=ed, flag="invoice-engine", environment="production", action="advance",
+    return submit_state(actor=ed, flag="invoice-engine", environment="production", action="advance",
                                  params={}, version=None, reason="start").change_request
 
 
@@ -801,12 +801,12 @@ def _mismatch_group_mark_known() -> Expect:
 
 
 @service_scenario("change_request_submit")
-def _change_request_submit() -> Expect:
-    from rollout.services.change_requests import change_request_submit
+def _submit_state() -> Expect:
+    from actions.submit import submit_state
 
     planned("production")
     user("ed", ("editor",))
-    return Expect(lambda a: change_request_submit(actor=a, flag="invoice-engine", environment="production",
+    return Expect(lambda a: submit_state(actor=a, flag="invoice-engine", environment="production",
                                                   action="advance", params={}, version=2, reason="start"),
                   "change_request.created", "change_request", lambda result: str(result.change_request.pk),
                   environment="production", before=None,
@@ -816,7 +816,7 @@ def _change_request_submit() -> Expect:
 
 @service_scenario("change_request_approve")
 def _change_request_approve() -> Expect:
-    from rollout.services.change_requests import change_request_approve
+    from actions.submit import change_request_approve
 
     cr = pending_change_request()
     # Approving applies the change: the one event is the change itself, carrying the approval.
@@ -830,7 +830,7 @@ def _change_request_approve() -> Expect:
 
 @service_scenario("change_request_reject")
 def _change_request_reject() -> Expect:
-    from rollout.services.change_requests import change_request_reject
+    from actions.submit import change_request_reject
 
     cr = pending_change_request()
     return Expect(lambda a: change_request_reject(actor=a, change_request=cr.pk, reason="not now"),
@@ -841,7 +841,7 @@ def _change_request_reject() -> Expect:
 
 @service_scenario("change_request_cancel")
 def _change_request_cancel() -> Expect:
-    from rollout.services.change_requests import change_request_cancel
+    from actions.submit import change_request_cancel
 
     cr = pending_change_request()
     return Expect(lambda a: change_request_cancel(actor=a, change_request=cr.pk, reason="wrong env"),
@@ -867,7 +867,7 @@ def break_glass_review_item() -> Any:
 
 @service_scenario("review_item_acknowledge")
 def _review_item_acknowledge() -> Expect:
-    from rollout.services.change_requests import review_item_acknowledge
+    from actions.submit import review_item_acknowledge
 
     item = break_glass_review_item()
     return Expect(lambda a: review_item_acknowledge(actor=a, review_item=item.pk, note="valid"),
