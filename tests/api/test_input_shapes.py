@@ -61,16 +61,16 @@ UNKNOWN = "zz_unknown"
 @pytest.fixture
 def scene(world: dict[str, Any], tokens: dict[str, str], actor: Any) -> dict[str, str]:
     """Real objects for every path parameter, so a request is refused for its input and not as a 404."""
+    from actions.submit import submit_state
     from audit.services import audit_export_create, audit_verification_start
     from rollout.models import ApiToken
-    from rollout.services.change_requests import change_request_submit
     from rollout.services.keys import sdk_key_create
 
     key, _ = sdk_key_create(actor=actor, environment="staging", name="svc")
     editor = ApiToken.objects.select_related("user").get(user__username="editor")
     from common.actors import Actor
 
-    pending = change_request_submit(actor=Actor.for_token(editor), flag="invoice-engine", environment="production",
+    pending = submit_state(actor=Actor.for_token(editor), flag="invoice-engine", environment="production",
                                     action="update", params={"percentage": 5}, version=1, reason="widen")
     assert pending.change_request is not None
     return {

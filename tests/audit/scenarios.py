@@ -810,7 +810,7 @@ def _submit_state() -> Expect:
                                                   action="advance", params={}, version=2, reason="start"),
                   "change_request.created", "change_request", lambda result: str(result.change_request.pk),
                   environment="production", before=None,
-                  after={"action": "advance", "status": "pending", "requested_by": "ed", "based_on_version": 2},
+                  after={"action": "flag_state.advanced", "status": "pending", "requested_by": "ed", "based_on_version": 2},
                   user="ed")
 
 

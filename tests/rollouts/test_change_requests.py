@@ -37,7 +37,7 @@ def test_change_request__approval_flow_with_two_users__applied_with_requester_an
     created = audit_events()[-1]
     assert (created.action, created.actor, created.object_type, created.after["action"], created.after["status"],
             created.after["requested_by"], created.after["based_on_version"]) == (
-        "change_request.created", "ed", "change_request", "advance", "pending", "ed", 2)
+        "change_request.created", "ed", "change_request", "flag_state.advanced", "pending", "ed", 2)
 
     with pytest.raises(Forbidden, match="four eyes"):
         change_request_approve(actor=people["ed"], change_request=cr.pk)
