@@ -113,7 +113,7 @@ def _open_request(spec: ActionSpec, obj: Any, *, actor: Actor, target: str, para
 
 
 def environment_of(cr: ChangeRequest) -> str:
-    return cr.flag_state.environment.key if cr.flag_state_id else ""
+    return cr.flag_state.environment.key if cr.flag_state is not None else ""
 
 
 def target_version(cr: ChangeRequest) -> int | None:
@@ -123,13 +123,17 @@ def target_version(cr: ChangeRequest) -> int | None:
 
 def target_snapshot(cr: ChangeRequest) -> dict[str, Any]:
     """The target as it stands now, in its audit snapshot's shape ({} when it is gone)."""
-    if cr.flag_state_id:
+    if cr.flag_state is not None:
         return flag_state_snapshot(cr.flag_state)
     kind = TargetType(cr.target_type)
-    model, snapshot = {TargetType.FLAG: (Flag, flag_snapshot), TargetType.WORKLOAD: (Workload, workload_snapshot),
-                       TargetType.COHORT: (Cohort, cohort_snapshot)}[kind]
-    row = model.objects.filter(key=cr.target_key).first()
-    return snapshot(row) if row is not None else {}
+    if kind == TargetType.FLAG:
+        flag = Flag.objects.select_related("workload").filter(key=cr.target_key).first()
+        return flag_snapshot(flag) if flag is not None else {}
+    if kind == TargetType.WORKLOAD:
+        workload = Workload.objects.filter(key=cr.target_key).first()
+        return workload_snapshot(workload) if workload is not None else {}
+    cohort = Cohort.objects.filter(key=cr.target_key).first()
+    return cohort_snapshot(cohort) if cohort is not None else {}
 
 
 # -- deciding a change request ----------------------------------------------------------------------
