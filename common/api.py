@@ -7,13 +7,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rest_framework import generics
-from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from common.actors import Actor
-from common.auth import ApiTokenAuthentication
 from common.errors import NotFound, PreconditionRequired, ValidationFailed
 from common.permissions import HasCapability
 from common.throttling import ApiThrottle
@@ -28,8 +26,8 @@ MAX_VERSION = 2**31 - 1
 # Token or session authentication, the one permission layer, the API throttle.
 class ManagementMixin:
 
-    # Session authentication enforces CSRF on writes; bearer tokens need none.
-    authentication_classes: Sequence[type[BaseAuthentication]] = [ApiTokenAuthentication, SessionAuthentication]
+    # Authentication is the settings' DEFAULT_AUTHENTICATION_CLASSES (APIView's default): an API token, then
+    # the session. Session authentication enforces CSRF on writes; bearer tokens need none.
     permission_classes: Sequence[_PermissionClass] = [HasCapability]
     throttle_classes: Sequence[type[BaseThrottle]] = [ApiThrottle]
 

@@ -31,6 +31,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from common.auth import bearer
 from common.conf import get_setting
 from common.secrets import digest, matches
 
@@ -140,8 +141,6 @@ def exposition() -> bytes:
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """``GET /metrics``; with ``TURNOUT_METRICS_TOKEN`` set, only for ``Authorization: Bearer <token>``."""
-    from common.auth import bearer
-
     token = get_setting("METRICS_TOKEN")
     if token and not matches(bearer(request) or "", digest(token)):
         response = HttpResponse("metrics need the scrape token\n", status=401, content_type="text/plain")

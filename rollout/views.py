@@ -23,7 +23,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from cohorts.models import Cohort
 from common.errors import Forbidden, ServiceError
 from common.permissions import Capability, can, can_decide, primary_role
-from common.ui import INVALID, HtmxHttpRequest, actor, current_environment, error_status, require
+from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
 from rollout import dashboard as selectors
 from rollout.dashboard import change_proposal, readiness_charts
 from rollout.forms import (
@@ -67,6 +67,7 @@ from rollout.services.change_requests import (
 from rollout.services.guardrails import evaluate_state
 from rollout.services.stages import plan_template
 from rollout.snapshots import guardrail_snapshot
+from rollout.switcher import current_environment
 
 # -- dashboard --------------------------------------------------------------------------------
 

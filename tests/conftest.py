@@ -31,16 +31,15 @@ def service_missing(reason: str) -> None:
 def _clear_cache() -> Iterator[None]:
     from django.core.cache import cache
 
-    from common import auth
+    from rollout import auth
     from rollout.evaluation import clear_compiled
-    from rollout.services import keys
 
     cache.clear()
     # Test databases roll back, so ruleset versions and row ids repeat from test to test (never in
     # production): forget what this process remembered about them.
     clear_compiled()
     auth._local_keys.clear()
-    keys._touched.clear()
+    auth._touched.clear()
     yield
 
 

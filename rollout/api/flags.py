@@ -11,10 +11,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api import ManagementListView, ManagementView, etag, query_reason, requested_version
-from common.fields import OverridesField, PercentageField, ReasonField, key_field, provided
+from common.fields import PercentageField, ReasonField, key_field, provided
 from common.permissions import Capability, require
 from common.schema import IF_MATCH, errors
 from rollout import selectors
+from rollout.api.fields import OverridesField
 from rollout.filters import FlagFilter
 from rollout.models import FlagState
 from rollout.services.flags import (

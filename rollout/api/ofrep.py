@@ -38,7 +38,6 @@ from rest_framework import serializers
 from turnout.types import Decision, ErrorCode, Reason
 
 from common import metrics
-from common.auth import SdkPrincipal
 from common.schema import ScalarField
 from rollout.api.lean import (
     BadRequest,
@@ -50,6 +49,7 @@ from rollout.api.lean import (
     retry_after_seconds,
 )
 from rollout.api.sdk import _etag_matches
+from rollout.auth import SdkPrincipal
 from rollout.evaluation import CompiledRuleset, acompiled_ruleset, compiled_ruleset
 
 logger = logging.getLogger("turnout.ofrep")

@@ -11,7 +11,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from common.fields import OverridesField
+from rollout.api.fields import OverridesField
 from rollout.models import BreachAction, ChangeRequestStatus, Gate, Phase, Reversibility, Risk
 
 
