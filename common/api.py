@@ -23,6 +23,13 @@ _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
 MAX_VERSION = 2**31 - 1
 
 
+def object_id(value: str, what: str) -> int:
+    """A path id: digits only (anything else is simply not found, in the one error body)."""
+    if not value.isdigit() or len(value) > 18:
+        raise NotFound(f"{what} {value!r} does not exist")
+    return int(value)
+
+
 # Token or session authentication, the one permission layer, the API throttle.
 class ManagementMixin:
 

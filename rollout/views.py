@@ -39,6 +39,7 @@ from rollout.forms import (
     WorkloadForm,
     overrides_text,
 )
+from rollout.guardrail_health import evaluate_state
 from rollout.models import (
     ApiToken,
     ChangeRequest,
@@ -64,9 +65,8 @@ from rollout.services.change_requests import (
     change_request_reject,
     change_request_submit,
 )
-from rollout.services.guardrails import evaluate_state
 from rollout.services.stages import plan_template
-from rollout.snapshots import guardrail_snapshot
+from rollout.snapshots import flag_state_snapshot, guardrail_snapshot
 from rollout.switcher import current_environment
 
 # -- dashboard --------------------------------------------------------------------------------
@@ -498,8 +498,6 @@ def change_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _change_context(request: HttpRequest, cr: ChangeRequest, **extra: Any) -> dict[str, Any]:
-    from rollout.snapshots import flag_state_snapshot
-
     current = flag_state_snapshot(cr.flag_state)
     proposed = change_proposal(cr, current)
     return {"cr": cr, "current": current, "proposed": proposed, "may_decide": can_decide(request.user, cr),

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ManagementView
+from common.api import ManagementView, object_id
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.fields import ReasonField, key_field
 from common.permissions import Capability
@@ -21,6 +21,7 @@ from rollout.api.rollout_outputs import (
     ParamsField,
     ReviewItemListOutput,
     ReviewItemOutput,
+    change_request_data,
 )
 from rollout.api.rollouts import SUBMIT_RESPONSES, submitted_response
 from rollout.models import ChangeRequest, ChangeRequestStatus, ReviewItem
@@ -33,19 +34,10 @@ from rollout.services.change_requests import (
     change_request_submit,
     review_item_acknowledge,
 )
-from rollout.snapshots import change_request_snapshot
 
 TAGS = ["change requests"]
 PK = OpenApiParameter("pk", OpenApiTypes.STR, OpenApiParameter.PATH, description="the id (digits)")
 LIST_LIMIT = 200
-
-
-def change_request_data(cr: ChangeRequest) -> dict[str, Any]:
-    return ChangeRequestOutput({
-        **change_request_snapshot(cr), "reason": cr.reason, "created_at": cr.created_at.isoformat(),
-        "decided_at": cr.decided_at.isoformat() if cr.decided_at else None,
-        "stale": cr.status == ChangeRequestStatus.PENDING and cr.flag_state.version != cr.based_on_version,
-    }).data  # type: ignore[return-value]
 
 
 def review_item_data(item: ReviewItem) -> dict[str, Any]:
@@ -56,13 +48,6 @@ def review_item_data(item: ReviewItem) -> dict[str, Any]:
         "acknowledged_by": item.acknowledged_by_label or None,
         "acknowledged_at": item.acknowledged_at.isoformat() if item.acknowledged_at else None, "note": item.note,
     }).data  # type: ignore[return-value]
-
-
-def object_id(value: str, what: str) -> int:
-    """A path id: digits only (anything else is simply not found, in the one error body)."""
-    if not value.isdigit() or len(value) > 18:
-        raise NotFound(f"{what} {value!r} does not exist")
-    return int(value)
 
 
 def _requests() -> Any:

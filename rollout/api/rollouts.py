@@ -14,7 +14,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api import ManagementView, requested_version
+from common.api import ManagementView, object_id, requested_version
 from common.errors import ValidationFailed
 from common.fields import PercentageField, ReasonField, key_field
 from common.permissions import Capability
@@ -27,8 +27,10 @@ from rollout.api.rollout_outputs import (
     PendingOutput,
     ReadinessOutput,
     RolloutOutput,
+    change_request_data,
 )
-from rollout.models import BreachAction, Gate
+from rollout.guardrail_health import evaluate_state, last_check
+from rollout.models import BreachAction, Gate, Guardrail
 from rollout.readiness import get_state, plan_status, readiness
 from rollout.services.change_requests import Submitted, change_request_submit
 from rollout.services.guardrails import LIMIT_FIELDS
@@ -57,8 +59,6 @@ def rollout_data(state: Any) -> dict[str, Any]:
 
 def submitted_response(result: Submitted) -> Response:
     if result.change_request is not None:
-        from rollout.api.change_requests import change_request_data
-
         return Response({"applied": False, "change_request": change_request_data(result.change_request)},
                         status=status.HTTP_202_ACCEPTED)
     return Response({"applied": True, "rollout": rollout_data(result.state)})
@@ -208,9 +208,6 @@ class GuardrailInput(ChangeInput):
 
 
 def guardrails_data(state: Any) -> dict[str, Any]:
-    from rollout.models import Guardrail
-    from rollout.services.guardrails import evaluate_state, last_check
-
     health = evaluate_state(state)
     return GuardrailsOutput({
         "config": guardrail_snapshot(Guardrail.objects.filter(flag_state=state).first()),
@@ -277,8 +274,6 @@ class MismatchKnownView(RolloutView):
         description="Mark a mismatch group as a known difference (with a reason) or take the mark back; known "
                     "differences do not count against the mismatch guardrail.")
     def post(self, request: Request, key: str, env: str, group: str) -> Response:
-        from rollout.api.change_requests import object_id
-
         group_id = object_id(group, "mismatch group")
         data = KnownInput(data=request.data)
         data.is_valid(raise_exception=True)
