@@ -12,6 +12,7 @@ from typing import Any
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
+from audit.services import auth_login_failed_recorded, auth_login_recorded, auth_logout_recorded
 from common.actors import Actor
 
 
@@ -28,8 +29,6 @@ def _real_request(request: Any) -> bool:
 def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     if not _real_request(request):
         return
-    from audit.services import auth_login_recorded
-
     auth_login_recorded(actor=Actor.for_user(user), username=user.get_username(), remote_addr=_remote_addr(request))
 
 
@@ -37,16 +36,12 @@ def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     if user is None or not _real_request(request):
         return
-    from audit.services import auth_logout_recorded
-
     auth_logout_recorded(actor=Actor.for_user(user), username=user.get_username(), remote_addr=_remote_addr(request))
 
 
 @receiver(user_login_failed, dispatch_uid="audit.user_login_failed")
 def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
     from django.contrib.auth import get_user_model
-
-    from audit.services import auth_login_failed_recorded
 
     field = get_user_model().USERNAME_FIELD
     attempted = str(credentials.get(field) or credentials.get("username") or "")

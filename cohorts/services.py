@@ -13,6 +13,8 @@ from cohorts.snapshots import cohort_snapshot
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, check_version, full_clean, reject_control_characters
+from rollout.models import FlagState
+from rollout.services.rulesets import ruleset_changed
 
 MAX_SUBJECT_LENGTH = 255
 MAX_MEMBERS_PER_REQUEST = 100_000
@@ -35,16 +37,12 @@ def validate_cohort_rules(rules: Any) -> Any:
 
 
 def _affected_environments(cohort: Cohort) -> list[int] | None:
-    from rollout.models import FlagState
-
     ids = set(FlagState.objects.filter(include_cohorts=cohort).values_list("environment_id", flat=True))
     ids |= set(FlagState.objects.filter(exclude_cohorts=cohort).values_list("environment_id", flat=True))
     return sorted(ids)
 
 
 def _ruleset_changed(cohort: Cohort) -> None:
-    from rollout.services.rulesets import ruleset_changed
-
     env_ids = _affected_environments(cohort)
     if env_ids:
         ruleset_changed(environment_ids=env_ids)

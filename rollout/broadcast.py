@@ -25,7 +25,9 @@ import logging
 import threading
 from typing import Any
 
+from common.conf import get_setting
 from common.redis import channel, get_redis, redis_url
+from rollout.models import Environment
 
 logger = logging.getLogger("turnout.stream")
 
@@ -119,8 +121,6 @@ class Broadcaster:
 
     async def _watch_database(self) -> None:
         """Embedded mode: read the served environments' versions every few seconds while streams are open."""
-        from common.conf import get_setting
-
         interval = max(0.05, float(get_setting("STREAM_DB_POLL_SECONDS")))
         known: dict[str, int] = {}
         while True:
@@ -189,8 +189,6 @@ class Broadcaster:
 
 def _current_versions(envs: list[str]) -> list[tuple[str, int]]:
     from django.db import connection
-
-    from rollout.models import Environment
 
     try:
         return list(Environment.objects.filter(key__in=envs).values_list("key", "ruleset_version"))

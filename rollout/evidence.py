@@ -19,9 +19,9 @@ from audit.chain import format_time
 from audit.evidence import EvidenceSubject, evidence_events, evidence_section
 from audit.models import AuditEvent
 from rollout.guardrail_health import last_check
-from rollout.models import FlagState
+from rollout.models import FlagState, Workload
 from rollout.services.mismatches import mismatch_summary
-from rollout.snapshots import plan_snapshot
+from rollout.snapshots import flag_state_snapshot, plan_snapshot, workload_snapshot
 
 STAGE_ACTIONS = ("flag_state.plan_set", "flag_state.advanced", "flag_state.retired", "flag_state.rolled_back",
                  "flag_state.paused", "flag_state.unpaused", "flag_state.resumed", "flag_state.killed")
@@ -89,6 +89,19 @@ def _ref(event: AuditEvent) -> dict[str, Any]:
 
 def _after(event: AuditEvent) -> dict[str, Any]:
     return event.after if isinstance(event.after, dict) else {}
+
+
+@evidence_section("current_state")
+def _current_state(subject: EvidenceSubject, until_sequence: int) -> dict[str, Any]:
+    workload = Workload.objects.filter(key=subject.workload).first()
+    states = FlagState.objects.select_related("flag", "environment").prefetch_related(
+        "include_cohorts", "exclude_cohorts").filter(flag__key__in=subject.flags)
+    wanted = set(subject.flag_states)
+    return {
+        "workload": workload_snapshot(workload) if workload else None,
+        "flag_states": [flag_state_snapshot(s) for s in states
+                        if not wanted or f"{s.flag.key}@{s.environment.key}" in wanted],
+    }
 
 
 @evidence_section("approvals")

@@ -24,11 +24,12 @@ from audit.services import audit_record, audited_atomic
 from common import clock
 from common.actors import Actor
 from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from common.permissions import can_decide
+from common.permissions import Capability, can, can_decide
 from rollout.models import ChangeRequest, ChangeRequestStatus, FlagState, ReviewItem
 from rollout.policy import Approval, may_act_directly
 from rollout.services import flags as flag_services
 from rollout.services import guardrails, mismatches, stages
+from rollout.services.stages import set_plan_state
 from rollout.snapshots import change_request_snapshot
 
 Applier = Callable[..., AuditEvent | None]
@@ -64,8 +65,6 @@ def _retire(state: FlagState, *, actor: Actor, approval: Approval | None, versio
 
 def _plan(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
           stages: Any = None) -> AuditEvent:
-    from rollout.services.stages import set_plan_state
-
     return set_plan_state(state, actor=actor, approval=approval, version=version, reason=reason, stages=stages)
 
 
@@ -262,8 +261,6 @@ def review_item_acknowledge(*, actor: Actor, review_item: int, note: str = "") -
         if item.acknowledged_at is not None:
             raise Conflict(f"review item {review_item} was already acknowledged by {item.acknowledged_by_label}")
         user = get_user_model().objects.filter(pk=actor.user_id).first() if actor.user_id else None
-        from common.permissions import Capability, can
-
         if user is None or not can(user, Capability.APPROVE):
             raise Forbidden("acknowledging a break-glass review needs the approver role")
         if actor.label == item.actor_label or user.get_username() == item.actor_label.split(" via ")[0]:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import F
 
 from rollout.models import Environment
+from rollout.publish import announce_ruleset
 
 logger = logging.getLogger("turnout.ruleset")
 
@@ -21,8 +22,6 @@ def ruleset_changed(*, environment_ids: Iterable[int] | None = None) -> dict[str
     versions = dict(qs.values_list("key", "ruleset_version"))
 
     def announce() -> None:
-        from rollout.publish import announce_ruleset
-
         for env_key, version in versions.items():
             announce_ruleset(env_key, version)
 
