@@ -5,4 +5,6 @@ class AuditConfig(AppConfig):
     name = "audit"
 
     def ready(self) -> None:
-        from audit import signals  # noqa: F401  (sign-in events)
+        # Imported for what importing them registers: the sign-in event receivers, and the Celery tasks
+        # (services queue them by name, common.jobs.enqueue).
+        from audit import signals, tasks  # noqa: F401

@@ -15,12 +15,9 @@ Two small registries let other parts of Turnout add to every pack without touchi
 
 from __future__ import annotations
 
-import json
-import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -28,6 +25,7 @@ from django.db.models import Q, QuerySet
 from audit.chain import format_time
 from audit.models import AuditEvent, AuditExport
 from common.errors import NotFound, ValidationFailed
+from rollout.models import Flag, Workload
 
 SUBJECT_TYPES = ("workload", "flag_state")
 SUMMARY_FORMAT = "turnout.evidence-pack/1"
@@ -76,8 +74,6 @@ def evidence_section(name: str) -> Callable[[Section], Section]:
 
 
 def _flags_of_workload(workload: str, until_sequence: int) -> list[str]:
-    from rollout.models import Flag
-
     flags = set(Flag.objects.filter(workload__key=workload).values_list("key", flat=True))
     history = AuditEvent.objects.filter(object_type="flag", sequence__lte=until_sequence).filter(
         Q(after__workload=workload) | Q(before__workload=workload))
@@ -91,8 +87,6 @@ def _state_events(flag_state_q: Q, until_sequence: int) -> QuerySet[AuditEvent]:
 
 def resolve_subject(subject_type: str, key: str, *, until_sequence: int) -> EvidenceSubject:
     """Who and what the pack is about, including objects since deleted (found through the audit log)."""
-    from rollout.models import Flag, Workload
-
     if subject_type not in SUBJECT_TYPES:
         raise ValidationFailed.field("subject_type", f"must be one of {', '.join(SUBJECT_TYPES)}")
     flags: tuple[str, ...]
@@ -158,22 +152,6 @@ def _cohort_events(subject: EvidenceSubject) -> Q:
     return Q(object_type="cohort", object_key__in=subject.cohorts)
 
 
-@evidence_section("current_state")
-def _current_state(subject: EvidenceSubject, until_sequence: int) -> dict[str, Any]:
-    from rollout.models import FlagState, Workload
-    from rollout.snapshots import flag_state_snapshot, workload_snapshot
-
-    workload = Workload.objects.filter(key=subject.workload).first()
-    states = FlagState.objects.select_related("flag", "environment").prefetch_related(
-        "include_cohorts", "exclude_cohorts").filter(flag__key__in=subject.flags)
-    wanted = set(subject.flag_states)
-    return {
-        "workload": workload_snapshot(workload) if workload else None,
-        "flag_states": [flag_state_snapshot(s) for s in states
-                        if not wanted or f"{s.flag.key}@{s.environment.key}" in wanted],
-    }
-
-
 def _state_change(event: AuditEvent) -> dict[str, Any]:
     before = event.before if isinstance(event.before, dict) else {}
     after = event.after if isinstance(event.after, dict) else {}
@@ -210,45 +188,3 @@ def summary(subject: EvidenceSubject, export: AuditExport, actions: Counter[str]
         "events": {"count": sum(actions.values()), "by_action": dict(sorted(actions.items()))},
         "sections": {name: build(subject, export.until_sequence) for name, build in sorted(SECTIONS.items())},
     }
-
-
-def write_evidence_pack(export: AuditExport, path: Path,
-                        progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Write the zip atomically; returns its signed manifest (also stored inside as manifest.json)."""
-    from audit.exports import ExportStats, build_manifest, encode, iter_events
-
-    subject = resolve_subject(export.subject_type, export.subject_key, until_sequence=export.until_sequence)
-    queryset = evidence_queryset(subject)
-    files: list[dict[str, Any]] = []
-    stats_by_format: dict[str, ExportStats] = {}
-    actions: Counter[str] = Counter()
-    tmp = path.with_name(path.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for fmt, name in (("jsonl", "events.jsonl"), ("csv", "events.csv")):
-            stats = ExportStats()
-            events = iter_events(queryset, until_sequence=export.until_sequence)
-            if fmt == "jsonl":
-                events = _counting(events, actions)
-            with zf.open(name, "w", force_zip64=True) as fh:
-                for chunk in encode(events, fmt, stats, progress=progress if fmt == "jsonl" else None):
-                    fh.write(chunk)
-            files.append(stats.file_entry(name, fmt))
-            stats_by_format[fmt] = stats
-        body = (json.dumps(summary(subject, export, actions), indent=2, sort_keys=True, ensure_ascii=False,
-                           default=str) + "\n").encode()
-        summary_stats = ExportStats()
-        summary_stats.digest.update(body)
-        summary_stats.size = len(body)
-        zf.writestr("summary.json", body)
-        files.append({"name": "summary.json", "format": "json", "sha256": summary_stats.digest.hexdigest(),
-                      "bytes": len(body)})
-        manifest = build_manifest(export, files, stats_by_format["jsonl"])
-        zf.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return manifest
-
-
-def _counting(events: Any, actions: Counter[str]) -> Any:
-    for event in events:
-        actions[event["action"]] += 1
-        yield event

@@ -17,6 +17,8 @@ import hashlib
 import io
 import json
 import os
+import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +27,12 @@ from typing import Any
 from django.db.models import QuerySet
 
 from audit.chain import CHAINED_FIELDS, GENESIS_HASH, format_time
+from audit.evidence import evidence_queryset, resolve_subject, summary
+from audit.filters import filtered_events
 from audit.models import AuditEvent, AuditExport, ExportFormat
 from audit.signing import sign_manifest
 from common.conf import get_setting
+from config.env import VAR_DIR
 
 MANIFEST_FORMAT = "turnout.audit-export/1"
 EXPORT_FIELDS = (*CHAINED_FIELDS, "prev_hash", "hash")
@@ -122,8 +127,6 @@ def encode(events: Iterable[dict[str, Any]], fmt: str, stats: ExportStats, *, ba
 
 
 def export_dir() -> Path:
-    from config.env import VAR_DIR
-
     configured = get_setting("AUDIT_EXPORT_DIR")
     path = Path(configured) if configured else VAR_DIR / "audit-exports"
     path.mkdir(parents=True, exist_ok=True)
@@ -138,12 +141,8 @@ def file_name(export: AuditExport) -> str:
 
 def export_queryset(export: AuditExport) -> QuerySet[AuditEvent]:
     if export.kind == "evidence":
-        from audit.evidence import evidence_queryset, resolve_subject
-
         return evidence_queryset(resolve_subject(export.subject_type, export.subject_key,
                                                  until_sequence=export.until_sequence))
-    from audit.filters import filtered_events
-
     return filtered_events(export.filters)
 
 
@@ -199,8 +198,6 @@ def write_export_file(export: AuditExport, path: Path,
                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write the export (events or evidence pack) to ``path`` atomically; returns its signed manifest."""
     if export.kind == "evidence":
-        from audit.evidence import write_evidence_pack
-
         return write_evidence_pack(export, path, progress=progress)
     stats = ExportStats()
     tmp = path.with_name(path.name + ".part")
@@ -211,3 +208,43 @@ def write_export_file(export: AuditExport, path: Path,
         os.fsync(fh.fileno())
     tmp.replace(path)
     return build_manifest(export, [stats.file_entry(path.name, export.format)], stats)
+
+
+def write_evidence_pack(export: AuditExport, path: Path,
+                        progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Write the zip atomically; returns its signed manifest (also stored inside as manifest.json)."""
+    subject = resolve_subject(export.subject_type, export.subject_key, until_sequence=export.until_sequence)
+    queryset = evidence_queryset(subject)
+    files: list[dict[str, Any]] = []
+    stats_by_format: dict[str, ExportStats] = {}
+    actions: Counter[str] = Counter()
+    tmp = path.with_name(path.name + ".part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for fmt, name in (("jsonl", "events.jsonl"), ("csv", "events.csv")):
+            stats = ExportStats()
+            events = iter_events(queryset, until_sequence=export.until_sequence)
+            if fmt == "jsonl":
+                events = _counting(events, actions)
+            with zf.open(name, "w", force_zip64=True) as fh:
+                for chunk in encode(events, fmt, stats, progress=progress if fmt == "jsonl" else None):
+                    fh.write(chunk)
+            files.append(stats.file_entry(name, fmt))
+            stats_by_format[fmt] = stats
+        body = (json.dumps(summary(subject, export, actions), indent=2, sort_keys=True, ensure_ascii=False,
+                           default=str) + "\n").encode()
+        summary_stats = ExportStats()
+        summary_stats.digest.update(body)
+        summary_stats.size = len(body)
+        zf.writestr("summary.json", body)
+        files.append({"name": "summary.json", "format": "json", "sha256": summary_stats.digest.hexdigest(),
+                      "bytes": len(body)})
+        manifest = build_manifest(export, files, stats_by_format["jsonl"])
+        zf.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return manifest
+
+
+def _counting(events: Any, actions: Counter[str]) -> Any:
+    for event in events:
+        actions[event["action"]] += 1
+        yield event

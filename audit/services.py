@@ -16,6 +16,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, event_hash
+from audit.evidence import evidence_queryset, resolve_subject
+from audit.filters import clean_filters, filtered_events
 from audit.models import (
     AuditChainHead,
     AuditEvent,
@@ -30,6 +32,7 @@ from audit.models import (
 from common.actors import Actor
 from common.conf import get_setting
 from common.errors import AuditUnavailable, NotFound, ValidationFailed
+from common.jobs import enqueue
 from common.request_context import current_request_id
 
 logger = logging.getLogger("turnout.audit")
@@ -153,9 +156,6 @@ def audit_export_create(
     ``background`` None: run as a Celery task when the range holds more events than
     ``TURNOUT_AUDIT_EXPORT_ASYNC_THRESHOLD``; otherwise the caller streams or writes it now.
     """
-    from audit.evidence import evidence_queryset, resolve_subject
-    from audit.filters import clean_filters, filtered_events
-
     kind = ExportKind.EVIDENCE if subject_type else ExportKind.EVENTS
     if format not in EXPORT_FORMATS[kind]:
         raise ValidationFailed.field("format", f"must be one of {', '.join(EXPORT_FORMATS[kind])}")
@@ -186,9 +186,7 @@ def audit_export_create(
             status=ExportStatus.PENDING if background else ExportStatus.RUNNING, created_at=event.occurred_at,
         )
         if background:
-            from audit.tasks import run_audit_export
-
-            transaction.on_commit(lambda: run_audit_export.delay(str(export_id)))
+            transaction.on_commit(lambda: enqueue("audit.tasks.run_audit_export", str(export_id)))
     return export
 
 
@@ -227,9 +225,7 @@ def audit_verification_start(*, actor: Actor) -> AuditVerification:
             id=verification_id, requested_by=actor.label[:150], requested_by_user_id=actor.user_id,
             audit_sequence=event.sequence, total=event.sequence, created_at=event.occurred_at,
         )
-        from audit.tasks import run_audit_verification
-
-        transaction.on_commit(lambda: run_audit_verification.delay(str(verification_id)))
+        transaction.on_commit(lambda: enqueue("audit.tasks.run_audit_verification", str(verification_id)))
     return verification
 
 

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from common.conf import get_setting
+from config.env import VAR_DIR
 
 ALGORITHM = "Ed25519"
 DEV_KEY_FILE = "audit-signing-key.pem"
@@ -87,8 +88,6 @@ def decode_public(value: str) -> Ed25519PublicKey:
 
 
 def _dev_key_path() -> Path:
-    from config.env import VAR_DIR
-
     return VAR_DIR / DEV_KEY_FILE
 
 

@@ -20,6 +20,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from audit.evidence import SUBJECT_TYPES
 from audit.exports import CONTENT_TYPES, ExportStats, build_manifest, file_name, stream_export
 from audit.filters import FILTER_NAMES
 from audit.models import AuditChainHead, AuditEvent, AuditExport, AuditVerification, ExportStatus
@@ -110,8 +111,6 @@ def audit_event(request: HtmxHttpRequest, sequence: int) -> HttpResponse:
 def object_history(request: HttpRequest, object_type: str, object_key: str) -> HttpResponse:
     require(request, Capability.READ)
     events = list(AuditEvent.objects.filter(object_type=object_type, object_key=object_key).order_by("-sequence")[:500])
-    from audit.evidence import SUBJECT_TYPES
-
     return render(request, "audit/object_history.html", {
         "object_type": object_type, "object_key": object_key, "events": events,
         "may_audit": can(request.user, Capability.AUDIT), "evidence": object_type in SUBJECT_TYPES,

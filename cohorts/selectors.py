@@ -9,6 +9,7 @@ from django.db.models import Q, QuerySet
 
 from cohorts.models import Cohort, CohortMember, MemberKind
 from common.errors import NotFound
+from rollout.models import Environment, FlagState
 
 
 def cohort_list() -> QuerySet[Cohort]:
@@ -28,16 +29,12 @@ def cohort_members(cohort: Cohort) -> QuerySet[CohortMember]:
 
 def cohort_environments(cohort: Cohort) -> list[object]:
     """Environments whose rulesets use the cohort (a change to it changes decisions there)."""
-    from rollout.models import Environment
-
     uses = Q(flag_states__include_cohorts=cohort) | Q(flag_states__exclude_cohorts=cohort)
     return list(Environment.objects.filter(uses).distinct())
 
 
 def cohort_flags(cohort: Cohort) -> list[tuple[str, str, str]]:
     """(flag, environment, "include"/"exclude") for every rollout that uses the cohort."""
-    from rollout.models import FlagState
-
     rows: list[tuple[str, str, str]] = []
     for kind, relation in (("include", "include_cohorts"), ("exclude", "exclude_cohorts")):
         for flag, env in (FlagState.objects.filter(**{relation: cohort})

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import generics
-from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.mixins import ListModelMixin
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -16,7 +15,6 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from common.actors import Actor
-from common.auth import ApiTokenAuthentication
 from common.errors import NotFound, PreconditionRequired, ValidationFailed
 from common.permissions import HasCapability
 from common.schema import documented_query_parameters
@@ -80,11 +78,18 @@ class StrictQueryMixin:
             raise ValidationFailed(f"{unknown[0]}: {message}", fields={name: [message] for name in unknown})
 
 
+def object_id(value: str, what: str) -> int:
+    """A path id: digits only (anything else is simply not found, in the one error body)."""
+    if not value.isdigit() or len(value) > 18:
+        raise NotFound(f"{what} {value!r} does not exist")
+    return int(value)
+
+
 # Token or session authentication, the one permission layer, the API throttle, strict query parameters.
 class ManagementMixin(StrictQueryMixin):
 
-    # Session authentication enforces CSRF on writes; bearer tokens need none.
-    authentication_classes: Sequence[type[BaseAuthentication]] = [ApiTokenAuthentication, SessionAuthentication]
+    # Authentication is the settings' DEFAULT_AUTHENTICATION_CLASSES (APIView's default): an API token, then
+    # the session. Session authentication enforces CSRF on writes; bearer tokens need none.
     permission_classes: Sequence[_PermissionClass] = [HasCapability]
     throttle_classes: Sequence[type[BaseThrottle]] = [ApiThrottle]
 

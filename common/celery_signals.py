@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.metrics import TASK_DURATION
+from common.conf import get_setting
+from common.metrics import TASK_DURATION, multiprocess_dir
 from common.request_context import current_request_id, request_id_var, task_var
 
 REQUEST_ID_HEADER = "turnout_request_id"
@@ -57,9 +58,6 @@ def _worker_init(**_: Any) -> None:
     worker's own metrics endpoint when ``TURNOUT_WORKER_METRICS_PORT`` is set."""
     from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 
-    from common.conf import get_setting
-    from common.metrics import multiprocess_dir
-
     directory = multiprocess_dir()
     if directory:
         path = Path(directory)
@@ -76,8 +74,6 @@ def _worker_init(**_: Any) -> None:
 
 
 def _worker_process_shutdown(pid: int | None = None, **_: Any) -> None:
-    from common.metrics import multiprocess_dir
-
     if multiprocess_dir() and pid:
         from prometheus_client import multiprocess
 

@@ -54,21 +54,6 @@ class RulesField(serializers.JSONField):
         return super().to_internal_value(value)
 
 
-@extend_schema_field({
-    "type": "object",
-    "additionalProperties": {"type": "string", "enum": ["legacy", "parallel"]},
-    "description": "Subject key → path, ahead of cohorts and the percentage.",
-})
-class OverridesField(serializers.JSONField):
-    def to_internal_value(self, data: Any) -> Any:
-        from rollout.services.flags import validate_overrides
-
-        try:
-            return validate_overrides(data)
-        except ValidationFailed as exc:
-            raise serializers.ValidationError(exc.message) from None
-
-
 class ReasonField(serializers.CharField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("allow_blank", True)

@@ -28,12 +28,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from common import heartbeats
+from common.redis import breaker, client_options
 
 logger = logging.getLogger("turnout.health")
 
@@ -48,10 +50,6 @@ def check_database() -> None:
 
 
 def check_redis() -> None:
-    import redis
-
-    from common.redis import breaker
-
     client = _redis_client(str(settings.REDIS_URL))
     if not client.ping():
         raise redis.RedisError("PING was not answered")
@@ -65,10 +63,6 @@ def _redis_client(url: str) -> Any:
     """A client of its own, outside the breaker: readiness asks Redis itself, every time."""
     client = _clients.get(url)
     if client is None:
-        import redis
-
-        from common.redis import client_options
-
         options = {**client_options(), "socket_timeout": CHECK_TIMEOUT_SECONDS,
                    "socket_connect_timeout": CHECK_TIMEOUT_SECONDS}
         client = redis.Redis.from_url(url, **options)
@@ -109,26 +103,6 @@ def readiness() -> tuple[str, dict[str, str], dict[str, str]]:
     else:
         state = "ok"
     return state, results, background
-
-
-def record_background() -> None:
-    """The heartbeats' ages into ``/metrics`` (called as it is scraped)."""
-    from common import metrics
-
-    try:
-        found = heartbeats.ages()
-    except Exception as exc:
-        logger.warning("health.heartbeats_unreadable", extra={"error": type(exc).__name__})
-        return
-    for kind, age in found.items():
-        metrics.BACKGROUND_UP.labels(kind=kind).set(1 if heartbeats.describe(age) == "ok" else 0)
-        if age is None:
-            try:
-                metrics.BACKGROUND_AGE.remove(kind)
-            except KeyError:
-                pass
-        else:
-            metrics.BACKGROUND_AGE.labels(kind=kind).set(age)
 
 
 def _liveness() -> HttpResponse:

@@ -38,13 +38,13 @@ KINDS = (WORKER, BEAT, SCHEDULE)
 
 
 def record(kind: str, name: str) -> None:
-    from common.models import Heartbeat
+    from common.models import Heartbeat  # inside: Celery imports this module before Django's apps are ready
 
     Heartbeat.objects.update_or_create(kind=kind, name=name[:200], defaults={"seen_at": timezone.now()})
 
 
 def forget(kind: str, name: str) -> None:
-    from common.models import Heartbeat
+    from common.models import Heartbeat  # inside: Celery imports this module before Django's apps are ready
 
     Heartbeat.objects.filter(kind=kind, name=name[:200]).delete()
 
@@ -55,7 +55,7 @@ def beat_schedule_ran() -> None:
 
 def ages(now: datetime | None = None) -> dict[str, float | None]:
     """Seconds since the newest heartbeat of each kind (None: none recorded)."""
-    from common.models import Heartbeat
+    from common.models import Heartbeat  # inside: Celery imports this module before Django's apps are ready
 
     now = now or timezone.now()
     newest: dict[str, datetime] = {}

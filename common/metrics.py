@@ -11,6 +11,7 @@ shows the answering process only (fine for one process). See docs/operations.md.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -31,8 +32,12 @@ from prometheus_client import (
     multiprocess,
 )
 
+from common import heartbeats
+from common.auth import bearer
 from common.conf import get_setting
 from common.secrets import digest, matches
+
+logger = logging.getLogger("turnout.metrics")
 
 
 def multiprocess_dir() -> str | None:
@@ -147,17 +152,31 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
+def record_background() -> None:
+    """The heartbeats' ages into ``/metrics`` (called as it is scraped)."""
+    try:
+        found = heartbeats.ages()
+    except Exception as exc:
+        logger.warning("metrics.heartbeats_unreadable", extra={"error": type(exc).__name__})
+        return
+    for kind, age in found.items():
+        BACKGROUND_UP.labels(kind=kind).set(1 if heartbeats.describe(age) == "ok" else 0)
+        if age is None:
+            try:
+                BACKGROUND_AGE.remove(kind)
+            except KeyError:
+                pass
+        else:
+            BACKGROUND_AGE.labels(kind=kind).set(age)
+
+
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """``GET /metrics``; with ``TURNOUT_METRICS_TOKEN`` set, only for ``Authorization: Bearer <token>``."""
-    from common.auth import bearer
-
     token = get_setting("METRICS_TOKEN")
     if token and not matches(bearer(request) or "", digest(token)):
         response = HttpResponse("metrics need the scrape token\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    from common.health import record_background
-
     record_background()
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

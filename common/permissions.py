@@ -26,6 +26,8 @@ from typing import Any
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from common.errors import Forbidden
+
 
 class Role(StrEnum):
     VIEWER = "viewer"
@@ -123,8 +125,6 @@ def require(user: Any, capability: Capability, *, environment: Any = None, workl
     """Raise ``Forbidden`` (403, with the reason) unless ``user`` may do this."""
     message = denial(user, capability, environment=environment, workload=workload)
     if message is not None:
-        from common.errors import Forbidden
-
         raise Forbidden(message)
 def can_decide(user: Any, change_request: Any) -> bool:
     """May ``user`` approve or reject this change request? Four eyes: never their own."""

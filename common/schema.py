@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import force_instance, is_serializer
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, inline_serializer
 from rest_framework import serializers
@@ -56,24 +55,6 @@ IF_MATCH = OpenApiParameter(
     required=False,
     description="The version the write is based on (`\"3\"` or `3`); alternative to the body's `version`.",
 )
-
-
-class ApiTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "common.auth.ApiTokenAuthentication"
-    name = "apiToken"
-
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "tok_…",
-                "description": "An API token (`tok_…`), acting as its user."}
-
-
-class SdkKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "common.auth.SdkKeyAuthentication"
-    name = "sdkKey"
-
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "sdk_…",
-                "description": "An SDK key (`sdk_…`), scoped to one environment; also accepted as `X-API-Key`."}
 
 
 _SCALARS = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]

@@ -1,4 +1,6 @@
-"""Small helpers every UI view shares: the current environment, permission checks, service errors."""
+"""Small helpers every UI view shares: the request type, permission checks, the acting user, service errors.
+
+The environment switcher (which environment a page shows) is the rollout app's: ``rollout/switcher.py``."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from common.actors import Actor
 from common.errors import AuditUnavailable, Conflict, ServiceError
 from common.permissions import Capability, denial
 
-SESSION_ENV = "turnout_environment"
 # Forms that fail validation answer 422 with the form and its messages; the page's htmx config swaps
 # 409 and 422 like a 200 (400 stays an error: django-htmx's debug helper shows it as a page).
 INVALID = 422
@@ -22,19 +23,6 @@ class HtmxHttpRequest(HttpRequest):
     """A request that went through ``HtmxMiddleware`` (every UI view's): it carries ``request.htmx``."""
 
     htmx: HtmxDetails
-
-
-def environments() -> list[Any]:
-    from rollout.models import Environment
-
-    return list(Environment.objects.all())
-
-
-def current_environment(request: HttpRequest, envs: list[Any] | None = None) -> Any | None:
-    """The environment picked in the switcher (kept in the session), else the first one."""
-    envs = environments() if envs is None else envs
-    wanted = request.session.get(SESSION_ENV) if hasattr(request, "session") else None
-    return next((e for e in envs if e.key == wanted), envs[0] if envs else None)
 
 
 def require(request: HttpRequest, capability: Capability, *, environment: Any = None) -> None:

@@ -3,31 +3,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
 
 from common.errors import json_error
 from common.throttling import AuthThrottle, CacheUnavailable, FailedSignInThrottle
-from common.ui import SESSION_ENV
-
-
-@require_POST
-@login_required
-def switch_environment(request: HttpRequest) -> HttpResponse:
-    """The environment switcher: remembered in the session, then back to the page it was used on."""
-    from rollout.models import Environment
-
-    key = request.POST.get("environment", "")
-    if Environment.objects.filter(key=key).exists():
-        request.session[SESSION_ENV] = key
-    target = request.POST.get("next", "/")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
-        target = "/"
-    return HttpResponseRedirect(target)
 
 
 @require_GET

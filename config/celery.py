@@ -12,6 +12,7 @@ app.autodiscover_tasks()
 
 
 def _connect_signals() -> None:
+    # Here, not at the top: common.metrics reads settings when imported, so DJANGO_SETTINGS_MODULE must be set first.
     from common import celery_signals, heartbeats
 
     celery_signals.connect()

@@ -85,6 +85,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "common.context_processors.shell",
                 "rollout.context_processors.guardrail_watch",
+                "rollout.switcher.shell",
             ],
         },
     }
@@ -217,7 +218,7 @@ TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX = env.get_int("TURNOUT_LOGIN_AUDIT_INDIVIDUAL
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "common.auth.ApiTokenAuthentication",
+        "rollout.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -4,7 +4,7 @@ from django.urls import path
 
 from audit import views as audit_views
 from cohorts import views as cohort_views
-from common import views as common_views
+from rollout import switcher
 from rollout import views as rollout_views
 
 # Names live under "ui:" (the management API names its routes flag-detail, cohort-list, ...).
@@ -12,7 +12,7 @@ app_name = "ui"
 
 urlpatterns = [
     path("", rollout_views.dashboard, name="home"),
-    path("environment/", common_views.switch_environment, name="switch-environment"),
+    path("environment/", switcher.switch_environment, name="switch-environment"),
     # Workloads and flags
     path("workloads/new/", rollout_views.workload_create, name="workload-create"),
     path("workloads/<str:key>/", rollout_views.workload_detail, name="workload-detail"),

@@ -5,4 +5,6 @@ class RolloutConfig(AppConfig):
     name = "rollout"
 
     def ready(self) -> None:
-        from rollout import evidence  # noqa: F401  (registers the evidence-pack sections)
+        # Imported for what importing them registers: the evidence-pack sections, and the Celery tasks
+        # (services queue them by name, common.jobs.enqueue).
+        from rollout import evidence, tasks  # noqa: F401

@@ -25,11 +25,15 @@ import contextvars
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from django.db import connection
 
+from common.conf import get_setting
 from common.redis import channel, client_options, redis_url
+from rollout.models import Environment
 
 logger = logging.getLogger("turnout.stream")
 
@@ -69,6 +73,12 @@ class Broadcaster:
         self._subs: dict[str, set[Subscription]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listener_loop: asyncio.AbstractEventLoop | None = None
+        self._connect_hooks: list[Callable[[], object]] = []
+
+    def on_connect(self, hook: Callable[[], object]) -> None:
+        """Run ``hook`` (in a worker thread) each time the listener (re)connects to Redis: the outbox
+        (``rollout.publish``) drains what waited while it was away."""
+        self._connect_hooks.append(hook)
 
     # -- subscribers (called on the event loop) -----------------------------------------------
 
@@ -123,8 +133,6 @@ class Broadcaster:
 
     async def _watch_database(self) -> None:
         """Embedded mode: read the served environments' versions every few seconds while streams are open."""
-        from common.conf import get_setting
-
         interval = max(0.05, float(get_setting("STREAM_DB_POLL_SECONDS")))
         known: dict[str, int] = {}
         while True:
@@ -196,29 +204,22 @@ class Broadcaster:
 
     async def _drain_outbox(self) -> None:
         try:
-            await asyncio.to_thread(_drain_outbox)
+            await asyncio.to_thread(_run_connect_hooks, list(self._connect_hooks))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis or the database still away: beat and the next commit retry
             logger.warning("stream.outbox_drain_failed", extra={"error": type(exc).__name__})
 
 
-def _drain_outbox() -> None:
-    from django.db import connection
-
-    from rollout.services.rulesets import outbox_drain
-
+def _run_connect_hooks(hooks: list[Callable[[], object]]) -> None:
     try:
-        outbox_drain()
+        for hook in hooks:
+            hook()
     finally:
         connection.close()  # a worker thread of the loop's executor: do not keep a connection there
 
 
 def _current_versions(envs: list[str]) -> list[tuple[str, int]]:
-    from django.db import connection
-
-    from rollout.models import Environment
-
     try:
         return list(Environment.objects.filter(key__in=envs).values_list("key", "ruleset_version"))
     finally:

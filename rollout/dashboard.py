@@ -9,7 +9,8 @@ from typing import Any
 from django.db.models import Count, Q
 
 from audit.models import AuditEvent
-from rollout.models import Environment, Flag, FlagState, Workload
+from rollout.guardrail_health import last_check
+from rollout.models import Environment, Flag, FlagState, Guardrail, MetricMinute, Workload
 
 STATUSES = (("live", "Live"), ("off", "Off / killed"), ("retired", "Legacy retired"))
 
@@ -45,9 +46,6 @@ def _object_filter(workload: Workload, flag_keys: list[str]) -> Q:
 
 def guardrail_status(state: FlagState) -> str:
     """The guardrails' last verdict (from the periodic check), without reading metrics per row."""
-    from rollout.models import Guardrail
-    from rollout.services.guardrails import last_check
-
     try:
         state.guardrail  # noqa: B018  (select_related: no query)
     except Guardrail.DoesNotExist:
@@ -138,8 +136,6 @@ def exposure_impact(state: FlagState, new: Any, *, hours: int = 24) -> dict[str,
 
     from django.db.models import Sum
     from django.utils import timezone
-
-    from rollout.models import MetricMinute
 
     since = timezone.now() - timedelta(hours=hours)
     calls = dict(

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from cohorts.models import Cohort
+from cohorts.services import cohort_create, cohort_members_add
 from common.actors import Actor
-from rollout.models import Environment
+from rollout.models import Environment, Flag, Workload
+from rollout.services.environments import environment_create
+from rollout.services.flags import flag_create, flag_state_retire, flag_state_update
+from rollout.services.workloads import workload_create
 
 SEED = Actor.system("seed_demo")
 
@@ -79,13 +84,6 @@ FLAGS: list[dict[str, Any]] = [
 def seed_demo() -> bool:
     """Load the demo; each object is created only when missing, so a re-run (or a run after a failed
     one) completes the set. Returns False when everything was already there."""
-    from cohorts.models import Cohort
-    from cohorts.services import cohort_create, cohort_members_add
-    from rollout.models import Flag, Workload
-    from rollout.services.environments import environment_create
-    from rollout.services.flags import flag_create, flag_state_retire, flag_state_update
-    from rollout.services.workloads import workload_create
-
     created = False
     for env in ENVIRONMENTS:
         if not Environment.objects.filter(key=env["key"]).exists():

@@ -18,6 +18,10 @@ from django.db.models import Q, QuerySet
 from audit.chain import format_time
 from audit.evidence import EvidenceSubject, evidence_events, evidence_section
 from audit.models import AuditEvent
+from rollout.guardrail_health import last_check
+from rollout.models import FlagState, Workload
+from rollout.services.mismatches import mismatch_summary
+from rollout.snapshots import flag_state_snapshot, plan_snapshot, workload_snapshot
 
 STAGE_ACTIONS = ("flag_state.plan_set", "flag_state.advanced", "flag_state.retired", "flag_state.rolled_back",
                  "flag_state.paused", "flag_state.unpaused", "flag_state.resumed", "flag_state.killed")
@@ -87,6 +91,19 @@ def _after(event: AuditEvent) -> dict[str, Any]:
     return event.after if isinstance(event.after, dict) else {}
 
 
+@evidence_section("current_state")
+def _current_state(subject: EvidenceSubject, until_sequence: int) -> dict[str, Any]:
+    workload = Workload.objects.filter(key=subject.workload).first()
+    states = FlagState.objects.select_related("flag", "environment").prefetch_related(
+        "include_cohorts", "exclude_cohorts").filter(flag__key__in=subject.flags)
+    wanted = set(subject.flag_states)
+    return {
+        "workload": workload_snapshot(workload) if workload else None,
+        "flag_states": [flag_state_snapshot(s) for s in states
+                        if not wanted or f"{s.flag.key}@{s.environment.key}" in wanted],
+    }
+
+
 @evidence_section("approvals")
 def _approvals(subject: EvidenceSubject, until_sequence: int) -> list[dict[str, Any]]:
     """Every change request (four eyes) with its whole life: requested, then approved and applied,
@@ -132,9 +149,6 @@ def _stage(ref: Any) -> Any:
 def _stage_history(subject: EvidenceSubject, until_sequence: int) -> dict[str, Any]:
     """The plans as they stand, and every stage movement in order: plan set, advanced, rolled back,
     paused, resumed, killed and retired, with who, why, under whose approval, forced or break-glass."""
-    from rollout.models import FlagState
-    from rollout.snapshots import plan_snapshot
-
     wanted = set(subject.flag_states)
     plans = {f"{s.flag.key}@{s.environment.key}": plan_snapshot(s)
              for s in FlagState.objects.select_related("flag", "environment").filter(flag__key__in=subject.flags)
@@ -159,9 +173,6 @@ def _stage_history(subject: EvidenceSubject, until_sequence: int) -> dict[str, A
 def _guardrails(subject: EvidenceSubject, until_sequence: int) -> dict[str, Any]:
     """The limits as configured over time, and every time they acted: each breach with its figures and
     what was done (pause, roll back, kill), each automatic advance with the figures that allowed it."""
-    from rollout.models import FlagState
-    from rollout.services.guardrails import last_check
-
     configured, results = [], []
     for event in _events(subject.flag_state_q(), until_sequence).iterator():
         after = _after(event)
@@ -207,9 +218,6 @@ def _break_glass(subject: EvidenceSubject, until_sequence: int) -> list[dict[str
 @evidence_section("mismatch_groups")
 def _mismatch_groups(subject: EvidenceSubject, until_sequence: int) -> dict[str, Any]:
     """The kinds of difference the comparisons found (current counts), with the audited known marks."""
-    from rollout.models import FlagState
-    from rollout.services.mismatches import mismatch_summary
-
     wanted = set(subject.flag_states)
     groups = {}
     for state in FlagState.objects.select_related("flag", "environment").filter(flag__key__in=subject.flags):

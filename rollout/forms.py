@@ -9,7 +9,7 @@ from django import forms
 
 from common.errors import ServiceError
 from common.ui import field_errors
-from rollout.models import Phase, Reversibility, Risk
+from rollout.models import BreachAction, Phase, Reversibility, Risk
 
 
 class ServiceForm(forms.Form):
@@ -110,8 +110,6 @@ class GuardrailForm(ServiceForm):
     reason = forms.CharField(required=False, max_length=500)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from rollout.models import BreachAction
-
         super().__init__(*args, **kwargs)
         self.set_choices("action", BreachAction.choices)
 

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+from common.redis import get_redis
 from rollout.metrics import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
+from rollout.models import MetricMinute
+from rollout.services import metrics as ingest
 
 PATHS = ("legacy", "parallel")
 
@@ -96,8 +99,6 @@ def minute_ceil(at: datetime) -> datetime:
 
 
 def _stored_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[MinuteRow]:
-    from rollout.models import MetricMinute
-
     return list(MetricMinute.objects.filter(environment_id=environment_id, flag_key=flag_key, minute__gte=start,
                                             minute__lt=end)
                 .values("path", "minute", "calls", "errors", "comparisons", "mismatches", "latency_ms"))
@@ -108,9 +109,6 @@ def _open_rows(environment_id: int, flag_key: str, start: datetime, end: datetim
 
     Read after the stored rows: a minute rolled up in between is missed for one check (never
     counted twice)."""
-    from common.redis import get_redis
-    from rollout.services import metrics as ingest
-
     client = get_redis()
     if client is None:
         return []

@@ -14,11 +14,16 @@ from __future__ import annotations
 import json
 import logging
 
+from django.db import connection, transaction
+
 from common.redis import breaker, channel, get_redis
 from rollout.broadcast import RULESET_CHANNEL, broadcaster
 from rollout.evaluation import remember_version
+from rollout.models import OutboxMessage
 
 logger = logging.getLogger("turnout.ruleset")
+
+OUTBOX_BATCH = 500
 
 
 def announce_locally(environment: str, version: int) -> None:
@@ -39,10 +44,32 @@ def publish_versions(versions: dict[str, int]) -> None:
         client.publish(channel(RULESET_CHANNEL), json.dumps({"environment": environment, "version": version}))
 
 
+def outbox_drain(*, batch: int = OUTBOX_BATCH) -> int:
+    """Publish waiting announcements (the newest version of each environment: an SDK that hears of
+    it fetches the whole ruleset, so older versions need no message of their own) and delete them;
+    the number of rows cleared. Raises ``redis.RedisError`` when Redis does not take them: the rows
+    stay for the next drain. Concurrent drains take disjoint rows (``SKIP LOCKED``); a version
+    published twice is harmless (streams ignore versions they have seen)."""
+    cleared = 0
+    while True:
+        with transaction.atomic():
+            rows = list(OutboxMessage.objects.select_for_update(skip_locked=True).order_by("pk")
+                        .values_list("pk", "environment", "version")[:batch])
+            if not rows:
+                return cleared
+            newest: dict[str, int] = {}
+            for _, environment, version in rows:
+                newest[environment] = max(newest.get(environment, 0), version)
+            publish_versions(newest)
+            OutboxMessage.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+        cleared += len(rows)
+        logger.info("ruleset.outbox_drained", extra={"rows": len(rows), "versions": newest})
+        if len(rows) < batch:
+            return cleared
+
+
 def announce_committed(versions: dict[str, int]) -> None:
     """After a commit that raised these versions: local streams now, then the outbox to Redis."""
-    from rollout.services.rulesets import outbox_drain
-
     for environment, version in versions.items():
         announce_locally(environment, version)
     try:
@@ -54,10 +81,6 @@ def announce_committed(versions: dict[str, int]) -> None:
 def drain_after_recovery() -> None:
     """Redis answers again in this process: publish what waited in the outbox (run by the breaker
     in a thread of its own — see common/redis.py)."""
-    from django.db import connection
-
-    from rollout.services.rulesets import outbox_drain
-
     try:
         cleared = outbox_drain()
     finally:
@@ -67,3 +90,4 @@ def drain_after_recovery() -> None:
 
 
 breaker.on_recovery(drain_after_recovery)
+broadcaster.on_connect(outbox_drain)  # each web process's stream listener drains when it (re)connects

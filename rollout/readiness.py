@@ -17,9 +17,9 @@ from audit.names import Action
 from common import clock
 from common.errors import NotFound
 from rollout import metrics_read
+from rollout.guardrail_health import evaluate_state, last_check
 from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
 from rollout.policy import approval_gated, state_effect
-from rollout.services.guardrails import evaluate_state, last_check
 from rollout.services.mismatches import mismatch_summary
 from rollout.snapshots import flag_state_snapshot, guardrail_snapshot, stage_snapshot
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import shared_task
 
+from common.conf import get_setting
+from common.heartbeats import beat_schedule_ran
+from rollout.publish import outbox_drain
 from rollout.ruleset import get_ruleset
+from rollout.services.guardrails import active_rollout_ids, guardrail_check, scheduled_rollout_ids, scheduled_start
+from rollout.services.metrics import metrics_rollup
+from rollout.services.mismatches import mismatch_groups_refresh
+from rollout.services.retention import metrics_retention as fold
+from rollout.services.webhooks import DeliveryFailed, deliver
 
 logger = logging.getLogger("turnout.tasks")
 
@@ -21,16 +30,14 @@ def warm_ruleset(self, environment_id: int) -> int | None:  # type: ignore[no-un
 @shared_task(bind=True, max_retries=3, default_retry_delay=5)
 def rollup_metrics(self, include_open: bool = False) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Move closed minutes of SDK metrics from Redis into MetricMinute rows (beat: every minute)."""
-    from rollout.services.metrics import metrics_rollup
-
     result = metrics_rollup(include_open=include_open)
     return {"minutes": result.minutes, "rows": result.rows, "samples": result.samples,
             "recovered": result.recovered}
+
+
 @shared_task
 def check_guardrails() -> dict[str, int]:
     """Beat (every TURNOUT_GUARDRAIL_INTERVAL s): judge every active rollout; breaches act at once."""
-    from rollout.services.guardrails import active_rollout_ids, guardrail_check
-
     acted = checked = 0
     for state_id in active_rollout_ids():
         try:
@@ -46,8 +53,6 @@ def check_guardrails() -> dict[str, int]:
 @shared_task
 def start_scheduled_stages() -> dict[str, int]:
     """Beat (every 15 s): start stages whose scheduled time has come, when healthy."""
-    from rollout.services.guardrails import scheduled_rollout_ids, scheduled_start
-
     started = 0
     for state_id in scheduled_rollout_ids():
         try:
@@ -60,16 +65,12 @@ def start_scheduled_stages() -> dict[str, int]:
 @shared_task
 def group_mismatches() -> int:
     """Beat (every minute): count new mismatch samples into their groups."""
-    from rollout.services.mismatches import mismatch_groups_refresh
-
     return mismatch_groups_refresh()
 
 
 @shared_task
 def metrics_retention() -> dict[str, int]:
     """Beat (hourly): minute rows past the retention become hourly totals."""
-    from rollout.services.retention import metrics_retention as fold
-
     result = fold()
     return {"minutes": result.minutes, "hours": result.hours, "samples": result.samples}
 
@@ -77,9 +78,6 @@ def metrics_retention() -> dict[str, int]:
 @shared_task(bind=True, max_retries=None)
 def deliver_webhook(self, url: str, body: str) -> int:  # type: ignore[no-untyped-def]
     """POST one webhook; retried with exponential backoff (2, 4, 8 ... s) up to WEBHOOK_MAX_RETRIES."""
-    from common.conf import get_setting
-    from rollout.services.webhooks import DeliveryFailed, deliver
-
     try:
         return deliver(url, body)
     except DeliveryFailed as exc:
@@ -93,10 +91,6 @@ def deliver_webhook(self, url: str, body: str) -> int:  # type: ignore[no-untype
 def drain_outbox() -> int:
     """Beat (every TURNOUT_OUTBOX_DRAIN_INTERVAL s): publish ruleset announcements Redis could not
     take when they were made. Redis still away: nothing is lost, the next run tries again."""
-    import redis
-
-    from rollout.services.rulesets import outbox_drain
-
     try:
         return outbox_drain()
     except redis.RedisError as exc:
@@ -108,6 +102,4 @@ def drain_outbox() -> int:
 def heartbeat() -> None:
     """Beat (every TURNOUT_HEARTBEAT_SECONDS s): proof that beat's schedule reaches a worker — the
     path every guardrail check takes (common/heartbeats.py)."""
-    from common.heartbeats import beat_schedule_ran
-
     beat_schedule_ran()

@@ -34,7 +34,7 @@ from audit.names import Action
 from cohorts.models import Cohort
 from common.errors import Forbidden, ServiceError
 from common.permissions import Capability, can, can_decide, primary_role
-from common.ui import INVALID, HtmxHttpRequest, actor, current_environment, error_status, require
+from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
 from rollout import dashboard as selectors
 from rollout.dashboard import change_proposal, readiness_charts
 from rollout.forms import (
@@ -50,6 +50,7 @@ from rollout.forms import (
     WorkloadForm,
     overrides_text,
 )
+from rollout.guardrail_health import evaluate_state
 from rollout.models import (
     ApiToken,
     ChangeRequest,
@@ -68,9 +69,9 @@ from rollout.readiness import plan_status, readiness
 from rollout.services import flags as flag_services
 from rollout.services import keys as key_services
 from rollout.services import workloads as workload_services
-from rollout.services.guardrails import evaluate_state
 from rollout.services.stages import plan_template
 from rollout.snapshots import guardrail_snapshot
+from rollout.switcher import current_environment
 
 # -- dashboard --------------------------------------------------------------------------------
 

@@ -31,11 +31,9 @@ def service_missing(reason: str) -> None:
 def _clear_cache() -> Iterator[None]:
     from django.core.cache import cache
 
-    from common import auth
     from common.redis import breaker
-    from rollout import context_processors
+    from rollout import auth, context_processors
     from rollout.evaluation import clear_compiled
-    from rollout.services import keys
 
     breaker.reset()  # a fault test's outage is not the next test's
     context_processors.forget()
@@ -44,7 +42,7 @@ def _clear_cache() -> Iterator[None]:
     # production): forget what this process remembered about them.
     clear_compiled()
     auth._local_keys.clear()
-    keys._touched.clear()
+    auth._touched.clear()
     yield
 
 

@@ -21,7 +21,7 @@ from actions.submit import (
     submit,
     target_version,
 )
-from common.api import ManagementView
+from common.api import ManagementView, object_id
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.fields import ReasonField, key_field
 from common.inputs import Input, ObjectField
@@ -34,10 +34,10 @@ from rollout.api.rollout_outputs import (
     ReviewItemListOutput,
     ReviewItemOutput,
     RolloutOutput,
+    change_request_data,
 )
 from rollout.models import ChangeRequest, ChangeRequestStatus, FlagState, ReviewItem
 from rollout.readiness import plan_status
-from rollout.snapshots import change_request_snapshot
 
 TAGS = ["change requests"]
 SUBMIT_RESPONSES = {
@@ -47,14 +47,6 @@ SUBMIT_RESPONSES = {
 }
 PK = OpenApiParameter("pk", OpenApiTypes.STR, OpenApiParameter.PATH, description="the id (digits)")
 LIST_LIMIT = 200
-
-
-def change_request_data(cr: ChangeRequest) -> dict[str, Any]:
-    return ChangeRequestOutput({
-        **change_request_snapshot(cr), "reason": cr.reason, "created_at": cr.created_at.isoformat(),
-        "decided_at": cr.decided_at.isoformat() if cr.decided_at else None,
-        "stale": cr.status == ChangeRequestStatus.PENDING and target_version(cr) != cr.based_on_version,
-    }).data  # type: ignore[return-value]
 
 
 def outcome_response(outcome: Outcome, applied: Callable[[Any], Any]) -> Response:
@@ -80,13 +72,6 @@ def review_item_data(item: ReviewItem) -> dict[str, Any]:
         "acknowledged_by": item.acknowledged_by_label or None,
         "acknowledged_at": item.acknowledged_at.isoformat() if item.acknowledged_at else None, "note": item.note,
     }).data  # type: ignore[return-value]
-
-
-def object_id(value: str, what: str) -> int:
-    """A path id: digits only (anything else is simply not found, in the one error body)."""
-    if not value.isdigit() or len(value) > 18:
-        raise NotFound(f"{what} {value!r} does not exist")
-    return int(value)
 
 
 def _requests() -> Any:

@@ -13,12 +13,13 @@ from rest_framework.response import Response
 from actions.submit import Outcome, submit, submit_state
 from audit.names import Action
 from common.api import ManagementListView, ManagementView, etag, query_reason, requested_version
-from common.fields import OverridesField, PercentageField, ReasonField, key_field, provided
+from common.fields import PercentageField, ReasonField, key_field, provided
 from common.inputs import Input
 from common.permissions import Capability
 from common.schema import IF_MATCH, errors
 from rollout import selectors
 from rollout.api.change_requests import outcome_response
+from rollout.api.fields import OverridesField
 from rollout.api.rollout_outputs import PendingOutput
 from rollout.filters import FlagFilter
 from rollout.models import FlagState

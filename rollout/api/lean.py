@@ -29,11 +29,12 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from common.auth import NotLocal, SdkKeyAuthentication, SdkPrincipal, bearer, sdk_principal, sdk_principal_local
+from common.auth import bearer
 from common.conf import get_setting
 from common.errors import error_body
 from common.jsonio import JsonInputError, loads
 from common.redis import get_async_redis, get_redis
+from rollout.auth import NotLocal, SdkKeyAuthentication, SdkPrincipal, sdk_principal, sdk_principal_local
 from rollout.evaluation import version_cache_key
 
 AUTH_MESSAGE = "Missing, invalid or revoked SDK key."

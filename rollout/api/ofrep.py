@@ -40,7 +40,6 @@ from turnout.openfeature_mapping import OFREP_REASONS, resolve
 from turnout.types import Decision, ErrorCode
 
 from common import metrics
-from common.auth import SdkPrincipal
 from common.schema import ScalarField
 from rollout.api.lean import (
     BadRequest,
@@ -52,6 +51,7 @@ from rollout.api.lean import (
     retry_after_seconds,
 )
 from rollout.api.sdk import _etag_matches
+from rollout.auth import SdkPrincipal
 from rollout.evaluation import CompiledRuleset, acompiled_ruleset, compiled_ruleset
 
 logger = logging.getLogger("turnout.ofrep")

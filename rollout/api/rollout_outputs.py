@@ -11,8 +11,19 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from common.fields import OverridesField
-from rollout.models import BreachAction, ChangeRequestStatus, Gate, Phase, Reversibility, Risk, TargetType
+from actions.submit import target_version
+from rollout.api.fields import OverridesField
+from rollout.models import (
+    BreachAction,
+    ChangeRequest,
+    ChangeRequestStatus,
+    Gate,
+    Phase,
+    Reversibility,
+    Risk,
+    TargetType,
+)
+from rollout.snapshots import change_request_snapshot
 
 
 @extend_schema_field({"description": "Any JSON value (as the SDK reported it, redacted)", "nullable": True})
@@ -279,3 +290,11 @@ class ChangeRequestListOutput(serializers.Serializer):  # type: ignore[type-arg]
 
 class ReviewItemListOutput(serializers.Serializer):  # type: ignore[type-arg]
     results = ReviewItemOutput(many=True)
+
+
+def change_request_data(cr: ChangeRequest) -> dict[str, Any]:
+    return ChangeRequestOutput({
+        **change_request_snapshot(cr), "reason": cr.reason, "created_at": cr.created_at.isoformat(),
+        "decided_at": cr.decided_at.isoformat() if cr.decided_at else None,
+        "stale": cr.status == ChangeRequestStatus.PENDING and target_version(cr) != cr.based_on_version,
+    }).data  # type: ignore[return-value]

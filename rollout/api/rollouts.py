@@ -16,13 +16,13 @@ from rest_framework.response import Response
 
 from actions.submit import Outcome, submit_state
 from audit.names import Action
-from common.api import ManagementView, requested_version
+from common.api import ManagementView, object_id, requested_version
 from common.errors import ValidationFailed
 from common.fields import PercentageField, ReasonField, key_field
 from common.inputs import Input
 from common.permissions import Capability
 from common.schema import IF_MATCH, errors
-from rollout.api.change_requests import object_id, outcome_response
+from rollout.api.change_requests import outcome_response
 from rollout.api.rollout_outputs import (
     AppliedOutput,
     GateOutput,
@@ -32,7 +32,8 @@ from rollout.api.rollout_outputs import (
     ReadinessOutput,
     RolloutOutput,
 )
-from rollout.models import BreachAction, Gate
+from rollout.guardrail_health import evaluate_state, last_check
+from rollout.models import BreachAction, Gate, Guardrail
 from rollout.readiness import get_state, plan_status, readiness
 from rollout.services.guardrails import LIMIT_FIELDS
 from rollout.services.mismatches import mismatch_summary
@@ -205,9 +206,6 @@ class GuardrailInput(ChangeInput):
 
 
 def guardrails_data(state: Any) -> dict[str, Any]:
-    from rollout.models import Guardrail
-    from rollout.services.guardrails import evaluate_state, last_check
-
     health = evaluate_state(state)
     return GuardrailsOutput({
         "config": guardrail_snapshot(Guardrail.objects.filter(flag_state=state).first()),

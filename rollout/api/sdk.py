@@ -15,7 +15,6 @@ from rest_framework.views import APIView
 from turnout.types import Reason
 
 from common import metrics as prometheus
-from common.auth import SdkKeyAuthentication, SdkPrincipal
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES, AttributeValueField
 from rollout.api.lean import (
@@ -29,6 +28,7 @@ from rollout.api.lean import (
     sdk_guard,
     sdk_throttle_wait,
 )
+from rollout.auth import SdkKeyAuthentication, SdkPrincipal
 from rollout.evaluation import acompiled_ruleset, compiled_ruleset, decision_body
 from rollout.metrics import parse_batch
 from rollout.ruleset import get_ruleset

@@ -19,10 +19,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
 from common import metrics
-from common.auth import bearer, sdk_principal
+from common.auth import bearer
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES
 from rollout.api.lean import authenticate, described, throttled, unauthorized
+from rollout.auth import sdk_principal
 from rollout.broadcast import Subscription, broadcaster
 from rollout.ruleset import current_version
 

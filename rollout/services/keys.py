@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
@@ -13,21 +10,12 @@ from django.utils import timezone
 from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
-from common.auth import forget_sdk_key
-from common.conf import get_setting
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.redis import degrade
 from common.secrets import new_secret
+from rollout.auth import api_token_cache_key, forget_sdk_key, sdk_key_cache_key
 from rollout.models import ApiToken, Environment, SdkKey
 from rollout.policy import enforce
-
-
-def sdk_key_cache_key(digest: str) -> str:
-    return f"sdkkey:{digest}"
-
-
-def api_token_cache_key(digest: str) -> str:
-    return f"apitoken:{digest}"
 
 
 def _name(name: str) -> str:
@@ -112,31 +100,3 @@ def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken
                      before={"revoked": False}, after={"revoked": True, "user": token.user.get_username()},
                      reason=reason)
     return token
-
-
-_touched: dict[tuple[str, int], float] = {}
-
-
-def key_touch_due(model: type[SdkKey] | type[ApiToken], pk: int) -> bool:
-    """Whether ``key_touch`` would do anything (else it returns at once, without I/O)."""
-    return _touched.get((model.__name__, pk), 0.0) <= time.monotonic()
-
-
-def key_touch(model: type[SdkKey] | type[ApiToken], pk: int) -> None:
-    """Record last use, at most once per resolution window per key (bookkeeping, not audited).
-    Each process remembers its own last touch, so a busy key costs no cache round trip."""
-    resolution = get_setting("KEY_LAST_USED_RESOLUTION")
-    memo = (model.__name__, pk)
-    now = time.monotonic()
-    if _touched.get(memo, 0.0) > now:
-        return
-    if len(_touched) > 10_000:
-        _touched.clear()
-    _touched[memo] = now + resolution
-    # Redis away: every process writes (still at most once per window each, and only when older).
-    if not degrade(lambda: cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution), True, what="touch"):
-        return
-    used_at = timezone.now()
-    model.objects.filter(pk=pk).exclude(last_used_at__gt=used_at - timedelta(seconds=resolution)).update(
-        last_used_at=used_at
-    )

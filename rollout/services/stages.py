@@ -35,8 +35,10 @@ from common import clock
 from common.actors import Actor
 from common.errors import Conflict, ValidationFailed
 from common.services import check_version, percentage
+from rollout.guardrail_health import evaluate_state
 from rollout.models import FlagState, Gate, Reversibility, RolloutStage
 from rollout.policy import Approval, enforce, require_approval_if_needed, state_effect
+from rollout.readiness import readiness_at_advance
 from rollout.services.flags import _cohorts, get_state_for_update, write_state, write_state_break_glass
 from rollout.snapshots import flag_state_snapshot, plan_snapshot
 
@@ -216,9 +218,6 @@ def advance_state(state: FlagState, *, actor: Actor, version: int | None = None,
         raise Conflict(f"{where} is killed; resume it before advancing", current_version=state.version)
     if state.paused_at is not None:
         raise Conflict(f"{where} is paused; resume it before advancing", current_version=state.version)
-    from rollout.readiness import readiness_at_advance
-    from rollout.services.guardrails import evaluate_state
-
     health = evaluate_state(state, now=now)
     readiness = readiness_at_advance(state, now=now, health=health)
     if actor.type != "system" and health.status == "breached":

@@ -14,6 +14,7 @@ from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
+from rollout.models import ApiToken
 from rollout.policy import enforce
 
 ROLES = ("viewer", "editor", "approver", "admin", "compliance")
@@ -88,8 +89,6 @@ def user_update_roles(*, actor: Actor, username: str, roles: Iterable[str], reas
 
 def user_deactivate(*, actor: Actor, username: str, reason: str = ""):  # type: ignore[no-untyped-def]
     """Sign a user out of everything: inactive (no login, no token works) and every token revoked."""
-    from rollout.models import ApiToken
-
     enforce(actor, Action.USER_DEACTIVATED)
     with audited_atomic():
         user = _get_user_for_update(username)

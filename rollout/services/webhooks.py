@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from common.conf import get_setting
+from common.jobs import enqueue
 
 logger = logging.getLogger("turnout.webhooks")
 
@@ -42,11 +43,9 @@ def notify(payload: dict[str, Any]) -> int:
     urls = get_setting("WEBHOOK_URLS")
     if not urls:
         return 0
-    from rollout.tasks import deliver_webhook
-
     body = json.dumps(envelope(payload), separators=(",", ":"), default=str)
     for url in urls:
-        deliver_webhook.delay(url, body)
+        enqueue("rollout.tasks.deliver_webhook", url, body)
     return len(urls)
 
 

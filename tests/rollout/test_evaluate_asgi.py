@@ -175,16 +175,16 @@ def test_evaluate_asgi__hot_path__no_thread_no_database(redis_url, settings, key
 
 def test_evaluate_asgi__last_used_due__key_resolved_in_a_thread(redis_url, settings, key, monkeypatch):
     settings.REDIS_URL = redis_url
-    from rollout.services import keys
+    from rollout import auth
 
     async def scenario() -> tuple[Any, Any]:
         first = await _apost(URL, {"flag": "invoice-engine", "context": {"key": "u1"}}, key)
-        keys._touched.clear()  # the resolution window passed: last_used is due again
+        auth._touched.clear()  # the resolution window passed: last_used is due again
         return first, await _apost(URL, {"flag": "invoice-engine", "context": {"key": "u2"}}, key)
 
     first, second = _asgi(scenario)
     assert (first.status_code, second.status_code) == (200, 200)
-    assert keys._touched  # sdk_principal (which touches) ran, not the local answer
+    assert auth._touched  # sdk_principal (which touches) ran, not the local answer
 
 
 def test_async_redis__per_event_loop__one_client_each(redis_url, settings):

@@ -7,9 +7,10 @@ import pytest
 
 from common import clock
 from common.errors import ValidationFailed
+from rollout.guardrail_health import judge
 from rollout.metrics_read import PathStats, percentile
 from rollout.models import FlagState, Guardrail, MetricHour, MetricMinute, MismatchGroup, MismatchSample
-from rollout.services.guardrails import guardrail_check, guardrail_set, judge, scheduled_start
+from rollout.services.guardrails import guardrail_check, guardrail_set, scheduled_start
 from rollout.services.mismatches import (
     difference_shape,
     mismatch_group_mark_known,

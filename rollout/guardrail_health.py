@@ -1,0 +1,138 @@
+"""Judging a rollout's health (read-only: reads metrics and the last stored check, writes nothing).
+
+The guardrail check (``rollout/services/guardrails.py``), the advance (``rollout/services/stages.py``),
+the readiness report (``rollout/readiness.py``) and the pages all ask this module for a verdict; none of
+them is needed to give one, so every arrow points here and none points back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.cache import cache
+
+from common import clock
+from common.redis import degrade
+from rollout import metrics_read
+from rollout.metrics_read import PathStats
+from rollout.models import FlagState, Guardrail
+from rollout.services.mismatches import known_share
+
+# Where the guardrail check stores its last verdict per flag state (read by the pages and the API).
+LAST_CHECK_KEY = "guardrail:last:{}"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    limit: float
+    value: float | None
+    ok: bool | None  # None: not judged (no data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "limit": self.limit, "value": self.value, "ok": self.ok}
+
+    def describe(self) -> str:
+        unit = "" if self.name == "latency_p95_ratio" else "%"
+        value = None if self.value is None else round(self.value, 2)
+        return f"{self.name.replace('_', ' ')} {value}{unit} > {self.limit}{unit}"
+
+
+@dataclass
+class Health:
+    status: str  # healthy | breached | insufficient_data | unguarded | inactive
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    legacy: PathStats = field(default_factory=PathStats)
+    parallel: PathStats = field(default_factory=PathStats)
+    checks: list[Check] = field(default_factory=list)
+    sample_size: int = 0
+    min_sample_size: int = 0
+    known_share: float = 0.0
+    mismatch_rate: float | None = None  # known differences excluded
+
+    @property
+    def breaches(self) -> list[str]:
+        return [c.describe() for c in self.checks if c.ok is False]
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "window": {"start": self.window_start.isoformat() if self.window_start else None,
+                       "end": self.window_end.isoformat() if self.window_end else None},
+            "legacy": self.legacy.as_dict(), "parallel": self.parallel.as_dict(),
+            "mismatch_rate_excluding_known": self.mismatch_rate, "known_share": self.known_share,
+            "sample_size": self.sample_size, "min_sample_size": self.min_sample_size,
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+
+def is_active(state: FlagState) -> bool:
+    """Is there a parallel path to watch? (enabled, legacy not retired, something routed or compared)"""
+    return state.enabled and not state.retired and (
+        state.percentage > 0 or state.compare_percentage > 0 or state.stage > 0 or bool(state.overrides))
+
+
+def judge(g: Guardrail, legacy: PathStats, parallel: PathStats, *, known_share: float = 0.0) -> Health:
+    """The verdict on one window's figures (pure: no database)."""
+    checks: list[Check] = []
+    p_rate, l_rate = parallel.error_rate, legacy.error_rate
+    if g.max_error_rate is not None:
+        checks.append(Check("error_rate", float(g.max_error_rate), p_rate,
+                            None if p_rate is None else p_rate <= float(g.max_error_rate)))
+    if g.max_error_rate_increase is not None:
+        increase = None if p_rate is None or l_rate is None else round(p_rate - l_rate, 4)
+        checks.append(Check("error_rate_increase", float(g.max_error_rate_increase), increase,
+                            None if increase is None else increase <= float(g.max_error_rate_increase)))
+    if g.max_latency_p95_ratio is not None:
+        p95, l95 = parallel.p(0.95), legacy.p(0.95)
+        ratio = None if p95 is None or not l95 else round(p95 / l95, 3)
+        checks.append(Check("latency_p95_ratio", float(g.max_latency_p95_ratio), ratio,
+                            None if ratio is None else ratio <= float(g.max_latency_p95_ratio)))
+    comparisons = legacy.comparisons + parallel.comparisons
+    mismatches = (legacy.mismatches + parallel.mismatches) * (1.0 - known_share)
+    mismatch_rate = None if comparisons <= 0 else round(100.0 * mismatches / comparisons, 4)
+    if g.max_mismatch_rate is not None:
+        checks.append(Check("mismatch_rate", float(g.max_mismatch_rate), mismatch_rate,
+                            None if mismatch_rate is None else mismatch_rate <= float(g.max_mismatch_rate)))
+    sample = max(parallel.calls, comparisons)
+    if any(c.ok is False for c in checks) and sample >= g.min_sample_size:
+        status = "breached"
+    elif sample < g.min_sample_size:
+        status = "insufficient_data"
+    else:
+        status = "healthy"
+    return Health(status=status, legacy=legacy, parallel=parallel, checks=checks, sample_size=sample,
+                  min_sample_size=g.min_sample_size, known_share=round(known_share, 4),
+                  mismatch_rate=mismatch_rate)
+
+
+def window_bounds(state: FlagState, g: Guardrail, now: datetime) -> tuple[datetime, datetime]:
+    start = metrics_read.minute_floor(now - timedelta(seconds=g.window_seconds))
+    if state.stage_started_at is not None:
+        start = max(start, metrics_read.minute_ceil(state.stage_started_at))
+    return start, metrics_read.minute_floor(now) + timedelta(minutes=1)
+
+
+def evaluate_state(state: FlagState, *, now: datetime | None = None) -> Health:
+    """The current verdict for a flag state (reads metrics; writes nothing)."""
+    now = now or clock.now()
+    guardrail = Guardrail.objects.filter(flag_state=state).first()
+    if not is_active(state):
+        return Health(status="inactive")
+    if guardrail is None:
+        return Health(status="unguarded")
+    start, end = window_bounds(state, guardrail, now)
+    stats = metrics_read.window_stats(state, start=start, end=end)
+    health = judge(guardrail, stats["legacy"], stats["parallel"],
+                   known_share=known_share(state, start=start, end=end))
+    health.window_start, health.window_end = start, min(end, now)
+    return health
+
+
+def last_check(flag_state_id: int) -> dict[str, Any] | None:
+    """The last check's figures, or None (none yet, or the cache away: shown as "not checked yet")."""
+    return degrade(lambda: cache.get(LAST_CHECK_KEY.format(flag_state_id)), None,  # type: ignore[no-any-return]
+                   what="guardrail_check")
