@@ -28,7 +28,7 @@ UNKNOWN_FIELD = "unknown field"
 
 
 def json_type(value: Any) -> str:
-    """What a parsed JSON (or form) value is, in JSON's words: for messages like "got an array"."""
+    """What a parsed JSON (or form) value is, in JSON's words, for messages like "not an array"."""
     if value is None:
         return "null"
     if isinstance(value, bool):
