@@ -147,6 +147,10 @@ class Turnout:
         opts = (options or Options()).replace(**overrides) if overrides else (options or Options())
         if url is not None and not isinstance(url, str):
             raise ValueError(f"url must be a string or None, got a {type(url).__name__}")
+        if sdk_key is not None and not isinstance(sdk_key, str):
+            raise ValueError(f"sdk_key must be a string or None, got a {type(sdk_key).__name__}")
+        url = None if url is None else str.__str__(url)  # a str subclass: its plain value
+        sdk_key = None if sdk_key is None else str.__str__(sdk_key)
         self.options: Final = opts
         self._offline = not url
         self._problems = Problems(opts.on_error)
@@ -155,7 +159,7 @@ class Turnout:
         if url:
             if not sdk_key:
                 raise ValueError("sdk_key is required with a url (use url=None to run offline)")
-            if not isinstance(sdk_key, str) or not sdk_key.isprintable():
+            if not sdk_key.isprintable():
                 raise ValueError("sdk_key must be a string of printable characters")
             self._transport = Transport(
                 url,

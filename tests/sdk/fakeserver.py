@@ -144,13 +144,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             with fake._lock:
                 doc, etag = fake.doc, fake.etag
+            if fake.body is not None:
+                etag = '"raw-' + hashlib.sha256(fake.body).hexdigest()[:16] + '"'
             if self.headers.get("If-None-Match") == etag and fake.mode == "ok":
                 fake.counts["ruleset_304"] += 1
                 self.send_response(304)
                 self.send_header("ETag", etag)
                 self.end_headers()
                 return
-            body = json.dumps(doc).encode()
+            body = json.dumps(doc).encode() if fake.body is None else fake.body
             if fake.mode == "malformed":
                 body = b'{"schema": 1, "version": oops'
             elif fake.mode == "invalid":
@@ -253,6 +255,8 @@ class FakeServer:
         self.mode = "ok"  # ok | 500 | malformed | invalid | truncated | hang
         self.stream_mode = "ok"  # ok | 404 | 500 | silent | hang | drop
         self.metrics_mode = "ok"  # ok | 500 | 400 | hang
+        #: when set, the ruleset answer's body as it is (any bytes), in place of ``doc``
+        self.body: bytes | None = None
         self.metrics: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self.auth_headers: list[str] = []
