@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from turnout.wire import LATENCY_BUCKETS_MS
+from turnout.wire import LATENCY_BUCKETS_MS, BreakerEvent, MetricsBatch
 
 from common.conf import get_setting
 from rollout.api.lean import BadRequest
@@ -59,7 +59,7 @@ class Batch:
     window_end: datetime
     rows: list[FlagCounts]
     samples: list[Sample]
-    breaker_events: list[dict[str, str]]
+    breaker_events: list[BreakerEvent]
     dropped: dict[str, int]
 
 
@@ -170,15 +170,16 @@ def _sample(raw: Any, where: str) -> Sample:
     )
 
 
-def _breaker_event(raw: Any, where: str) -> dict[str, str]:
+def _breaker_event(raw: Any, where: str) -> BreakerEvent:
     event = _obj(raw, where)
     return {"flag": _name(event.get("flag"), f"{where}.flag"), "state": _name(event.get("state"), f"{where}.state"),
             "reason": _optional_str(event.get("reason"), f"{where}.reason", 500) or "",
             "at": _time(event.get("at"), f"{where}.at").isoformat()}
 
 
-def parse_batch(data: Any) -> Batch:
-    """A metrics batch, checked field by field; BadRequest names the first bad field."""
+def parse_batch(data: MetricsBatch | Any) -> Batch:
+    """A metrics batch (``turnout.wire.MetricsBatch``, as the SDK sends it; any JSON value is
+    accepted here), checked field by field; BadRequest names the first bad field."""
     batch = _obj(data, "body")
     sdk = _obj(batch.get("sdk"), "sdk")
     sdk_info = {"name": _name(sdk.get("name"), "sdk.name"),

@@ -15,11 +15,11 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from django.core.cache import cache
 from redis.exceptions import LockError
+from turnout.wire import SCHEMA, CohortRule, FlagRule, RulesetDocument
 
 from cohorts.models import Cohort, CohortMember, MemberKind
 from common import metrics
@@ -29,7 +29,6 @@ from rollout.models import Environment, FlagState
 
 logger = logging.getLogger("turnout.ruleset")
 
-SCHEMA = 1
 # A build lock left by a builder that died expires after this many seconds.
 BUILD_LOCK_SECONDS = 30
 # How long a request waits for another process's build before building from the database itself.
@@ -47,11 +46,12 @@ class BuiltRuleset:
     def etag(self) -> str:
         return f'"{self.environment}-{self.version}-{hashlib.sha256(self.body).hexdigest()[:16]}"'
 
-    def document(self) -> dict[str, Any]:
-        return json.loads(self.body)
+    def document(self) -> RulesetDocument:
+        document: RulesetDocument = json.loads(self.body)
+        return document
 
 
-def _cohort_doc(cohort: Cohort) -> dict[str, Any]:
+def _cohort_doc(cohort: Cohort) -> CohortRule:
     include: list[str] = []
     exclude: list[str] = []
     members = (
@@ -62,9 +62,9 @@ def _cohort_doc(cohort: Cohort) -> dict[str, Any]:
     return {"match_on": cohort.match_on or None, "rules": cohort.rules, "include": include, "exclude": exclude}
 
 
-def build_document(env: Environment) -> dict[str, Any]:
-    """The ruleset for one environment as it stands in the database now."""
-    flags: dict[str, Any] = {}
+def build_document(env: Environment) -> RulesetDocument:
+    """The ruleset for one environment as it stands in the database now (``turnout.wire``)."""
+    flags: dict[str, FlagRule] = {}
     used: dict[int, Cohort] = {}
     for state in FlagState.objects.filter(environment=env).for_ruleset().order_by("flag__key"):
         include = sorted(state.include_cohorts.all(), key=lambda c: c.key)

@@ -14,6 +14,7 @@ short lock.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from bisect import bisect_left
@@ -43,6 +44,8 @@ _NCOUNTS = 7
 _NBUCKETS = len(LATENCY_BUCKETS_MS) + 1
 MAX_ROWS = 10_000
 MAX_EVENTS = 100
+MAX_NAME = 100
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _iso(ts: float) -> str:
@@ -206,6 +209,11 @@ class Recorder:
             else:
                 self._dropped["samples"] = self._dropped.get("samples", 0) + 1
 
+    def pending_samples(self) -> list[MismatchSample]:
+        """The mismatch samples the next batch will carry (a copy)."""
+        with self._lock:
+            return list(self._samples)
+
     def drop(self, what: str, n: int = 1) -> None:
         with self._lock:
             self._dropped[what] = self._dropped.get(what, 0) + n
@@ -253,6 +261,9 @@ class Recorder:
                     self._shipped.pop((flag, True, version), None)
         out: list[FlagRow] = []
         for key in sorted(set(rows) | set(deltas), key=_sort_key):
+            if not _sendable(key[0]):  # a name the server refuses would make it refuse the batch
+                dropped["flags"] = dropped.get("flags", 0) + 1
+                continue
             row = rows.get(key) or _Row()
             c = row.counts
             flag, parallel, version = key
@@ -284,6 +295,11 @@ class Recorder:
             "breaker_events": events,
             "dropped": dropped,
         }
+
+
+def _sendable(flag: str) -> bool:
+    """A flag name the server accepts in a batch: 1..100 characters, no control characters."""
+    return 0 < len(flag) <= MAX_NAME and not _CONTROL.search(flag)
 
 
 def _sort_key(key: RowKey) -> tuple[str, bool, int]:

@@ -27,8 +27,6 @@ option), and the host's own exceptions from ``legacy``/``parallel``.
 from __future__ import annotations
 
 import atexit
-import functools
-import inspect
 import json
 import math
 import operator
@@ -45,6 +43,7 @@ from ._call import CallCore, adrive, drive
 from ._metrics import Recorder, RowKey, Sender
 from ._options import Bootstrap, Options, OptionsKwargs, Redactor
 from ._problems import MAX_PROBLEMS, Problems, TurnoutError, label
+from ._switch import switch_decorator
 from ._sync import MetricsShipper, RulesetSync
 from ._transport import Transport
 from .types import Decision, ErrorCode, Path, Reason
@@ -147,6 +146,10 @@ class Turnout:
         opts = (options or Options()).replace(**overrides) if overrides else (options or Options())
         if url is not None and not isinstance(url, str):
             raise ValueError(f"url must be a string or None, got a {type(url).__name__}")
+        if sdk_key is not None and not isinstance(sdk_key, str):
+            raise ValueError(f"sdk_key must be a string or None, got a {type(sdk_key).__name__}")
+        url = None if url is None else str.__str__(url)  # a str subclass: its plain value
+        sdk_key = None if sdk_key is None else str.__str__(sdk_key)
         self.options: Final = opts
         self._offline = not url
         self._problems = Problems(opts.on_error)
@@ -155,7 +158,7 @@ class Turnout:
         if url:
             if not sdk_key:
                 raise ValueError("sdk_key is required with a url (use url=None to run offline)")
-            if not isinstance(sdk_key, str) or not sdk_key.isprintable():
+            if not sdk_key.isprintable():
                 raise ValueError("sdk_key must be a string of printable characters")
             self._transport = Transport(
                 url,
@@ -451,64 +454,11 @@ class Turnout:
         routed through ``arun()``. Misuse (neither or both of ``legacy=``/``parallel=``, a
         ``key`` naming no argument) raises ``TypeError`` when decorating; calls never raise.
         """
-        if (legacy is None) == (parallel is None):
-            raise TypeError("switch() takes exactly one of legacy= or parallel=")
-        other = cast("Callable[P, R]", legacy if legacy is not None else parallel)
-        if not callable(other):
-            raise TypeError(f"switch(): legacy=/parallel= must be a function, got a {type(other).__name__}")
-        decorated_is_parallel = legacy is not None
-        name = label(flag)
-        problem = self._problems.report
-
-        def decorator(fn: Callable[P, R]) -> Callable[P, R]:
-            get_key = _key_getter(name, key, fn, problem)
-
-            def context(a: Any, k: Any) -> tuple[str | None, Mapping[str, Any] | None]:
-                subject = get_key(a, k)
-                attrs = None
-                if attributes is not None:
-                    try:
-                        attrs = attributes(*a, **k)
-                    except Exception as exc:
-                        problem(f"switch:attributes:{name}",
-                                f"switch({name!r}): the attributes function raised {type(exc).__name__}; "
-                                "deciding without attributes", "switch", exc)
-                return subject, attrs
-
-            if inspect.iscoroutinefunction(fn):
-                afn = cast("Callable[..., Awaitable[Any]]", fn)
-                aother = cast("Callable[..., Awaitable[Any]]", other)
-
-                @functools.wraps(fn)
-                async def async_wrapper(*a: Any, **k: Any) -> Any:
-                    subject, attrs = context(a, k)
-                    new = functools.partial(afn, *a, **k)
-                    old = functools.partial(aother, *a, **k)
-                    return await self.arun(
-                        flag, subject, attrs,
-                        legacy=old if decorated_is_parallel else new,
-                        parallel=new if decorated_is_parallel else old,
-                        compare=compare, compare_timeout=compare_timeout, fallback=fallback, redact=redact,
-                    )
-
-                return cast("Callable[P, R]", async_wrapper)
-
-            @functools.wraps(fn)
-            def wrapper(*a: P.args, **k: P.kwargs) -> R:
-                subject, attrs = context(a, k)
-                new: Callable[[], R] = functools.partial(fn, *a, **k)
-                old: Callable[[], R] = functools.partial(other, *a, **k)
-                result: R = self.run(
-                    flag, subject, attrs,
-                    legacy=old if decorated_is_parallel else new,
-                    parallel=new if decorated_is_parallel else old,
-                    compare=compare, compare_timeout=compare_timeout, fallback=fallback, redact=redact,
-                )
-                return result
-
-            return wrapper
-
-        return decorator
+        return switch_decorator(
+            self, flag, report=self._problems.report, key=key, legacy=legacy, parallel=parallel,
+            attributes=attributes, compare=compare,
+            compare_timeout=compare_timeout, fallback=fallback, redact=redact,
+        )
 
     # -- run() internals, kept reachable for the host's and our own tests -------------------
 
@@ -620,69 +570,6 @@ class Turnout:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("offline" if self._offline else "online")
         return f"<Turnout {state} version={self.version}>"
-
-
-def _key_getter(
-    name: str,
-    key: str | Callable[..., str | None],
-    fn: Callable[..., Any],
-    problem: Callable[..., None],
-) -> Callable[[Any, Any], str | None]:
-    """How a ``switch`` wrapper finds the subject's key among its call's arguments."""
-    if isinstance(key, str):
-        arg = key
-        try:
-            params = list(inspect.signature(fn).parameters.values())
-        except (TypeError, ValueError):  # pragma: no cover - builtins
-            params = []
-        names = [p.name for p in params]
-        if arg not in names:
-            raise TypeError(f"switch({name!r}): {getattr(fn, '__qualname__', fn)} has no argument {arg!r}")
-        param = params[names.index(arg)]
-        pos = (
-            names.index(arg)
-            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
-            else None
-        )
-
-        def by_name(a: Any, k: Any) -> str | None:
-            if arg in k:
-                value = k[arg]
-            elif pos is not None and pos < len(a):
-                value = a[pos]
-            else:
-                return None
-            return _key_text(value, name, problem)
-
-        return by_name
-    if not callable(key):
-        raise TypeError(f"switch({name!r}): key= must be an argument name or a function, "
-                        f"got a {type(key).__name__}")
-    keyfn = key
-
-    def by_function(a: Any, k: Any) -> str | None:
-        try:
-            value = keyfn(*a, **k)
-        except Exception as exc:
-            problem(f"switch:key:{name}",
-                    f"switch({name!r}): the key function raised {type(exc).__name__}; deciding without a key "
-                    "(legacy)", "switch", exc)
-            return None
-        return _key_text(value, name, problem)
-
-    return by_function
-
-
-def _key_text(value: object, name: str, problem: Callable[..., None]) -> str | None:
-    if value is None or value.__class__ is str:
-        return cast("str | None", value)
-    try:
-        return str(value)
-    except Exception as exc:
-        problem(f"switch:key:{name}",
-                f"switch({name!r}): the key's str() raised {type(exc).__name__}; deciding without a key (legacy)",
-                "switch", exc)
-        return None
 
 
 def _short(exc: BaseException) -> str:

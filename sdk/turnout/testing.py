@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from ._problems import label
 from .client import Turnout
 from .types import Decision, Path, Reason
-from .wire import MetricsBatch, MismatchSample
+from .wire import SCHEMA, FlagRule, MetricsBatch, MismatchSample, RulesetDocument
 
 __all__ = ["TestClient", "client", "forced", "ruleset"]
 
@@ -35,16 +36,25 @@ FlagSpec = str | Path | float | int | Mapping[str, Any]
 
 def ruleset(
     flags: Mapping[str, FlagSpec] | None = None, *, version: int = 1, environment: str = "test"
-) -> dict[str, Any]:
+) -> RulesetDocument:
     """A ruleset document from a short description of each flag.
 
     ``"parallel"``/``"legacy"`` send everyone that way (100 % / 0 %); a number is the
     percentage on parallel; a mapping gives the flag's fields (``enabled``, ``overrides``,
     ``compare_percentage``...) over defaults. Pass ``cohorts`` through a full document
-    instead when you need them.
+    instead when you need them. A description that is none of these raises ``ValueError``
+    naming the flag.
     """
-    out: dict[str, Any] = {}
-    for key, spec in (flags or {}).items():
+    if flags is not None and not isinstance(flags, Mapping):
+        raise ValueError(f"ruleset(): flags must map flag keys to descriptions, got {label(flags)}")
+    out: dict[str, FlagRule] = {}
+    try:
+        items = list((flags or {}).items())
+    except Exception as exc:
+        raise ValueError(f"ruleset(): flags cannot be read ({type(exc).__name__})") from None
+    for key, spec in items:
+        if not isinstance(key, str):
+            raise ValueError(f"ruleset(): flag keys must be strings, got {label(key)}")
         f: dict[str, Any] = {
             "enabled": True,
             "retired": False,
@@ -58,13 +68,27 @@ def ruleset(
             "stage": None,
         }
         if isinstance(spec, Mapping):
-            f.update(spec)
-        elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            try:
+                f.update(spec)
+            except Exception as exc:
+                raise ValueError(f"ruleset(): flag {label(key)!r}: fields cannot be read "
+                                 f"({type(exc).__name__})") from None
+        elif isinstance(spec, int | float) and not isinstance(spec, bool):
             f["percentage"] = float(spec)
         else:
-            f["percentage"] = 100.0 if Path(str(spec)) is Path.PARALLEL else 0.0
-        out[key] = f
-    return {"schema": 1, "environment": environment, "version": version, "cohorts": {}, "flags": out}
+            f["percentage"] = 100.0 if _path(spec, f"ruleset(): flag {label(key)!r}") is Path.PARALLEL else 0.0
+        out[key] = cast(FlagRule, f)
+    return {"schema": SCHEMA, "environment": environment, "version": version, "cohorts": {}, "flags": out}
+
+
+def _path(value: object, where: str) -> Path:
+    """``"legacy"``/``"parallel"`` as a Path; ValueError naming ``where`` otherwise."""
+    if isinstance(value, str):
+        try:
+            return Path(str.__str__(value))
+        except ValueError:
+            pass
+    raise ValueError(f"{where}: must be 'legacy' or 'parallel', got {label(value)!r}")
 
 
 class forced:
@@ -72,7 +96,8 @@ class forced:
 
     ``flags`` maps a flag key to ``"legacy"``/``"parallel"`` (or a full ``Decision``).
     With ``compare=True`` the forced decisions also ask ``run()`` to shadow the other path.
-    Nested uses stack; leaving restores what was forced before.
+    Nested uses stack; leaving restores what was forced before. Anything else raises
+    ``ValueError`` here, naming it.
     """
 
     def __init__(
@@ -82,26 +107,31 @@ class forced:
         *,
         compare: bool = False,
     ) -> None:
+        if not isinstance(client, Turnout):
+            raise ValueError(f"forced(): client must be a turnout.Turnout, got {label(client)}")
+        if not isinstance(flags, Mapping):
+            raise ValueError(f"forced(): flags must map flag keys to 'legacy'/'parallel', got {label(flags)}")
         self.client = client
-        self.flags = dict(flags)
-        self.compare = compare
+        self.compare = compare is True
+        self.flags: dict[str, Path | Decision] = {}
+        try:
+            items = list(flags.items())
+        except Exception as exc:
+            raise ValueError(f"forced(): flags cannot be read ({type(exc).__name__})") from None
+        for flag, value in items:
+            if not isinstance(flag, str):
+                raise ValueError(f"forced(): flag keys must be strings, got {label(flag)}")
+            flag = str.__str__(flag)
+            self.flags[flag] = value if isinstance(value, Decision) else _path(value, f"forced(): flag {label(flag)!r}")
         self._previous: list[dict[str, Decision]] = []
 
     def _decisions(self) -> dict[str, Decision]:
-        out: dict[str, Decision] = {}
-        for flag, value in self.flags.items():
-            if isinstance(value, Decision):
-                out[flag] = value
-            else:
-                out[flag] = Decision(
-                    flag,
-                    Path(value),
-                    Reason.STATIC,
-                    compare=self.compare,
-                    rule="forced",
-                    version=self.client.version,
-                )
-        return out
+        version = self.client.version
+        return {
+            flag: value if isinstance(value, Decision) else Decision(
+                flag, value, Reason.STATIC, compare=self.compare, rule="forced", version=version)
+            for flag, value in self.flags.items()
+        }
 
     def __enter__(self) -> Turnout:
         current = dict(self.client._forced)
@@ -148,7 +178,7 @@ class TestClient(Turnout):
 
     def __init__(
         self,
-        doc: Mapping[str, Any] | None = None,
+        doc: RulesetDocument | Mapping[str, Any] | None = None,
         *,
         flags: Mapping[str, FlagSpec] | None = None,
         **options: Any,
@@ -172,7 +202,7 @@ class TestClient(Turnout):
     def mismatches(self) -> list[MismatchSample]:
         """Mismatch samples recorded since the last ``metrics()`` (redacted, as they would be
         sent)."""
-        return list(self._recorder._samples)
+        return self._recorder.pending_samples()
 
     def metrics(self) -> MetricsBatch | None:
         """Take the metrics counted so far, as the batch that would be sent."""
@@ -180,7 +210,7 @@ class TestClient(Turnout):
 
 
 def client(
-    doc: Mapping[str, Any] | None = None,
+    doc: RulesetDocument | Mapping[str, Any] | None = None,
     *,
     flags: Mapping[str, FlagSpec] | None = None,
     **options: Any,

@@ -1,31 +1,43 @@
-"""Constants and small helpers of the SDK wire protocol (see ``docs/sdk-protocol.md``).
+"""The SDK wire contract, typed once (see ``docs/sdk-protocol.md``).
 
-Everything here is part of the contract with the server: the endpoint paths, the latency
-histogram's bucket bounds and the shape of a metrics batch. Changing a value here is a
-protocol change.
+Everything here is part of the contract between the server and every SDK: the endpoint paths,
+the latency histogram's bucket bounds, the **ruleset document** (``RulesetDocument``, with
+``FlagRule`` and ``CohortRule``) the server builds and the SDK evaluates, and the **metrics
+batch** (``MetricsBatch``, with ``FlagRow``, ``MismatchSample``, ``BreakerEvent``) the SDK
+sends and the server parses. The server's builder (``rollout/ruleset.py``) and parser
+(``rollout/metrics.py``), the SDK, ``turnout.testing`` and the tests' fake server all use these
+types. Changing one is a protocol change.
 """
 
 from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from typing import Any, Final, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
     "METRICS_PATH",
     "RULESET_PATH",
+    "SCHEMA",
     "SDK_NAME",
     "STREAM_PATH",
     "BreakerEvent",
+    "CohortRule",
     "FlagRow",
+    "FlagRule",
     "MetricsBatch",
     "MismatchSample",
+    "PathName",
+    "RulesetDocument",
     "key_hash",
     "latency_bucket",
 ]
 
 SDK_NAME: Final = "turnout-python"
+
+#: the ruleset document's ``schema``
+SCHEMA: Final = 1
 
 RULESET_PATH: Final = "/api/v1/sdk/ruleset"
 STREAM_PATH: Final = "/api/v1/sdk/stream"
@@ -93,3 +105,46 @@ class MetricsBatch(TypedDict):
     mismatch_samples: list[MismatchSample]
     breaker_events: list[BreakerEvent]
     dropped: dict[str, int]
+
+
+# -- the ruleset document (GET /api/v1/sdk/ruleset; DESIGN.md, "The evaluation engine") -------
+
+PathName = Literal["legacy", "parallel"]
+
+
+class CohortRule(TypedDict):
+    """One cohort: who is in it. ``rules`` is the attribute-rule tree (``all``/``any``/``not``
+    over ``{attr, op, values}`` conditions; ``turnout._rules`` checks it), ``include``/``exclude``
+    list values of the ``match_on`` attribute (absent: the context key)."""
+
+    match_on: NotRequired[str | None]
+    rules: NotRequired[dict[str, Any] | None]
+    include: NotRequired[list[str]]
+    exclude: NotRequired[list[str]]
+
+
+class FlagRule(TypedDict):
+    """One flag's rollout in the document's environment. ``enabled`` and ``percentage`` are
+    required; the others default as in DESIGN.md (``retired`` false, ``salt`` the flag key...)."""
+
+    enabled: bool
+    percentage: float
+    retired: NotRequired[bool]
+    salt: NotRequired[str | None]
+    bucket_by: NotRequired[str | None]
+    overrides: NotRequired[dict[str, PathName]]
+    exclude_cohorts: NotRequired[list[str]]
+    include_cohorts: NotRequired[list[str]]
+    compare_percentage: NotRequired[float]
+    stage: NotRequired[int | None]
+
+
+class RulesetDocument(TypedDict):
+    """An environment's ruleset (``schema`` 1). ``version`` only grows. Readers ignore fields
+    they do not know, so a newer server can add some."""
+
+    schema: int
+    environment: str
+    version: int
+    cohorts: NotRequired[dict[str, CohortRule]]
+    flags: dict[str, FlagRule]

@@ -25,10 +25,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from turnout import Turnout
+from turnout.wire import SCHEMA, FlagRow, FlagRule, MetricsBatch, RulesetDocument
 
 SDK_KEY = "test-key"
 
@@ -47,13 +48,13 @@ FAST: dict[str, Any] = {
 }
 
 
-def make_doc(version: int = 1, environment: str = "test", **flags: dict[str, Any]) -> dict[str, Any]:
-    """A ruleset document; each keyword is a flag (salt defaults to the flag key)."""
+def make_doc(version: int = 1, environment: str = "test", **flags: dict[str, Any]) -> RulesetDocument:
+    """A ruleset document (``turnout.wire``); each keyword is a flag (salt defaults to its key)."""
     if not flags:
         flags = {"checkout": {"percentage": 50.0}}
-    out: dict[str, Any] = {}
+    out: dict[str, FlagRule] = {}
     for key, f in flags.items():
-        out[key] = {
+        out[key] = cast(FlagRule, {
             "enabled": True,
             "retired": False,
             "salt": key,
@@ -65,8 +66,8 @@ def make_doc(version: int = 1, environment: str = "test", **flags: dict[str, Any
             "compare_percentage": 0.0,
             "stage": 1,
             **f,
-        }
-    return {"schema": 1, "environment": environment, "version": version, "cohorts": {}, "flags": out}
+        })
+    return {"schema": SCHEMA, "environment": environment, "version": version, "cohorts": {}, "flags": out}
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 3.0, interval: float = 0.01) -> bool:
@@ -144,13 +145,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             with fake._lock:
                 doc, etag = fake.doc, fake.etag
+            if fake.body is not None:
+                etag = '"raw-' + hashlib.sha256(fake.body).hexdigest()[:16] + '"'
             if self.headers.get("If-None-Match") == etag and fake.mode == "ok":
                 fake.counts["ruleset_304"] += 1
                 self.send_response(304)
                 self.send_header("ETag", etag)
                 self.end_headers()
                 return
-            body = json.dumps(doc).encode()
+            body = json.dumps(doc).encode() if fake.body is None else fake.body
             if fake.mode == "malformed":
                 body = b'{"schema": 1, "version": oops'
             elif fake.mode == "invalid":
@@ -247,13 +250,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeServer:
-    def __init__(self, doc: dict[str, Any] | None = None, *, heartbeat: float = 0.2) -> None:
+    def __init__(self, doc: RulesetDocument | None = None, *, heartbeat: float = 0.2) -> None:
         self.sdk_key = SDK_KEY
         self.heartbeat = heartbeat
         self.mode = "ok"  # ok | 500 | malformed | invalid | truncated | hang
         self.stream_mode = "ok"  # ok | 404 | 500 | silent | hang | drop
         self.metrics_mode = "ok"  # ok | 500 | 400 | hang
-        self.metrics: list[dict[str, Any]] = []
+        #: when set, the ruleset answer's body as it is (any bytes), in place of ``doc``
+        self.body: bytes | None = None
+        self.metrics: list[MetricsBatch] = []
         self.counts: Counter[str] = Counter()
         self.auth_headers: list[str] = []
         self.last_event_ids: list[str | None] = []
@@ -263,7 +268,7 @@ class FakeServer:
         self.expired = 0
         self._lock = threading.Condition()
         self._gen = 0
-        self.doc: dict[str, Any] = doc if doc is not None else make_doc()
+        self.doc: RulesetDocument = doc if doc is not None else make_doc()
         self.etag = self._etag(self.doc)
         self._stopping = threading.Event()
         self._release = threading.Event()
@@ -273,7 +278,7 @@ class FakeServer:
         self.port = 0
 
     @staticmethod
-    def _etag(doc: dict[str, Any]) -> str:
+    def _etag(doc: RulesetDocument) -> str:
         return '"' + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16] + '"'
 
     @property
@@ -316,7 +321,7 @@ class FakeServer:
         self.stop()
         self.start()
 
-    def set_ruleset(self, doc: dict[str, Any]) -> None:
+    def set_ruleset(self, doc: RulesetDocument) -> None:
         """Publish a new ruleset: new ETag, and an event on every open stream."""
         with self._lock:
             self.doc = copy.deepcopy(doc)
@@ -328,7 +333,7 @@ class FakeServer:
         """Let go of every held request (each is hung up unanswered)."""
         self._release.set()
 
-    def all_rows(self) -> list[dict[str, Any]]:
+    def all_rows(self) -> list[FlagRow]:
         with self._lock:
             return [row for batch in self.metrics for row in batch["flags"]]
 
