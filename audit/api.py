@@ -55,6 +55,7 @@ from audit.services import audit_export_create, audit_export_fail, audit_export_
 from audit.signing import public_keys
 from audit.verify import verify_chain
 from common.actors import Actor
+from common.api import StrictQueryMixin
 from common.errors import Conflict, NotFound
 from common.permissions import Capability, HasCapability
 from common.schema import ERROR_RESPONSES, ErrorSerializer
@@ -79,7 +80,7 @@ class SequenceCursorPagination(CursorPagination):
     max_page_size = 1000
 
 
-class AuditView(APIView):
+class AuditView(StrictQueryMixin, APIView):
     permission_classes = [HasCapability]
     read_capability = Capability.AUDIT
     write_capability = Capability.AUDIT
@@ -87,7 +88,7 @@ class AuditView(APIView):
 
 @extend_schema(tags=["audit"], summary="Audit events, oldest first (cursor-paginated, filterable)",
                responses={200: AuditEventSerializer(many=True), 404: BAD_CURSOR, **ERROR_RESPONSES})
-class EventListView(generics.ListAPIView):
+class EventListView(StrictQueryMixin, generics.ListAPIView):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventSerializer
@@ -99,7 +100,7 @@ class EventListView(generics.ListAPIView):
 
 @extend_schema(tags=["audit"], summary="One audit event by sequence number",
                responses={200: AuditEventChangeSerializer, 404: NOT_FOUND, **ERROR_RESPONSES})
-class EventDetailView(generics.RetrieveAPIView):
+class EventDetailView(StrictQueryMixin, generics.RetrieveAPIView):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventChangeSerializer
@@ -109,7 +110,7 @@ class EventDetailView(generics.RetrieveAPIView):
 
 @extend_schema(tags=["audit"], summary="Everything that happened to one object, in order, with before/after diffs",
                responses={200: AuditEventChangeSerializer(many=True), 404: BAD_CURSOR, **ERROR_RESPONSES})
-class ObjectHistoryView(generics.ListAPIView):
+class ObjectHistoryView(StrictQueryMixin, generics.ListAPIView):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventChangeSerializer
@@ -150,7 +151,7 @@ class VerificationDetailView(AuditView):
         return Response(AuditVerificationSerializer(verification).data)
 
 
-class PublicKeyView(APIView):
+class PublicKeyView(StrictQueryMixin, APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
@@ -213,8 +214,9 @@ class ExportView(AuditView):
                    202: AuditExportSerializer, **ERROR_RESPONSES},
     )
     def get(self, request: Request) -> HttpResponseBase:
+        filters = {name: value for name, value in request.query_params.items() if name != "format"}
         export = audit_export_create(actor=Actor.from_request(request), format=request.query_params.get("format", ""),
-                                     filters=request.query_params)
+                                     filters=filters)
         if export.status == ExportStatus.PENDING:
             return _accepted(export)
         name = file_name(export)
@@ -276,7 +278,7 @@ def _export_or_404(pk: str) -> AuditExport:
 
 @extend_schema(tags=["audit"], summary="Export jobs, newest first",
                responses={200: AuditExportSerializer(many=True), 404: NOT_FOUND, **ERROR_RESPONSES})
-class ExportListView(generics.ListAPIView):
+class ExportListView(StrictQueryMixin, generics.ListAPIView):
     permission_classes = [HasCapability]
     read_capability = Capability.AUDIT
     serializer_class = AuditExportSerializer

@@ -37,7 +37,14 @@ FILTER_NAMES = tuple(AuditEventFilter.base_filters)
 
 
 def clean_filters(params: Mapping[str, Any]) -> dict[str, str]:
-    """The filters given (unknown names ignored), checked; raises ValidationFailed naming the bad one."""
+    """The filters given, checked; raises ValidationFailed naming the bad one.
+
+    An unknown name is refused, never ignored: a misspelled filter would otherwise export everything.
+    """
+    unknown = [name for name in params if name not in FILTER_NAMES]
+    if unknown:
+        message = f"unknown filter; the filters are {', '.join(FILTER_NAMES)}"
+        raise ValidationFailed(f"{unknown[0]}: {message}", fields={str(name): [message] for name in unknown})
     given = {name: str(params[name]) for name in FILTER_NAMES if params.get(name) not in (None, "")}
     form = AuditEventFilter(data=given, queryset=AuditEvent.objects.none()).form
     if not form.is_valid():

@@ -203,3 +203,37 @@ class AuditVerification(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (VerificationStatus.OK, VerificationStatus.FAILED, VerificationStatus.ERROR)
+
+
+class LoginFailureWindow(models.Model):
+    """Failed sign-ins in one fixed window of time (``TURNOUT_LOGIN_AUDIT_WINDOW`` seconds).
+
+    Bookkeeping that keeps the audit log from being flooded by anonymous traffic: the window's first
+    few failures per username and per address get an ``auth.login_failed`` event each (``recorded``);
+    the rest are only counted here, and once the window has ended they become ONE
+    ``auth.login_failed_burst`` event carrying the count, written in the same transaction that
+    deletes this row — so no failure is ever counted twice or lost.
+    """
+
+    starts_at = models.DateTimeField(unique=True)
+    ends_at = models.DateTimeField(db_index=True)
+    total = models.PositiveIntegerField(default=0)
+    recorded = models.PositiveIntegerField(default=0)
+    # Failures per attempted username (as typed, truncated) and per client address: at most
+    # ``LOGIN_FAILURE_TALLY_KEYS`` of each, first come; failures for any other one count in ``other_*``.
+    usernames = models.JSONField(default=dict)
+    addresses = models.JSONField(default=dict)
+    other_usernames = models.PositiveIntegerField(default=0)
+    other_addresses = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # A failure is recorded individually or counted for the burst, never both.
+            models.CheckConstraint(condition=models.Q(recorded__lte=models.F("total")),
+                                   name="audit_login_failure_recorded_within_total"),
+            models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")),
+                                   name="audit_login_failure_window_ends_after_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"failed sign-ins from {self.starts_at:%Y-%m-%d %H:%M:%S}: {self.total}"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connection, transaction
@@ -21,6 +24,7 @@ from audit.models import (
     ExportFormat,
     ExportKind,
     ExportStatus,
+    LoginFailureWindow,
     VerificationStatus,
 )
 from common.actors import Actor
@@ -103,9 +107,30 @@ def audit_record(
     return event
 
 
+_composing: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_composing_action", default=False)
+
+
 def audited_atomic() -> transaction.Atomic:
-    """The outermost transaction of an entry-point service."""
+    """The outermost transaction of an entry-point service.
+
+    Durable, so a service can never be folded into somebody else's half-finished transaction by
+    accident — except inside ``action_atomic()``, where the action layer has opened the one durable
+    transaction of the action it performs and the service's block becomes a savepoint of it.
+    """
+    if _composing.get() and connection.in_atomic_block:
+        return transaction.atomic()
     return transaction.atomic(durable=True)
+
+
+@contextlib.contextmanager
+def action_atomic() -> Iterator[None]:
+    """The action layer's one durable transaction: services called inside it join it."""
+    with transaction.atomic(durable=True):
+        token = _composing.set(True)
+        try:
+            yield
+        finally:
+            _composing.reset(token)
 
 
 # --- exports: the request is the audited act; the job row's progress is bookkeeping ---------------
@@ -279,13 +304,83 @@ def auth_login_recorded(*, actor: Actor, username: str, remote_addr: str = "") -
                             after={"remote_addr": remote_addr})
 
 
-def auth_login_failed_recorded(*, actor: Actor, username: str, remote_addr: str = "") -> AuditEvent:
-    """A failed sign-in: the attempted username (truncated), never the password."""
+LOGIN_FAILURE_TALLY_KEYS = 20  # usernames and addresses named per window (each), the rest counted as "other"
+
+
+def _login_window(now: datetime) -> tuple[datetime, datetime]:
+    seconds = max(1, int(get_setting("LOGIN_AUDIT_WINDOW")))
+    start = int(now.timestamp()) // seconds * seconds
+    starts_at = datetime.fromtimestamp(start, tz=UTC)
+    return starts_at, starts_at + timedelta(seconds=seconds)
+
+
+def _tally(counts: dict[str, int], key: str) -> int | None:
+    """Count one failure for ``key``; its count so far (before this one), or None when not tallied."""
+    if key not in counts and len(counts) >= LOGIN_FAILURE_TALLY_KEYS:
+        return None
+    seen = counts.get(key, 0)
+    counts[key] = seen + 1
+    return seen
+
+
+def auth_login_failed_recorded(*, actor: Actor, username: str, remote_addr: str = "",
+                               now: datetime | None = None) -> AuditEvent | None:
+    """A failed sign-in: the attempted username (truncated), never the password.
+
+    Anonymous traffic must not grow the log without bound, so in each window of
+    ``TURNOUT_LOGIN_AUDIT_WINDOW`` seconds only the first ``TURNOUT_LOGIN_AUDIT_INDIVIDUAL`` failures per
+    username and per address (and ``TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX`` in all) get an event of their
+    own; the others are counted in the window's ``LoginFailureWindow`` row (same transaction) and
+    recorded together by ``auth_login_failed_burst_recorded`` once the window has ended. Returns the
+    event, or None when the failure was counted for the burst.
+    """
     attempted = (username or "")[:MAX_ATTEMPTED_USERNAME]
+    starts_at, ends_at = _login_window(now or timezone.now())
     with audited_atomic():
+        LoginFailureWindow.objects.get_or_create(starts_at=starts_at, defaults={"ends_at": ends_at})
+        window = LoginFailureWindow.objects.select_for_update().get(starts_at=starts_at)
+        by_user, by_addr = _tally(window.usernames, attempted), _tally(window.addresses, remote_addr)
+        if by_user is None:
+            window.other_usernames += 1
+        if by_addr is None:
+            window.other_addresses += 1
+        per_key = int(get_setting("LOGIN_AUDIT_INDIVIDUAL"))
+        individual = (by_user is not None and by_user < per_key and by_addr is not None and by_addr < per_key
+                      and window.recorded < int(get_setting("LOGIN_AUDIT_INDIVIDUAL_MAX")))
+        window.total += 1
+        window.recorded += int(individual)
+        window.save()
+        if not individual:
+            return None
         return audit_record(actor=actor, action="auth.login_failed", object_type="user", object_key=attempted,
                             after={"remote_addr": remote_addr,
                                    "username_truncated": len(username or "") > len(attempted)})
+
+
+def auth_login_failed_burst_recorded(*, actor: Actor, now: datetime | None = None) -> list[AuditEvent]:
+    """Close every window of failed sign-ins that has ended: one ``auth.login_failed_burst`` event for
+    each that counted failures without recording them (``count``), and the window's row goes in the
+    same transaction. Called before each sign-in event is recorded and by a periodic task."""
+    moment = now or timezone.now()
+    if not LoginFailureWindow.objects.filter(ends_at__lte=moment).exists():
+        return []
+    events: list[AuditEvent] = []
+    with audited_atomic():
+        closed = LoginFailureWindow.objects.select_for_update(skip_locked=True).filter(
+            ends_at__lte=moment).order_by("starts_at")
+        for window in closed:
+            count = window.total - window.recorded
+            if count:
+                events.append(audit_record(
+                    actor=actor, action="auth.login_failed_burst", object_type="user", object_key="*",
+                    after={"count": count, "total": window.total, "recorded_individually": window.recorded,
+                           "window_start": window.starts_at.isoformat(), "window_end": window.ends_at.isoformat(),
+                           "window_seconds": int((window.ends_at - window.starts_at).total_seconds()),
+                           "usernames": window.usernames, "other_usernames": window.other_usernames,
+                           "addresses": window.addresses, "other_addresses": window.other_addresses},
+                    reason=f"{count} more failed sign-ins in this window, counted and not recorded one by one"))
+            window.delete()
+    return events
 
 
 def auth_logout_recorded(*, actor: Actor, username: str, remote_addr: str = "") -> AuditEvent:

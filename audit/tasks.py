@@ -14,11 +14,19 @@ from audit.services import (
     audit_verification_error,
     audit_verification_finish,
     audit_verification_progress,
+    auth_login_failed_burst_recorded,
 )
 from audit.verify import verify_chain
 from common.actors import Actor
 
 VERIFIER = Actor.system("audit-verify")
+
+
+@shared_task(acks_late=True)
+def close_login_failure_bursts() -> int:
+    """Failed sign-ins counted in windows that have ended become their ``auth.login_failed_burst``
+    events even when no further sign-in comes to close them; returns how many were written."""
+    return len(auth_login_failed_burst_recorded(actor=Actor.anonymous()))
 
 
 @shared_task(bind=True, acks_late=True)

@@ -14,25 +14,25 @@ from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from actions.submit import submit
+from audit.names import Action
 from cohorts import selectors
-from cohorts.models import Cohort, CohortMember, MemberKind
+from cohorts.models import CohortMember, MemberKind
 from cohorts.services import (
     MAX_MEMBERS_PER_REQUEST,
     cohort_create,
     cohort_delete,
-    cohort_members_add,
-    cohort_members_change,
-    cohort_members_remove,
-    cohort_update,
     subject_problem,
 )
 from common.api import ManagementListView, ManagementView, etag, query_reason, requested_version
 from common.charsets import declared_charset, text_encoding
 from common.errors import ValidationFailed
 from common.fields import ReasonField, RulesField, key_field, provided
+from common.inputs import Input
 from common.jsonio import JSONParser
-from common.permissions import Capability, require
 from common.schema import IF_MATCH, errors
+from rollout.api.change_requests import outcome_response
+from rollout.api.rollout_outputs import PendingOutput
 
 TAGS = ["cohorts"]
 MAX_REPORTED_ROWS = 20
@@ -78,19 +78,13 @@ def _cohort_response(key: str, status_code: int = status.HTTP_200_OK) -> Respons
     return response
 
 
-def _require_environments(request: Request, cohort: Cohort) -> None:
-    """A cohort used by flags changes decisions wherever those flags are: the same rights as there."""
-    for env in selectors.cohort_environments(cohort):
-        require(request.user, Capability.CHANGE_ENV, environment=env)
-
-
 class CohortListView(ManagementListView):
     serializer_class = CohortOutput
     ordering_fields = ["key", "name", "updated_at"]
     ordering = ["key"]
     filterset_fields: list[str] = []
 
-    class CohortCreateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortCreateInput(Input):
         key = key_field()
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
@@ -115,7 +109,7 @@ class CohortListView(ManagementListView):
 
 
 class CohortDetailView(ManagementView):
-    class CohortUpdateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortUpdateInput(Input):
         version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
                                            help_text="The version read (or send If-Match).")
         name = serializers.CharField(max_length=200, required=False)
@@ -131,16 +125,18 @@ class CohortDetailView(ManagementView):
 
     @extend_schema(operation_id="cohorts_update", summary="Change a cohort (needs the version read)", tags=TAGS,
                    parameters=[IF_MATCH], request=CohortUpdateInput,
-                   responses={200: CohortOutput, **errors(400, 404, 409, 428)})
+                   responses={200: CohortOutput, 202: PendingOutput, **errors(400, 403, 404, 409, 428)},
+                   description="A cohort used by flags changes their decisions: where one of those environments "
+                               "requires approval or a workload is high risk, the change waits for a second "
+                               "person (202 with the change request), from here as from the UI.")
     def patch(self, request: Request, key: str) -> Response:
         data = self.CohortUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         version = requested_version(request, data.validated_data.get("version"))
         fields = provided(data.validated_data, "name", "description", "match_on", "rules")
-        if "rules" in fields or "match_on" in fields:
-            _require_environments(request, selectors.cohort_get(key))
-        cohort_update(actor=self.actor(), key=key, version=version, reason=data.validated_data["reason"], **fields)
-        return _cohort_response(key)
+        outcome = submit(actor=self.actor(), action=Action.COHORT_UPDATED, target=key, params=fields,
+                         version=version, reason=data.validated_data["reason"])
+        return _cohort_response(key) if outcome.applied else outcome_response(outcome, CohortOutput)
 
     @extend_schema(operation_id="cohorts_destroy", summary="Delete a cohort no flag uses", tags=TAGS,
                    parameters=[IF_MATCH,
@@ -230,7 +226,7 @@ class CohortMembersView(ManagementListView):
     ordering = ["kind", "subject"]
     filterset_fields: list[str] = []
 
-    class CohortMembersInput(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortMembersInput(Input):
         add = _subjects("Subject keys to put on the `kind` list (moved there if on the other).")
         remove = _subjects("Subject keys to take off either list.")
         kind = serializers.ChoiceField(choices=MemberKind.choices, default=MemberKind.INCLUDE,
@@ -239,19 +235,21 @@ class CohortMembersView(ManagementListView):
                                            help_text="Optional: the version read (409 if stale).")
         reason = ReasonField()
 
-    class CohortMembersUploadInput(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortMembersUploadInput(Input):
         file = serializers.FileField(help_text="CSV, one subject key per row (optional header `subject`).")
         action = serializers.ChoiceField(choices=[("add", "add"), ("remove", "remove")], default="add")
         kind = serializers.ChoiceField(choices=MemberKind.choices, default=MemberKind.INCLUDE)
         version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
         reason = ReasonField()
 
-    class CohortMembersCsvQuery(serializers.Serializer):  # type: ignore[type-arg]
+    class CohortMembersCsvQuery(Input):
         action = serializers.ChoiceField(choices=[("add", "add"), ("remove", "remove")], default="add",
                                          help_text="CSV bodies only: add or remove the listed subjects.")
         kind = serializers.ChoiceField(choices=MemberKind.choices, default=MemberKind.INCLUDE,
                                        help_text="CSV bodies only: the list to add to.")
         reason = ReasonField(help_text="CSV bodies only: why (kept in the audit log).")
+        version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
+                                           help_text="CSV bodies only: the version read (409 if stale).")
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request to read
@@ -279,7 +277,7 @@ class CohortMembersView(ManagementListView):
             "text/csv": OpenApiRequest(OpenApiTypes.STR),
             "multipart/form-data": CohortMembersUploadInput,
         },
-        responses={200: MembersResultOutput, **errors(400, 404, 409)},
+        responses={200: MembersResultOutput, 202: PendingOutput, **errors(400, 403, 404, 409)},
     )
     def post(self, request: Request, key: str) -> Response:
         body = request.data
@@ -299,16 +297,18 @@ class CohortMembersView(ManagementListView):
             options = dict(data.validated_data)
             subjects = None
         version = requested_version(request, options.pop("version", None), required=False)
-        cohort = selectors.cohort_get(key)
-        _require_environments(request, cohort)
-        common = {"actor": self.actor(), "key": key, "version": version, "reason": options["reason"]}
         if subjects is None:
-            result = cohort_members_change(add=options["add"], remove=options["remove"], kind=options["kind"],
-                                           **common)
+            action, params = Action.COHORT_MEMBERS_CHANGED, {"add": options["add"], "remove": options["remove"],
+                                                             "kind": options["kind"]}
         elif options["action"] == "remove":
-            result = cohort_members_remove(subjects=subjects, **common)
+            action, params = Action.COHORT_MEMBERS_REMOVED, {"subjects": subjects}
         else:
-            result = cohort_members_add(subjects=subjects, kind=options["kind"], **common)
+            action, params = Action.COHORT_MEMBERS_ADDED, {"subjects": subjects, "kind": options["kind"]}
+        outcome = submit(actor=self.actor(), action=action, target=key, params=params, version=version,
+                         reason=options["reason"])
+        if not outcome.applied:
+            return outcome_response(outcome, MembersResultOutput)
+        result = outcome.result
         counts = {"added": 0, "moved": 0, "unchanged": 0, "removed": 0, "not_members": 0, **result}
         counts["version"] = selectors.cohort_get(key).version
         return Response(MembersResultOutput(counts).data)

@@ -4,15 +4,19 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, models
 from django.utils import timezone
 
+from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from cohorts.models import Cohort, CohortMember, MemberKind
 from cohorts.snapshots import cohort_snapshot
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, check_version, full_clean, reject_control_characters
+from rollout.models import FlagState
+from rollout.policy import NO_EFFECT, Approval, Effect, enforce, states_effect
+from rollout.services.rulesets import ruleset_changed
 
 MAX_SUBJECT_LENGTH = 255
 MAX_MEMBERS_PER_REQUEST = 100_000
@@ -34,17 +38,24 @@ def validate_cohort_rules(rules: Any) -> Any:
     return rules
 
 
-def _affected_environments(cohort: Cohort) -> list[int] | None:
-    from rollout.models import FlagState
+def cohort_effect(cohort: Cohort) -> Effect:
+    """Every flag state that uses the cohort decides differently when its rules or members change."""
+    states = (FlagState.objects.filter(models.Q(include_cohorts=cohort) | models.Q(exclude_cohorts=cohort))
+              .select_related("environment", "flag__workload").distinct())
+    return states_effect(states)
 
+
+def _approval(approval: Approval | None) -> dict[str, Any]:
+    return {"approval": approval.as_audit()} if approval else {}
+
+
+def _affected_environments(cohort: Cohort) -> list[int] | None:
     ids = set(FlagState.objects.filter(include_cohorts=cohort).values_list("environment_id", flat=True))
     ids |= set(FlagState.objects.filter(exclude_cohorts=cohort).values_list("environment_id", flat=True))
     return sorted(ids)
 
 
 def _ruleset_changed(cohort: Cohort) -> None:
-    from rollout.services.rulesets import ruleset_changed
-
     env_ids = _affected_environments(cohort)
     if env_ids:
         ruleset_changed(environment_ids=env_ids)
@@ -59,6 +70,7 @@ def _get_for_update(key: str) -> Cohort:
 
 def cohort_create(*, actor: Actor, key: str, name: str, description: str = "", match_on: str = "",
                   rules: Any = None) -> Cohort:
+    enforce(actor, Action.COHORT_CREATED)
     with audited_atomic():
         cohort = Cohort(key=key, name=name, description=description, match_on=(match_on or "").strip(),
                         rules=validate_cohort_rules(rules))
@@ -75,10 +87,14 @@ def cohort_create(*, actor: Actor, key: str, name: str, description: str = "", m
 def cohort_update(
     *, actor: Actor, key: str, version: int | None = None, name: str = UNSET,  # type: ignore[assignment]
     description: str = UNSET, match_on: str = UNSET, rules: Any = UNSET,  # type: ignore[assignment]
-    reason: str = "",
+    reason: str = "", approval: Approval | None = None,
 ) -> Cohort:
     with audited_atomic():
         cohort = _get_for_update(key)
+        decisive = (rules is not UNSET and rules != cohort.rules) or (
+            match_on is not UNSET and (match_on or "").strip() != cohort.match_on)
+        enforce(actor, Action.COHORT_UPDATED, cohort_effect(cohort) if decisive else NO_EFFECT, approval=approval,
+                what=f"changing cohort '{key}'")
         check_version(cohort, version, what=f"cohort '{key}'")
         before = cohort_snapshot(cohort)
         if name is not UNSET:
@@ -97,14 +113,15 @@ def cohort_update(
         cohort.save()
         if (after["rules"], after["match_on"]) != (before["rules"], before["match_on"]):
             _ruleset_changed(cohort)
-        audit_record(actor=actor, action="cohort.updated", object_type="cohort", object_key=cohort.key,
-                     before=before, after=cohort_snapshot(cohort), reason=reason)
+        audit_record(actor=actor, action=Action.COHORT_UPDATED, object_type="cohort", object_key=cohort.key,
+                     before=before, after={**cohort_snapshot(cohort), **_approval(approval)}, reason=reason)
     return cohort
 
 
 def cohort_delete(*, actor: Actor, key: str, version: int | None = None, reason: str = "") -> None:
     with audited_atomic():
         cohort = _get_for_update(key)
+        enforce(actor, Action.COHORT_DELETED)
         check_version(cohort, version, what=f"cohort '{key}'")
         if _affected_environments(cohort):
             raise Conflict(f"cohort '{key}' is used by a flag; remove it from the flag's cohorts first")
@@ -247,7 +264,8 @@ def _check_kind(kind: str) -> None:
 
 
 def cohort_members_add(*, actor: Actor, key: str, subjects: Iterable[Any], kind: str = MemberKind.INCLUDE,
-                       version: int | None = None, reason: str = "") -> dict[str, int]:
+                       version: int | None = None, reason: str = "", approval: Approval | None = None
+                       ) -> dict[str, int]:
     """Add (or move) subjects to a cohort's include or exclude list, all or nothing."""
     _check_kind(kind)
     clean = clean_subjects(subjects)
@@ -255,39 +273,45 @@ def cohort_members_add(*, actor: Actor, key: str, subjects: Iterable[Any], kind:
         raise ValidationFailed.field("subjects", "no subject keys given")
     with audited_atomic():
         cohort = _get_for_update(key)
+        enforce(actor, Action.COHORT_MEMBERS_ADDED, cohort_effect(cohort), approval=approval,
+                what=f"changing the members of cohort '{key}'")
         check_version(cohort, version, what=f"cohort '{key}'")
         result, changed = _apply_add(cohort, clean, kind)
         if changed:
             _members_changed(cohort)
-            audit_record(actor=actor, action="cohort.members_added", object_type="cohort", object_key=cohort.key,
+            audit_record(actor=actor, action=Action.COHORT_MEMBERS_ADDED, object_type="cohort",
+                         object_key=cohort.key,
                          after={"kind": kind, **result, "subjects_sha256": _digest(changed),
-                                "sample": sorted(changed)[:20], "version": cohort.version},
+                                "sample": sorted(changed)[:20], "version": cohort.version, **_approval(approval)},
                          reason=reason)
     return result
 
 
 def cohort_members_remove(*, actor: Actor, key: str, subjects: Iterable[Any], version: int | None = None,
-                          reason: str = "") -> dict[str, int]:
+                          reason: str = "", approval: Approval | None = None) -> dict[str, int]:
     clean = clean_subjects(subjects)
     if not clean:
         raise ValidationFailed.field("subjects", "no subject keys given")
     with audited_atomic():
         cohort = _get_for_update(key)
+        enforce(actor, Action.COHORT_MEMBERS_REMOVED, cohort_effect(cohort), approval=approval,
+                what=f"changing the members of cohort '{key}'")
         check_version(cohort, version, what=f"cohort '{key}'")
         result, removed = _apply_remove(cohort, clean)
         if removed:
             _members_changed(cohort)
-            audit_record(actor=actor, action="cohort.members_removed", object_type="cohort", object_key=cohort.key,
+            audit_record(actor=actor, action=Action.COHORT_MEMBERS_REMOVED, object_type="cohort",
+                         object_key=cohort.key,
                          before={"removed": len(removed), "subjects_sha256": _digest(removed),
                                  "sample": sorted(removed)[:20]},
-                         after={"version": cohort.version},
+                         after={"version": cohort.version, **_approval(approval)},
                          reason=reason)
     return result
 
 
 def cohort_members_change(*, actor: Actor, key: str, add: Iterable[Any] = (), remove: Iterable[Any] = (),
                           kind: str = MemberKind.INCLUDE, version: int | None = None,
-                          reason: str = "") -> dict[str, int]:
+                          reason: str = "", approval: Approval | None = None) -> dict[str, int]:
     """Add and remove in one step, all or nothing, as one audit event; a subject may not be in both lists."""
     _check_kind(kind)
     clean_add = clean_subjects(add, field="add")
@@ -301,6 +325,8 @@ def cohort_members_change(*, actor: Actor, key: str, add: Iterable[Any] = (), re
         raise ValidationFailed.field("remove", f"subject '{min(both)}' is both added and removed")
     with audited_atomic():
         cohort = _get_for_update(key)
+        enforce(actor, Action.COHORT_MEMBERS_CHANGED, cohort_effect(cohort), approval=approval,
+                what=f"changing the members of cohort '{key}'")
         check_version(cohort, version, what=f"cohort '{key}'")
         added, changed = _apply_add(cohort, clean_add, kind) if clean_add else ({"added": 0, "moved": 0,
                                                                                 "unchanged": 0}, [])
@@ -309,10 +335,11 @@ def cohort_members_change(*, actor: Actor, key: str, add: Iterable[Any] = (), re
         result = {**added, **removed}
         if changed or gone:
             _members_changed(cohort)
-            audit_record(actor=actor, action="cohort.members_changed", object_type="cohort", object_key=cohort.key,
+            audit_record(actor=actor, action=Action.COHORT_MEMBERS_CHANGED, object_type="cohort",
+                         object_key=cohort.key,
                          before={"removed": len(gone), "subjects_sha256": _digest(gone), "sample": sorted(gone)[:20]},
                          after={"kind": kind, "added": added["added"], "moved": added["moved"],
                                 "subjects_sha256": _digest(changed), "sample": sorted(changed)[:20],
-                                "version": cohort.version},
+                                "version": cohort.version, **_approval(approval)},
                          reason=reason)
     return result

@@ -14,6 +14,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
+from actions.submit import outcome_message, submit
+from audit.names import Action
 from cohorts import selectors
 from cohorts import services as cohort_services
 from cohorts.forms import (
@@ -118,12 +120,15 @@ def cohort_update(request: HtmxHttpRequest, key: str) -> HttpResponse:
     form = CohortEditForm(request.POST)
     if form.is_valid():
         data = dict(form.cleaned_data)
+        version, reason = data.pop("version", None), data.pop("reason", "")
+        changed = {name: value for name, value in data.items() if getattr(cohort, name) != value}
         try:
-            cohort_services.cohort_update(actor=actor(request), key=key, **data)
+            outcome = submit(actor=actor(request), action=Action.COHORT_UPDATED, target=key, params=changed,
+                             version=version, reason=reason)
         except ServiceError as exc:
             form.add_service_error(exc)
         else:
-            messages.success(request, "Cohort saved.")
+            messages.success(request, outcome_message(outcome, "Cohort saved."))
             url = reverse("ui:cohort-detail", args=[key])
             return HttpResponseClientRedirect(url) if request.htmx else HttpResponseRedirect(url)
     context = _detail_context(request, cohort, edit_form=form)
@@ -149,16 +154,16 @@ def member_upload(request: HtmxHttpRequest, key: str) -> HttpResponse:
             form.add_error("file", "The file has no subject keys.")
         else:
             try:
-                counts = cohort_services.cohort_members_add(
-                    actor=actor(request), key=key, subjects=parsed.subjects, kind=form.cleaned_data["kind"],
-                    reason=form.cleaned_data["reason"],
-                )
+                outcome = submit(actor=actor(request), action=Action.COHORT_MEMBERS_ADDED, target=key,
+                                 params={"subjects": parsed.subjects, "kind": form.cleaned_data["kind"]},
+                                 reason=form.cleaned_data["reason"])
             except ServiceError as exc:
                 form.add_service_error(exc)
                 status = error_status(exc)
             else:
                 status = 200
-                result = {"imported": counts, "rows": parsed.rows, "kind": form.cleaned_data["kind"]}
+                result = {"imported": outcome.result, "rows": parsed.rows, "kind": form.cleaned_data["kind"],
+                          "change_request": outcome.change_request}
                 form = MemberUploadForm()
     context = _detail_context(request, cohort, upload_form=form, upload=result)
     if not request.htmx:
@@ -173,6 +178,9 @@ def member_upload(request: HtmxHttpRequest, key: str) -> HttpResponse:
 
 
 def _import_summary(result: dict[str, Any]) -> str:
+    if result.get("change_request") is not None:
+        cr = result["change_request"]
+        return f"Waiting for approval: change request #{cr.pk} ({cr.summary}). Nothing is imported until then."
     counts = result["imported"]
     return (f"Imported {result['rows']:,} rows into {result['kind']}: {counts['added']:,} added, "
             f"{counts['moved']:,} moved from the other list, {counts['unchanged']:,} already there.")
@@ -187,15 +195,16 @@ def member_remove(request: HtmxHttpRequest, key: str) -> HttpResponse:
     status, notice = INVALID, ""
     if form.is_valid():
         try:
-            counts = cohort_services.cohort_members_remove(actor=actor(request), key=key,
-                                                           subjects=form.cleaned_data["subjects"],
-                                                           reason=form.cleaned_data["reason"])
+            outcome = submit(actor=actor(request), action=Action.COHORT_MEMBERS_REMOVED, target=key,
+                             params={"subjects": form.cleaned_data["subjects"]}, reason=form.cleaned_data["reason"])
         except ServiceError as exc:
             form.add_service_error(exc)
             status = error_status(exc)
         else:
             status, form = 200, MemberRemoveForm()
-            notice = f"Removed {counts['removed']:,}; {counts['not_members']:,} were not members."
+            counts = outcome.result
+            notice = outcome_message(outcome, f"Removed {counts['removed']:,}; {counts['not_members']:,} were not "
+                                              "members." if counts else "")
     if not request.htmx:
         if status == 200:
             messages.success(request, notice)

@@ -6,9 +6,12 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import generics
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.mixins import ListModelMixin
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
@@ -16,6 +19,7 @@ from common.actors import Actor
 from common.auth import ApiTokenAuthentication
 from common.errors import NotFound, PreconditionRequired, ValidationFailed
 from common.permissions import HasCapability
+from common.schema import documented_query_parameters
 from common.throttling import ApiThrottle
 
 if TYPE_CHECKING:
@@ -23,10 +27,61 @@ if TYPE_CHECKING:
 
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
 MAX_VERSION = 2**31 - 1
+# Reads and deletes take all their input from the query string; writes' query parameters are their own business.
+QUERY_CHECKED_METHODS = frozenset({"GET", "HEAD", "DELETE"})
+_accepted_query: dict[tuple[type, str], frozenset[str]] = {}
 
 
-# Token or session authentication, the one permission layer, the API throttle.
-class ManagementMixin:
+def list_query_parameters(view: generics.GenericAPIView) -> set[str]:  # type: ignore[type-arg]
+    """A list view's filter, ordering and pagination parameters, as its backends and paginator name them."""
+    names: set[str] = set()
+    for backend_class in view.filter_backends:
+        backend: Any = backend_class()
+        if isinstance(backend, DjangoFilterBackend):
+            filterset = backend.get_filterset_class(view)
+            names.update(filterset.base_filters if filterset else getattr(view, "filterset_fields", None) or ())
+        else:
+            names.update(p["name"] for p in backend.get_schema_operation_parameters(view))
+    if view.paginator is not None:
+        names.update(p["name"] for p in view.paginator.get_schema_operation_parameters(view))
+    return names
+
+
+def accepted_query_parameters(view: APIView, method: str) -> frozenset[str]:
+    """Every query parameter ``method`` on ``view`` takes: the documented ones, a list's filters and pages,
+    and DRF's ``format``. The same names the OpenAPI document lists for the operation."""
+    key = (type(view), method)
+    if key not in _accepted_query:
+        names = set(documented_query_parameters(view, method))
+        if api_settings.URL_FORMAT_OVERRIDE:
+            names.add(api_settings.URL_FORMAT_OVERRIDE)
+        if method in {"GET", "HEAD"} and isinstance(view, ListModelMixin) and isinstance(view, generics.GenericAPIView):
+            names |= list_query_parameters(view)
+        _accepted_query[key] = frozenset(names)
+    return _accepted_query[key]
+
+
+class StrictQueryMixin:
+    """Reads and deletes refuse a query parameter they do not take, with a 400 naming it.
+
+    Ignored, a misspelled filter (``?acton=flag_state.killed``) would list or export everything.
+    Checked after authentication and permissions, so only a caller allowed in learns the names.
+    """
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        if request.method not in QUERY_CHECKED_METHODS:
+            return
+        accepted = accepted_query_parameters(self, request.method)  # type: ignore[arg-type]
+        unknown = [name for name in request.query_params if name not in accepted]
+        if unknown:
+            takes = ", ".join(sorted(accepted - {api_settings.URL_FORMAT_OVERRIDE})) or "none"
+            message = f"unknown query parameter; this endpoint takes {takes}"
+            raise ValidationFailed(f"{unknown[0]}: {message}", fields={name: [message] for name in unknown})
+
+
+# Token or session authentication, the one permission layer, the API throttle, strict query parameters.
+class ManagementMixin(StrictQueryMixin):
 
     # Session authentication enforces CSRF on writes; bearer tokens need none.
     authentication_classes: Sequence[type[BaseAuthentication]] = [ApiTokenAuthentication, SessionAuthentication]

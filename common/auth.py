@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 
 from common.conf import get_setting
+from common.redis import degrade
 from common.secrets import digest
 
 
@@ -111,7 +112,8 @@ def sdk_principal(value: str | None) -> SdkPrincipal | None:
         key_touch(SdkKey, cached[0])
         return SdkPrincipal(key_id=cached[0], prefix=cached[1], environment_id=cached[2], environment=cached[3])
     ck = sdk_key_cache_key(d)
-    cached = cache.get(ck)
+    # Redis away: the database answers (SDKs keep polling through an outage).
+    cached = degrade(lambda: cache.get(ck), None, what="sdk_key")
     if cached is None:
         row = (
             SdkKey.objects.filter(secret_hash=d, revoked_at__isnull=True)
@@ -119,7 +121,7 @@ def sdk_principal(value: str | None) -> SdkPrincipal | None:
             .first()
         )
         cached = list(row) if row else False
-        cache.set(ck, cached, timeout=get_setting("SDK_KEY_CACHE_TIMEOUT"))
+        degrade(lambda: cache.set(ck, cached, timeout=get_setting("SDK_KEY_CACHE_TIMEOUT")), None, what="sdk_key")
     local_seconds = get_setting("SDK_KEY_LOCAL_SECONDS")
     if local_seconds > 0:
         if len(_local_keys) > 10_000:

@@ -52,6 +52,27 @@ DEFAULTS: dict[str, Any] = {
     # A Celery worker serves its own /metrics (task durations) on this port when set (0: off).
     "WORKER_METRICS_PORT": 0,
     "WORKER_METRICS_ADDR": "127.0.0.1",
+    # Seconds any Redis call may take to connect or answer (cache, pub/sub, counters, Celery's broker
+    # and results); past it the caller degrades or answers 503 redis_unavailable (common/redis.py).
+    "REDIS_TIMEOUT": 1.0,
+    # Seconds a process stops asking Redis after a failure before one call probes it again.
+    "REDIS_RETRY_SECONDS": 2.0,
+    # Seconds between outbox drains by Celery beat (announcements Redis could not take when made).
+    "OUTBOX_DRAIN_INTERVAL": 5.0,
+    # Seconds between heartbeats of Celery worker and beat processes (written to the database).
+    "HEARTBEAT_SECONDS": 10.0,
+    # A worker or beat whose newest heartbeat is older than this is reported missing (/readyz,
+    # /metrics, the UI banner).
+    "HEARTBEAT_STALE_SECONDS": 45.0,
+    # Reverse proxies in front of the web server that append to X-Forwarded-For (0: none; the header
+    # is ignored). Read by ``common.middleware.client_address``; DRF's NUM_PROXIES is set from it.
+    "TRUSTED_PROXIES": 0,
+    # Failed sign-ins in the audit log: per window of this many seconds, the first LOGIN_AUDIT_INDIVIDUAL
+    # failures per username and per address (at most LOGIN_AUDIT_INDIVIDUAL_MAX in all) get an event of
+    # their own; the rest are counted into one ``auth.login_failed_burst`` event when the window closes.
+    "LOGIN_AUDIT_WINDOW": 300,
+    "LOGIN_AUDIT_INDIVIDUAL": 5,
+    "LOGIN_AUDIT_INDIVIDUAL_MAX": 50,
     # Fail instead of skipping tests that need PostgreSQL / Redis / a Celery worker.
     "REQUIRE_SERVICES": False,
     # Ed25519 key that signs audit export manifests: PEM, or base64 of the raw 32-byte private key.

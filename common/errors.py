@@ -6,16 +6,21 @@ Services raise the ``ServiceError`` subclasses below; views never build error bo
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils.deprecation import MiddlewareMixin
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger("turnout.errors")
 
 
 class ServiceError(Exception):
@@ -80,6 +85,28 @@ class AuditUnavailable(ServiceError):
     code = "audit_unavailable"
 
 
+UNAVAILABLE_MESSAGES = {
+    "redis_unavailable": "Redis is unavailable; this request needs it. Try again shortly.",
+    "broker_unavailable": "The task broker is unavailable; this request needs it. Try again shortly.",
+}
+RETRY_AFTER_SECONDS = 5
+
+
+def service_unavailable(exc: BaseException) -> str | None:
+    """The code naming the service behind an exception, or None: ``redis_unavailable`` for Redis
+    (the cache, pub/sub, counters — or Celery's broker when it is Redis, which kombu reports as its
+    own ``OperationalError``), ``broker_unavailable`` for another broker."""
+    import redis
+    from django.conf import settings
+    from kombu.exceptions import OperationalError
+
+    if isinstance(exc, redis.RedisError):
+        return "redis_unavailable"
+    if isinstance(exc, OperationalError):
+        return "redis_unavailable" if getattr(settings, "REDIS_URL", None) else "broker_unavailable"
+    return None
+
+
 def error_body(code: str, message: str, fields: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message, "fields": fields or {}}
     body.update(extra)
@@ -95,8 +122,8 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     if isinstance(detail, dict):
         for key, value in detail.items():
             name = f"{prefix}.{key}" if prefix else str(key)
-            if key == "non_field_errors" and not prefix:
-                name = "__all__"
+            if key == "non_field_errors":  # the object's own error: named by its path (the body's: __all__)
+                name = prefix or "__all__"
             out.update(_flatten(value, name))
     elif isinstance(detail, list):
         if all(not isinstance(item, dict | list) for item in detail):
@@ -126,6 +153,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF's handler, then our one error body for everything it knows and everything services raise."""
     if isinstance(exc, ServiceError):
         return Response(exc.as_body(), status=exc.status_code)
+    code = service_unavailable(exc)
+    if code:
+        return Response(error_body(code, UNAVAILABLE_MESSAGES[code]),
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(exc, DjangoValidationError):
         err = ValidationFailed.from_django(exc)
         return Response(err.as_body(), status=err.status_code)
@@ -151,3 +182,22 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             response["Retry-After"] = str(extra["retry_after"])  # whole seconds, the same as the body says
         response.data = error_body(code, str(detail), **extra)
     return response
+
+
+class ServiceUnavailableMiddleware(MiddlewareMixin):
+    """A view outside DRF (the lean SDK views, OFREP, the UI) that fails because Redis is away answers
+    503 naming it — JSON for the APIs, a page for the UI — never a 500. DRF views get the same from
+    ``exception_handler``."""
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        code = service_unavailable(exception)
+        if code is None:
+            return None
+        logger.warning("http.service_unavailable", extra={"code": code, "error": type(exception).__name__})
+        response: HttpResponse
+        if request.path.startswith(("/api/", "/ofrep/")) or "json" in request.headers.get("Accept", ""):
+            response = json_error(503, code, UNAVAILABLE_MESSAGES[code])
+        else:
+            response = render(request, "503.html", {"code": code}, status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from common.errors import ValidationFailed
+from common.inputs import json_type
 from common.models import KEY_PATTERN
 from common.services import percentage
 
@@ -44,7 +45,13 @@ class PercentageField(serializers.Field):  # type: ignore[type-arg]
     "additionalProperties": True,
 })
 class RulesField(serializers.JSONField):
-    pass
+    """Its shape is checked here (an object, or null); the rules themselves by ``validate_rules`` when saved."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if data is not None and not isinstance(data, dict):
+            raise serializers.ValidationError(f"must be a JSON object or null, not {json_type(data)}")
+        value: Any = data  # the stub's JSONField takes only an object or a list of objects; null is allowed here
+        return super().to_internal_value(value)
 
 
 @extend_schema_field({

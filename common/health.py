@@ -2,9 +2,19 @@
 
 - ``GET /healthz`` — liveness: the process answers (no dependency is touched, so a database outage
   never makes a supervisor restart healthy web processes).
-- ``GET /readyz`` — readiness: the database answers a query and, when ``REDIS_URL`` is set, Redis
-  answers a PING; ``503`` with the failing check named otherwise, so a load balancer stops sending
-  traffic to a process that cannot serve it.
+- ``GET /readyz`` — readiness: the database answers a query (else ``503``: this process cannot
+  serve). Redis (when ``REDIS_URL`` is set) and the background processes are reported too, but do
+  not take the process out of rotation: with Redis down the kill switch, rollbacks and SDK polling
+  still work from the database, and a load balancer that dropped every web process for it would
+  take the emergency lever away exactly when it is needed. So the answer is ``200`` with
+  ``"status": "degraded"`` and the failing part named:
+
+  ``{"status": "degraded", "checks": {"database": "ok", "redis": "error: ConnectionError"},
+  "background": {"worker": "stale 95s", "beat": "ok", "schedule": "stale 95s"}}``
+
+  ``background`` comes from the heartbeats in the database (common/heartbeats.py): ``worker`` and
+  ``beat`` are the Celery processes, ``schedule`` is beat's schedule reaching a worker (the path
+  guardrail checks take). Each is ``ok``, ``stale <age>s`` or ``missing``.
 
 Both are answered by ``HealthCheckMiddleware``, first in the chain, before host validation and the
 HTTPS redirect: probes come over plain HTTP with whatever ``Host`` the prober uses (a pod IP, say).
@@ -23,6 +33,8 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from common import heartbeats
+
 logger = logging.getLogger("turnout.health")
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -38,27 +50,36 @@ def check_database() -> None:
 def check_redis() -> None:
     import redis
 
+    from common.redis import breaker
+
     client = _redis_client(str(settings.REDIS_URL))
     if not client.ping():
         raise redis.RedisError("PING was not answered")
+    breaker.succeeded()  # Redis is back: this process need not wait for its retry interval
 
 
 _clients: dict[str, Any] = {}
 
 
 def _redis_client(url: str) -> Any:
+    """A client of its own, outside the breaker: readiness asks Redis itself, every time."""
     client = _clients.get(url)
     if client is None:
         import redis
 
-        client = redis.Redis.from_url(url, socket_timeout=CHECK_TIMEOUT_SECONDS,
-                                      socket_connect_timeout=CHECK_TIMEOUT_SECONDS)
+        from common.redis import client_options
+
+        options = {**client_options(), "socket_timeout": CHECK_TIMEOUT_SECONDS,
+                   "socket_connect_timeout": CHECK_TIMEOUT_SECONDS}
+        client = redis.Redis.from_url(url, **options)
         _clients[url] = client
     return client
 
 
-def readiness() -> tuple[bool, dict[str, str]]:
-    """Runs every check; ``(all ok, {check: "ok" | error})``. Errors are logged, not raised."""
+def readiness() -> tuple[str, dict[str, str], dict[str, str]]:
+    """Runs every check; ``(status, {check: "ok" | error}, {background kind: "ok" | "stale Ns" |
+    "missing"})`` where status is ``ok``, ``degraded`` (Redis or background failing) or
+    ``unavailable`` (the database failing). Errors are logged, not raised."""
     checks: list[tuple[str, Callable[[], None]]] = [("database", check_database)]
     if getattr(settings, "REDIS_URL", None):
         checks.append(("redis", check_redis))
@@ -73,10 +94,41 @@ def readiness() -> tuple[bool, dict[str, str]]:
                                                          "ms": round((time.perf_counter() - start) * 1000, 1)})
         else:
             results[name] = "ok"
-    if "database" in results:
-        # A failed check can leave the connection unusable; let Django replace it on the next request.
-        connections["default"].close_if_unusable_or_obsolete()
-    return all(value == "ok" for value in results.values()), results
+    background: dict[str, str] = {}
+    if results["database"] == "ok":
+        try:
+            background = heartbeats.status()
+        except Exception as exc:  # the heartbeat table unreadable (a migration pending): say so
+            background = {"heartbeats": f"error: {type(exc).__name__}"}
+    # A failed check can leave the connection unusable; let Django replace it on the next request.
+    connections["default"].close_if_unusable_or_obsolete()
+    if results["database"] != "ok":
+        state = "unavailable"
+    elif any(value != "ok" for value in (*results.values(), *background.values())):
+        state = "degraded"
+    else:
+        state = "ok"
+    return state, results, background
+
+
+def record_background() -> None:
+    """The heartbeats' ages into ``/metrics`` (called as it is scraped)."""
+    from common import metrics
+
+    try:
+        found = heartbeats.ages()
+    except Exception as exc:
+        logger.warning("health.heartbeats_unreadable", extra={"error": type(exc).__name__})
+        return
+    for kind, age in found.items():
+        metrics.BACKGROUND_UP.labels(kind=kind).set(1 if heartbeats.describe(age) == "ok" else 0)
+        if age is None:
+            try:
+                metrics.BACKGROUND_AGE.remove(kind)
+            except KeyError:
+                pass
+        else:
+            metrics.BACKGROUND_AGE.labels(kind=kind).set(age)
 
 
 def _liveness() -> HttpResponse:
@@ -84,8 +136,9 @@ def _liveness() -> HttpResponse:
 
 
 def _readiness_response() -> HttpResponse:
-    ok, results = readiness()
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": results}, status=200 if ok else 503)
+    state, results, background = readiness()
+    return JsonResponse({"status": state, "checks": results, "background": background},
+                        status=503 if state == "unavailable" else 200)
 
 
 class HealthCheckMiddleware:

@@ -65,6 +65,16 @@ EVALUATIONS = Counter(
     "Flag evaluations answered by the server (evaluate API and OFREP), by reason.",
     ["api", "environment", "reason"],
 )
+BACKGROUND_UP = Gauge(
+    "turnout_background_up",
+    "1 when the background kind (worker, beat, schedule) has a fresh heartbeat, else 0 (read at scrape).",
+    ["kind"], multiprocess_mode="mostrecent",
+)
+BACKGROUND_AGE = Gauge(
+    "turnout_background_heartbeat_age_seconds",
+    "Seconds since the newest heartbeat of each background kind (absent: never seen; read at scrape).",
+    ["kind"], multiprocess_mode="mostrecent",
+)
 STREAM_CONNECTIONS = Gauge(
     "turnout_stream_connections", "SDK streams open now.", ["environment"], multiprocess_mode="livesum"
 )
@@ -147,4 +157,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         response = HttpResponse("metrics need the scrape token\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
+    from common.health import record_background
+
+    record_background()
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -8,18 +8,40 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from whitenoise.middleware import WhiteNoiseMiddleware as _WhiteNoiseMiddleware
 
 from common import metrics
 from common.charsets import refused_charset
+from common.conf import get_setting
 from common.errors import error_body
 from common.request_context import request_id_var
 
 request_logger = logging.getLogger("turnout.http")
 
 _VALID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def client_address(request: Any) -> str:
+    """The address of the client a request came from: the one place that reads it.
+
+    ``TURNOUT_TRUSTED_PROXIES`` (default 0) is how many reverse proxies in front of the server append
+    to ``X-Forwarded-For``. With 0 the header is ignored (anyone can send it) and the address is the
+    connection's peer (``REMOTE_ADDR``); with N the address is the N-th entry from the right: the one
+    the outermost trusted proxy saw, which the client cannot choose. DRF's ``NUM_PROXIES`` is set from
+    the same setting, so throttles that use DRF's ``get_ident`` agree with this.
+    """
+    meta = getattr(request, "META", {})
+    remote = str(meta.get("REMOTE_ADDR") or "")
+    proxies = int(get_setting("TRUSTED_PROXIES") or 0)
+    forwarded = str(meta.get("HTTP_X_FORWARDED_FOR") or "")
+    if proxies > 0 and forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            remote = hops[-min(proxies, len(hops))]
+    return remote[:64]
 
 
 def _request_id(request: HttpRequest) -> str:
@@ -140,6 +162,19 @@ class WhiteNoiseMiddleware(_WhiteNoiseMiddleware):
             if response is not None:
                 return response
         return await self.get_response(request)  # type: ignore[no-any-return, misc]
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware (``CONTENT_SECURITY_POLICY``), async-capable.
+
+    django-csp's is a ``MiddlewareMixin`` whose async path runs both hooks in a thread; they only set
+    an attribute and a header, so here they run inline and async views stay on the event loop.
+    """
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]
+        self.process_request(request)
+        response = await self.get_response(request)  # type: ignore[misc]
+        return self.process_response(request, response)  # type: ignore[return-value]
 
 
 def _charset_refused(request: HttpRequest) -> HttpResponse | None:

@@ -35,3 +35,27 @@ class TimestampedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+class Heartbeat(models.Model):
+    """The last sign of life of one background process (a Celery worker or beat) or of beat's
+    schedule reaching a worker: written to the database so it is readable with Redis down.
+    ``/readyz``, ``/metrics`` and the UI banner report kinds whose newest beat is stale."""
+
+    class Kind(models.TextChoices):
+        WORKER = "worker", "Celery worker"
+        BEAT = "beat", "Celery beat"
+        SCHEDULE = "schedule", "beat's schedule run by a worker"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=200, help_text="The process (worker node name, host and pid).")
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # One row per process and kind: each beat overwrites the last.
+            models.UniqueConstraint(fields=["kind", "name"], name="heartbeat_kind_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} @ {self.seen_at:%H:%M:%S}"

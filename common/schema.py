@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import force_instance, is_serializer
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field, inline_serializer
 from rest_framework import serializers
+from rest_framework.views import APIView
 
 ErrorSerializer = inline_serializer(
     name="Error",
@@ -91,3 +93,26 @@ class ScalarField(serializers.Field):  # type: ignore[type-arg]
 @extend_schema_field({"oneOf": [*_SCALARS, {"type": "array", "items": {"oneOf": _SCALARS}}], "nullable": True})
 class AttributeValueField(ScalarField):
     """A context attribute: a string, number, boolean, null, or a list of those (for ``contains``)."""
+
+
+def documented_query_parameters(view: APIView, method: str) -> set[str]:
+    """The query parameters ``@extend_schema(parameters=...)`` documents for ``method`` on ``view``.
+
+    ``@extend_schema`` keeps its schema class on the handler (``handler.kwargs["schema"]``, as DRF's
+    ``@action`` does) or, on a decorated class, as the class's ``schema``; asking it for its override
+    parameters gives exactly the list the OpenAPI document shows. A serializer given as parameters
+    contributes each of its fields.
+    """
+    handler = getattr(view, method.lower(), None)
+    schema_class: Any = getattr(handler, "kwargs", {}).get("schema") or type(view.schema)
+    schema = schema_class()
+    schema.view = view
+    schema.method = method.upper()
+    names: set[str] = set()
+    for parameter in schema.get_override_parameters():
+        if isinstance(parameter, OpenApiParameter):
+            if parameter.location == OpenApiParameter.QUERY and not parameter.exclude:
+                names.add(parameter.name)
+        elif is_serializer(parameter):
+            names.update(force_instance(parameter).fields)
+    return names

@@ -12,9 +12,10 @@ app.autodiscover_tasks()
 
 
 def _connect_signals() -> None:
-    from common import celery_signals
+    from common import celery_signals, heartbeats
 
     celery_signals.connect()
+    heartbeats.connect()  # worker and beat heartbeats in the database (/readyz, the UI banner)
 
 
 _connect_signals()

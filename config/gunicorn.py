@@ -3,7 +3,7 @@
 ASGI workers (uvicorn's, through the ``uvicorn-worker`` package) so one process serves requests and
 holds SDK streams. Environment (see docs/operations.md): ``BIND`` (default ``127.0.0.1:8000``),
 ``WEB_CONCURRENCY`` (worker processes, default 2: about one per core), ``PROMETHEUS_MULTIPROC_DIR``,
-``LOG_FORMAT`` / ``LOG_LEVEL``, ``TURNOUT_ENV``.
+``LOG_FORMAT`` / ``LOG_LEVEL``, ``TURNOUT_ENV``, ``TURNOUT_TRUSTED_PROXIES`` and ``FORWARDED_ALLOW_IPS``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ timeout = env.get_int("WEB_TIMEOUT", 30)
 # On SIGTERM: stop accepting, let requests finish for this long; SDK streams are cut and reconnect elsewhere.
 graceful_timeout = env.get_int("WEB_GRACEFUL_TIMEOUT", 20)
 keepalive = env.get_int("WEB_KEEPALIVE", 5)
-# Behind a proxy that sets X-Forwarded-*: trust only its address (comma-separated).
-forwarded_allow_ips = env.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Forwarded headers (X-Forwarded-For/-Proto) are trusted only behind a proxy: with TURNOUT_TRUSTED_PROXIES
+# unset or 0 no peer is trusted (a client on the same host cannot pick its apparent address); with it set,
+# the peers in FORWARDED_ALLOW_IPS (comma-separated, default 127.0.0.1: a proxy on this host).
+_trusted_proxies = env.get_int("TURNOUT_TRUSTED_PROXIES", 0)
+forwarded_allow_ips = (env.get("FORWARDED_ALLOW_IPS", "127.0.0.1") or "") if _trusted_proxies > 0 else ""
 accesslog = None  # the application writes one structured http.request line per request
 errorlog = "-"
 loglevel = (env.get("LOG_LEVEL", "INFO") or "INFO").lower()

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "csp",
     "template_partials",
     "common",
     "audit",
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "common.health.HealthCheckMiddleware",  # first: probes skip host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
+    "common.middleware.ContentSecurityPolicyMiddleware",  # django-csp's, async-capable
     "common.middleware.WhiteNoiseMiddleware",  # whitenoise's, async-capable (see there)
     "common.middleware.RequestIdMiddleware",
     "common.middleware.RequestLogMiddleware",
@@ -64,6 +66,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "common.errors.ServiceUnavailableMiddleware",  # Redis away: 503 naming it, never a 500
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -81,6 +84,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "common.context_processors.shell",
+                "rollout.context_processors.guardrail_watch",
             ],
         },
     }
@@ -116,10 +120,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.get("REDIS_URL")
+# Every Redis client connects and reads within this many seconds, then degrades or answers 503
+# (common/redis.py); after a failure a process leaves Redis alone for TURNOUT_REDIS_RETRY_SECONDS.
+TURNOUT_REDIS_TIMEOUT = env.get_float("TURNOUT_REDIS_TIMEOUT", 1.0)
+TURNOUT_REDIS_RETRY_SECONDS = env.get_float("TURNOUT_REDIS_RETRY_SECONDS", 2.0)
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache on connections with TURNOUT_REDIS_TIMEOUT and the circuit breaker.
+            "BACKEND": "common.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "turnout",
         }
@@ -163,6 +172,28 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Content-Security-Policy on every response (django-csp 4): scripts, styles, fonts, images and requests
+# from our own origin only; no inline script, no eval (htmx runs with allowEval off), no plugins, no
+# framing. One allowance: style *attributes* (style="..."), which the templates and Chart.js use and
+# which can neither run script nor load anything from elsewhere (img-src/font-src stay 'self'); inline
+# <style> elements stay refused, so htmx is told not to inject its indicator styles (turnout.css has them).
+# The Swagger UI page needs no more (drf-spectacular's split view serves its start-up script as a file).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", True)
     SECURE_REDIRECT_EXEMPT = [r"^metrics$"]  # scraped over plain HTTP inside the network
@@ -172,6 +203,17 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# Reverse proxies in front of the web server that append to X-Forwarded-For; 0 (the default): none, the
+# header is ignored and the client address is the connection's peer. The web servers trust forwarded
+# headers only when this is set (config/gunicorn.py, Procfile.dev; docs/operations.md).
+TURNOUT_TRUSTED_PROXIES = env.get_int("TURNOUT_TRUSTED_PROXIES", 0)
+if TURNOUT_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfiguredEnv("TURNOUT_TRUSTED_PROXIES must be 0 or more")
+# Failed sign-ins in the audit log: the first few per window individually, the rest as one counted event.
+TURNOUT_LOGIN_AUDIT_WINDOW = env.get_int("TURNOUT_LOGIN_AUDIT_WINDOW", 300)
+TURNOUT_LOGIN_AUDIT_INDIVIDUAL = env.get_int("TURNOUT_LOGIN_AUDIT_INDIVIDUAL", 5)
+TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX = env.get_int("TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX", 50)
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -193,9 +235,13 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_THROTTLE_RATES": {
         "sdk": env.get("TURNOUT_THROTTLE_SDK", "6000/min"),
         "auth": env.get("TURNOUT_THROTTLE_AUTH", "30/min"),
+        # Failed sign-ins per attempted username, from any address (stops rotating client addresses).
+        "auth_username": env.get("TURNOUT_THROTTLE_AUTH_USERNAME", "10/min"),
         "api": env.get("TURNOUT_THROTTLE_API", "3000/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Client addresses: the same count of trusted proxies as common.middleware.client_address.
+    "NUM_PROXIES": TURNOUT_TRUSTED_PROXIES,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
@@ -215,7 +261,7 @@ SPECTACULAR_SETTINGS = {
         # The SDK decision's path and the OFREP variant are the same two values.
         "DecisionPathEnum": ["legacy", "parallel"],
         "BreachActionEnum": "rollout.models.BreachAction",
-        "ChangeActionEnum": "rollout.services.change_requests.ACTION_CHOICES",
+        "ChangeActionEnum": "actions.registry.ACTION_CHOICES",
     },
 }
 
@@ -224,7 +270,29 @@ CELERY_TASK_ALWAYS_EAGER = env.get_bool("CELERY_TASK_ALWAYS_EAGER", False)
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+    # Redis away or hung: a web request that enqueues a task (an audit export, say; never a safety
+    # action) waits at most two attempts of twice TURNOUT_REDIS_TIMEOUT, and a worker reconnects for
+    # as long as it takes instead of exiting (docs/operations.md, "When Redis or a worker fails").
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "socket_timeout": 2 * TURNOUT_REDIS_TIMEOUT,  # sync commands (publish, ack); BRPOP runs on the event loop
+        "socket_connect_timeout": TURNOUT_REDIS_TIMEOUT,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
+        "max_retries": 1,  # publishing from a request: one retry, then the error
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    }
+    CELERY_BROKER_CONNECTION_TIMEOUT = TURNOUT_REDIS_TIMEOUT
+    CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                        "interval_max": 0.5}
+    CELERY_REDIS_SOCKET_TIMEOUT = 2 * TURNOUT_REDIS_TIMEOUT
+    CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = TURNOUT_REDIS_TIMEOUT
+    CELERY_REDIS_SOCKET_KEEPALIVE = True
+    CELERY_REDIS_RETRY_ON_TIMEOUT = True
+    CELERY_REDIS_BACKEND_HEALTH_CHECK_INTERVAL = 25
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}}
 else:
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("out", "processed"):
@@ -244,8 +312,16 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker that loses its broker reconnects forever (None: no limit) rather than exit; tasks it was
+# running when the connection went are cancelled (acks_late: they are delivered again).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 TURNOUT_GUARDRAIL_INTERVAL = env.get_float("TURNOUT_GUARDRAIL_INTERVAL", 30.0)
+TURNOUT_OUTBOX_DRAIN_INTERVAL = env.get_float("TURNOUT_OUTBOX_DRAIN_INTERVAL", 5.0)
+TURNOUT_HEARTBEAT_SECONDS = env.get_float("TURNOUT_HEARTBEAT_SECONDS", 10.0)
+TURNOUT_HEARTBEAT_STALE_SECONDS = env.get_float("TURNOUT_HEARTBEAT_STALE_SECONDS", 45.0)
 CELERY_BEAT_SCHEDULE = {
     # Metrics counted in Redis (or the database) become per-minute rows, minutes after they close.
     "rollup-metrics": {"task": "rollout.tasks.rollup_metrics", "schedule": 60.0},
@@ -257,6 +333,10 @@ CELERY_BEAT_SCHEDULE = {
     "group-mismatches": {"task": "rollout.tasks.group_mismatches", "schedule": 60.0},
     # Metrics retention: minutes older than TURNOUT_METRICS_MINUTE_DAYS become hours.
     "metrics-retention": {"task": "rollout.tasks.metrics_retention", "schedule": 3600.0},
+    # Ruleset announcements Redis could not take when they were made (rollout/publish.py).
+    "drain-outbox": {"task": "rollout.tasks.drain_outbox", "schedule": TURNOUT_OUTBOX_DRAIN_INTERVAL},
+    # Proof that beat's schedule reaches a worker (what guardrail checks depend on): /readyz, the UI.
+    "heartbeat": {"task": "rollout.tasks.heartbeat", "schedule": TURNOUT_HEARTBEAT_SECONDS},
 }
 
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below (JSON in production)
@@ -308,3 +388,6 @@ TURNOUT_METRICS_TOKEN = env.get("TURNOUT_METRICS_TOKEN")
 TURNOUT_RULESET_CACHE_TIMEOUT = env.get_int("TURNOUT_RULESET_CACHE_TIMEOUT", 24 * 3600)
 TURNOUT_WORKER_METRICS_PORT = env.get_int("TURNOUT_WORKER_METRICS_PORT", 0)
 TURNOUT_WORKER_METRICS_ADDR = env.get("TURNOUT_WORKER_METRICS_ADDR", "127.0.0.1")
+# Failed sign-ins counted for the audit log become their burst event within a minute of their window's end.
+CELERY_BEAT_SCHEDULE["close-login-failure-bursts"] = {
+    "task": "audit.tasks.close_login_failure_bursts", "schedule": 60.0}

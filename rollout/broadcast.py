@@ -4,16 +4,18 @@ Every stream subscribes here for its environment and waits on its own asyncio ev
 process runs ONE listener task (started by its first stream) that brings news of versions
 committed anywhere — not one connection per stream:
 
-- With Redis: ``announce_ruleset`` publishes on one pub/sub channel and the listener relays every
-  message to the local subscribers. Each time it (re)subscribes it re-reads the current version of
-  every environment it serves, so a message sent while it was not listening is not lost.
-- Without Redis (embedded mode) there is no channel between processes. ``announce_ruleset`` hands
-  the version straight to this process's subscribers (every change made through this web process:
-  the API and the UI), and the listener reads the versions of the environments it serves from the
-  database every ``STREAM_DB_POLL_SECONDS`` (one small query per process, only while streams are
-  open), so a change committed by another process — a Celery worker's guardrail rollback or
-  scheduled stage, a management command, a second web process — reaches the streams too, within
-  that interval.
+- Every change is handed at once to the subscribers of the process that committed it
+  (``rollout.publish.announce_committed``).
+- With Redis: the change's outbox rows are published on one pub/sub channel and the listener relays
+  every message to the local subscribers. Each time it (re)subscribes it re-reads the current
+  version of every environment it serves, so a message sent while it was not listening is not
+  lost, and it drains the outbox: announcements Redis could not take while it was away go out as
+  soon as this process reaches it again.
+- Without Redis (embedded mode) there is no channel between processes. The listener reads the
+  versions of the environments it serves from the database every ``STREAM_DB_POLL_SECONDS`` (one
+  small query per process, only while streams are open), so a change committed by another
+  process — a Celery worker's guardrail rollback or scheduled stage, a management command, a second
+  web process — reaches the streams too, within that interval.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import logging
 import threading
 from typing import Any
 
-from common.redis import channel, get_redis, redis_url
+import redis
+
+from common.redis import channel, client_options, redis_url
 
 logger = logging.getLogger("turnout.stream")
 
@@ -148,13 +152,15 @@ class Broadcaster:
         name = channel(RULESET_CHANNEL)
         attempt = 0
         while url:
-            client = aioredis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+            # The shared timeouts, but not the breaker: an idle read here is normal, not a failure.
+            client = aioredis.Redis.from_url(url, **client_options())
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(name)
                     # Versions committed before the subscription took hold (at start, or while
                     # reconnecting) were announced to nobody here: read them.
                     await self._catch_up()
+                    await self._drain_outbox()
                     attempt = 0
                     while True:
                         message = await pubsub.get_message(timeout=5.0)
@@ -165,8 +171,9 @@ class Broadcaster:
             except Exception as exc:
                 delay = RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)]
                 attempt += 1
+                # Redis away is expected now and then (one line per attempt); anything else gets its traceback.
                 logger.warning("stream.listener_error", extra={"error": type(exc).__name__, "retry_in": delay},
-                               exc_info=True)
+                               exc_info=not isinstance(exc, redis.RedisError))
                 await asyncio.sleep(delay)
             finally:
                 await client.aclose()
@@ -187,6 +194,26 @@ class Broadcaster:
             self.deliver(env_key, version)
 
 
+    async def _drain_outbox(self) -> None:
+        try:
+            await asyncio.to_thread(_drain_outbox)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis or the database still away: beat and the next commit retry
+            logger.warning("stream.outbox_drain_failed", extra={"error": type(exc).__name__})
+
+
+def _drain_outbox() -> None:
+    from django.db import connection
+
+    from rollout.services.rulesets import outbox_drain
+
+    try:
+        outbox_drain()
+    finally:
+        connection.close()  # a worker thread of the loop's executor: do not keep a connection there
+
+
 def _current_versions(envs: list[str]) -> list[tuple[str, int]]:
     from django.db import connection
 
@@ -199,16 +226,3 @@ def _current_versions(envs: list[str]) -> list[tuple[str, int]]:
 
 
 broadcaster = Broadcaster()
-
-
-def publish(environment: str, version: int) -> None:
-    """Tell every stream of the environment, in every web process, about a new version."""
-    broadcaster.deliver(environment, version)  # this process at once; duplicates are dropped by version
-    client = get_redis()
-    if client is None:
-        return
-    try:
-        client.publish(channel(RULESET_CHANNEL), json.dumps({"environment": environment, "version": version}))
-    except Exception as exc:  # a committed change never fails because Redis is away; SDKs also poll
-        logger.warning("stream.publish_failed", extra={"environment": environment, "version": version,
-                                                        "error": type(exc).__name__})

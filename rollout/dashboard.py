@@ -190,17 +190,17 @@ def readiness_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
 def change_proposal(cr: Any, current: dict[str, Any]) -> list[dict[str, Any]]:
     """What a change request would change, as rows (field, now, proposed) for the diff view."""
     params = dict(cr.params or {})
-    if cr.action == "update":
+    if cr.action in {"flag_state.updated", "flag.updated", "workload.updated", "cohort.updated"}:
         return [{"field": name, "now": current.get(name), "proposed": value, "changed": current.get(name) != value}
                 for name, value in sorted(params.items())]
-    if cr.action == "advance":
+    if cr.action == "flag_state.advanced":
         return [{"field": "stage", "now": current.get("stage"), "proposed": (current.get("stage") or 0) + 1,
                  "changed": True}] + ([{"field": "force", "now": None, "proposed": True, "changed": True}]
                                       if params.get("force") else [])
-    if cr.action in ("resume", "retire"):
-        field = "enabled" if cr.action == "resume" else "retired"
+    if cr.action in ("flag_state.resumed", "flag_state.retired"):
+        field = "enabled" if cr.action == "flag_state.resumed" else "retired"
         return [{"field": field, "now": current.get(field), "proposed": True, "changed": True}]
-    if cr.action == "plan":
+    if cr.action == "flag_state.plan_set":
         stages = params.get("stages") or []
         return [{"field": "plan", "now": None, "changed": True,
                  "proposed": [f"{s.get('name')}: {s.get('percentage')}%" for s in stages]}]

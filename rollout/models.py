@@ -86,6 +86,7 @@ class Flag(TimestampedModel):
     bucket_by = models.CharField(
         max_length=100, blank=True, default="", help_text="Attribute to bucket by (empty: the context key)."
     )
+    version = models.PositiveIntegerField(default=1)
 
     class Meta:
         ordering = ["key"]
@@ -369,10 +370,23 @@ class ChangeRequestStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-class ChangeRequest(models.Model):
-    """A change waiting for a second person: the service call it will make and what it was based on."""
+class TargetType(models.TextChoices):
+    """What a change request changes (``actions.registry`` knows how to lock and version each)."""
 
-    flag_state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="change_requests")
+    FLAG_STATE = "flag_state", "Flag state"
+    FLAG = "flag", "Flag"
+    WORKLOAD = "workload", "Workload"
+    COHORT = "cohort", "Cohort"
+
+
+class ChangeRequest(models.Model):
+    """A change waiting for a second person: the action it will perform and the version it was based on."""
+
+    target_type = models.CharField(max_length=10, choices=TargetType.choices, default=TargetType.FLAG_STATE)
+    target_key = models.CharField(max_length=255, default="",
+                                  help_text="flag@environment, or the flag, workload or cohort key")
+    flag_state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="change_requests", null=True,
+                                   blank=True)
     action = models.CharField(max_length=40)
     params = models.JSONField(default=dict, blank=True)
     based_on_version = models.PositiveIntegerField()
@@ -392,10 +406,16 @@ class ChangeRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status", "flag_state"], name="change_request_status_state")]
+        indexes = [models.Index(fields=["status", "flag_state"], name="change_request_status_state"),
+                   models.Index(fields=["target_type", "target_key", "status"], name="change_request_target")]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=ChangeRequestStatus.values),
                                    name="change_request_status_valid"),
+            # A flag-state request points at its row (cascade on delete); other targets are named by key.
+            models.CheckConstraint(
+                condition=models.Q(target_type=TargetType.FLAG_STATE, flag_state__isnull=False)
+                | (~models.Q(target_type=TargetType.FLAG_STATE) & models.Q(flag_state__isnull=True)),
+                name="change_request_target_row"),
             # Four eyes: whoever applies a change is not who asked for it.
             models.CheckConstraint(
                 condition=~models.Q(status=ChangeRequestStatus.APPLIED)
@@ -411,6 +431,10 @@ class ChangeRequest(models.Model):
     def __str__(self) -> str:
         return f"CR-{self.pk} {self.action} ({self.status})"
 
+    @property
+    def target_label(self) -> str:
+        return self.target_key if self.target_type == TargetType.FLAG_STATE else f"{self.target_type} {self.target_key}"
+
 
 class ReviewItem(models.Model):
     """A break-glass action (kill / rollback where approval would be needed) waiting for an approver's review."""
@@ -418,6 +442,9 @@ class ReviewItem(models.Model):
     flag_state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="review_items")
     action = models.CharField(max_length=40)
     actor_label = models.CharField(max_length=150)
+    # Who broke the glass, by id: four eyes compares ids, never labels (a label is truncated and free text).
+    actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
     reason = models.TextField(blank=True, default="")
     audit_sequence = models.BigIntegerField(help_text="the audit event of the break-glass action")
     created_at = models.DateTimeField()
@@ -508,3 +535,24 @@ class MetricHour(models.Model):
     def __str__(self) -> str:
         return f"{self.flag_key}/{self.path}@{self.hour:%Y-%m-%d %H}h"
 
+
+
+class OutboxMessage(models.Model):
+    """A ruleset announcement not yet handed to Redis (pub/sub and the version cache).
+
+    Written in the transaction of the change that raised the version, so the announcement exists
+    exactly when the change does; deleted once published (rollout/publish.py). With Redis down or
+    hung, rows wait here and are published when it returns: after the next commit, by Celery beat
+    (``drain_outbox``) and by each web process's stream listener when it reconnects.
+    """
+
+    environment = models.CharField(max_length=63)
+    version = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["environment", "version"], name="outbox_env_version")]
+
+    def __str__(self) -> str:
+        return f"announce {self.environment} v{self.version}"

@@ -1,18 +1,69 @@
-"""Announcing new ruleset versions to streaming SDKs (called after commit only)."""
+"""Announcing new ruleset versions to streaming SDKs (after commit only).
+
+Announcements go through the outbox (``OutboxMessage``, written in the change's own transaction by
+``rollout.services.rulesets.ruleset_changed``): after commit this process's streams hear at once,
+then the outbox is drained to Redis — pub/sub for the other web processes, and the cached current
+version the evaluate endpoints read. Redis down or hung never fails or delays a committed change:
+the rows wait and are drained when it returns: by the next commit, by Celery beat, by each web
+process's stream listener when it reconnects, and by any process whose circuit breaker sees Redis
+answer again (``drain_after_recovery``).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 
-from rollout.broadcast import publish
+from common.redis import breaker, channel, get_redis
+from rollout.broadcast import RULESET_CHANNEL, broadcaster
 from rollout.evaluation import remember_version
 
 logger = logging.getLogger("turnout.ruleset")
 
 
-def announce_ruleset(environment: str, version: int) -> None:
-    """Every stream of the environment, in every web process (through Redis pub/sub when configured,
-    else this process's only — see rollout/broadcast.py), hears about the new version."""
+def announce_locally(environment: str, version: int) -> None:
+    """This process's streams of the environment hear about the new version (no I/O)."""
     logger.info("ruleset.changed", extra={"environment": environment, "version": version})
-    remember_version(environment, version)
-    publish(environment, version)
+    broadcaster.deliver(environment, version)
+
+
+def publish_versions(versions: dict[str, int]) -> None:
+    """Hand new versions to Redis: the cached current version and a pub/sub message each.
+    Raises ``redis.RedisError`` when Redis does not take them (the caller keeps them for later).
+    Embedded mode (no Redis): nothing to do; other processes read versions from the database."""
+    client = get_redis()
+    if client is None:
+        return
+    for environment, version in versions.items():
+        remember_version(environment, version)
+        client.publish(channel(RULESET_CHANNEL), json.dumps({"environment": environment, "version": version}))
+
+
+def announce_committed(versions: dict[str, int]) -> None:
+    """After a commit that raised these versions: local streams now, then the outbox to Redis."""
+    from rollout.services.rulesets import outbox_drain
+
+    for environment, version in versions.items():
+        announce_locally(environment, version)
+    try:
+        outbox_drain()
+    except Exception as exc:  # a committed change never fails because Redis is away; the rows wait
+        logger.warning("ruleset.announce_deferred", extra={"versions": versions, "error": type(exc).__name__})
+
+
+def drain_after_recovery() -> None:
+    """Redis answers again in this process: publish what waited in the outbox (run by the breaker
+    in a thread of its own — see common/redis.py)."""
+    from django.db import connection
+
+    from rollout.services.rulesets import outbox_drain
+
+    try:
+        cleared = outbox_drain()
+    finally:
+        connection.close()  # a thread of its own: do not keep a connection there
+    if cleared:
+        logger.info("ruleset.outbox_drained_on_recovery", extra={"rows": cleared})
+
+
+breaker.on_recovery(drain_after_recovery)

@@ -13,11 +13,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from audit.names import Action
 from common import clock
 from common.errors import NotFound
 from rollout import metrics_read
 from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
-from rollout.policy import approval_required
+from rollout.policy import approval_gated, state_effect
 from rollout.services.guardrails import evaluate_state, last_check
 from rollout.services.mismatches import mismatch_summary
 from rollout.snapshots import flag_state_snapshot, guardrail_snapshot, stage_snapshot
@@ -61,7 +62,7 @@ def plan_status(state: FlagState, *, now: datetime | None = None) -> dict[str, A
         "current_stage": stage_snapshot(current) if current else None,
         "next_stage": stage_snapshot(nxt) if nxt else None,
         "soak_seconds_left": soak_left,
-        "next_needs_approval": approval_required(state, "advance"),
+        "next_needs_approval": approval_gated(state_effect(state, Action.FLAG_STATE_ADVANCED)),
         "stages": [{**stage_snapshot(st), "status": status(st.position)} for st in stages],
         "pending_change_requests": list(state.change_requests.filter(status=ChangeRequestStatus.PENDING)
                                         .order_by("pk").values_list("pk", flat=True)),

@@ -1,7 +1,10 @@
 """Rows → the ruleset document SDKs evaluate (DESIGN.md, ``schema: 1``), cached per version.
 
 A document is built once per environment version and cached as serialized bytes (Redis when
-configured, so one build serves every web process); nothing is rebuilt per request.
+configured, so one build serves every web process); nothing is rebuilt per request. Concurrent
+requests for an uncached version wait (briefly, ``BUILD_WAIT_SECONDS``) for one builder, accepting
+whatever version >= theirs it produced; the cache unreachable, every request builds from the
+database (slower, never stalled or failed).
 """
 
 from __future__ import annotations
@@ -9,21 +12,29 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from django.core.cache import cache
+from redis.exceptions import LockError
 
 from cohorts.models import Cohort, CohortMember, MemberKind
 from common import metrics
 from common.conf import get_setting
+from common.redis import degrade, get_redis
 from rollout.models import Environment, FlagState
 
 logger = logging.getLogger("turnout.ruleset")
 
 SCHEMA = 1
+# A build lock left by a builder that died expires after this many seconds.
 BUILD_LOCK_SECONDS = 30
+# How long a request waits for another process's build before building from the database itself.
+BUILD_WAIT_SECONDS = 2.0
+BUILD_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -81,53 +92,131 @@ def _cache_key(env_key: str, version: int) -> str:
     return f"ruleset:{env_key}:{version}"
 
 
+def _latest_key(env_key: str) -> str:
+    """The newest version built into the cache: what a waiter takes when the builder it waited for
+    built a newer version than the one it asked for."""
+    return f"ruleset-latest:{env_key}"
+
+
 def current_version(environment_id: int) -> tuple[str, int] | None:
     row = Environment.objects.filter(pk=environment_id).values_list("key", "ruleset_version").first()
     return (row[0], row[1]) if row else None
 
 
 def get_ruleset(environment_id: int) -> BuiltRuleset | None:
-    """The current ruleset of an environment: one indexed read for the version, then the cache."""
+    """The current ruleset of an environment: one indexed read for the version, then the cache.
+
+    The cache unreachable (Redis down or hung): built from the database, so SDKs that poll keep
+    getting changes — a kill switch pulled during an outage among them."""
     current = current_version(environment_id)
     if current is None:
         return None
     env_key, version = current
-    body = cache.get(_cache_key(env_key, version))
+    try:
+        body = cache.get(_cache_key(env_key, version))
+    except redis.RedisError:
+        return _build(environment_id, store=False)
     if body is not None:
         return BuiltRuleset(env_key, version, body)
     return _build_and_cache(environment_id, env_key, version)
 
 
+class BuildLock:
+    """The right to build one version of one environment's ruleset, held by one process at a time.
+
+    Only its holder releases it: with Redis, redis-py's ``Lock`` (a random token, released by an
+    atomic compare-and-delete); in embedded mode the local-memory cache with the same token check
+    (one process, so no other process can hold it). It expires after ``BUILD_LOCK_SECONDS`` when
+    a builder dies holding it."""
+
+    def __init__(self, env_key: str, version: int) -> None:
+        self.name = f"ruleset-build:{env_key}:{version}"
+        self.token = secrets.token_hex(8)
+        self._lock: Any = None
+
+    def acquire(self) -> bool:
+        """True when taken; False when another holds it. Raises ``redis.RedisError`` when Redis fails."""
+        client = get_redis()
+        if client is None:
+            return bool(cache.add(self.name, self.token, timeout=BUILD_LOCK_SECONDS))
+        self._lock = client.lock(f"turnout:{self.name}", timeout=BUILD_LOCK_SECONDS, blocking=False)
+        return bool(self._lock.acquire(token=self.token))
+
+    def release(self) -> None:
+        try:
+            if self._lock is None:
+                if cache.get(self.name) == self.token:
+                    cache.delete(self.name)
+            else:
+                self._lock.release()
+        except (LockError, redis.RedisError) as exc:  # expired (and maybe taken since), or Redis away
+            logger.info("ruleset.build_lock_lost", extra={"lock": self.name, "error": type(exc).__name__})
+
+
 def _build_and_cache(environment_id: int, env_key: str, version: int) -> BuiltRuleset:
-    lock = f"ruleset-build:{env_key}:{version}"
-    if not cache.add(lock, 1, timeout=BUILD_LOCK_SECONDS):
-        # Another process is building this version: wait briefly for it rather than build it again.
-        deadline = time.monotonic() + BUILD_LOCK_SECONDS
-        while time.monotonic() < deadline:
-            time.sleep(0.02)
-            body = cache.get(_cache_key(env_key, version))
-            if body is not None:
-                return BuiltRuleset(env_key, version, body)
+    lock = BuildLock(env_key, version)
+    try:
+        held = lock.acquire()
+    except redis.RedisError:
+        return _build(environment_id, store=False)
+    if not held:
+        # Another process is building: wait a little for it (any version >= ours will do), then
+        # build from the database ourselves — never long, and never touching its lock.
+        found = _wait_for_build(env_key, version)
+        if found is not None:
+            return found
+        logger.info("ruleset.build_wait_expired", extra={"environment": env_key, "version": version})
+        return _build(environment_id, store=True)
     try:
         # Checked again under the lock: another process may have built and cached this version (and
         # released its lock) between our cache miss and taking the lock.
-        body = cache.get(_cache_key(env_key, version))
+        body = degrade(lambda: cache.get(_cache_key(env_key, version)), None, what="ruleset")
         if body is not None:
             return BuiltRuleset(env_key, version, body)
-        started = time.perf_counter()
-        for _ in range(5):
-            env = Environment.objects.get(pk=environment_id)
-            doc = build_document(env)
-            # Every change bumps the version in its own transaction: if it did not move while we
-            # read, the document is a consistent picture of that version.
-            if Environment.objects.filter(pk=environment_id, ruleset_version=env.ruleset_version).exists():
-                break
-        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-        built = BuiltRuleset(env.key, env.ruleset_version, body)
-        cache.set(_cache_key(env.key, env.ruleset_version), body, timeout=get_setting("RULESET_CACHE_TIMEOUT"))
-        metrics.record_ruleset_build(environment=env.key, seconds=time.perf_counter() - started)
-        logger.info("ruleset.built", extra={"environment": env.key, "version": env.ruleset_version,
-                                            "bytes": len(body), "flags": len(doc["flags"])})
-        return built
+        return _build(environment_id, store=True)
     finally:
-        cache.delete(lock)
+        lock.release()
+
+
+def _wait_for_build(env_key: str, version: int) -> BuiltRuleset | None:
+    """The cached document of ``version`` or of any newer version, polled for at most
+    ``BUILD_WAIT_SECONDS``; None when none appeared (or the cache failed)."""
+    key, latest_key = _cache_key(env_key, version), _latest_key(env_key)
+    deadline = time.monotonic() + BUILD_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(BUILD_POLL_SECONDS)
+        try:
+            found = cache.get_many([key, latest_key])
+            if key in found:
+                return BuiltRuleset(env_key, version, found[key])
+            latest = found.get(latest_key)
+            if isinstance(latest, int) and latest > version:
+                body = cache.get(_cache_key(env_key, latest))
+                if body is not None:
+                    return BuiltRuleset(env_key, latest, body)
+        except redis.RedisError:
+            return None
+    return None
+
+
+def _build(environment_id: int, *, store: bool) -> BuiltRuleset:
+    """Build the environment's current ruleset from the database; with ``store``, cache it (a
+    cache that fails only means the next request builds again)."""
+    started = time.perf_counter()
+    for _ in range(5):
+        env = Environment.objects.get(pk=environment_id)
+        doc = build_document(env)
+        # Every change bumps the version in its own transaction: if it did not move while we
+        # read, the document is a consistent picture of that version.
+        if Environment.objects.filter(pk=environment_id, ruleset_version=env.ruleset_version).exists():
+            break
+    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    built = BuiltRuleset(env.key, env.ruleset_version, body)
+    if store:
+        degrade(lambda: cache.set_many({_cache_key(env.key, env.ruleset_version): body,
+                                        _latest_key(env.key): env.ruleset_version},
+                                       timeout=get_setting("RULESET_CACHE_TIMEOUT")), [], what="ruleset")
+    metrics.record_ruleset_build(environment=env.key, seconds=time.perf_counter() - started)
+    logger.info("ruleset.built", extra={"environment": env.key, "version": env.ruleset_version,
+                                        "bytes": len(body), "flags": len(doc["flags"]), "cached": store})
+    return built

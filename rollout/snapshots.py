@@ -35,7 +35,7 @@ def workload_snapshot(w: Workload) -> dict[str, Any]:
 def flag_snapshot(f: Flag) -> dict[str, Any]:
     return {
         "key": f.key, "workload": f.workload.key, "description": f.description, "salt": f.salt,
-        "bucket_by": f.bucket_by,
+        "bucket_by": f.bucket_by, "version": f.version,
     }
 
 
@@ -95,8 +95,10 @@ def guardrail_snapshot(g: Guardrail | None) -> dict[str, Any] | None:
 def change_request_snapshot(cr: ChangeRequest) -> dict[str, Any]:
     return {
         "id": cr.pk,
-        "flag": cr.flag_state.flag.key,
-        "environment": cr.flag_state.environment.key,
+        "target_type": cr.target_type,
+        "target": cr.target_key,
+        "flag": cr.flag_state.flag.key if cr.flag_state_id else None,
+        "environment": cr.flag_state.environment.key if cr.flag_state_id else None,
         "action": cr.action,
         "params": cr.params,
         "based_on_version": cr.based_on_version,

@@ -87,3 +87,27 @@ def deliver_webhook(self, url: str, body: str) -> int:  # type: ignore[no-untype
             logger.error("webhook.gave_up", extra={"url": url, "error": str(exc)})
             raise
         raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from None
+
+
+@shared_task
+def drain_outbox() -> int:
+    """Beat (every TURNOUT_OUTBOX_DRAIN_INTERVAL s): publish ruleset announcements Redis could not
+    take when they were made. Redis still away: nothing is lost, the next run tries again."""
+    import redis
+
+    from rollout.services.rulesets import outbox_drain
+
+    try:
+        return outbox_drain()
+    except redis.RedisError as exc:
+        logger.warning("ruleset.outbox_waiting", extra={"error": type(exc).__name__})
+        return 0
+
+
+@shared_task
+def heartbeat() -> None:
+    """Beat (every TURNOUT_HEARTBEAT_SECONDS s): proof that beat's schedule reaches a worker — the
+    path every guardrail check takes (common/heartbeats.py)."""
+    from common.heartbeats import beat_schedule_ran
+
+    beat_schedule_ran()

@@ -20,6 +20,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
+from actions.submit import (
+    change_request_approve,
+    change_request_cancel,
+    change_request_reject,
+    outcome_message,
+    submit,
+    submit_state,
+    target_snapshot,
+    target_version,
+)
+from audit.names import Action
 from cohorts.models import Cohort
 from common.errors import Forbidden, ServiceError
 from common.permissions import Capability, can, can_decide, primary_role
@@ -56,14 +67,7 @@ from rollout.policy import may_act_directly
 from rollout.readiness import plan_status, readiness
 from rollout.services import flags as flag_services
 from rollout.services import keys as key_services
-from rollout.services import stages as stage_services
 from rollout.services import workloads as workload_services
-from rollout.services.change_requests import (
-    change_request_approve,
-    change_request_cancel,
-    change_request_reject,
-    change_request_submit,
-)
 from rollout.services.guardrails import evaluate_state
 from rollout.services.stages import plan_template
 from rollout.snapshots import guardrail_snapshot
@@ -139,13 +143,14 @@ def workload_update(request: HtmxHttpRequest, key: str) -> HttpResponse:
     if form.is_valid():
         data = dict(form.cleaned_data)
         version, reason = data.pop("version"), data.pop("reason")
+        changed = {name: value for name, value in data.items() if getattr(workload, name) != value}
         try:
-            workload = workload_services.workload_update(actor=actor(request), key=key, version=version,
-                                                         reason=reason, **data)
+            outcome = submit(actor=actor(request), action=Action.WORKLOAD_UPDATED, target=key, params=changed,
+                             version=version, reason=reason)
         except ServiceError as exc:
             form.add_service_error(exc)
         else:
-            messages.success(request, "Workload saved.")
+            messages.success(request, outcome_message(outcome, "Workload saved."))
             return _redirect(request, reverse("ui:workload-detail", args=[key]))
     context = _workload_context(request, workload, edit_form=form)
     template = "rollout/workload_detail.html#workload-edit" if request.htmx else "rollout/workload_detail.html"
@@ -200,8 +205,9 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
         "pending": list(state.change_requests.filter(status=ChangeRequestStatus.PENDING).order_by("pk")),
         "may_edit": can(request.user, Capability.EDIT),
         "may_kill": can(request.user, Capability.EMERGENCY, environment=env),
-        "needs_approval": can(request.user, Capability.EDIT) and not may_act_directly(state, "update", actor=who),
-        "direct_advance": may_act_directly(state, "advance", actor=who),
+        "needs_approval": can(request.user, Capability.EDIT)
+        and not may_act_directly(state, Action.FLAG_STATE_UPDATED, actor=who),
+        "direct_advance": may_act_directly(state, Action.FLAG_STATE_ADVANCED, actor=who),
         "percentage_form": PercentageForm(auto_id=card_ids(env.key), initial={
             "percentage": state.percentage.normalize() if state.percentage else 0,
             "compare_percentage": state.compare_percentage.normalize() if state.compare_percentage else 0,
@@ -265,14 +271,8 @@ def state_kill(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """The kill switch: everyone to legacy at once; needs no version and waits for nothing."""
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
-    form = ReasonForm(request.POST)
-    reason = form.data.get("reason", "")[:500]
-    try:
-        flag_services.flag_state_kill(actor=actor(request), flag=key, environment=env, reason=reason)
-    except ServiceError as exc:
-        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
-    return _render_card(request, key, env, message=f"Killed: every subject takes legacy in {state.environment.name}.",
-                        undo="resume")
+    return _emergency(request, state, Action.FLAG_STATE_KILLED,
+                      done=f"Killed: every subject takes legacy in {state.environment.name}.")
 
 
 
@@ -284,7 +284,7 @@ def state_resume(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     require(request, Capability.EDIT)
     form = ReasonForm(request.POST)
     form.is_valid()
-    return _submit(request, state, "resume", {}, version=form.cleaned_data.get("version"),
+    return _submit(request, state, Action.FLAG_STATE_RESUMED, {}, version=form.cleaned_data.get("version"),
                    reason=form.cleaned_data.get("reason", ""),
                    done=f"Resumed at {_pct(state.percentage)}% in {state.environment.name}.")
 
@@ -296,7 +296,7 @@ def state_retire(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     require(request, Capability.EDIT)
     form = ReasonForm(request.POST)
     form.is_valid()
-    return _submit(request, state, "retire", {}, version=form.cleaned_data.get("version"),
+    return _submit(request, state, Action.FLAG_STATE_RETIRED, {}, version=form.cleaned_data.get("version"),
                    reason=form.cleaned_data.get("reason", ""),
                    done=f"Legacy retired in {state.environment.name}: every subject takes the parallel path.")
 
@@ -315,7 +315,7 @@ def state_percentage(request: HtmxHttpRequest, key: str, env: str) -> HttpRespon
     if compare is not None and compare != state.compare_percentage:  # only what changes goes into a request
         params["compare_percentage"] = str(compare)
     new = form.cleaned_data["percentage"]
-    return _submit(request, state, "update", params, version=form.cleaned_data["version"],
+    return _submit(request, state, Action.FLAG_STATE_UPDATED, params, version=form.cleaned_data["version"],
                    reason=form.cleaned_data["reason"], form=form, panel="percentage",
                    done=f"Parallel share {_pct(old)}% → {_pct(new)}%." if new != old else "Saved.",
                    undo={"undo": "percentage", "undo_percentage": old} if new != old else {})
@@ -349,7 +349,7 @@ def state_targeting(request: HtmxHttpRequest, key: str, env: str) -> HttpRespons
     if not form.is_valid():
         return _render_card(request, key, env, status=INVALID, targeting_form=form, open_panel="targeting")
     params = {name: form.cleaned_data[name] for name in ("include_cohorts", "exclude_cohorts", "overrides")}
-    return _submit(request, state, "update", params, version=form.cleaned_data["version"],
+    return _submit(request, state, Action.FLAG_STATE_UPDATED, params, version=form.cleaned_data["version"],
                    reason=form.cleaned_data["reason"], form=form, panel="targeting",
                    done="Cohorts and overrides saved.")
 
@@ -374,7 +374,7 @@ def state_plan(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     except ServiceError as exc:
         form.add_service_error(exc)
         return _render_card(request, key, env, status=error_status(exc), plan_form=form, open_panel="plan")
-    return _submit(request, state, "plan", {"stages": stages}, version=form.cleaned_data["version"],
+    return _submit(request, state, Action.FLAG_STATE_PLAN_SET, {"stages": stages}, version=form.cleaned_data["version"],
                    reason=form.cleaned_data["reason"], form=form, panel="plan",
                    done=f"Plan set: {len(stages)} stages. Advance to start it.")
 
@@ -387,7 +387,7 @@ def state_advance(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     form = ReasonForm(request.POST)
     form.is_valid()
     params = {"force": True} if request.POST.get("force") else {}
-    return _submit(request, state, "advance", params, version=form.cleaned_data.get("version"),
+    return _submit(request, state, Action.FLAG_STATE_ADVANCED, params, version=form.cleaned_data.get("version"),
                    reason=form.cleaned_data.get("reason", ""), done="Advanced to the next stage.")
 
 
@@ -397,13 +397,8 @@ def state_pause(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """Hold the rollout where it is; never waits for approval."""
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
-    try:
-        stage_services.rollout_pause(actor=actor(request), flag=key, environment=env,
-                                     reason=request.POST.get("reason", "")[:2000])
-    except ServiceError as exc:
-        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
-    return _render_card(request, key, env, message="Paused: the split stays as it is and nothing advances.",
-                        undo="resume")
+    return _emergency(request, state, Action.FLAG_STATE_PAUSED,
+                      done="Paused: the split stays as it is and nothing advances.")
 
 
 @require_POST
@@ -412,13 +407,8 @@ def state_rollback(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse
     """Back one stage at once, then paused; never waits for approval."""
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
-    try:
-        stage_services.rollout_rollback(actor=actor(request), flag=key, environment=env,
-                                        reason=request.POST.get("reason", "")[:2000])
-    except ServiceError as exc:
-        return _render_card(request, key, env, status=error_status(exc), error=exc.message, open_panel="rollback")
-    return _render_card(request, key, env, message="Rolled back one stage; the rollout is paused until resumed.",
-                        undo="resume")
+    return _emergency(request, state, Action.FLAG_STATE_ROLLED_BACK, panel="rollback",
+                      done="Rolled back one stage; the rollout is paused until resumed.")
 
 
 @require_POST
@@ -432,7 +422,7 @@ def state_guardrails(request: HtmxHttpRequest, key: str, env: str) -> HttpRespon
     data = dict(form.cleaned_data)
     version, reason = data.pop("version"), data.pop("reason")
     params = {name: (str(value) if isinstance(value, Decimal) else value) for name, value in data.items()}
-    return _submit(request, state, "guardrails", params, version=version, reason=reason, form=form,
+    return _submit(request, state, Action.FLAG_STATE_GUARDRAILS_SET, params, version=version, reason=reason, form=form,
                    panel="guardrails", done="Guardrails saved: they are checked every minute.")
 
 
@@ -450,20 +440,33 @@ def state_readiness(request: HtmxHttpRequest, key: str, env: str) -> HttpRespons
     return render(request, "rollout/readiness.html", context)
 
 
-def _submit(request: HtmxHttpRequest, state: FlagState, action: str, params: dict[str, Any], *, version: int | None,
-            reason: str, done: str, form: Any = None, panel: str = "", undo: dict[str, Any] | None = None
-            ) -> HttpResponse:
-    """A person's change: applied now where the policy allows, else a change request for a second person."""
+def _emergency(request: HtmxHttpRequest, state: FlagState, action: Action, *, done: str, panel: str = ""
+               ) -> HttpResponse:
+    """Kill, pause, rollback: never wait for approval, but name the version the card showed (a kill
+    without one applies to whatever stands now)."""
+    form = ReasonForm(request.POST)
+    form.is_valid()
+    return _submit(request, state, action, {}, version=form.cleaned_data.get("version"),
+                   reason=(form.cleaned_data.get("reason") or "")[:2000], done=done, error_panel=panel,
+                   undo={"undo": "resume"})
+
+
+def _submit(request: HtmxHttpRequest, state: FlagState, action: Action, params: dict[str, Any], *,
+            version: int | None, reason: str, done: str, form: Any = None, panel: str = "",
+            undo: dict[str, Any] | None = None, error_panel: str = "") -> HttpResponse:
+    """A person's change through the action layer: applied now where the policy allows, else a change
+    request for a second person, else refused — the same answer the API gives."""
     key, env = state.flag.key, state.environment.key
     try:
-        result = change_request_submit(actor=actor(request), flag=key, environment=env, action=action,
-                                       params=params, version=version, reason=reason)
+        result = submit_state(actor=actor(request), flag=key, environment=env, action=action, params=params,
+                              version=version, reason=reason)
     except ServiceError as exc:
         if form is not None:
             form.add_service_error(exc)
             return _render_card(request, key, env, status=error_status(exc), open_panel=panel,
                                 **{f"{panel}_form": form})
-        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
+        extra = {"open_panel": error_panel} if error_panel else {}
+        return _render_card(request, key, env, status=error_status(exc), error=exc.message, **extra)
     if result.change_request is not None:
         cr = result.change_request
         return _render_card(request, key, env, requested=cr,
@@ -497,13 +500,12 @@ def change_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _change_context(request: HttpRequest, cr: ChangeRequest, **extra: Any) -> dict[str, Any]:
-    from rollout.snapshots import flag_state_snapshot
-
-    current = flag_state_snapshot(cr.flag_state)
+    current = target_snapshot(cr)
     proposed = change_proposal(cr, current)
+    version = target_version(cr)
     return {"cr": cr, "current": current, "proposed": proposed, "may_decide": can_decide(request.user, cr),
-            "is_requester": cr.requested_by_id == request.user.pk,
-            "stale": cr.status == ChangeRequestStatus.PENDING and cr.flag_state.version != cr.based_on_version,
+            "is_requester": cr.requested_by_id == request.user.pk, "target_version": version,
+            "stale": cr.status == ChangeRequestStatus.PENDING and version != cr.based_on_version,
             **extra}
 
 

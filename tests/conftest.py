@@ -32,9 +32,13 @@ def _clear_cache() -> Iterator[None]:
     from django.core.cache import cache
 
     from common import auth
+    from common.redis import breaker
+    from rollout import context_processors
     from rollout.evaluation import clear_compiled
     from rollout.services import keys
 
+    breaker.reset()  # a fault test's outage is not the next test's
+    context_processors.forget()
     cache.clear()
     # Test databases roll back, so ruleset versions and row ids repeat from test to test (never in
     # production): forget what this process remembered about them.

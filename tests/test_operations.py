@@ -39,25 +39,67 @@ def test_healthz__any_host_no_database__200_ok(client: Any) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz__database_answers__200_with_checks(client: Any, db: Any, settings: Any) -> None:
+def _beat_all(age_seconds: float = 0.0) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from common.heartbeats import KINDS
+    from common.models import Heartbeat
+
+    for kind in KINDS:
+        Heartbeat.objects.update_or_create(kind=kind, name=f"{kind}@test",
+                                           defaults={"seen_at": timezone.now() - timedelta(seconds=age_seconds)})
+
+
+def test_readyz__database_answers_background_fresh__200_ok(client: Any, db: Any, settings: Any) -> None:
     settings.REDIS_URL = None
+    _beat_all()
     response = client.get("/readyz", headers={"Host": "pod-ip.internal"})
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok"},
+                               "background": {"worker": "ok", "beat": "ok", "schedule": "ok"}}
+
+
+def test_readyz__no_worker_ever_ran__200_degraded_names_each_missing(client: Any, db: Any, settings: Any) -> None:
+    settings.REDIS_URL = None
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded", "checks": {"database": "ok"},
+                               "background": {"worker": "missing", "beat": "missing", "schedule": "missing"}}
+
+
+def test_readyz__worker_heartbeat_95s_old__degraded_names_worker_stale(client: Any, db: Any, settings: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from common.models import Heartbeat
+
+    settings.REDIS_URL = None
+    _beat_all()
+    Heartbeat.objects.filter(kind="worker").update(seen_at=timezone.now() - timedelta(seconds=95))
+    body = client.get("/readyz").json()
+    assert body["status"] == "degraded"
+    assert body["background"] == {"worker": "stale 95s", "beat": "ok", "schedule": "ok"}
 
 
 def test_readyz__database_and_redis_answer__200_names_both(client: Any, db: Any, redis_url: str) -> None:
+    _beat_all()
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert response.json()["status"] == "ok"
 
 
-def test_readyz__redis_unreachable__503_names_redis(client: Any, db: Any, settings: Any) -> None:
+def test_readyz__redis_unreachable__200_degraded_names_redis(client: Any, db: Any, settings: Any) -> None:
+    """Redis away does not take web processes out of rotation: the kill switch still works."""
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    _beat_all()
     response = client.get("/readyz")
-    assert response.status_code == 503
+    assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "unavailable"
+    assert body["status"] == "degraded"
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["redis"].startswith("error: ")
 
@@ -73,7 +115,23 @@ def test_readyz__database_unreachable__503_names_database(
     monkeypatch.setattr(connections["default"], "cursor", refuse)
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "checks": {"database": "error: OperationalError"}}
+    assert response.json() == {"status": "unavailable", "checks": {"database": "error: OperationalError"},
+                               "background": {}}
+
+
+def test_metrics__worker_stale_beat_fresh__background_up_says_which(client: Any, db: Any, settings: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from common.models import Heartbeat
+
+    _beat_all()
+    Heartbeat.objects.filter(kind="worker").update(seen_at=timezone.now() - timedelta(seconds=95))
+    text = scrape(client)
+    assert metric_value(text, "turnout_background_up", kind="worker") == 0
+    assert metric_value(text, "turnout_background_up", kind="beat") == 1
+    assert metric_value(text, "turnout_background_heartbeat_age_seconds", kind="worker") >= 95
 
 
 def test_healthz_readyz__production_https_redirect_on__answered_over_http(client: Any, db: Any, settings: Any) -> None:
@@ -283,3 +341,51 @@ def test_metrics__sdk_evaluate_ofrep_and_reports__counted_by_api_reason_and_outc
         assert delta("turnout_evaluations_total", api="ofrep_bulk", environment="staging",
                      reason=r) == ofrep_reasons.count(r)
     assert delta("turnout_sdk_metric_reports_total", environment="staging", outcome="rejected") == 1
+
+
+def _guarded_rollout() -> None:
+    from rollout.services.flags import flag_state_update
+    from rollout.services.guardrails import guardrail_set
+
+    system = Actor.system("test")
+    flag_state_update(actor=system, flag="invoice-engine", environment="staging", version=None, enabled=True,
+                      percentage_value=5)
+    guardrail_set(actor=system, flag="invoice-engine", environment="staging", version=None, max_error_rate=5,
+                  min_sample_size=30, window_seconds=300, action="rollback")
+
+
+def _signed_in(client: Any) -> Any:
+    from rollout.services.users import user_create
+
+    user = user_create(actor=Actor.system("test"), username="ops", password=None, roles=["admin"])
+    client.force_login(user)
+    return client
+
+
+def test_ui_banner__guardrails_set_and_no_worker_reporting__every_page_says_so(
+        client: Any, flag: Any, settings: Any) -> None:
+    settings.REDIS_URL = None
+    _guarded_rollout()
+    page = _signed_in(client).get("/").content.decode()
+    assert 'id="guardrail-watch"' in page
+    assert "Guardrails are not being checked." in page and "worker: missing" in page
+
+
+def test_ui_banner__worker_beat_and_schedule_fresh__no_banner(client: Any, flag: Any, settings: Any) -> None:
+    settings.REDIS_URL = None
+    _guarded_rollout()
+    _beat_all()
+    page = _signed_in(client).get("/").content.decode()
+    assert response_ok(page) and 'id="guardrail-watch"' not in page
+
+
+def test_ui_banner__no_rollout_has_guardrails__no_banner_even_without_worker(
+        client: Any, flag: Any, settings: Any) -> None:
+    settings.REDIS_URL = None
+    page = _signed_in(client).get("/").content.decode()
+    assert response_ok(page) and 'id="guardrail-watch"' not in page
+
+
+def response_ok(page: str) -> bool:
+    """The dashboard rendered (so a missing banner means no banner, not a broken page)."""
+    return "Dashboard" in page and "</html>" in page

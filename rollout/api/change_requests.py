@@ -2,40 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from actions.registry import ACTION_CHOICES
+from actions.submit import (
+    Outcome,
+    change_request_approve,
+    change_request_cancel,
+    change_request_reject,
+    review_item_acknowledge,
+    submit,
+    target_version,
+)
 from common.api import ManagementView
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.fields import ReasonField, key_field
+from common.inputs import Input, ObjectField
 from common.permissions import Capability
 from common.schema import errors
 from rollout.api.rollout_outputs import (
     ChangeRequestListOutput,
     ChangeRequestOutput,
-    ParamsField,
+    PendingOutput,
     ReviewItemListOutput,
     ReviewItemOutput,
+    RolloutOutput,
 )
-from rollout.api.rollouts import SUBMIT_RESPONSES, submitted_response
-from rollout.models import ChangeRequest, ChangeRequestStatus, ReviewItem
-from rollout.services.change_requests import (
-    ACTION_CHOICES,
-    ACTIONS,
-    change_request_approve,
-    change_request_cancel,
-    change_request_reject,
-    change_request_submit,
-    review_item_acknowledge,
-)
+from rollout.models import ChangeRequest, ChangeRequestStatus, FlagState, ReviewItem
+from rollout.readiness import plan_status
 from rollout.snapshots import change_request_snapshot
 
 TAGS = ["change requests"]
+SUBMIT_RESPONSES = {
+    200: OpenApiResponse(description="Applied: the target as it now stands"),
+    202: OpenApiResponse(PendingOutput, description="Waiting for a second person: the change request"),
+    **errors(400, 403, 404, 409, 428),
+}
 PK = OpenApiParameter("pk", OpenApiTypes.STR, OpenApiParameter.PATH, description="the id (digits)")
 LIST_LIMIT = 200
 
@@ -44,8 +53,23 @@ def change_request_data(cr: ChangeRequest) -> dict[str, Any]:
     return ChangeRequestOutput({
         **change_request_snapshot(cr), "reason": cr.reason, "created_at": cr.created_at.isoformat(),
         "decided_at": cr.decided_at.isoformat() if cr.decided_at else None,
-        "stale": cr.status == ChangeRequestStatus.PENDING and cr.flag_state.version != cr.based_on_version,
+        "stale": cr.status == ChangeRequestStatus.PENDING and target_version(cr) != cr.based_on_version,
     }).data  # type: ignore[return-value]
+
+
+def outcome_response(outcome: Outcome, applied: Callable[[Any], Any]) -> Response:
+    """An action's outcome as the API says it: 200 with ``applied(target)`` when applied, 202 with the
+    change request when it waits for a second person (refusals are 403 errors, raised before this)."""
+    if outcome.change_request is not None:
+        return Response({"applied": False, "change_request": change_request_data(outcome.change_request)},
+                        status=status.HTTP_202_ACCEPTED)
+    return Response(applied(outcome.target))
+
+
+def _applied(target: Any) -> dict[str, Any]:
+    if isinstance(target, FlagState):
+        return {"applied": True, "rollout": RolloutOutput(plan_status(target)).data}
+    return {"applied": True, "target": {"key": target.key, "version": target.version}}
 
 
 def review_item_data(item: ReviewItem) -> dict[str, Any]:
@@ -69,11 +93,14 @@ def _requests() -> Any:
     return ChangeRequest.objects.select_related("flag_state__flag", "flag_state__environment")
 
 
-class SubmitInput(serializers.Serializer):  # type: ignore[type-arg]
-    flag = key_field()
-    environment = key_field()
+class SubmitInput(Input):
+    flag = key_field(required=False)
+    environment = key_field(required=False)
+    target = serializers.CharField(max_length=255, required=False, help_text=(
+        "what the action changes: 'flag@environment' for a flag state, else the flag, workload or cohort key "
+        "(instead of flag + environment)"))
     action = serializers.ChoiceField(choices=ACTION_CHOICES)
-    params = ParamsField(required=False, default=dict)
+    params = ObjectField(required=False, default=dict, help_text="The action's parameters (a JSON object).")
     version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
     reason = ReasonField()
 
@@ -102,14 +129,20 @@ class ChangeRequestListView(ManagementView):
     @extend_schema(operation_id="change_requests_submit", summary="Submit a change by its action name", tags=TAGS,
                    request=SubmitInput, responses=SUBMIT_RESPONSES,
                    description="Applied at once (200) when the policy allows, otherwise a pending change "
-                               "request (202). Actions: " + ", ".join(sorted(ACTIONS)) + ".")
+                               "request (202), or refused (403) — the same answer as the UI and the per-object "
+                               "endpoints. Actions: " + ", ".join(ACTION_CHOICES) + ".")
     def post(self, request: Request) -> Response:
         data = SubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        return submitted_response(change_request_submit(
-            actor=self.actor(), flag=v["flag"], environment=v["environment"], action=v["action"],
-            params=v["params"], version=v.get("version"), reason=v["reason"]))
+        if "target" in v:
+            target = v["target"]
+        elif "flag" in v and "environment" in v:
+            target = f"{v['flag']}@{v['environment']}"
+        else:
+            raise ValidationFailed.field("target", "name the target, or the flag and the environment")
+        return outcome_response(submit(actor=self.actor(), action=v["action"], target=target, params=v["params"],
+                                       version=v.get("version"), reason=v["reason"]), _applied)
 
 
 class ChangeRequestDetailView(ManagementView):
@@ -122,7 +155,7 @@ class ChangeRequestDetailView(ManagementView):
         return Response(change_request_data(cr))
 
 
-class DecisionInput(serializers.Serializer):  # type: ignore[type-arg]
+class DecisionInput(Input):
     reason = ReasonField()
 
 
@@ -142,8 +175,8 @@ class ApproveView(ManagementView):
         cr = change_request_approve(actor=self.actor(), change_request=object_id(pk, "change request"),
                                     reason=data.validated_data["reason"])
         if cr.status == ChangeRequestStatus.STALE:
-            raise Conflict(f"change request {pk} is stale: the flag state changed since it was requested",
-                           current_version=cr.flag_state.version)
+            raise Conflict(f"change request {pk} is stale: {cr.target_label} changed since it was requested",
+                           current_version=target_version(cr))
         return Response(change_request_data(cr))
 
 

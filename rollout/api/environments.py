@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from common.api import ManagementListView, ManagementView
 from common.fields import ReasonField, key_field, provided
+from common.inputs import Input
 from common.permissions import Capability
 from common.schema import errors
 from rollout import selectors
@@ -34,7 +35,7 @@ class EnvironmentListView(ManagementListView):
     ordering = ["order", "key"]
     filterset_fields: list[str] = []
 
-    class EnvironmentCreateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class EnvironmentCreateInput(Input):
         key = key_field()
         name = serializers.CharField(max_length=100)
         order = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
@@ -60,7 +61,7 @@ class EnvironmentListView(ManagementListView):
 class EnvironmentDetailView(ManagementView):
     write_capability = Capability.ADMINISTER
 
-    class EnvironmentUpdateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class EnvironmentUpdateInput(Input):
         name = serializers.CharField(max_length=100, required=False)
         order = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
         requires_approval = serializers.BooleanField(required=False)

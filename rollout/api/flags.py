@@ -10,22 +10,19 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from actions.submit import Outcome, submit, submit_state
+from audit.names import Action
 from common.api import ManagementListView, ManagementView, etag, query_reason, requested_version
 from common.fields import OverridesField, PercentageField, ReasonField, key_field, provided
-from common.permissions import Capability, require
+from common.inputs import Input
+from common.permissions import Capability
 from common.schema import IF_MATCH, errors
 from rollout import selectors
+from rollout.api.change_requests import outcome_response
+from rollout.api.rollout_outputs import PendingOutput
 from rollout.filters import FlagFilter
 from rollout.models import FlagState
-from rollout.services.flags import (
-    flag_create,
-    flag_delete,
-    flag_state_kill,
-    flag_state_resume,
-    flag_state_retire,
-    flag_state_update,
-    flag_update,
-)
+from rollout.services.flags import flag_create, flag_delete
 
 TAGS = ["flags"]
 STATE_TAGS = ["flag states"]
@@ -39,6 +36,7 @@ class FlagOutput(serializers.Serializer):  # type: ignore[type-arg]
     description = serializers.CharField()
     salt = serializers.CharField()
     bucket_by = serializers.CharField(help_text="Attribute to bucket by (empty: the context key).")
+    version = serializers.IntegerField(help_text="Send it back with a change (or If-Match); a stale one gets 409.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -64,6 +62,13 @@ class FlagStateOutput(serializers.Serializer):  # type: ignore[type-arg]
         return sorted(c.key for c in state.exclude_cohorts.all())
 
 
+def _state_outcome(outcome: Outcome) -> Response:
+    """Applied: the state as it now stands (with its ETag); waiting for approval: 202 and the request."""
+    if outcome.applied:
+        return _state_response(outcome.target)
+    return outcome_response(outcome, FlagStateOutput)
+
+
 def _state_response(state: FlagState, status_code: int = status.HTTP_200_OK) -> Response:
     state = selectors.flag_state_get(state.flag.key, state.environment.key)
     response = Response(FlagStateOutput(state).data, status=status_code)
@@ -77,7 +82,7 @@ class FlagListView(ManagementListView):
     ordering_fields = ["key", "created_at", "updated_at"]
     ordering = ["key"]
 
-    class FlagCreateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class FlagCreateInput(Input):
         key = key_field()
         workload = key_field(help_text="The workload's key.")
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
@@ -105,10 +110,12 @@ class FlagListView(ManagementListView):
 
 
 class FlagDetailView(ManagementView):
-    class FlagUpdateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class FlagUpdateInput(Input):
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
         salt = serializers.CharField(max_length=100, required=False)
         bucket_by = serializers.CharField(max_length=100, required=False, allow_blank=True)
+        version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
+                                           help_text="Optional: the version read (or If-Match); 409 if stale.")
         reason = ReasonField(help_text="Why: kept in the audit log; required when salt or bucket_by change.")
 
     @extend_schema(operation_id="flags_retrieve", summary="One flag", tags=TAGS,
@@ -118,18 +125,18 @@ class FlagDetailView(ManagementView):
 
     @extend_schema(operation_id="flags_update", summary="Change a flag", tags=TAGS,
                    description="Changing `salt` or `bucket_by` moves subjects between paths wherever the flag is "
-                               "live, so it needs a reason and the right to change each of those environments.",
-                   request=FlagUpdateInput, responses={200: FlagOutput, **errors(400, 404)})
+                               "live, so it needs a reason and the approval those environments and the workload "
+                               "require (202 with a change request where a second person must approve).",
+                   parameters=[IF_MATCH], request=FlagUpdateInput,
+                   responses={200: FlagOutput, 202: PendingOutput, **errors(400, 403, 404, 409)})
     def patch(self, request: Request, key: str) -> Response:
         data = self.FlagUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         fields = provided(data.validated_data, "description", "salt", "bucket_by")
-        flag = selectors.flag_get(key)
-        if any(name in fields and fields[name].strip() != getattr(flag, name) for name in ("salt", "bucket_by")):
-            for env in selectors.flag_live_environments(flag):
-                require(request.user, Capability.CHANGE_ENV, environment=env)
-        flag = flag_update(actor=self.actor(), key=key, reason=data.validated_data["reason"], **fields)
-        return Response(FlagOutput(flag).data)
+        version = requested_version(request, data.validated_data.get("version"), required=False)
+        outcome = submit(actor=self.actor(), action=Action.FLAG_UPDATED, target=key, params=fields, version=version,
+                         reason=data.validated_data["reason"])
+        return outcome_response(outcome, lambda flag: FlagOutput(flag).data)
 
     @extend_schema(operation_id="flags_destroy", summary="Delete a flag that is off everywhere", tags=TAGS,
                    parameters=[OpenApiParameter("reason", OpenApiTypes.STR, required=False)],
@@ -149,7 +156,7 @@ class FlagStateListView(ManagementView):
 class FlagStateDetailView(ManagementView):
     capabilities = {"PATCH": Capability.CHANGE_ENV}
 
-    class FlagStateUpdateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class FlagStateUpdateInput(Input):
         version = serializers.IntegerField(**VERSION_FIELD)
         enabled = serializers.BooleanField(required=False)
         percentage = PercentageField(required=False)
@@ -169,38 +176,43 @@ class FlagStateDetailView(ManagementView):
 
     @extend_schema(operation_id="flag_states_update", summary="Change the rollout (needs the version read)",
                    tags=STATE_TAGS, parameters=[IF_MATCH], request=FlagStateUpdateInput,
-                   responses={200: FlagStateOutput, **errors(400, 404, 409, 428)})
+                   responses={200: FlagStateOutput, 202: PendingOutput, **errors(400, 403, 404, 409, 428)})
     def patch(self, request: Request, key: str, env: str) -> Response:
         data = self.FlagStateUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         version = requested_version(request, data.validated_data.get("version"))
-        require(request.user, Capability.CHANGE_ENV, environment=selectors.environment_get(env))
-        values = provided(data.validated_data, "enabled", "compare_percentage", "include_cohorts",
+        values = provided(data.validated_data, "enabled", "percentage", "compare_percentage", "include_cohorts",
                           "exclude_cohorts", "overrides")
-        if "percentage" in data.validated_data:
-            values["percentage_value"] = data.validated_data["percentage"]
-        state = flag_state_update(actor=self.actor(), flag=key, environment=env, version=version,
-                                  reason=data.validated_data["reason"], **values)
-        return _state_response(state)
+        for name in ("percentage", "compare_percentage"):  # the change request keeps JSON, not Decimal
+            if name in values:
+                values[name] = str(values[name])
+        return _state_outcome(submit_state(actor=self.actor(), flag=key, environment=env,
+                                           action=Action.FLAG_STATE_UPDATED, params=values, version=version,
+                                           reason=data.validated_data["reason"]))
 
 
 class FlagStateKillView(ManagementView):
     capabilities = {"POST": Capability.EMERGENCY}
 
-    class FlagStateKillInput(serializers.Serializer):  # type: ignore[type-arg]
+    class FlagStateKillInput(Input):
+        version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False, help_text=(
+            "Optional: the version read (or If-Match); a stale one gets 409. Without it the kill applies to "
+            "whatever stands now, and the audit event records the version it replaced."))
         reason = ReasonField()
 
     @extend_schema(operation_id="flag_states_kill", summary="Kill: everyone to legacy, now (no version needed)",
-                   tags=STATE_TAGS, request=FlagStateKillInput,
-                   responses={200: FlagStateOutput, **errors(400, 404, 409)})
+                   tags=STATE_TAGS, parameters=[IF_MATCH], request=FlagStateKillInput,
+                   responses={200: FlagStateOutput, **errors(400, 403, 404, 409)})
     def post(self, request: Request, key: str, env: str) -> Response:
         data = self.FlagStateKillInput(data=request.data)
         data.is_valid(raise_exception=True)
-        state = flag_state_kill(actor=self.actor(), flag=key, environment=env, reason=data.validated_data["reason"])
-        return _state_response(state)
+        version = requested_version(request, data.validated_data.get("version"), required=False)
+        return _state_outcome(submit_state(actor=self.actor(), flag=key, environment=env,
+                                           action=Action.FLAG_STATE_KILLED, version=version,
+                                           reason=data.validated_data["reason"]))
 
 
-class _VersionedActionInput(serializers.Serializer):  # type: ignore[type-arg]
+class _VersionedActionInput(Input):
     version = serializers.IntegerField(**VERSION_FIELD)
     reason = ReasonField()
 
@@ -213,15 +225,14 @@ class FlagStateResumeView(ManagementView):
 
     @extend_schema(operation_id="flag_states_resume", summary="Resume a killed (disabled) rollout",
                    tags=STATE_TAGS, parameters=[IF_MATCH], request=FlagStateResumeInput,
-                   responses={200: FlagStateOutput, **errors(400, 404, 409, 428)})
+                   responses={200: FlagStateOutput, 202: PendingOutput, **errors(400, 403, 404, 409, 428)})
     def post(self, request: Request, key: str, env: str) -> Response:
         data = self.FlagStateResumeInput(data=request.data)
         data.is_valid(raise_exception=True)
         version = requested_version(request, data.validated_data.get("version"))
-        require(request.user, Capability.CHANGE_ENV, environment=selectors.environment_get(env))
-        state = flag_state_resume(actor=self.actor(), flag=key, environment=env, version=version,
-                                  reason=data.validated_data["reason"])
-        return _state_response(state)
+        return _state_outcome(submit_state(actor=self.actor(), flag=key, environment=env,
+                                           action=Action.FLAG_STATE_RESUMED, version=version,
+                                           reason=data.validated_data["reason"]))
 
 
 class FlagStateRetireView(ManagementView):
@@ -232,12 +243,11 @@ class FlagStateRetireView(ManagementView):
 
     @extend_schema(operation_id="flag_states_retire", summary="Retire legacy: everyone to parallel (from 100%)",
                    tags=STATE_TAGS, parameters=[IF_MATCH], request=FlagStateRetireInput,
-                   responses={200: FlagStateOutput, **errors(400, 404, 409, 428)})
+                   responses={200: FlagStateOutput, 202: PendingOutput, **errors(400, 403, 404, 409, 428)})
     def post(self, request: Request, key: str, env: str) -> Response:
         data = self.FlagStateRetireInput(data=request.data)
         data.is_valid(raise_exception=True)
         version = requested_version(request, data.validated_data.get("version"))
-        require(request.user, Capability.CHANGE_ENV, environment=selectors.environment_get(env))
-        state = flag_state_retire(actor=self.actor(), flag=key, environment=env, version=version,
-                                  reason=data.validated_data["reason"])
-        return _state_response(state)
+        return _state_outcome(submit_state(actor=self.actor(), flag=key, environment=env,
+                                           action=Action.FLAG_STATE_RETIRED, version=version,
+                                           reason=data.validated_data["reason"]))

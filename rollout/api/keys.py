@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from common.api import ManagementListView, ManagementView
 from common.fields import ReasonField, key_field
+from common.inputs import Input
 from common.permissions import Capability, can, require
 from common.schema import errors
 from common.throttling import ApiThrottle, AuthThrottle
@@ -47,7 +48,7 @@ class ApiTokenCreatedOutput(ApiTokenOutput):
     secret = serializers.CharField(help_text="The whole token (`tok_…`): shown this once, stored only hashed.")
 
 
-class _RevokeInput(serializers.Serializer):  # type: ignore[type-arg]
+class _RevokeInput(Input):
     reason = ReasonField()
 
 
@@ -59,7 +60,7 @@ class SdkKeyListView(ManagementListView):
     ordering_fields = ["created_at", "name", "last_used_at"]
     ordering = ["-created_at", "prefix"]
 
-    class SdkKeyCreateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class SdkKeyCreateInput(Input):
         environment = key_field(help_text="The one environment the key reads.")
         name = serializers.CharField(max_length=100, help_text="Which service uses it.")
 
@@ -125,7 +126,7 @@ class ApiTokenListView(ManagementListView):
     ordering_fields = ["created_at", "name", "last_used_at"]
     ordering = ["-created_at", "prefix"]
 
-    class ApiTokenCreateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class ApiTokenCreateInput(Input):
         name = serializers.CharField(max_length=100, help_text="What uses it, e.g. `deploy-pipeline`.")
         username = serializers.CharField(max_length=150, required=False,
                                          help_text="Whose token (admin only); default: yours.")

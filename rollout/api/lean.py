@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+import redis
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core.cache import cache
 from django.core.handlers.asgi import ASGIRequest
@@ -102,7 +103,10 @@ def _count_request(ident: str, environment: str | None) -> tuple[float | None, i
     if client is not None:
         pipe = client.pipeline(transaction=False)
         _queue(pipe, key, num, duration, environment)
-        results = pipe.execute()
+        try:
+            results = pipe.execute()
+        except redis.RedisError:
+            return None, None  # Redis away: SDK keys are not counted (fail open), the database has the version
     elif num is not None and duration is not None:
         try:
             count = cache.incr(key)
@@ -123,7 +127,10 @@ async def _acount_request(request: HttpRequest, ident: str, environment: str | N
     num, duration, now, window, key = _window(ident)
     pipe = client.pipeline(transaction=False)
     _queue(pipe, key, num, duration, environment)
-    results = await pipe.execute()
+    try:
+        results = await pipe.execute()
+    except redis.RedisError:
+        return None, None  # as in _count_request
     return _outcome(results, 0, num, duration, now, window, environment)
 
 

@@ -6,10 +6,11 @@ A Turnout flag is a boolean in OpenFeature: ``value`` true means the parallel pa
 as ``/api/v1/sdk/evaluate`` and the SDK's local ``decide`` for the context
 ``{key: targetingKey, attributes: every other context field}``.
 
-Mapping of the engine's answers onto the protocol:
+Mapping of the engine's answers onto the protocol: ``turnout.openfeature_mapping.resolve``, the one
+mapping the SDK's in-process OpenFeature provider uses too, so a decision reads the same through both:
 - reasons pass through (TARGETING_MATCH, SPLIT, DISABLED, STATIC), except DEFAULT, which OFREP's
-  reason enum lacks: the engine answers DEFAULT when the percentage split left the subject on
-  legacy (or the subject lacks the ``bucket_by`` attribute), so OFREP says SPLIT.
+  reason enum lacks: SPLIT when a live split (0 % < percentage < 100 %) drew the subject onto legacy,
+  STATIC when nothing was drawn (0 %, or no ``bucket_by`` attribute in the context).
   ``metadata.turnoutReason`` keeps the engine's own reason, ``metadata.rule`` what decided.
 - ERROR decisions are evaluation failures: FLAG_NOT_FOUND → 404; TARGETING_KEY_MISSING,
   INVALID_CONTEXT, PARSE_ERROR, GENERAL → 400 (single), or failure items in the bulk ``flags``.
@@ -35,7 +36,8 @@ from django.http import HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, inline_serializer
 from rest_framework import serializers
-from turnout.types import Decision, ErrorCode, Reason
+from turnout.openfeature_mapping import OFREP_REASONS, resolve
+from turnout.types import Decision, ErrorCode
 
 from common import metrics
 from common.auth import SdkPrincipal
@@ -54,14 +56,6 @@ from rollout.evaluation import CompiledRuleset, acompiled_ruleset, compiled_rule
 
 logger = logging.getLogger("turnout.ofrep")
 
-VARIANTS = {"parallel": "parallel", "legacy": "legacy"}
-_REASON = {Reason.DEFAULT: "SPLIT"}
-_DETAILS = {
-    ErrorCode.FLAG_NOT_FOUND: "Flag '{flag}' was not found",
-    ErrorCode.TARGETING_KEY_MISSING: "Flag '{flag}' needs a targetingKey in the context",
-    ErrorCode.INVALID_CONTEXT: "The context cannot be used to evaluate flag '{flag}'",
-    ErrorCode.PARSE_ERROR: "The ruleset for flag '{flag}' could not be parsed",
-}
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "ETag, Retry-After",
@@ -86,27 +80,14 @@ class OfrepError(Exception):
 # -- mapping -------------------------------------------------------------------------------------
 
 
-def _metadata(decision: Decision, compiled: CompiledRuleset) -> dict[str, Any]:
-    meta: dict[str, Any] = {"environment": compiled.environment, "version": compiled.version,
-                            "compare": decision.compare, "turnoutReason": str(decision.reason)}
-    if decision.rule is not None:
-        meta["rule"] = decision.rule
-    if decision.stage is not None:
-        meta["stage"] = decision.stage
-    return meta
-
-
 def evaluation(decision: Decision, compiled: CompiledRuleset) -> dict[str, Any]:
     """A decision as an OFREP ``evaluationSuccess`` or ``evaluationFailure`` item."""
-    if decision.reason is Reason.ERROR:
-        code = decision.error_code or ErrorCode.GENERAL
-        return {"key": decision.flag, "errorCode": str(code),
-                "errorDetails": _DETAILS.get(code, "Flag '{flag}' could not be evaluated").format(flag=decision.flag),
-                "metadata": _metadata(decision, compiled)}
-    path = str(decision.path)
-    return {"key": decision.flag, "value": path == "parallel", "reason": _REASON.get(decision.reason,
-                                                                                      str(decision.reason)),
-            "variant": VARIANTS[path], "metadata": _metadata(decision, compiled)}
+    res = resolve(decision, compiled.ruleset)
+    if res.failed:
+        return {"key": decision.flag, "errorCode": res.error_code, "errorDetails": res.error_message,
+                "metadata": res.metadata}
+    return {"key": decision.flag, "value": res.value, "reason": res.reason, "variant": res.variant,
+            "metadata": res.metadata}
 
 
 def _context(data: Any) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
@@ -202,11 +183,11 @@ _CONTEXT = inline_serializer(name="OfrepContext", fields={
 })
 _REQUEST = inline_serializer(name="OfrepEvaluationRequest", fields={"context": _CONTEXT})
 _META = serializers.DictField(child=ScalarField(), required=False,
-                              help_text="environment, version, compare, stage, rule, turnoutReason")
+                              help_text="environment, version, compare, stage, rule, bucket, turnoutReason")
 _SUCCESS = inline_serializer(name="OfrepEvaluationSuccess", fields={
     "key": serializers.CharField(),
     "value": serializers.BooleanField(help_text="true: the parallel path"),
-    "reason": serializers.ChoiceField(choices=["STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "UNKNOWN"]),
+    "reason": serializers.ChoiceField(choices=list(OFREP_REASONS)),
     "variant": serializers.ChoiceField(choices=["parallel", "legacy"]),
     "metadata": _META,
 })

@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from common.fields import OverridesField
-from rollout.models import BreachAction, ChangeRequestStatus, Gate, Phase, Reversibility, Risk
+from rollout.models import BreachAction, ChangeRequestStatus, Gate, Phase, Reversibility, Risk, TargetType
 
 
 @extend_schema_field({"description": "Any JSON value (as the SDK reported it, redacted)", "nullable": True})
@@ -93,9 +93,11 @@ class RolloutOutput(serializers.Serializer):  # type: ignore[type-arg]
 
 class ChangeRequestOutput(serializers.Serializer):  # type: ignore[type-arg]
     id = serializers.IntegerField()
-    flag = serializers.CharField()
-    environment = serializers.CharField()
-    action = serializers.CharField()
+    target_type = serializers.ChoiceField(choices=TargetType.choices, help_text="what the change changes")
+    target = serializers.CharField(help_text="'flag@environment' for a flag state, else the object's key")
+    flag = serializers.CharField(allow_null=True, help_text="for a flag-state change")
+    environment = serializers.CharField(allow_null=True, help_text="for a flag-state change")
+    action = serializers.CharField(help_text="the action, named by the audit event it writes")
     params = ParamsField()
     based_on_version = serializers.IntegerField()
     summary = serializers.CharField()
@@ -106,7 +108,7 @@ class ChangeRequestOutput(serializers.Serializer):  # type: ignore[type-arg]
     reason = serializers.CharField()
     created_at = serializers.CharField()
     decided_at = serializers.CharField(allow_null=True)
-    stale = serializers.BooleanField(help_text="pending, but the flag state moved since: approving marks it stale")
+    stale = serializers.BooleanField(help_text="pending, but the target moved since: approving marks it stale")
 
 
 class AppliedOutput(serializers.Serializer):  # type: ignore[type-arg]

@@ -10,15 +10,19 @@ from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from actions.submit import Outcome, submit_state
+from audit.names import Action
 from common.api import ManagementView, requested_version
 from common.errors import ValidationFailed
 from common.fields import PercentageField, ReasonField, key_field
+from common.inputs import Input
 from common.permissions import Capability
 from common.schema import IF_MATCH, errors
+from rollout.api.change_requests import object_id, outcome_response
 from rollout.api.rollout_outputs import (
     AppliedOutput,
     GateOutput,
@@ -30,10 +34,9 @@ from rollout.api.rollout_outputs import (
 )
 from rollout.models import BreachAction, Gate
 from rollout.readiness import get_state, plan_status, readiness
-from rollout.services.change_requests import Submitted, change_request_submit
 from rollout.services.guardrails import LIMIT_FIELDS
 from rollout.services.mismatches import mismatch_summary
-from rollout.services.stages import plan_template, rollout_pause, rollout_rollback
+from rollout.services.stages import plan_template
 from rollout.snapshots import guardrail_snapshot
 
 STATE_PARAMS = [
@@ -43,9 +46,9 @@ STATE_PARAMS = [
 SUBMIT_RESPONSES = {
     200: OpenApiResponse(AppliedOutput, description="Applied: the rollout as it now stands"),
     202: OpenApiResponse(PendingOutput, description="Waiting for a second person: the change request"),
-    **errors(400, 404, 409, 428),
+    **errors(400, 403, 404, 409, 428),
 }
-ACTION_RESPONSES = {200: AppliedOutput, **errors(400, 404, 409)}
+ACTION_RESPONSES = {200: AppliedOutput, **errors(400, 403, 404, 409, 428)}
 TAGS = ["rollouts"]
 VERSION: dict[str, Any] = {"min_value": 1, "max_value": 2**31 - 1, "required": False,
            "help_text": "The flag state version read (or send If-Match); a stale one gets 409."}
@@ -55,32 +58,29 @@ def rollout_data(state: Any) -> dict[str, Any]:
     return RolloutOutput(plan_status(state)).data  # type: ignore[return-value]
 
 
-def submitted_response(result: Submitted) -> Response:
-    if result.change_request is not None:
-        from rollout.api.change_requests import change_request_data
-
-        return Response({"applied": False, "change_request": change_request_data(result.change_request)},
-                        status=status.HTTP_202_ACCEPTED)
-    return Response({"applied": True, "rollout": rollout_data(result.state)})
+def submitted_response(result: Outcome) -> Response:
+    return outcome_response(result, lambda state: {"applied": True, "rollout": rollout_data(state)})
 
 
 class RolloutView(ManagementView):
     version_required = True
 
-    def submit(self, request: Request, key: str, env: str, action: str, params: dict[str, Any],
+    def submit(self, request: Request, key: str, env: str, action: Action, params: dict[str, Any],
                data: dict[str, Any]) -> Response:
+        """Every change of a rollout goes through the action layer: applied (200), a change request (202)
+        or refused (403) — the same answer the UI gets for the same change."""
         version = requested_version(request, data.get("version"), required=self.version_required)
-        return submitted_response(change_request_submit(
+        return submitted_response(submit_state(
             actor=self.actor(), flag=key, environment=env, action=action, params=params, version=version,
             reason=data.get("reason", "")))
 
 
-class ChangeInput(serializers.Serializer):  # type: ignore[type-arg]
+class ChangeInput(Input):
     version = serializers.IntegerField(**VERSION)
     reason = ReasonField()
 
 
-class StageInput(serializers.Serializer):  # type: ignore[type-arg]
+class StageInput(Input):
     name = serializers.CharField(max_length=100)
     percentage = PercentageField(required=False, default=0)
     compare_percentage = PercentageField(required=False, default=0)
@@ -137,7 +137,7 @@ class StagesView(RolloutView):
                                    pilot_cohorts=v["pilot_cohorts"], soak_seconds=v["soak_seconds"])
         else:
             stages = [_stage_json(s) for s in v["stages"]]
-        return self.submit(request, key, env, "plan", {"stages": stages}, v)
+        return self.submit(request, key, env, Action.FLAG_STATE_PLAN_SET, {"stages": stages}, v)
 
 
 class AdvanceInput(ChangeInput):
@@ -156,32 +156,31 @@ class AdvanceView(RolloutView):
         data = AdvanceInput(data=request.data)
         data.is_valid(raise_exception=True)
         params = {"force": True} if data.validated_data["force"] else {}
-        return self.submit(request, key, env, "advance", params, data.validated_data)
+        return self.submit(request, key, env, Action.FLAG_STATE_ADVANCED, params, data.validated_data)
 
 
-class EmergencyInput(serializers.Serializer):  # type: ignore[type-arg]
-    reason = ReasonField()
+class EmergencyInput(ChangeInput):
+    """The version read is required (or If-Match): two people pulling the same lever at once act once."""
 
 
 class PauseView(RolloutView):
     capabilities = {"POST": Capability.EMERGENCY}
 
     @extend_schema(operation_id="rollout_pause", summary="Pause: hold the rollout where it is",
-                   parameters=STATE_PARAMS, tags=TAGS, request=EmergencyInput, responses=ACTION_RESPONSES,
+                   parameters=[*STATE_PARAMS, IF_MATCH], tags=TAGS, request=EmergencyInput, responses=ACTION_RESPONSES,
                    description="No auto-advance, no scheduled start; the split is unchanged. Never waits for "
                                "approval.")
     def post(self, request: Request, key: str, env: str) -> Response:
         data = EmergencyInput(data=request.data)
         data.is_valid(raise_exception=True)
-        state = rollout_pause(actor=self.actor(), flag=key, environment=env, reason=data.validated_data["reason"])
-        return Response({"applied": True, "rollout": rollout_data(state)})
+        return self.submit(request, key, env, Action.FLAG_STATE_PAUSED, {}, data.validated_data)
 
 
 class RollbackView(RolloutView):
     capabilities = {"POST": Capability.EMERGENCY}
 
     @extend_schema(operation_id="rollout_rollback", summary="Roll back to the previous stage, now",
-                   parameters=STATE_PARAMS, tags=TAGS, request=EmergencyInput, responses=ACTION_RESPONSES,
+                   parameters=[*STATE_PARAMS, IF_MATCH], tags=TAGS, request=EmergencyInput, responses=ACTION_RESPONSES,
                    description="Back to the previous stage at once, then paused. Never waits for approval; where "
                                "approval would apply it is marked break-glass and an approver must review it. A "
                                "dual-write workload rolled back past the stage where parallel became primary "
@@ -189,9 +188,7 @@ class RollbackView(RolloutView):
     def post(self, request: Request, key: str, env: str) -> Response:
         data = EmergencyInput(data=request.data)
         data.is_valid(raise_exception=True)
-        state = rollout_rollback(actor=self.actor(), flag=key, environment=env,
-                                 reason=data.validated_data["reason"])
-        return Response({"applied": True, "rollout": rollout_data(state)})
+        return self.submit(request, key, env, Action.FLAG_STATE_ROLLED_BACK, {}, data.validated_data)
 
 
 class GuardrailInput(ChangeInput):
@@ -234,7 +231,7 @@ class GuardrailsView(RolloutView):
         data.is_valid(raise_exception=True)
         limits = {k: (float(v) if v is not None and k not in {"min_sample_size", "window_seconds", "action"} else v)
                   for k, v in data.validated_data.items() if k in LIMIT_FIELDS}
-        return self.submit(request, key, env, "guardrails", limits, data.validated_data)
+        return self.submit(request, key, env, Action.FLAG_STATE_GUARDRAILS_SET, limits, data.validated_data)
 
 
 class ReadinessView(RolloutView):
@@ -277,12 +274,10 @@ class MismatchKnownView(RolloutView):
         description="Mark a mismatch group as a known difference (with a reason) or take the mark back; known "
                     "differences do not count against the mismatch guardrail.")
     def post(self, request: Request, key: str, env: str, group: str) -> Response:
-        from rollout.api.change_requests import object_id
-
         group_id = object_id(group, "mismatch group")
         data = KnownInput(data=request.data)
         data.is_valid(raise_exception=True)
-        return self.submit(request, key, env, "known_difference",
+        return self.submit(request, key, env, Action.MISMATCH_GROUP_KNOWN,
                            {"group": group_id, "known": data.validated_data["known"]}, data.validated_data)
 
 

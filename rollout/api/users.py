@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from common.api import ManagementListView, ManagementView
 from common.fields import ReasonField
+from common.inputs import Input
 from common.permissions import Capability
 from common.schema import errors
 from rollout import selectors
@@ -44,7 +45,7 @@ class UserListView(ManagementListView):
     ordering_fields = ["username", "date_joined", "last_login"]
     ordering = ["username"]
 
-    class UserCreateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class UserCreateInput(Input):
         username = serializers.RegexField(r"^[\w.@+-]+$", max_length=150)
         email = serializers.EmailField(required=False, allow_blank=True, default="")
         password = serializers.CharField(required=False, allow_blank=True, default="", max_length=128,
@@ -75,7 +76,7 @@ class UserDetailView(ManagementView):
     read_capability = Capability.ADMINISTER
     write_capability = Capability.ADMINISTER
 
-    class UserRolesInput(serializers.Serializer):  # type: ignore[type-arg]
+    class UserRolesInput(Input):
         roles = serializers.ListField(child=serializers.ChoiceField(choices=ROLE_CHOICES), max_length=5,
                                       help_text="The user's roles from now on (replaces the old ones).")
         reason = ReasonField()
@@ -98,7 +99,7 @@ class UserDetailView(ManagementView):
 class UserDeactivateView(ManagementView):
     write_capability = Capability.ADMINISTER
 
-    class UserDeactivateInput(serializers.Serializer):  # type: ignore[type-arg]
+    class UserDeactivateInput(Input):
         reason = ReasonField()
 
     @extend_schema(operation_id="users_deactivate", summary="Deactivate a user and revoke their tokens (admin)",

@@ -10,13 +10,18 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from actions.submit import submit
+from audit.names import Action
 from common.api import ManagementListView, ManagementView, etag, query_reason, requested_version
 from common.fields import ReasonField, key_field, provided
+from common.inputs import Input
 from common.schema import IF_MATCH, errors
 from rollout import selectors
+from rollout.api.change_requests import outcome_response
+from rollout.api.rollout_outputs import PendingOutput
 from rollout.filters import WorkloadFilter
 from rollout.models import Phase, Reversibility, Risk
-from rollout.services.workloads import EDITABLE, workload_create, workload_delete, workload_update
+from rollout.services.workloads import EDITABLE, workload_create, workload_delete
 
 TAGS = ["workloads"]
 
@@ -57,7 +62,7 @@ class WorkloadListView(ManagementListView):
     ordering_fields = ["key", "name", "risk", "phase", "updated_at"]
     ordering = ["key"]
 
-    WorkloadCreateInput = type("WorkloadCreateInput", (serializers.Serializer,), {"key": key_field(), **_fields(True)})
+    WorkloadCreateInput = type("WorkloadCreateInput", (Input,), {"key": key_field(), **_fields(True)})
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.workload_list()
@@ -79,7 +84,7 @@ class WorkloadListView(ManagementListView):
 
 
 class WorkloadDetailView(ManagementView):
-    WorkloadUpdateInput = type("WorkloadUpdateInput", (serializers.Serializer,), {
+    WorkloadUpdateInput = type("WorkloadUpdateInput", (Input,), {
         "version": serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
                                             help_text="The version read (or send If-Match)."),
         **_fields(False),
@@ -96,13 +101,20 @@ class WorkloadDetailView(ManagementView):
 
     @extend_schema(operation_id="workloads_update", summary="Change a workload (needs the version read)",
                    tags=TAGS, parameters=[IF_MATCH], request=WorkloadUpdateInput,
-                   responses={200: WorkloadOutput, **errors(400, 404, 409, 428)})
+                   responses={200: WorkloadOutput, 202: PendingOutput, **errors(400, 403, 404, 409, 428)},
+                   description="Risk and reversibility decide what needs a second person, so changing them needs "
+                               "the approval that the current and the new value require (202 with the change "
+                               "request); other fields are applied at once.")
     def patch(self, request: Request, key: str) -> Response:
         data = self.WorkloadUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         version = requested_version(request, data.validated_data.get("version"))
-        workload = workload_update(actor=self.actor(), key=key, version=version,
-                                   reason=data.validated_data["reason"], **provided(data.validated_data, *EDITABLE))
+        outcome = submit(actor=self.actor(), action=Action.WORKLOAD_UPDATED, target=key,
+                         params=provided(data.validated_data, *EDITABLE), version=version,
+                         reason=data.validated_data["reason"])
+        if not outcome.applied:
+            return outcome_response(outcome, WorkloadOutput)
+        workload = outcome.target
         response = Response(WorkloadOutput(workload).data)
         response["ETag"] = etag(workload.version)
         return response

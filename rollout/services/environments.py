@@ -2,17 +2,20 @@ from __future__ import annotations
 
 from django.db import IntegrityError
 
+from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
 from common.services import UNSET, full_clean
 from rollout.models import Environment, Flag, FlagState
+from rollout.policy import enforce
 from rollout.snapshots import environment_snapshot
 
 
 def environment_create(
     *, actor: Actor, key: str, name: str, order: int = 0, requires_approval: bool = False
 ) -> Environment:
+    enforce(actor, Action.ENVIRONMENT_CREATED)
     with audited_atomic():
         env = Environment(key=key, name=name, order=order, requires_approval=requires_approval)
         full_clean(env)
@@ -31,6 +34,7 @@ def environment_update(
     *, actor: Actor, key: str, name: str = UNSET, order: int = UNSET,  # type: ignore[assignment]
     requires_approval: bool = UNSET, reason: str = "",  # type: ignore[assignment]
 ) -> Environment:
+    enforce(actor, Action.ENVIRONMENT_UPDATED)
     with audited_atomic():
         env = Environment.objects.select_for_update().filter(key=key).first()
         if env is None:

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import IntegrityError
 
 from audit.models import AuditEvent
+from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from cohorts.models import Cohort
 from common import clock
@@ -14,12 +15,21 @@ from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, check_version, full_clean, percentage
 from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
-from rollout.policy import Approval, is_break_glass, require_approval_if_needed
+from rollout.policy import (
+    NO_EFFECT,
+    Approval,
+    enforce,
+    is_break_glass,
+    require_approval_if_needed,
+    state_effect,
+    states_effect,
+)
 from rollout.services.phases import sync_workload_phase
 from rollout.services.rulesets import ruleset_changed
 from rollout.snapshots import flag_snapshot, flag_state_snapshot
 
 PATHS = ("legacy", "parallel")
+BREAK_GLASS_KINDS = {"kill": Action.FLAG_STATE_KILLED, "rollback": Action.FLAG_STATE_ROLLED_BACK}
 MAX_OVERRIDES = 10_000
 
 
@@ -40,6 +50,7 @@ def _attribute_name(value: str, *, field: str) -> str:
 def flag_create(
     *, actor: Actor, key: str, workload: str, description: str = "", salt: str | None = None, bucket_by: str = ""
 ) -> Flag:
+    enforce(actor, Action.FLAG_CREATED)
     with audited_atomic():
         flag = Flag(key=key, workload=_workload(workload), description=description, salt=salt or key,
                     bucket_by=_attribute_name(bucket_by, field="bucket_by"))
@@ -58,12 +69,20 @@ def flag_create(
 def flag_update(
     *, actor: Actor, key: str, description: str = UNSET, salt: str = UNSET,  # type: ignore[assignment]
     bucket_by: str = UNSET, reason: str = "",  # type: ignore[assignment]
+    version: int | None = None, approval: Approval | None = None,
 ) -> Flag:
-    """Changing ``salt`` or ``bucket_by`` reshuffles who is in the split, so it needs a reason."""
+    """Changing ``salt`` or ``bucket_by`` reshuffles who is in the split in every environment where the
+    flag is on, so it needs a reason and the approval those environments and the workload require."""
     with audited_atomic():
         flag = Flag.objects.select_for_update().select_related("workload").filter(key=key).first()
         if flag is None:
             raise NotFound(f"flag '{key}' does not exist")
+        reshuffling = (salt is not UNSET and salt != flag.salt) or (
+            bucket_by is not UNSET and (bucket_by or "").strip() != flag.bucket_by)
+        live = flag.states.filter(enabled=True).select_related("environment", "flag__workload")
+        enforce(actor, Action.FLAG_UPDATED, states_effect(live) if reshuffling else NO_EFFECT, approval=approval,
+                what=f"changing how flag '{key}' buckets subjects")
+        check_version(flag, version, what=f"flag '{key}'")
         before = flag_snapshot(flag)
         if description is not UNSET:
             flag.description = description
@@ -79,10 +98,14 @@ def flag_update(
         if reshuffles and not reason.strip():
             raise ValidationFailed.field("reason", "changing salt or bucket_by moves subjects between paths; "
                                                    "give a reason")
+        flag.version += 1
         flag.save()
         if reshuffles:
             ruleset_changed()
-        audit_record(actor=actor, action="flag.updated", object_type="flag", object_key=flag.key,
+        after = flag_snapshot(flag)
+        if approval:
+            after["approval"] = approval.as_audit()
+        audit_record(actor=actor, action=Action.FLAG_UPDATED, object_type="flag", object_key=flag.key,
                      before=before, after=after, reason=reason)
     return flag
 
@@ -92,6 +115,7 @@ def flag_delete(*, actor: Actor, key: str, reason: str = "") -> None:
         flag = Flag.objects.select_for_update().select_related("workload").filter(key=key).first()
         if flag is None:
             raise NotFound(f"flag '{key}' does not exist")
+        enforce(actor, Action.FLAG_DELETED)
         live = list(flag.states.filter(enabled=True).values_list("environment__key", flat=True))
         if live:
             raise Conflict(f"flag '{key}' is enabled in {', '.join(sorted(live))}; kill it there before deleting")
@@ -177,7 +201,7 @@ def update_state(
 ) -> AuditEvent | None:
     """``flag_state_update`` inside the caller's transaction; None when nothing changed."""
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
-    require_approval_if_needed(state, "update", actor=actor, approval=approval)
+    require_approval_if_needed(state, Action.FLAG_STATE_UPDATED, actor=actor, approval=approval)
     before = flag_state_snapshot(state)
     if enabled is not UNSET:
         if not isinstance(enabled, bool):
@@ -231,11 +255,16 @@ def flag_state_update(
         return state
 
 
-def kill_state(state: FlagState, *, actor: Actor, reason: str = "", extra: Mapping[str, Any] | None = None
-               ) -> AuditEvent:
+def kill_state(state: FlagState, *, actor: Actor, reason: str = "", extra: Mapping[str, Any] | None = None,
+               version: int | None = None) -> AuditEvent:
     """Inside the caller's transaction: everyone to legacy. A person's kill where changes need approval
-    is break-glass: marked in the event, and a review item is opened for an approver."""
+    is break-glass: marked in the event, and a review item is opened for an approver.
+
+    The emergency lever may name no version ("whatever stands now"); the event records the version
+    it replaced either way. A named version that is stale gets 409 like any other change."""
+    check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
     before = flag_state_snapshot(state)
+    extra = {**(extra or {}), "replaced_version": state.version}
     if not state.enabled:
         raise Conflict(f"flag '{state.flag.key}' is already off in {state.environment.key}",
                        current_version=state.version)
@@ -246,22 +275,25 @@ def kill_state(state: FlagState, *, actor: Actor, reason: str = "", extra: Mappi
 
 def write_state_break_glass(state: FlagState, *, actor: Actor, action: str, kind: str, before: dict[str, Any],
                             reason: str, extra: Mapping[str, Any] | None = None) -> AuditEvent:
-    break_glass = is_break_glass(state, kind, actor=actor)
+    break_glass = is_break_glass(state, BREAK_GLASS_KINDS[kind], actor=actor)
     bypassed = list(state.change_requests.filter(status="pending").values_list("pk", flat=True))
     marks = {"break_glass": True, "pending_change_requests": bypassed} if break_glass else {}
     event = write_state(state, actor=actor, action=action, before=before, reason=reason,
                         extra={**(extra or {}), **marks})
     if break_glass:
-        ReviewItem.objects.create(flag_state=state, action=kind, actor_label=actor.label[:150], reason=reason,
+        ReviewItem.objects.create(flag_state=state, action=kind, actor_label=actor.label[:150],
+                                  actor_user_id=actor.user_id, reason=reason,
                                   audit_sequence=event.sequence, created_at=clock.now())
     return event
 
 
-def flag_state_kill(*, actor: Actor, flag: str, environment: str, reason: str = "") -> FlagState:
-    """Everyone to legacy, at once. Never waits for anything and needs no version."""
+def flag_state_kill(*, actor: Actor, flag: str, environment: str, reason: str = "",
+                    version: int | None = None) -> FlagState:
+    """Everyone to legacy, at once. Never waits for approval; ``version`` None means "any"."""
     with audited_atomic():
         state = get_state_for_update(flag, environment)
-        kill_state(state, actor=actor, reason=reason)
+        enforce(actor, Action.FLAG_STATE_KILLED, state_effect(state, Action.FLAG_STATE_KILLED))
+        kill_state(state, actor=actor, reason=reason, version=version)
         return state
 
 
@@ -270,7 +302,7 @@ def resume_state(state: FlagState, *, actor: Actor, version: int | None = None, 
     """Inside the caller's transaction: switch a killed rollout back on (its stage's soak restarts),
     or lift a pause."""
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
-    require_approval_if_needed(state, "resume", actor=actor, approval=approval)
+    require_approval_if_needed(state, Action.FLAG_STATE_RESUMED, actor=actor, approval=approval)
     before = flag_state_snapshot(state)
     if state.enabled and state.paused_at is None:
         raise Conflict(f"flag '{state.flag.key}' is already on in {state.environment.key}",
@@ -303,7 +335,7 @@ def retire_state(state: FlagState, *, actor: Actor, version: int | None = None, 
     ends in a "retire legacy" stage, the rollout stands on it afterwards."""
     flag, environment = state.flag.key, state.environment.key
     check_version(state, version, what=f"flag state '{flag}@{environment}'")
-    require_approval_if_needed(state, "retire", actor=actor, approval=approval)
+    require_approval_if_needed(state, Action.FLAG_STATE_RETIRED, actor=actor, approval=approval)
     before = flag_state_snapshot(state)
     if state.retired:
         raise Conflict(f"legacy is already retired for '{flag}' in {environment}", current_version=state.version)

@@ -31,11 +31,13 @@ from django.core.cache import cache
 from django.db import transaction
 
 from audit.models import AuditEvent
+from audit.names import Action
 from audit.services import audited_atomic
 from common import clock
 from common.actors import Actor
 from common.errors import ValidationFailed
 from common.metrics import record_guardrail_action
+from common.redis import degrade
 from common.services import check_version, full_clean, percentage
 from rollout import metrics_read
 from rollout.metrics_read import PathStats
@@ -174,7 +176,7 @@ def _limit(value: Any, field: str) -> Decimal | None:
 def set_guardrail_state(state: FlagState, *, actor: Actor, version: int | None, reason: str = "",
                         approval: Approval | None = None, **limits: Any) -> AuditEvent:
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
-    require_approval_if_needed(state, "guardrails", actor=actor, approval=approval)
+    require_approval_if_needed(state, Action.FLAG_STATE_GUARDRAILS_SET, actor=actor, approval=approval)
     unknown = sorted(set(limits) - LIMIT_FIELDS)
     if unknown:
         raise ValidationFailed.field(unknown[0], "is not a guardrail setting")
@@ -245,11 +247,15 @@ def _notify(kind: str, state: FlagState, event: AuditEvent, payload: dict[str, A
 
 
 def _remember(state: FlagState, health: Health, now: datetime) -> None:
-    cache.set(LAST_CHECK_KEY.format(state.pk), {"checked_at": now.isoformat(), **health.figures()}, timeout=3600)
+    # Redis away never stops a check from acting on a breach: the figures are only not kept.
+    degrade(lambda: cache.set(LAST_CHECK_KEY.format(state.pk), {"checked_at": now.isoformat(), **health.figures()},
+                              timeout=3600), None, what="guardrail_check")
 
 
 def last_check(flag_state_id: int) -> dict[str, Any] | None:
-    return cache.get(LAST_CHECK_KEY.format(flag_state_id))  # type: ignore[no-any-return]
+    """The last check's figures, or None (none yet, or the cache away: shown as "not checked yet")."""
+    return degrade(lambda: cache.get(LAST_CHECK_KEY.format(flag_state_id)), None,  # type: ignore[no-any-return]
+                   what="guardrail_check")
 
 
 def _breach_action(state: FlagState, guardrail: Guardrail, health: Health, now: datetime) -> CheckOutcome:

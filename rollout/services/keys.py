@@ -10,13 +10,16 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
 from common.auth import forget_sdk_key
 from common.conf import get_setting
 from common.errors import Conflict, NotFound, ValidationFailed
+from common.redis import degrade
 from common.secrets import new_secret
 from rollout.models import ApiToken, Environment, SdkKey
+from rollout.policy import enforce
 
 
 def sdk_key_cache_key(digest: str) -> str:
@@ -39,6 +42,7 @@ def _name(name: str) -> str:
 def sdk_key_create(*, actor: Actor, environment: str, name: str) -> tuple[SdkKey, str]:
     """Returns the key row and the secret, which is never stored and cannot be shown again."""
     name = _name(name)
+    enforce(actor, Action.SDK_KEY_CREATED)
     with audited_atomic():
         env = Environment.objects.filter(key=environment).first()
         if env is None:
@@ -52,6 +56,7 @@ def sdk_key_create(*, actor: Actor, environment: str, name: str) -> tuple[SdkKey
 
 
 def sdk_key_revoke(*, actor: Actor, prefix: str, reason: str = "") -> SdkKey:
+    enforce(actor, Action.SDK_KEY_REVOKED)
     with audited_atomic():
         key = SdkKey.objects.select_for_update().select_related("environment").filter(prefix=prefix).first()
         if key is None:
@@ -63,7 +68,8 @@ def sdk_key_revoke(*, actor: Actor, prefix: str, reason: str = "") -> SdkKey:
         digest = key.secret_hash
 
         def forget() -> None:
-            cache.delete(sdk_key_cache_key(digest))
+            # Committed already: Redis away must not turn it into an error (the entry expires).
+            degrade(lambda: cache.delete(sdk_key_cache_key(digest)), None, what="sdk_key")
             forget_sdk_key(digest)
 
         transaction.on_commit(forget)
@@ -77,6 +83,8 @@ def api_token_create(*, actor: Actor, username: str, name: str) -> tuple[ApiToke
     name = _name(name)
     with audited_atomic():
         user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None or user.pk != actor.user_id:  # anyone may hold tokens of their own; others': admins
+            enforce(actor, Action.API_TOKEN_CREATED)
         if user is None:
             raise ValidationFailed.field("username", f"no active user '{username}'")
         secret = new_secret("tok")
@@ -91,12 +99,15 @@ def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken
         token = ApiToken.objects.select_for_update().select_related("user").filter(prefix=prefix).first()
         if token is None:
             raise NotFound(f"API token '{prefix}' does not exist")
+        if token.user_id != actor.user_id:  # anyone may revoke their own tokens; others': admins
+            enforce(actor, Action.API_TOKEN_REVOKED)
         if token.revoked_at is not None:
             raise Conflict(f"API token '{prefix}' is already revoked")
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
         digest = token.secret_hash
-        transaction.on_commit(lambda: cache.delete(api_token_cache_key(digest)))
+        transaction.on_commit(lambda: degrade(lambda: cache.delete(api_token_cache_key(digest)), None,
+                                              what="api_token"))
         audit_record(actor=actor, action="api_token.revoked", object_type="api_token", object_key=token.prefix,
                      before={"revoked": False}, after={"revoked": True, "user": token.user.get_username()},
                      reason=reason)
@@ -122,7 +133,8 @@ def key_touch(model: type[SdkKey] | type[ApiToken], pk: int) -> None:
     if len(_touched) > 10_000:
         _touched.clear()
     _touched[memo] = now + resolution
-    if not cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution):
+    # Redis away: every process writes (still at most once per window each, and only when older).
+    if not degrade(lambda: cache.add(f"touch:{model.__name__}:{pk}", 1, timeout=resolution), True, what="touch"):
         return
     used_at = timezone.now()
     model.objects.filter(pk=pk).exclude(last_used_at__gt=used_at - timedelta(seconds=resolution)).update(

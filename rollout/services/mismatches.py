@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from audit.models import AuditEvent
+from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common import clock
 from common.actors import Actor
@@ -195,7 +196,7 @@ def mismatch_summary(state: FlagState) -> dict[str, Any]:
 def mark_known_state(state: FlagState, *, actor: Actor, version: int | None = None, reason: str = "",
                      approval: Approval | None = None, group: int = 0, known: bool = True) -> AuditEvent:
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
-    require_approval_if_needed(state, "known_difference", actor=actor, approval=approval)
+    require_approval_if_needed(state, Action.MISMATCH_GROUP_KNOWN, actor=actor, approval=approval)
     if not isinstance(known, bool):
         raise ValidationFailed.field("known", "must be true or false")
     row = MismatchGroup.objects.select_for_update().filter(pk=group, flag_state=state).first() if isinstance(

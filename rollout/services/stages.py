@@ -29,13 +29,14 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 from audit.models import AuditEvent
+from audit.names import Action
 from audit.services import audited_atomic
 from common import clock
 from common.actors import Actor
 from common.errors import Conflict, ValidationFailed
 from common.services import check_version, percentage
 from rollout.models import FlagState, Gate, Reversibility, RolloutStage
-from rollout.policy import Approval, require_approval_if_needed
+from rollout.policy import Approval, enforce, require_approval_if_needed, state_effect
 from rollout.services.flags import _cohorts, get_state_for_update, write_state, write_state_break_glass
 from rollout.snapshots import flag_state_snapshot, plan_snapshot
 
@@ -136,7 +137,7 @@ def _stage_rows(stages: Any) -> list[tuple[RolloutStage, list[Any]]]:
 def set_plan_state(state: FlagState, *, actor: Actor, stages: Any, version: int | None, reason: str = "",
                    approval: Approval | None = None) -> AuditEvent:
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
-    require_approval_if_needed(state, "plan", actor=actor, approval=approval)
+    require_approval_if_needed(state, Action.FLAG_STATE_PLAN_SET, actor=actor, approval=approval)
     if state.stage > 0:
         raise Conflict(f"the plan of '{state.flag.key}' in {state.environment.key} has started (stage "
                        f"{state.stage}); roll it back to the start to edit it", current_version=state.version)
@@ -204,7 +205,7 @@ def advance_state(state: FlagState, *, actor: Actor, version: int | None = None,
     """Apply the next stage, inside the caller's transaction."""
     now = now or clock.now()
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
-    require_approval_if_needed(state, "advance", actor=actor, approval=approval)
+    require_approval_if_needed(state, Action.FLAG_STATE_ADVANCED, actor=actor, approval=approval)
     plan = _plan(state)
     where = f"'{state.flag.key}' in {state.environment.key}"
     if not plan:
@@ -250,10 +251,13 @@ def rollout_advance(*, actor: Actor, flag: str, environment: str, version: int |
 
 
 def rollback_state(state: FlagState, *, actor: Actor, reason: str = "", now: datetime | None = None,
-                   extra: Mapping[str, Any] | None = None) -> AuditEvent:
-    """Apply the previous stage and pause, inside the caller's transaction. Never waits for approval."""
+                   extra: Mapping[str, Any] | None = None, version: int | None = None) -> AuditEvent:
+    """Apply the previous stage and pause, inside the caller's transaction. Never waits for approval,
+    but names the version it read: two operators (or an operator and a guardrail) rolling back at
+    once go back one stage, not two."""
     now = now or clock.now()
     where = f"'{state.flag.key}' in {state.environment.key}"
+    check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
     if state.stage == 0:
         raise Conflict(f"{where} has no stage to roll back from", current_version=state.version)
     plan = _plan(state)
@@ -278,16 +282,18 @@ def rollback_state(state: FlagState, *, actor: Actor, reason: str = "", now: dat
 
 
 def rollout_rollback(*, actor: Actor, flag: str, environment: str, reason: str = "",
-                     now: datetime | None = None) -> FlagState:
+                     now: datetime | None = None, version: int | None = None) -> FlagState:
     """Back to the previous stage, at once; the rollout stays paused until resumed."""
     with audited_atomic():
         state = get_state_for_update(flag, environment)
-        rollback_state(state, actor=actor, reason=reason, now=now)
+        enforce(actor, Action.FLAG_STATE_ROLLED_BACK, state_effect(state, Action.FLAG_STATE_ROLLED_BACK))
+        rollback_state(state, actor=actor, reason=reason, now=now, version=version)
         return state
 
 
 def pause_state(state: FlagState, *, actor: Actor, reason: str = "", now: datetime | None = None,
-                extra: Mapping[str, Any] | None = None) -> AuditEvent:
+                extra: Mapping[str, Any] | None = None, version: int | None = None) -> AuditEvent:
+    check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
     if state.paused_at is not None:
         raise Conflict(f"'{state.flag.key}' in {state.environment.key} is already paused",
                        current_version=state.version)
@@ -299,9 +305,10 @@ def pause_state(state: FlagState, *, actor: Actor, reason: str = "", now: dateti
 
 
 def rollout_pause(*, actor: Actor, flag: str, environment: str, reason: str = "",
-                  now: datetime | None = None) -> FlagState:
+                  now: datetime | None = None, version: int | None = None) -> FlagState:
     """Hold the rollout where it is: no auto-advance, no scheduled start; the split is unchanged."""
     with audited_atomic():
         state = get_state_for_update(flag, environment)
-        pause_state(state, actor=actor, reason=reason, now=now)
+        enforce(actor, Action.FLAG_STATE_PAUSED, state_effect(state, Action.FLAG_STATE_PAUSED))
+        pause_state(state, actor=actor, reason=reason, now=now, version=version)
         return state

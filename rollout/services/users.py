@@ -10,9 +10,11 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 
+from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
+from rollout.policy import enforce
 
 ROLES = ("viewer", "editor", "approver", "admin", "compliance")
 
@@ -31,6 +33,7 @@ def user_create(*, actor: Actor, username: str, password: str | None, roles: Ite
                 email: str = "", is_superuser: bool = False):  # type: ignore[no-untyped-def]
     User = get_user_model()
     role_names = _roles(roles)
+    enforce(actor, Action.USER_CREATED)
     with audited_atomic():
         if User.objects.filter(username=username).exists():
             raise ValidationFailed.field("username", f"a user '{username}' already exists")
@@ -69,6 +72,7 @@ def user_roles(user) -> list[str]:  # type: ignore[no-untyped-def]
 def user_update_roles(*, actor: Actor, username: str, roles: Iterable[str], reason: str = ""):  # type: ignore[no-untyped-def]
     """Replace a user's roles. Nobody removes their own admin role (so an admin cannot lock everyone out)."""
     role_names = _roles(roles)
+    enforce(actor, Action.USER_ROLES_CHANGED)
     with audited_atomic():
         user = _get_user_for_update(username)
         before = user_roles(user)
@@ -86,6 +90,7 @@ def user_deactivate(*, actor: Actor, username: str, reason: str = ""):  # type: 
     """Sign a user out of everything: inactive (no login, no token works) and every token revoked."""
     from rollout.models import ApiToken
 
+    enforce(actor, Action.USER_DEACTIVATED)
     with audited_atomic():
         user = _get_user_for_update(username)
         if actor.user_id == user.pk:

@@ -11,6 +11,7 @@ parallel path; optionally run both and compare.
 from __future__ import annotations
 
 from ._breaker import Breaker
+from ._options import Options
 from .client import Turnout, TurnoutError, __version__
 from .types import Decision, ErrorCode, Path, Reason
 
@@ -18,6 +19,7 @@ __all__ = [
     "Breaker",
     "Decision",
     "ErrorCode",
+    "Options",
     "Path",
     "Reason",
     "Turnout",

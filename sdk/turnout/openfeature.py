@@ -7,18 +7,20 @@
     api.set_provider(TurnoutProvider(Turnout(url, sdk_key)))
     use_parallel = api.get_client().get_boolean_value("invoice-engine", False, ctx)
 
-Mapping: the boolean value is true for ``parallel``; the variant is ``"parallel"`` or
-``"legacy"``; the reason is passed through (Turnout's reasons are OpenFeature's names); error
-codes map to OpenFeature's, and ``CIRCUIT_OPEN`` (not an OpenFeature code) maps to ``GENERAL``.
-On an error OpenFeature returns the caller's default value, so pass ``False`` (legacy) as the
-default. String evaluation returns the path name; other types answer ``TYPE_MISMATCH``.
-The decision's ``version``, ``rule``, ``stage``, ``bucket`` and ``compare`` travel as flag
-metadata.
+Mapping: one function, ``turnout.openfeature_mapping.resolve``, shared with the server's OFREP
+endpoint, so a decision reads the same through both: the boolean value is true for
+``parallel``; the variant is ``"parallel"`` or ``"legacy"``; the reason is OpenFeature's (the
+engine's ``DEFAULT`` is ``SPLIT`` when a live split drew the subject, ``STATIC`` when nothing was
+drawn — see that module); error codes map to OpenFeature's, and ``CIRCUIT_OPEN`` (not an
+OpenFeature code) maps to ``GENERAL``. On an error OpenFeature returns the caller's default
+value, so pass ``False`` (legacy) as the default. String evaluation returns the path name;
+other types answer ``TYPE_MISMATCH``. ``turnoutReason``, ``version``, ``environment``, ``rule``,
+``stage``, ``bucket`` and ``compare`` travel as flag metadata. The provider never raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 try:
@@ -32,32 +34,21 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "turnout.openfeature needs the OpenFeature SDK: pip install 'turnout[openfeature]'"
     ) from exc
 
+from ._problems import label
 from .client import Turnout
-from .types import Decision, ErrorCode
+from .openfeature_mapping import resolve
+from .types import Decision
 
 __all__ = ["TurnoutProvider"]
 
 V = TypeVar("V")
 
-_ERRORS: dict[ErrorCode, OFErrorCode] = {
-    ErrorCode.PROVIDER_NOT_READY: OFErrorCode.PROVIDER_NOT_READY,
-    ErrorCode.FLAG_NOT_FOUND: OFErrorCode.FLAG_NOT_FOUND,
-    ErrorCode.PARSE_ERROR: OFErrorCode.PARSE_ERROR,
-    ErrorCode.TARGETING_KEY_MISSING: OFErrorCode.TARGETING_KEY_MISSING,
-    ErrorCode.INVALID_CONTEXT: OFErrorCode.INVALID_CONTEXT,
-    ErrorCode.GENERAL: OFErrorCode.GENERAL,
-    ErrorCode.CIRCUIT_OPEN: OFErrorCode.GENERAL,
-}
 
-_MESSAGES: dict[ErrorCode, str] = {
-    ErrorCode.PROVIDER_NOT_READY: "no ruleset loaded yet",
-    ErrorCode.FLAG_NOT_FOUND: "flag not in the ruleset",
-    ErrorCode.PARSE_ERROR: "the ruleset could not be used",
-    ErrorCode.TARGETING_KEY_MISSING: "the evaluation context has no targeting key",
-    ErrorCode.INVALID_CONTEXT: "invalid evaluation context",
-    ErrorCode.GENERAL: "evaluation failed",
-    ErrorCode.CIRCUIT_OPEN: "CIRCUIT_OPEN: the local circuit breaker sends this flag to legacy",
-}
+def _error_code(code: str) -> OFErrorCode:
+    try:
+        return OFErrorCode(code)
+    except ValueError:  # pragma: no cover - every code of the mapping is OpenFeature's
+        return OFErrorCode.GENERAL
 
 
 class TurnoutProvider(AbstractProvider):
@@ -84,34 +75,37 @@ class TurnoutProvider(AbstractProvider):
         if self.close_client:
             self.client.close()
 
-    def _decide(self, flag_key: str, ctx: EvaluationContext | None) -> Decision:
-        key = ctx.targeting_key if ctx is not None else None
-        attrs = dict(ctx.attributes) if ctx is not None and ctx.attributes else None
-        return self.client.decide(flag_key, key, attrs)
-
-    @staticmethod
-    def _details(d: Decision, value: V) -> FlagResolutionDetails[V]:
-        meta: dict[str, bool | int | float | str] = {"compare": d.compare}
-        for name in ("version", "rule", "stage", "bucket"):
-            v = getattr(d, name)
-            if v is not None:
-                meta[name] = v
-        code = d.error_code
-        return FlagResolutionDetails(
-            value=value,
-            variant=str(d.path),
-            reason=OFReason(str(d.reason)),
-            error_code=_ERRORS.get(code, OFErrorCode.GENERAL) if code is not None else None,
-            error_message=_MESSAGES.get(code, str(code)) if code is not None else None,
-            flag_metadata=meta,
-        )
+    def _resolve(
+        self, flag_key: str, ctx: EvaluationContext | None, default: V, value: Callable[[Decision], V]
+    ) -> FlagResolutionDetails[V]:
+        try:
+            key = getattr(ctx, "targeting_key", None) if ctx is not None else None
+            raw = getattr(ctx, "attributes", None) if ctx is not None else None
+            attrs = dict(raw) if raw else None
+            d = self.client.decide(flag_key, key, attrs)
+            r = resolve(d, self.client.ruleset)
+            return FlagResolutionDetails(
+                value=value(d) if not r.failed else default,
+                variant=r.variant,
+                reason=OFReason(r.reason),
+                error_code=_error_code(r.error_code) if r.error_code is not None else None,
+                error_message=r.error_message,
+                flag_metadata=r.metadata,
+            )
+        except Exception as exc:  # an evaluation context the provider cannot read, say
+            return FlagResolutionDetails(
+                value=default,
+                reason=OFReason.ERROR,
+                error_code=OFErrorCode.INVALID_CONTEXT,
+                error_message=f"The evaluation context cannot be used ({type(exc).__name__})",
+            )
 
     def _mismatch(self, flag_key: str, default: V, expected: str) -> FlagResolutionDetails[V]:
         return FlagResolutionDetails(
             value=default,
             reason=OFReason.ERROR,
             error_code=OFErrorCode.TYPE_MISMATCH,
-            error_message=f"Turnout flag {flag_key!r} is a {expected}; ask for a boolean",
+            error_message=f"Turnout flag {label(flag_key)!r} is a {expected}; ask for a boolean",
         )
 
     def resolve_boolean_details(
@@ -120,8 +114,7 @@ class TurnoutProvider(AbstractProvider):
         default_value: bool,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
-        d = self._decide(flag_key, evaluation_context)
-        return self._details(d, d.parallel)
+        return self._resolve(flag_key, evaluation_context, default_value, _parallel)
 
     def resolve_string_details(
         self,
@@ -129,8 +122,7 @@ class TurnoutProvider(AbstractProvider):
         default_value: str,
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[str]:
-        d = self._decide(flag_key, evaluation_context)
-        return self._details(d, str(d.path))
+        return self._resolve(flag_key, evaluation_context, default_value, _path_name)
 
     def resolve_integer_details(
         self,
@@ -155,3 +147,11 @@ class TurnoutProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[Sequence[Any] | Mapping[str, Any]]:
         return self._mismatch(flag_key, default_value, "boolean (true = parallel)")
+
+
+def _parallel(d: Decision) -> bool:
+    return d.parallel
+
+
+def _path_name(d: Decision) -> str:
+    return str(d.path)

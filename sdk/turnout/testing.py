@@ -176,7 +176,7 @@ class TestClient(Turnout):
 
     def metrics(self) -> MetricsBatch | None:
         """Take the metrics counted so far, as the batch that would be sent."""
-        return self._recorder.drain(sdk_version="test", code_version=self._code_version)
+        return self._recorder.drain(sdk_version="test", code_version=self.options.code_version)
 
 
 def client(

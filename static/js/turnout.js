@@ -79,6 +79,21 @@
     if (bar && verb !== "get") bar.replaceChildren();
   });
 
+  /* Refreshes that wait while someone is working. The condition lives here, not in an htmx trigger
+     filter: those are evaluated with eval, which the Content-Security-Policy refuses (allowEval is off).
+     data-poll-pause="dialog": no refresh of the element while any dialog is open;
+     data-poll-pause="inside": none while focus, an open dialog or an open <details> is inside it.
+     The next refresh comes at its usual time. */
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    var mode = elt && elt.getAttribute ? elt.getAttribute("data-poll-pause") : null;
+    if (!mode) return;
+    var busy = mode === "inside"
+      ? elt.contains(document.activeElement) || !!elt.querySelector("dialog[open], details[open]")
+      : !!document.querySelector("dialog[open]");
+    if (busy) event.preventDefault();
+  });
+
   /* Upload progress for forms marked data-progress="<progress id>". */
   document.addEventListener("htmx:xhr:progress", function (event) {
     var form = event.target.closest ? event.target.closest("form[data-progress]") : null;

@@ -166,9 +166,9 @@ def _rollout_world(actor: Any) -> dict[str, str]:
 
     from django.contrib.auth import get_user_model
 
+    from actions.submit import submit_state
     from common.actors import Actor
     from rollout.models import Environment, MismatchGroup, MismatchSample, ReviewItem
-    from rollout.services.change_requests import change_request_submit
     from rollout.services.flags import flag_create, flag_state_kill
     from rollout.services.mismatches import mismatch_groups_refresh
     from rollout.services.stages import plan_set, rollout_advance
@@ -182,7 +182,7 @@ def _rollout_world(actor: Any) -> dict[str, str]:
     for env in ("staging", "production"):
         rollout_advance(actor=actor, flag="plan-b", environment=env)
     flag_state_kill(actor=editor, flag="plan-b", environment="production", reason="pager")
-    cr = change_request_submit(actor=editor, flag="plan-a", environment="production", action="advance", params={},
+    cr = submit_state(actor=editor, flag="plan-a", environment="production", action="advance", params={},
                                version=2).change_request
     now = datetime.now(UTC)
     MismatchSample.objects.create(environment=Environment.objects.get(key="staging"), flag_key="plan-a",

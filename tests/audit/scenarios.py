@@ -374,6 +374,22 @@ def _auth_login_failed_recorded() -> Expect:
                   "x" * 64, before=None, after={"username_truncated": True})
 
 
+@service_scenario("auth_login_failed_burst_recorded")
+def _auth_login_failed_burst_recorded() -> Expect:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audit.services import auth_login_failed_burst_recorded, auth_login_failed_recorded
+    from common.conf import get_setting
+
+    earlier = timezone.now() - timedelta(seconds=2 * get_setting("LOGIN_AUDIT_WINDOW"))
+    for _ in range(get_setting("LOGIN_AUDIT_INDIVIDUAL") + 2):  # two more than get events of their own
+        auth_login_failed_recorded(actor=Actor.anonymous(), username="dana", remote_addr="192.0.2.1", now=earlier)
+    return Expect(lambda a: auth_login_failed_burst_recorded(actor=a), "auth.login_failed_burst", "user", "*",
+                  before=None, after={"count": 2, "usernames": {"dana": get_setting("LOGIN_AUDIT_INDIVIDUAL") + 2}})
+
+
 @service_scenario("auth_logout_recorded")
 def _auth_logout_recorded() -> Expect:
     from audit.services import auth_logout_recorded
@@ -697,13 +713,13 @@ def mismatch_group() -> Any:
 
 def pending_change_request() -> Any:
     """ed (editor) asks to start the plan in production, which needs approval; ann (approver) may decide."""
-    from rollout.services.change_requests import change_request_submit
+    from actions.submit import submit_state
 
     planned("production")
     user("ed", ("editor",))
     user("ann", ("approver",))
     ed = Actor.for_user(user_model().objects.get(username="ed"))
-    return change_request_submit(actor=ed, flag="invoice-engine", environment="production", action="advance",
+    return submit_state(actor=ed, flag="invoice-engine", environment="production", action="advance",
                                  params={}, version=None, reason="start").change_request
 
 
@@ -785,22 +801,22 @@ def _mismatch_group_mark_known() -> Expect:
 
 
 @service_scenario("change_request_submit")
-def _change_request_submit() -> Expect:
-    from rollout.services.change_requests import change_request_submit
+def _submit_state() -> Expect:
+    from actions.submit import submit_state
 
     planned("production")
     user("ed", ("editor",))
-    return Expect(lambda a: change_request_submit(actor=a, flag="invoice-engine", environment="production",
+    return Expect(lambda a: submit_state(actor=a, flag="invoice-engine", environment="production",
                                                   action="advance", params={}, version=2, reason="start"),
                   "change_request.created", "change_request", lambda result: str(result.change_request.pk),
                   environment="production", before=None,
-                  after={"action": "advance", "status": "pending", "requested_by": "ed", "based_on_version": 2},
+                  after={"action": "flag_state.advanced", "status": "pending", "requested_by": "ed", "based_on_version": 2},
                   user="ed")
 
 
 @service_scenario("change_request_approve")
 def _change_request_approve() -> Expect:
-    from rollout.services.change_requests import change_request_approve
+    from actions.submit import change_request_approve
 
     cr = pending_change_request()
     # Approving applies the change: the one event is the change itself, carrying the approval.
@@ -814,7 +830,7 @@ def _change_request_approve() -> Expect:
 
 @service_scenario("change_request_reject")
 def _change_request_reject() -> Expect:
-    from rollout.services.change_requests import change_request_reject
+    from actions.submit import change_request_reject
 
     cr = pending_change_request()
     return Expect(lambda a: change_request_reject(actor=a, change_request=cr.pk, reason="not now"),
@@ -825,7 +841,7 @@ def _change_request_reject() -> Expect:
 
 @service_scenario("change_request_cancel")
 def _change_request_cancel() -> Expect:
-    from rollout.services.change_requests import change_request_cancel
+    from actions.submit import change_request_cancel
 
     cr = pending_change_request()
     return Expect(lambda a: change_request_cancel(actor=a, change_request=cr.pk, reason="wrong env"),
@@ -851,7 +867,7 @@ def break_glass_review_item() -> Any:
 
 @service_scenario("review_item_acknowledge")
 def _review_item_acknowledge() -> Expect:
-    from rollout.services.change_requests import review_item_acknowledge
+    from actions.submit import review_item_acknowledge
 
     item = break_glass_review_item()
     return Expect(lambda a: review_item_acknowledge(actor=a, review_item=item.pk, note="valid"),
@@ -940,7 +956,7 @@ def _change_request_cancel_post(api: Api) -> EndpointExpect:
 @endpoint_scenario("review-item-acknowledge", "POST")
 def _review_item_acknowledge_post(api: Api) -> EndpointExpect:
     item = break_glass_review_item()
-    return _json("POST", f"/api/v1/review-items/{item.pk}/acknowledge/", {"note": "valid"}, 200, api,
+    return _json("POST", f"/api/v1/review-items/{item.pk}/acknowledge/", {"reason": "valid"}, 200, api,
                  "review_item.acknowledged", "review_item", str(item.pk))
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from turnout.engine import bucket
 
-from rollout.services.flags import flag_create, flag_state_update
+from rollout.services.flags import flag_create, flag_state_retire, flag_state_update
 from rollout.services.keys import sdk_key_create
 
 pytestmark = pytest.mark.django_db
@@ -37,10 +38,26 @@ def test_ofrep_single__override__true_parallel_targeting_match(client, key):
     assert all(isinstance(v, bool | str | int | float) for v in body["metadata"].values())
 
 
-def test_ofrep_single__outside_the_split__false_legacy_reason_split(client, key):
-    # No tenant_id: the flag buckets by tenant, so the subject is not in the split (engine: DEFAULT).
+def test_ofrep_single__no_bucket_attribute__false_legacy_reason_static(client, key):
+    # No tenant_id: the flag buckets by tenant, so nothing was drawn (engine: DEFAULT, no bucket).
     body = _post(client, SINGLE.format("invoice-engine"), {"context": {"targetingKey": "user-9"}}, key).json()
+    assert (body["value"], body["variant"], body["reason"]) == (False, "legacy", "STATIC")
+    assert body["metadata"]["turnoutReason"] == "DEFAULT" and "bucket" not in body["metadata"]
+
+
+def test_ofrep_single__drawn_outside_a_live_split__false_legacy_reason_split(client, key):
+    tenant = next(t for t in (f"t{i}" for i in range(100)) if bucket("invoice-engine", t) >= 500_000)
+    body = _post(client, SINGLE.format("invoice-engine"),
+                 {"context": {"targetingKey": "user-9", "tenant_id": tenant}}, key).json()
     assert (body["value"], body["variant"], body["reason"]) == (False, "legacy", "SPLIT")
+    assert body["metadata"]["turnoutReason"] == "DEFAULT" and body["metadata"]["bucket"] >= 500_000
+
+
+def test_ofrep_single__zero_percent__false_legacy_reason_static_not_split(client, key, actor):
+    flag_state_update(actor=actor, flag="invoice-engine", environment="staging", version=None, percentage_value=0)
+    body = _post(client, SINGLE.format("invoice-engine"),
+                 {"context": {"targetingKey": "user-9", "tenant_id": "t1"}}, key).json()
+    assert (body["value"], body["variant"], body["reason"]) == (False, "legacy", "STATIC")
     assert body["metadata"]["turnoutReason"] == "DEFAULT"
 
 
@@ -173,3 +190,64 @@ def test_schema__lists_every_sdk_and_ofrep_endpoint(admin_client):
                          ("/api/v1/sdk/stream", "get"), ("/api/v1/sdk/metrics", "post"),
                          ("/ofrep/v1/evaluate/flags/{key}", "post"), ("/ofrep/v1/evaluate/flags", "post")]:
         assert method in paths[path], path
+
+
+# -- one OpenFeature mapping: OFREP and the in-process provider agree ----------------------------
+
+_IN = next(t for t in (f"t{i}" for i in range(100)) if bucket("invoice-engine", t) < 500_000)
+_OUT = next(t for t in (f"t{i}" for i in range(100)) if bucket("invoice-engine", t) >= 500_000)
+# (flag, context, the engine's reason): every reason the engine gives, DEFAULT in each of its forms
+_CASES = [
+    ("invoice-engine", {"targetingKey": "user-1"}, "TARGETING_MATCH"),
+    ("invoice-engine", {"targetingKey": "user-2"}, "TARGETING_MATCH"),
+    ("invoice-engine", {"targetingKey": "user-9", "tenant_id": _IN}, "SPLIT"),
+    ("invoice-engine", {"targetingKey": "user-9", "tenant_id": _OUT}, "DEFAULT"),  # drawn, live split
+    ("invoice-engine", {"targetingKey": "user-9"}, "DEFAULT"),  # no bucket_by attribute: no draw
+    ("zero", {"targetingKey": "user-9"}, "DEFAULT"),  # 0 %: nothing drawn
+    ("killed", {"targetingKey": "user-9"}, "DISABLED"),
+    ("retired", {"targetingKey": "user-9"}, "STATIC"),
+    ("nope", {"targetingKey": "user-9"}, "ERROR"),
+    ("invoice-engine", {"plan": "pro"}, "ERROR"),
+]
+
+
+@pytest.fixture
+def every_reason(key, actor):  # type: ignore[no-untyped-def]
+    for name in ("zero", "killed", "retired"):
+        flag_create(actor=actor, key=name, workload="billing")
+    flag_state_update(actor=actor, flag="zero", environment="staging", version=None, enabled=True,
+                      percentage_value=0)
+    flag_state_update(actor=actor, flag="killed", environment="staging", version=None, enabled=False,
+                      percentage_value=100)
+    flag_state_update(actor=actor, flag="retired", environment="staging", version=None, enabled=True,
+                      percentage_value=100)
+    flag_state_retire(actor=actor, flag="retired", environment="staging")
+    return key
+
+
+@pytest.mark.parametrize(("flag_key", "context", "engine_reason"), _CASES)
+def test_ofrep_and_provider__same_decision__same_reason(client, every_reason, flag_key, context, engine_reason):
+    from openfeature.evaluation_context import EvaluationContext
+    from turnout import Turnout
+    from turnout.openfeature import TurnoutProvider
+
+    key = every_reason
+    document = client.get("/api/v1/sdk/ruleset", HTTP_AUTHORIZATION=f"Bearer {key}").json()
+    sdk = Turnout.offline(document)
+    try:
+        attributes = {k: v for k, v in context.items() if k != "targetingKey"}
+        local = TurnoutProvider(sdk).resolve_boolean_details(
+            flag_key, False, EvaluationContext(context.get("targetingKey"), attributes))
+        assert str(sdk.decide(flag_key, context.get("targetingKey"), attributes).reason) == engine_reason
+    finally:
+        sdk.close()
+    remote = _post(client, SINGLE.format(flag_key), {"context": context}, key).json()
+    if engine_reason == "ERROR":
+        assert (remote["errorCode"], str(local.reason)) == (str(local.error_code), "ERROR")
+        assert remote["errorDetails"] == local.error_message
+        return
+    assert local.error_code is None
+    assert (remote["value"], remote["variant"], remote["reason"]) == (local.value, local.variant, str(local.reason))
+    assert remote["metadata"] == local.flag_metadata
+    assert remote["metadata"]["turnoutReason"] == engine_reason
+    assert remote["reason"] in ("STATIC", "TARGETING_MATCH", "SPLIT", "DISABLED", "UNKNOWN")  # OFREP 0.3.0

@@ -41,7 +41,7 @@ def test_advance__editor_in_production__202_then_approver_applies_then_stale_is_
     response = ed.post(f"{STATE}/production/advance/", {"reason": "go", "version": 2}, format="json")
     assert response.status_code == 202
     cr = response.json()["change_request"]
-    assert (cr["status"], cr["requested_by"], cr["action"]) == ("pending", "ed", "advance")
+    assert (cr["status"], cr["requested_by"], cr["action"]) == ("pending", "ed", "flag_state.advanced")
     assert ed.post(f"/api/v1/change-requests/{cr['id']}/approve/", {}, format="json").status_code == 403
     listed = ann.get("/api/v1/change-requests/?status=pending").json()["results"]
     assert [c["id"] for c in listed] == [cr["id"]]

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import Conflict, Forbidden, ValidationFailed
-from rollout.models import ChangeRequestStatus, FlagState, ReviewItem
-from rollout.services.change_requests import (
+from actions.submit import (
     change_request_approve,
     change_request_cancel,
     change_request_reject,
-    change_request_submit,
     review_item_acknowledge,
+    submit_state,
 )
+from common.errors import Conflict, Forbidden, ValidationFailed
+from rollout.models import ChangeRequestStatus, FlagState, ReviewItem
 from rollout.services.flags import flag_state_kill
 from rollout.services.stages import rollout_advance, rollout_rollback
 from rollout.services.workloads import workload_update
@@ -23,21 +23,21 @@ def _prod() -> FlagState:
 
 
 def test_change_request_submit__plain_env__applied_at_once(planned, people):
-    submitted = change_request_submit(actor=people["ed"], flag=planned.key, environment="staging", action="advance",
+    submitted = submit_state(actor=people["ed"], flag=planned.key, environment="staging", action="advance",
                                       params={}, version=None)
     assert submitted.applied and submitted.state.stage == 1
 
 
 def test_change_request__approval_flow_with_two_users__applied_with_requester_and_approver(planned, people,
                                                                                           audit_events):
-    submitted = change_request_submit(actor=people["ed"], flag=planned.key, environment="production",
+    submitted = submit_state(actor=people["ed"], flag=planned.key, environment="production",
                                       action="advance", params={}, version=2, reason="start validation")
     cr = submitted.change_request
     assert cr is not None and cr.status == ChangeRequestStatus.PENDING and _prod().stage == 0
     created = audit_events()[-1]
     assert (created.action, created.actor, created.object_type, created.after["action"], created.after["status"],
             created.after["requested_by"], created.after["based_on_version"]) == (
-        "change_request.created", "ed", "change_request", "advance", "pending", "ed", 2)
+        "change_request.created", "ed", "change_request", "flag_state.advanced", "pending", "ed", 2)
 
     with pytest.raises(Forbidden, match="four eyes"):
         change_request_approve(actor=people["ed"], change_request=cr.pk)
@@ -56,7 +56,7 @@ def test_change_request__approval_flow_with_two_users__applied_with_requester_an
 
 
 def test_change_request__state_changed_underneath__marked_stale_nothing_applied(planned, people, audit_events):
-    cr = change_request_submit(actor=people["ed"], flag=planned.key, environment="production", action="advance",
+    cr = submit_state(actor=people["ed"], flag=planned.key, environment="production", action="advance",
                                params={}, version=None).change_request
     assert cr is not None
     rollout_advance(actor=people["root"], flag=planned.key, environment="production")  # admin acts directly
@@ -70,7 +70,7 @@ def test_change_request__state_changed_underneath__marked_stale_nothing_applied(
 
 def test_change_request__kill_while_pending__kill_applies_break_glass_review_and_request_goes_stale(
         planned, people, audit_events):
-    cr = change_request_submit(actor=people["ed"], flag=planned.key, environment="production", action="advance",
+    cr = submit_state(actor=people["ed"], flag=planned.key, environment="production", action="advance",
                                params={}, version=None).change_request
     rollout_advance(actor=people["root"], flag=planned.key, environment="production")
     state = flag_state_kill(actor=people["ed"], flag=planned.key, environment="production", reason="pager")
@@ -102,22 +102,22 @@ def test_rollout_rollback__person_in_high_risk_workload__break_glass_marked(plan
 
 def test_change_request_submit__could_never_apply__refused_at_once_nothing_saved(planned, people, audit_events):
     with pytest.raises(Conflict, match="100%"):
-        change_request_submit(actor=people["ed"], flag=planned.key, environment="production", action="retire",
+        submit_state(actor=people["ed"], flag=planned.key, environment="production", action="retire",
                               params={}, version=None)
     with pytest.raises(ValidationFailed) as info:
-        change_request_submit(actor=people["ed"], flag=planned.key, environment="production", action="update",
+        submit_state(actor=people["ed"], flag=planned.key, environment="production", action="update",
                               params={"percentage": 300}, version=None)
     assert "percentage" in info.value.fields
     with pytest.raises(ValidationFailed):
-        change_request_submit(actor=people["ed"], flag=planned.key, environment="production", action="explode",
+        submit_state(actor=people["ed"], flag=planned.key, environment="production", action="explode",
                               params={}, version=None)
     assert audit_events() == []
 
 
 def test_change_request_reject_and_cancel__exact_events(planned, people, audit_events):
-    one = change_request_submit(actor=people["ed"], flag=planned.key, environment="production",
+    one = submit_state(actor=people["ed"], flag=planned.key, environment="production",
                                 action="update", params={"compare_percentage": 5}, version=None).change_request
-    two = change_request_submit(actor=people["ed"], flag=planned.key, environment="production",
+    two = submit_state(actor=people["ed"], flag=planned.key, environment="production",
                                 action="update", params={"compare_percentage": 7}, version=None).change_request
     change_request_reject(actor=people["bob"], change_request=one.pk, reason="too much")
     with pytest.raises(Forbidden):
@@ -132,7 +132,7 @@ def test_change_request_reject_and_cancel__exact_events(planned, people, audit_e
 
 def test_change_request__plan_in_approval_env__applied_on_approval(flag, people, cohorts):
     stages = [{"name": "validate", "compare_percentage": 5}, {"name": "all", "percentage": 100}]
-    cr = change_request_submit(actor=people["ed"], flag=flag.key, environment="production", action="plan",
+    cr = submit_state(actor=people["ed"], flag=flag.key, environment="production", action="plan",
                                params={"stages": stages}, version=None).change_request
     assert cr is not None and not _prod().stages.exists()
     change_request_approve(actor=people["ann"], change_request=cr.pk)

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
+from actions.submit import (
+    change_request_approve,
+    change_request_reject,
+    review_item_acknowledge,
+    submit_state,
+)
 from common import clock
 from common.actors import Actor
 from rollout.models import FlagState, MismatchGroup, ReviewItem
-from rollout.services.change_requests import (
-    change_request_approve,
-    change_request_reject,
-    change_request_submit,
-    review_item_acknowledge,
-)
 from rollout.services.flags import flag_state_kill
 from rollout.services.guardrails import guardrail_check, guardrail_set
 from rollout.services.mismatches import mismatch_group_mark_known
@@ -77,13 +77,13 @@ def cutover(flag: Any, cohorts: None, people: dict[str, Actor]) -> dict[str, Any
         mismatch_group_mark_known(actor=ed, flag=flag.key, environment="staging", group=group.pk,
                                   reason="rounding fixed in legacy only")
 
-        plan_cr = change_request_submit(actor=ed, flag=flag.key, environment="production", action="plan",
+        plan_cr = submit_state(actor=ed, flag=flag.key, environment="production", action="plan",
                                         params={"stages": stages}, version=None, reason="same plan").change_request
         change_request_approve(actor=ann, change_request=plan_cr.pk, reason="ok")
-        rejected = change_request_submit(actor=ed, flag=flag.key, environment="production", action="update",
+        rejected = submit_state(actor=ed, flag=flag.key, environment="production", action="update",
                                          params={"compare_percentage": 50}, version=None).change_request
         change_request_reject(actor=bob, change_request=rejected.pk, reason="too much at once")
-        start_cr = change_request_submit(actor=ed, flag=flag.key, environment="production", action="advance",
+        start_cr = submit_state(actor=ed, flag=flag.key, environment="production", action="advance",
                                          params={}, version=None, reason="validate in production").change_request
         change_request_approve(actor=ann, change_request=start_cr.pk)
         flag_state_kill(actor=ed, flag=flag.key, environment="production", reason="pager at 3am")
@@ -92,7 +92,7 @@ def cutover(flag: Any, cohorts: None, people: dict[str, Actor]) -> dict[str, Any
             flag_state=FlagState.objects.get(flag=flag, environment__key="production"), fingerprint="b" * 64,
             shape=[["$.rounding", "changed", "str", "str"]], example={}, count=2, first_seen=frozen.now(),
             last_seen=frozen.now())
-        known_cr = change_request_submit(actor=ed, flag=flag.key, environment="production",
+        known_cr = submit_state(actor=ed, flag=flag.key, environment="production",
                                          action="known_difference", params={"group": prod_group.pk, "known": True},
                                          version=None, reason="legacy rounds half-up").change_request
         change_request_approve(actor=bob, change_request=known_cr.pk)

@@ -45,7 +45,9 @@ def test_provider__boolean__true_is_parallel_with_variant_reason_metadata(client
     assert details.flag_metadata["rule"] == "override"
     assert details.flag_metadata["stage"] == 2
     other = of.get_boolean_details("invoice-engine", False, EvaluationContext("someone"))
-    assert (other.value, other.variant, other.reason) == (False, "legacy", OFReason.DEFAULT)
+    # 0 %: nothing was drawn, the flag's fixed default (the engine's DEFAULT, as OFREP says it)
+    assert (other.value, other.variant, other.reason) == (False, "legacy", OFReason.STATIC)
+    assert other.flag_metadata["turnoutReason"] == "DEFAULT"
     assert of.get_boolean_details("killed", False, EvaluationContext("x")).reason == OFReason.DISABLED
 
 

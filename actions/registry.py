@@ -1,0 +1,284 @@
+"""Every change a person can ask for, as data: its name, its target, its parameters, what it does.
+
+An ``ActionSpec`` says how to lock the target row (inside the action's one transaction), what the change
+does as policy sees it (``rollout.policy.Effect``), how to perform it (the service that writes the
+change and its one audit event) and how to describe it to an approver. ``actions.submit`` reads it;
+nothing else decides which actions exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from audit.models import AuditEvent
+from audit.names import Action
+from cohorts.models import Cohort
+from cohorts.services import (
+    cohort_effect,
+    cohort_members_add,
+    cohort_members_change,
+    cohort_members_remove,
+    cohort_update,
+)
+from common.actors import Actor
+from common.errors import NotFound, ValidationFailed
+from common.services import UNSET
+from rollout.models import Flag, FlagState, TargetType, Workload
+from rollout.policy import NO_EFFECT, Approval, Effect, state_effect, states_effect, workload_effect
+from rollout.services import flags as flag_services
+from rollout.services import guardrails, mismatches, stages
+from rollout.services import workloads as workload_services
+from rollout.services.flags import get_state_for_update
+from rollout.services.stages import set_plan_state
+
+Perform = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: Action
+    target: TargetType
+    params: frozenset[str]
+    perform: Perform  # (obj, *, actor, key, approval, version, reason, **params) inside the transaction
+    describe: Callable[[Any, Mapping[str, Any]], str]
+    effect: Callable[[Any, Mapping[str, Any]], Effect] | None = None  # None: the flag state's own effect
+
+    def effect_of(self, obj: Any, params: Mapping[str, Any]) -> Effect:
+        if self.effect is None:
+            return state_effect(obj, self.name)
+        return self.effect(obj, params)
+
+
+# -- targets: "flag@environment" for a flag state, the key for the rest --------------------------
+
+
+def split_state_key(key: str) -> tuple[str, str]:
+    flag, sep, environment = key.rpartition("@")
+    if not sep or not flag or not environment:
+        raise ValidationFailed.field("target", f"a flag state is named 'flag@environment', not {key!r}")
+    return flag, environment
+
+
+def state_key(state: FlagState) -> str:
+    return f"{state.flag.key}@{state.environment.key}"
+
+
+def _lock_flag(key: str) -> Flag:
+    flag = Flag.objects.select_for_update(of=("self",)).select_related("workload").filter(key=key).first()
+    if flag is None:
+        raise NotFound(f"flag '{key}' does not exist")
+    return flag
+
+
+def _lock_workload(key: str) -> Workload:
+    workload = Workload.objects.select_for_update().filter(key=key).first()
+    if workload is None:
+        raise NotFound(f"workload '{key}' does not exist")
+    return workload
+
+
+def _lock_cohort(key: str) -> Cohort:
+    cohort = Cohort.objects.select_for_update().filter(key=key).first()
+    if cohort is None:
+        raise NotFound(f"cohort '{key}' does not exist")
+    return cohort
+
+
+LOCKS: dict[TargetType, Callable[[str], Any]] = {
+    TargetType.FLAG_STATE: lambda key: get_state_for_update(*split_state_key(key)),
+    TargetType.FLAG: _lock_flag,
+    TargetType.WORKLOAD: _lock_workload,
+    TargetType.COHORT: _lock_cohort,
+}
+
+
+# -- flag states: the inner services run on the row locked here -----------------------------------
+
+
+def _update(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+            **fields: Any) -> AuditEvent | None:
+    if "percentage" in fields:
+        fields["percentage_value"] = fields.pop("percentage")
+    return flag_services.update_state(state, actor=actor, approval=approval, version=version, reason=reason, **fields)
+
+
+def _advance(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+             force: bool = False) -> AuditEvent:
+    if not isinstance(force, bool):
+        raise ValidationFailed.field("force", "must be true or false")
+    return stages.advance_state(state, actor=actor, approval=approval, version=version, reason=reason, force=force)
+
+
+def _resume(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
+            reason: str) -> AuditEvent:
+    return flag_services.resume_state(state, actor=actor, approval=approval, version=version, reason=reason)
+
+
+def _retire(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
+            reason: str) -> AuditEvent:
+    return flag_services.retire_state(state, actor=actor, approval=approval, version=version, reason=reason)
+
+
+def _plan(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+          stages: Any = None) -> AuditEvent:
+    return set_plan_state(state, actor=actor, approval=approval, version=version, reason=reason, stages=stages)
+
+
+def _guardrails(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+                **limits: Any) -> AuditEvent:
+    return guardrails.set_guardrail_state(state, actor=actor, approval=approval, version=version, reason=reason,
+                                          **limits)
+
+
+def _known(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+           group: int = 0, known: bool = True) -> AuditEvent:
+    return mismatches.mark_known_state(state, actor=actor, approval=approval, version=version, reason=reason,
+                                       group=group, known=known)
+
+
+def _kill(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
+          reason: str) -> AuditEvent:
+    return flag_services.kill_state(state, actor=actor, reason=reason, version=version)
+
+
+def _rollback(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
+              reason: str) -> AuditEvent:
+    return stages.rollback_state(state, actor=actor, reason=reason, version=version)
+
+
+def _pause(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
+           reason: str) -> AuditEvent:
+    return stages.pause_state(state, actor=actor, reason=reason, version=version)
+
+
+def _where(state: FlagState) -> str:
+    return state_key(state)
+
+
+# -- flags, workloads, cohorts: their services lock again inside this transaction (a savepoint) ----
+
+
+def _flag_effect(flag: Flag, params: Mapping[str, Any]) -> Effect:
+    reshuffles = ("salt" in params and params["salt"] != flag.salt) or (
+        "bucket_by" in params and str(params["bucket_by"] or "").strip() != flag.bucket_by)
+    if not reshuffles:
+        return NO_EFFECT
+    return states_effect(flag.states.filter(enabled=True).select_related("environment", "flag__workload"))
+
+
+def _flag_update(flag: Flag, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+                 **fields: Any) -> Flag:
+    return flag_services.flag_update(actor=actor, key=flag.key, version=version, reason=reason, approval=approval,
+                                     **fields)
+
+
+def _workload_update(workload: Workload, *, actor: Actor, approval: Approval | None, version: int | None,
+                     reason: str, **fields: Any) -> Workload:
+    return workload_services.workload_update(actor=actor, key=workload.key, version=version, reason=reason,
+                                             approval=approval, **fields)
+
+
+def _cohort_effect(cohort: Cohort, params: Mapping[str, Any]) -> Effect:
+    decisive = ("rules" in params and params["rules"] != cohort.rules) or (
+        "match_on" in params and str(params["match_on"] or "").strip() != cohort.match_on)
+    return cohort_effect(cohort) if decisive else NO_EFFECT
+
+
+def _members_effect(cohort: Cohort, params: Mapping[str, Any]) -> Effect:
+    return cohort_effect(cohort)
+
+
+def _cohort_update(cohort: Cohort, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+                   **fields: Any) -> Cohort:
+    return cohort_update(actor=actor, key=cohort.key, version=version, reason=reason, approval=approval, **fields)
+
+
+def _members_add(cohort: Cohort, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+                 subjects: Any = (), kind: str = "include") -> dict[str, int]:
+    return cohort_members_add(actor=actor, key=cohort.key, subjects=subjects, kind=kind, version=version,
+                              reason=reason, approval=approval)
+
+
+def _members_remove(cohort: Cohort, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+                    subjects: Any = ()) -> dict[str, int]:
+    return cohort_members_remove(actor=actor, key=cohort.key, subjects=subjects, version=version, reason=reason,
+                                 approval=approval)
+
+
+def _members_change(cohort: Cohort, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+                    add: Any = (), remove: Any = (), kind: str = "include") -> dict[str, int]:
+    return cohort_members_change(actor=actor, key=cohort.key, add=add, remove=remove, kind=kind, version=version,
+                                 reason=reason, approval=approval)
+
+
+def _count(params: Mapping[str, Any], name: str) -> int:
+    value = params.get(name) or ()
+    return len(value) if isinstance(value, list | tuple) else 0
+
+
+STATE = TargetType.FLAG_STATE
+ACTIONS: dict[Action, ActionSpec] = {spec.name: spec for spec in [
+    ActionSpec(Action.FLAG_STATE_UPDATED, STATE,
+               frozenset({"enabled", "percentage", "compare_percentage", "include_cohorts", "exclude_cohorts",
+                          "overrides"}),
+               _update, lambda s, p: f"change {', '.join(sorted(p))} of {_where(s)}"),
+    ActionSpec(Action.FLAG_STATE_ADVANCED, STATE, frozenset({"force"}), _advance,
+               lambda s, p: f"advance {_where(s)} from stage {s.stage}"),
+    ActionSpec(Action.FLAG_STATE_RESUMED, STATE, frozenset(), _resume, lambda s, p: f"resume {_where(s)}"),
+    ActionSpec(Action.FLAG_STATE_RETIRED, STATE, frozenset(), _retire,
+               lambda s, p: f"retire legacy for {_where(s)}"),
+    ActionSpec(Action.FLAG_STATE_PLAN_SET, STATE, frozenset({"stages"}), _plan,
+               lambda s, p: f"set the rollout plan of {_where(s)} ({_count(p, 'stages')} stages)"),
+    ActionSpec(Action.FLAG_STATE_GUARDRAILS_SET, STATE, guardrails.LIMIT_FIELDS, _guardrails,
+               lambda s, p: f"change the guardrails of {_where(s)}"),
+    ActionSpec(Action.MISMATCH_GROUP_KNOWN, STATE, frozenset({"group", "known"}), _known,
+               lambda s, p: f"mark mismatch group {p.get('group')} of {_where(s)} as "
+                            f"{'a known difference' if p.get('known', True) else 'unexplained'}"),
+    ActionSpec(Action.FLAG_STATE_KILLED, STATE, frozenset(), _kill, lambda s, p: f"kill {_where(s)}"),
+    ActionSpec(Action.FLAG_STATE_ROLLED_BACK, STATE, frozenset(), _rollback,
+               lambda s, p: f"roll {_where(s)} back one stage"),
+    ActionSpec(Action.FLAG_STATE_PAUSED, STATE, frozenset(), _pause, lambda s, p: f"pause {_where(s)}"),
+    ActionSpec(Action.FLAG_UPDATED, TargetType.FLAG, frozenset({"description", "salt", "bucket_by"}),
+               _flag_update, lambda f, p: f"change {', '.join(sorted(p))} of flag {f.key}", _flag_effect),
+    ActionSpec(Action.WORKLOAD_UPDATED, TargetType.WORKLOAD, frozenset(workload_services.EDITABLE),
+               _workload_update, lambda w, p: f"change {', '.join(sorted(p))} of workload {w.key}",
+               lambda w, p: workload_effect(w, dict(p))),
+    ActionSpec(Action.COHORT_UPDATED, TargetType.COHORT, frozenset({"name", "description", "match_on", "rules"}),
+               _cohort_update, lambda c, p: f"change {', '.join(sorted(p))} of cohort {c.key}", _cohort_effect),
+    ActionSpec(Action.COHORT_MEMBERS_ADDED, TargetType.COHORT, frozenset({"subjects", "kind"}), _members_add,
+               lambda c, p: f"add {_count(p, 'subjects')} subject(s) to cohort {c.key} ({p.get('kind', 'include')})",
+               _members_effect),
+    ActionSpec(Action.COHORT_MEMBERS_REMOVED, TargetType.COHORT, frozenset({"subjects"}), _members_remove,
+               lambda c, p: f"remove {_count(p, 'subjects')} subject(s) from cohort {c.key}", _members_effect),
+    ActionSpec(Action.COHORT_MEMBERS_CHANGED, TargetType.COHORT, frozenset({"add", "remove", "kind"}),
+               _members_change,
+               lambda c, p: f"add {_count(p, 'add')} and remove {_count(p, 'remove')} subject(s) of cohort {c.key}",
+               _members_effect),
+]}
+
+#: Names stored by change requests before the action layer (and still accepted by the API).
+ALIASES: dict[str, Action] = {
+    "update": Action.FLAG_STATE_UPDATED, "advance": Action.FLAG_STATE_ADVANCED, "resume": Action.FLAG_STATE_RESUMED,
+    "retire": Action.FLAG_STATE_RETIRED, "plan": Action.FLAG_STATE_PLAN_SET,
+    "guardrails": Action.FLAG_STATE_GUARDRAILS_SET, "known_difference": Action.MISMATCH_GROUP_KNOWN,
+    "kill": Action.FLAG_STATE_KILLED, "rollback": Action.FLAG_STATE_ROLLED_BACK, "pause": Action.FLAG_STATE_PAUSED,
+}
+
+ACTION_CHOICES = sorted([*map(str, ACTIONS), *ALIASES])
+
+
+def spec_for(action: str, params: Any = UNSET) -> ActionSpec:
+    """The spec of ``action`` (an ``Action`` value or an alias), with ``params`` checked against it."""
+    name = ALIASES.get(action) or (Action(action) if action in Action._value2member_map_ else None)
+    spec = ACTIONS.get(name) if name is not None else None
+    if spec is None:
+        raise ValidationFailed.field("action", f"unknown action '{action}'; known: {', '.join(ACTION_CHOICES)}")
+    if params is not UNSET:
+        if not isinstance(params, dict):
+            raise ValidationFailed.field("params", "must be an object")
+        unknown = sorted(set(params) - spec.params)
+        if unknown:
+            raise ValidationFailed.field(f"params.{unknown[0]}", f"is not a parameter of '{spec.name}'")
+    return spec

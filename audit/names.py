@@ -1,0 +1,64 @@
+"""Every audit event's action name, in one enum (a ``StrEnum``: the stored value is the string).
+
+A change made through the action layer (``actions.registry``) is named by the event it writes, so the
+name a caller submits, the name policy decides on and the name in the audit log are one name.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    # workloads, flags, cohorts, environments
+    WORKLOAD_CREATED = "workload.created"
+    WORKLOAD_UPDATED = "workload.updated"
+    WORKLOAD_DELETED = "workload.deleted"
+    FLAG_CREATED = "flag.created"
+    FLAG_UPDATED = "flag.updated"
+    FLAG_DELETED = "flag.deleted"
+    COHORT_CREATED = "cohort.created"
+    COHORT_UPDATED = "cohort.updated"
+    COHORT_DELETED = "cohort.deleted"
+    COHORT_MEMBERS_ADDED = "cohort.members_added"
+    COHORT_MEMBERS_REMOVED = "cohort.members_removed"
+    COHORT_MEMBERS_CHANGED = "cohort.members_changed"
+    ENVIRONMENT_CREATED = "environment.created"
+    ENVIRONMENT_UPDATED = "environment.updated"
+    # a flag's rollout in one environment
+    FLAG_STATE_UPDATED = "flag_state.updated"
+    FLAG_STATE_KILLED = "flag_state.killed"
+    FLAG_STATE_RESUMED = "flag_state.resumed"
+    FLAG_STATE_UNPAUSED = "flag_state.unpaused"
+    FLAG_STATE_RETIRED = "flag_state.retired"
+    FLAG_STATE_PLAN_SET = "flag_state.plan_set"
+    FLAG_STATE_ADVANCED = "flag_state.advanced"
+    FLAG_STATE_ROLLED_BACK = "flag_state.rolled_back"
+    FLAG_STATE_PAUSED = "flag_state.paused"
+    FLAG_STATE_GUARDRAILS_SET = "flag_state.guardrails_set"
+    MISMATCH_GROUP_KNOWN = "mismatch_group.known"
+    MISMATCH_GROUP_UNKNOWN = "mismatch_group.unknown"
+    # access
+    SDK_KEY_CREATED = "sdk_key.created"
+    SDK_KEY_REVOKED = "sdk_key.revoked"
+    API_TOKEN_CREATED = "api_token.created"
+    API_TOKEN_REVOKED = "api_token.revoked"
+    USER_CREATED = "user.created"
+    USER_ROLES_CHANGED = "user.roles_changed"
+    USER_DEACTIVATED = "user.deactivated"
+    # four eyes
+    CHANGE_REQUEST_CREATED = "change_request.created"
+    CHANGE_REQUEST_APPROVED = "change_request.approved"
+    CHANGE_REQUEST_REJECTED = "change_request.rejected"
+    CHANGE_REQUEST_CANCELLED = "change_request.cancelled"
+    CHANGE_REQUEST_STALE = "change_request.stale"
+    REVIEW_ITEM_ACKNOWLEDGED = "review_item.acknowledged"
+    # the audit log itself and sign-in
+    AUDIT_EXPORTED = "audit.exported"
+    AUDIT_EVIDENCE_EXPORTED = "audit.evidence_exported"
+    AUDIT_VERIFICATION_STARTED = "audit.verification_started"
+    AUDIT_VERIFIED = "audit.verified"
+    AUDIT_VERIFICATION_FAILED = "audit.verification_failed"
+    AUTH_LOGIN = "auth.login"
+    AUTH_LOGIN_FAILED = "auth.login_failed"
+    AUTH_LOGOUT = "auth.logout"

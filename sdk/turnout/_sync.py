@@ -1,0 +1,291 @@
+"""Background work that talks to the server: the ruleset (fetch with ETag, follow the stream,
+fall back to polling, back off on failure) and the metrics (batched, flushed, retried).
+
+Threads: ``turnout-sync`` runs ``RulesetSync.loop``, ``turnout-metrics`` runs
+``MetricsShipper.loop``. Neither raises: every failure becomes a problem report and a retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from . import engine as _engine
+from ._metrics import Recorder, Sender
+from ._options import Options
+from ._problems import Problems
+from ._stream import Stream, StreamUnsupported
+from ._transport import HTTPStatusError, Transport, TransportError
+from .wire import METRICS_PATH, RULESET_PATH
+
+__all__ = ["MetricsShipper", "RulesetSync", "jitter"]
+
+log = logging.getLogger("turnout")
+
+_HEALTHY_STREAM: Final = 5.0  # seconds a stream must last to count as healthy
+
+
+def jitter(delay: float) -> float:
+    return delay * random.uniform(0.5, 1.0)
+
+
+class RulesetSync:
+    """Keeps the client's ruleset current. ``install(ruleset, etag)`` puts a new one in use;
+    ``version()`` is the version in use (None before the first)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        options: Options,
+        problems: Problems,
+        stop: threading.Event,
+        *,
+        install: Callable[[_engine.Ruleset, str | None], None],
+        version: Callable[[], int | None],
+    ) -> None:
+        self.transport = transport
+        self.options = options
+        self.problems = problems
+        self.stop = stop
+        self.install = install
+        self.version = version
+        self.use_stream = options.stream
+        self.etag: str | None = None
+        self.stream: Stream | None = None
+        self.last_event_id: str | None = None
+
+    def after_fork_in_child(self, stop: threading.Event) -> None:
+        stream = self.stream
+        if stream is not None:
+            stream.abandon()
+        self.stream = None
+        self.stop = stop
+
+    def close(self) -> None:
+        stream = self.stream
+        if stream is not None:
+            stream.close()
+
+    def keeping(self) -> str:
+        v = self.version()
+        return "no ruleset yet: deciding legacy" if v is None else f"keeping version {v}"
+
+    def refresh(self) -> bool:
+        """Fetch the ruleset once (conditional on the ETag). True when the server answered
+        with a usable ruleset or 304."""
+        headers = {"Accept": "application/json"}
+        if self.etag and self.version() is not None:
+            headers["If-None-Match"] = self.etag
+        problem = self.problems.report
+        try:
+            resp = self.transport.request("GET", RULESET_PATH, headers=headers)
+        except TransportError as exc:
+            if self.stop.is_set():
+                return False  # close() cut the request short: not the server's failure
+            problem(f"fetch:{exc.kind}", f"cannot fetch the ruleset ({exc}); {self.keeping()}", "fetch", exc,
+                    event="ruleset.fetch_failed")
+            return False
+        if resp.status == 304:
+            self.problems.resolved("fetch:")
+            return True
+        if resp.status in (401, 403):
+            problem("fetch:unauthorized",
+                    f"the server rejected the SDK key (HTTP {resp.status}); {self.keeping()}", "fetch",
+                    event="ruleset.fetch_failed")
+            return False
+        if resp.status != 200:
+            problem(f"fetch:http-{resp.status}",
+                    f"the server answered HTTP {resp.status} for the ruleset; {self.keeping()}", "fetch",
+                    event="ruleset.fetch_failed")
+            return False
+        self.problems.resolved("fetch:")
+        try:
+            ruleset = _engine.compile_ruleset(json.loads(resp.body))
+        except Exception as exc:  # any document at all, any depth: "unusable", never a crash
+            problem("ruleset:invalid",
+                    f"the server sent an unusable ruleset ({type(exc).__name__}: {_short(exc)}); "
+                    f"{self.keeping()}", "ruleset", exc, event="ruleset.rejected")
+            return False
+        self.problems.resolved("ruleset:")
+        previous = self.version()
+        etag = resp.headers.get("ETag")
+        self.etag = etag
+        self.install(ruleset, etag)
+        if previous != ruleset.version:
+            log.debug("turnout.ruleset.installed: version %s", ruleset.version)
+        return True
+
+    def backoff(self, failures: int) -> float:
+        o = self.options
+        return jitter(min(o.backoff_max, o.backoff_base * 2 ** min(failures - 1, 30)))
+
+    def loop(self) -> None:
+        stop = self.stop
+        o = self.options
+        fetch_failures = stream_failures = 0
+        while not stop.is_set():
+            try:
+                if not self.refresh():
+                    fetch_failures += 1
+                    delay = self.backoff(fetch_failures)
+                else:
+                    fetch_failures = 0
+                    if self.use_stream and not stop.is_set():
+                        if self.stream_session():
+                            stream_failures = 0
+                            delay = jitter(o.backoff_base)
+                        else:
+                            stream_failures += 1
+                            delay = min(self.backoff(stream_failures), o.poll_interval)
+                    else:
+                        delay = jitter(o.poll_interval)
+            except Exception as exc:  # pragma: no cover - a bug here must not kill the thread
+                self.problems.report("internal:sync", f"sync loop error: {exc!r}", "internal", exc)
+                delay = o.backoff_max
+            stop.wait(delay)
+
+    def stream_session(self) -> bool:
+        """Follow the stream until it ends. True when it was healthy (connected and lasted),
+        so the caller reconnects promptly; False to back off (and poll meanwhile)."""
+        o = self.options
+        stream = Stream(self.transport, read_timeout=o.stream_read_timeout, connect_timeout=o.timeout)
+        self.stream = stream
+        started = time.monotonic()
+        healthy = min(_HEALTHY_STREAM, o.stream_read_timeout)
+        try:
+            try:
+                stream.connect(self.last_event_id)
+            except StreamUnsupported as exc:
+                self.use_stream = False
+                self.problems.report("stream:unsupported", f"{exc}; polling every {o.poll_interval:g}s instead",
+                                     "stream", exc, event="stream.unavailable")
+                return False
+            except HTTPStatusError as exc:
+                kind = "unauthorized" if exc.status in (401, 403) else f"http-{exc.status}"
+                self.problems.report(f"stream:{kind}", f"the stream answered HTTP {exc.status}; polling meanwhile",
+                                     "stream", exc, event="stream.failed")
+                return False
+            if self.stop.is_set():
+                return False
+            self.problems.resolved("stream:")
+            for ev in stream.events():
+                if self.stop.is_set():
+                    return False
+                if stream.parser.last_id:
+                    self.last_event_id = stream.parser.last_id
+                if ev.event == "ruleset" and not self.on_ruleset_event(ev.data):
+                    # the announced ruleset could not be fetched: leave the stream so the
+                    # loop retries the fetch with backoff instead of waiting for next event
+                    return False
+            return time.monotonic() - started >= healthy
+        except TransportError as exc:
+            if not self.stop.is_set():
+                self.problems.report(f"stream:{exc.kind}", f"stream lost ({exc}); reconnecting", "stream", exc,
+                                     event="stream.failed")
+            return time.monotonic() - started >= healthy
+        finally:
+            stream.close()
+            if self.stream is stream:
+                self.stream = None
+
+    def on_ruleset_event(self, data: str) -> bool:
+        try:
+            announced = json.loads(data).get("version")
+        except Exception:
+            announced = None
+        current = self.version()
+        if not isinstance(announced, int) or current is None or announced > current:
+            return self.refresh()
+        return True
+
+
+class MetricsShipper:
+    """Drains the recorder into batches and sends them (bounded retries, bounded backlog)."""
+
+    def __init__(
+        self,
+        transport: Transport | None,
+        recorder: Recorder,
+        options: Options,
+        problems: Problems,
+        stop: threading.Event,
+        *,
+        sdk_version: str,
+    ) -> None:
+        self.transport = transport
+        self.recorder = recorder
+        self.options = options
+        self.problems = problems
+        self.stop = stop
+        self.sdk_version = sdk_version
+        self.send = options.send_metrics and transport is not None
+        self.sender = Sender(retries=options.flush_retries, max_pending=options.max_pending_batches)
+        self._lock = threading.Lock()
+
+    def after_fork_in_child(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self._lock = threading.Lock()
+        self.sender = Sender(retries=self.sender.retries, max_pending=self.sender.max_pending)
+
+    def loop(self) -> None:
+        stop = self.stop
+        while not stop.wait(jitter(self.options.flush_interval)):
+            try:
+                self.flush_once(background=True)
+            except Exception as exc:  # pragma: no cover
+                self.problems.report("internal:metrics", f"metrics loop error: {exc!r}", "internal", exc)
+
+    def post(self, body: bytes) -> None:
+        transport = self.transport
+        if transport is None:  # pragma: no cover
+            return
+        resp = transport.request("POST", METRICS_PATH, body=body)
+        if 200 <= resp.status < 300:
+            return
+        if 400 <= resp.status < 500 and resp.status not in (401, 403, 408, 429):
+            raise ValueError(f"the server refused a metrics batch (HTTP {resp.status})")
+        raise HTTPStatusError(resp.status)
+
+    def flush_once(self, *, final: bool = False, background: bool = False) -> bool:
+        with self._lock:
+            batch = self.recorder.drain(sdk_version=self.sdk_version, code_version=self.options.code_version)
+            if batch is not None:
+                self.sender.add(batch)
+            if not self.send:
+                return True
+            sender = self.sender
+            before = sender.dropped_batches
+            err = sender.send(self.post, give_up=final)
+            if err is None:
+                self.problems.resolved("metrics:")
+            elif background and self.stop.is_set():
+                pass  # close() cut the post short; its final flush sends the batch and reports
+            else:
+                kind = (
+                    f"http-{err.status}" if isinstance(err, HTTPStatusError)
+                    else getattr(err, "kind", "refused")
+                )
+                self.problems.report(
+                    f"metrics:{kind}",
+                    f"cannot send metrics ({err}); retrying {sender.retries} times at most, then dropping",
+                    "metrics",
+                    err,
+                    event="metrics.send_failed",
+                )
+            if sender.dropped_batches > before:
+                self.problems.report("metrics:dropped", "metrics batches dropped after failed sends", "metrics",
+                                     notify=False, event="metrics.dropped")
+            return err is None
+
+
+def _short(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # pragma: no cover
+        return "?"
+    return text if len(text) <= 300 else text[:300] + "…"
