@@ -1,22 +1,21 @@
 """Patterns for the ``matches`` operator that cannot hang anything (private).
 
-``matches`` is Python's ``re.search`` over a string attribute, for patterns that cannot make
-anything slow. How a pattern runs (``compile_search``):
+``matches`` searches a string attribute for a pattern in RE2's syntax and meaning, in time
+linear in the attribute. How a pattern runs (``compile_search``):
 
-- a pattern ``backtracking_problem`` proves cannot backtrack catastrophically runs on Python's
-  ``re`` on every host (1-3 us a search; the same answers everywhere);
-- any other pattern runs on RE2 (``google-re2``, a linear-time engine) where it is importable:
-  the server always has it, SDK hosts get it with ``pip install turnout[re2]``;
-- without RE2 such a pattern is *not usable*: its condition is false and the SDK warns once;
-- an attribute value longer than ``MAX_MATCH_LENGTH`` characters never matches, which bounds
-  every search (a proven-safe pattern costs at most about length² steps: ~1 ms at 1,024).
+- on RE2 (``google-re2``, a linear-time engine) wherever it is importable: the server always
+  has it, SDK hosts get it with ``pip install turnout[re2]``;
+- without it, on Python's ``re`` if ``backtracking_problem`` proves the pattern cannot backtrack
+  catastrophically, compiled to behave as RE2 does (``re.ASCII``: ``\\d \\w \\s \\b`` are ASCII;
+  ``$`` outside multi-line mode only at the very end, not also before a final newline). What
+  still differs: under ``(?i)``, RE2 also folds non-ASCII letters (``é``/``É``, the Kelvin sign);
+- any other pattern is *not usable* there: its condition is false and the SDK warns once;
+- an attribute value longer than ``MAX_MATCH_LENGTH`` characters never matches. That bounds the
+  ``re`` fallback too: a proven-safe pattern costs at most about length² steps (``bench/regex``).
 
-Write-time validation (``pattern_problem``) refuses what ``re`` or RE2 cannot compile and what
-the static check cannot prove safe, so every pattern the server stores runs on ``re`` with the
-same answer on every host, RE2 or not. RE2 at run time covers rulesets from elsewhere (an older
-server, a bootstrap file). Why not RE2 for everything: through the ``google-re2`` wrapper a
-search costs ~30 us against ``re``'s 1-3 us, and RE2 differs from ``re`` in corners (``\\d``,
-``\\w``, ``\\s``, ``\\b`` are ASCII; ``$`` never matches before a final newline).
+Write-time validation (``pattern_problem``) refuses what RE2 or ``re`` cannot compile, two
+spellings both compile but read differently (``{,n}``, POSIX classes ``[[:alpha:]]``), and what
+the static check cannot prove safe, so every stored pattern also runs on an SDK without RE2.
 
 The static check (conservative: it refuses some patterns that are in fact harmless) works on
 ``re``'s own parse tree. With a pattern's single-character items compared through the real
@@ -334,6 +333,9 @@ def pattern_problem(pattern: str) -> str | None:
     """Why a ``matches`` pattern cannot be saved, naming the bad part; None when it can."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         return f"longer than {MAX_PATTERN_LENGTH} characters"
+    for spelling, why in _DIVERGENT:
+        if spelling.search(pattern):
+            return f"bad regex for 'matches': {why}"
     try:
         re.compile(pattern)
     except (re.error, RecursionError, OverflowError) as exc:
@@ -341,6 +343,10 @@ def pattern_problem(pattern: str) -> str | None:
     found = _analyse(pattern)
     if found is not None and not found[0]:
         return f"bad regex for 'matches': {found[1]}"
+    try:
+        _re_search(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:  # e.g. (?u), which re.ASCII refuses
+        return f"bad regex for 'matches': {exc}"
     if _re2 is not None:
         compiled = _re2_search(pattern)
         if isinstance(compiled, str):
@@ -348,6 +354,34 @@ def pattern_problem(pattern: str) -> str | None:
     if found is not None:
         return f"'matches' pattern {pattern!r} could take time that grows faster than the input: {found[1]}"
     return None
+
+
+_DIVERGENT = (
+    (re.compile(r"(?<!\\)\{,\d*\}"), "'{,n}' (RE2 reads it literally; write '{0,n}')"),
+    (re.compile(r"\[:\^?[a-z]+:\]"), "a POSIX class such as '[[:alpha:]]' (Python's re does not know them)"),
+)
+
+
+def _end_only(items: list[Any], flags: int) -> None:
+    """``$`` as RE2 reads it: outside multi-line mode, the very end only (in place)."""
+    for index, (op, av) in enumerate(items):
+        name = _name(op)
+        if name == "AT" and av is _c.AT_END and not flags & re.MULTILINE:
+            items[index] = (op, _c.AT_END_STRING)
+        elif name == "SUBPATTERN":
+            _end_only(av[3], _scoped(flags, av))
+        elif name == "BRANCH":
+            for alt in av[1]:
+                _end_only(alt, flags)
+        elif name in _REPEATS:
+            _end_only(av[2], flags)
+
+
+def _re_search(pattern: str) -> Search:
+    """``re`` compiled to read the pattern as RE2 does (ASCII classes, ``$`` at the very end)."""
+    parsed = _parser.parse(pattern, re.ASCII)
+    _end_only(parsed.data, parsed.state.flags)
+    return _compiler.compile(parsed, re.ASCII).search  # type: ignore[no-any-return]
 
 
 def _guarded(search: Search) -> Search:
@@ -366,14 +400,14 @@ def compile_search(pattern: str) -> Search | str:
 
     Never raises and never returns a function that can backtrack catastrophically."""
     try:
-        problem = f"longer than {MAX_PATTERN_LENGTH} characters"
-        if len(pattern) <= MAX_PATTERN_LENGTH:
-            problem = backtracking_problem(pattern) or ""
-            if not problem:
-                return re.compile(pattern).search
         if _re2 is not None:
             compiled = _re2_search(pattern)
             return compiled if isinstance(compiled, str) else _guarded(compiled)
-        return f"not proven safe without RE2 ({problem}); install turnout[re2]"
+        if len(pattern) > MAX_PATTERN_LENGTH:
+            return f"longer than {MAX_PATTERN_LENGTH} characters"
+        problem = backtracking_problem(pattern)
+        if problem is not None:
+            return f"not proven safe without RE2 ({problem}); install turnout[re2]"
+        return _re_search(pattern)
     except Exception as exc:  # RecursionError, OverflowError...: unusable, never raised
         return f"cannot be compiled ({type(exc).__name__})"

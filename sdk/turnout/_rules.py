@@ -15,10 +15,10 @@ Evaluation semantics (DESIGN.md, "Cohort rules"), made precise here:
   comparable with at least one value and equals none of them.
 - ``contains``: for a string attribute, one of the (string) values is a substring; for a
   list/tuple attribute, one of the values is an element (same kind rules as ``eq``).
-- ``starts_with``/``ends_with``/``matches``: string attribute, any value. ``matches`` is
-  ``re.search`` for patterns proven unable to backtrack catastrophically (the only ones saved);
-  any other pattern runs on RE2 when ``google-re2`` is installed, else its condition is false
-  (``turnout._regex``). A value longer than ``MAX_MATCH_LENGTH`` (1,024) characters never matches.
+- ``starts_with``/``ends_with``/``matches``: string attribute, any value. ``matches`` searches
+  with RE2's syntax and meaning in linear time: RE2 when ``google-re2`` is installed, else
+  Python's ``re`` for patterns proven unable to backtrack catastrophically (the only ones saved),
+  else false (``turnout._regex``). A value over ``MAX_MATCH_LENGTH`` (1,024) chars never matches.
 - ``lt lte gt gte``: numeric attribute against the first value (a number).
 - ``semver_lt``/``semver_gte``: attribute and first value are ``MAJOR.MINOR.PATCH``
   (three non-negative decimal integers, nothing else); an attribute that does not parse is

@@ -134,9 +134,14 @@ def test_matches__safe_patterns__same_answer_with_and_without_re2(
     assert (ruleset.decide("f", "k", {"ua": value}).path == "parallel") is expected
 
 
-def test_matches__saved_pattern__runs_on_re_with_the_same_answer_with_and_without_re2(engine: str) -> None:
-    ruleset = compile_ruleset(doc(r"^\d$"))
-    assert ruleset.decide("f", "k", {"ua": "\u0663"}).path == "parallel"  # RE2's \d would be ASCII-only
+@pytest.mark.parametrize(
+    ("pattern", "value", "path"),
+    [(r"^\d$", "\u0663", "legacy"), (r"^\w+$", "\u00e9t\u00e9", "legacy"), (r"^user-\d+$", "user-1\n", "legacy"),
+     (r"\bx\b", "\u00e9x\u00e9", "parallel"), (r"(?m)^user-\d+$", "user-1\nx", "parallel")],
+)
+def test_matches__re_fallback__reads_the_pattern_as_re2_does(engine: str, pattern: str, value: str, path: str) -> None:
+    """ASCII classes, and $ at the very end unless (?m): the same answer on both hosts (not plain re's)."""
+    assert compile_ruleset(doc(pattern)).decide("f", "k", {"ua": value}).path == path
 
 
 def test_matches__re2_path_lone_surrogate__no_match_not_an_error() -> None:
@@ -195,6 +200,8 @@ def test_validate_rules__evil_pattern__refused_naming_the_value(engine: str, pat
         (r"(\w+\s?)+$", "varies in length"),
         ("x" * 1001, "longer than 1000 characters"),
         ("(unclosed", "bad regex for 'matches'"),
+        ("a{,2}", "write '{0,n}'"),
+        ("[[:alpha:]]+", "POSIX class"),
     ],
 )
 def test_validate_rules__unsafe_or_unsupported__refused_naming_the_problem(
