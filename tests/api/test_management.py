@@ -183,12 +183,15 @@ def test_flag_state_list__every_environment__in_order(admin_api, flag):
     assert [s["environment"] for s in body] == ["staging", "production"]
 
 
-def test_flag_state_update__editor_in_approval_env__403_saying_why(as_role, flag, audit_events):
+def test_flag_state_update__editor_in_approval_env__202_change_request_saying_why(as_role, flag, audit_events):
     response = as_role("editor").patch("/api/v1/flags/invoice-engine/states/production/",
                                        {"version": 1, "percentage": 5}, format="json")
-    error = assert_error(response, 403, "forbidden")
-    assert "production" in error["message"] and "requires approval" in error["message"]
-    assert audit_events() == []
+    assert response.status_code == 202, response.content
+    assert response.json()["change_request"]["status"] == "pending"
+    [event] = audit_events()
+    assert event.action == "change_request.created"
+    assert "production" in event.after["why"] and "requires approval" in event.after["why"]
+    assert FlagState.objects.get(flag__key="invoice-engine", environment__key="production").percentage == 0
 
 
 def test_flag_state_kill__editor_in_approval_env__allowed_break_glass(as_role, flag, actor):
@@ -199,26 +202,27 @@ def test_flag_state_kill__editor_in_approval_env__allowed_break_glass(as_role, f
     assert response.status_code == 200 and response.json()["enabled"] is False
 
 
-def test_flag_update__salt_change_where_live_in_approval_env__editor_403(as_role, flag, actor):
+def test_flag_update__salt_change_where_live_in_approval_env__editor_change_request(as_role, flag, actor):
     from rollout.services.flags import flag_state_update
 
     flag_state_update(actor=actor, flag="invoice-engine", environment="production", version=1, enabled=True)
     editor = as_role("editor")
     body = {"salt": "new-salt", "reason": "reshuffle"}
-    assert_error(editor.patch("/api/v1/flags/invoice-engine/", body, format="json"), 403, "forbidden")
+    assert editor.patch("/api/v1/flags/invoice-engine/", body, format="json").status_code == 202
     assert editor.patch("/api/v1/flags/invoice-engine/", {"description": "d"}, format="json").status_code == 200
+    assert as_role("viewer").patch("/api/v1/flags/invoice-engine/", body, format="json").status_code == 403
     assert as_role("admin").patch("/api/v1/flags/invoice-engine/", body, format="json").json()["salt"] == "new-salt"
 
 
-def test_cohort_change__used_in_approval_env__editor_403_for_rules_and_members(as_role, world, actor):
+def test_cohort_change__used_in_approval_env__editor_change_request_for_rules_and_members(as_role, world, actor):
     from rollout.services.flags import flag_state_update
 
     flag_state_update(actor=actor, flag="invoice-engine", environment="production", version=1,
                       include_cohorts=["pilot"])
     editor = as_role("editor")
-    assert_error(editor.post("/api/v1/cohorts/pilot/members/", {"add": ["t3"]}, format="json"), 403, "forbidden")
-    assert_error(editor.patch("/api/v1/cohorts/pilot/", {"version": 2, "rules": None, "match_on": "x"},
-                              format="json"), 403, "forbidden")
+    assert editor.post("/api/v1/cohorts/pilot/members/", {"add": ["t3"]}, format="json").status_code == 202
+    assert editor.patch("/api/v1/cohorts/pilot/", {"version": 2, "rules": None, "match_on": "x"},
+                        format="json").status_code == 202
     assert editor.patch("/api/v1/cohorts/pilot/", {"version": 2, "name": "Pilot tenants"},
                         format="json").status_code == 200
 

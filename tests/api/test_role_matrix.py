@@ -80,14 +80,15 @@ MATRIX = [
     ("GET", "/api/v1/flags/invoice-engine/states/", None, read()),
     ("GET", S, None, read()),
     ("PATCH", S, {"version": 2, "percentage": 50}, edit(200)),
-    # Production requires approval: only admins change it directly; kill is break-glass for editors too.
-    ("PATCH", P, {"version": 2, "percentage": 50}, admin_only(200)),
+    # Production requires approval: editors and approvers propose (202), admins change it directly; kill is
+    # break-glass for editors too.
+    ("PATCH", P, {"version": 2, "percentage": 50}, propose(200)),
     ("POST", S + "kill/", {"reason": "errors"}, edit(200)),
     ("POST", P + "kill/", {"reason": "errors"}, edit(200)),
     ("POST", OFF_S + "resume/", {"version": 1}, edit(200)),
-    ("POST", OFF_P + "resume/", {"version": 1}, admin_only(200)),
+    ("POST", OFF_P + "resume/", {"version": 1}, propose(200)),
     ("POST", S + "retire/", {"version": 2}, edit(200)),
-    ("POST", P + "retire/", {"version": 2}, admin_only(200)),
+    ("POST", P + "retire/", {"version": 2}, propose(200)),
     ("GET", "/api/v1/cohorts/", None, read()),
     ("POST", "/api/v1/cohorts/", {"key": "beta", "name": "Beta"}, edit(201)),
     ("GET", "/api/v1/cohorts/pilot/", None, read()),
@@ -113,9 +114,10 @@ MATRIX = [
     ("PUT", A_P + "stages/", {"version": 2, "template": "standard"}, propose(200)),
     ("POST", A_S + "advance/", {"version": 2}, edit(200)),
     ("POST", A_P + "advance/", {"version": 2}, propose(200)),
-    # Pause and rollback never wait for approval (a rollback where it would apply is break-glass).
-    ("POST", B_S + "pause/", {"reason": "hold"}, edit(200)),
-    ("POST", B_P + "rollback/", {"reason": "errors"}, edit(200)),
+    # Pause and rollback never wait for approval (a rollback where it would apply is break-glass), but name
+    # the version they read.
+    ("POST", B_S + "pause/", {"reason": "hold", "version": 3}, edit(200)),
+    ("POST", B_P + "rollback/", {"reason": "errors", "version": 4}, edit(200)),
     ("GET", A_S + "guardrails/", None, read()),
     ("PUT", A_S + "guardrails/", {"version": 2, "max_error_rate": 5}, edit(200)),
     ("PUT", A_P + "guardrails/", {"version": 2, "max_error_rate": 5}, propose(200)),

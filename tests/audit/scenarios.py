@@ -800,7 +800,7 @@ def _mismatch_group_mark_known() -> Expect:
                          "flag": "invoice-engine"})
 
 
-@service_scenario("change_request_submit")
+@service_scenario("submit_state")
 def _submit_state() -> Expect:
     from actions.submit import submit_state
 
@@ -893,14 +893,14 @@ def _rollout_advance_post(api: Api) -> EndpointExpect:
 @endpoint_scenario("rollout-pause", "POST")
 def _rollout_pause_post(api: Api) -> EndpointExpect:
     advanced()
-    return _json("POST", STATE_URL + "pause/", {"reason": "look"}, 200, api, "flag_state.paused", "flag_state",
+    return _json("POST", STATE_URL + "pause/", {"reason": "look", "version": 3}, 200, api, "flag_state.paused", "flag_state",
                  "invoice-engine@staging")
 
 
 @endpoint_scenario("rollout-rollback", "POST")
 def _rollout_rollback_post(api: Api) -> EndpointExpect:
     advanced()
-    return _json("POST", STATE_URL + "rollback/", {"reason": "errors"}, 200, api, "flag_state.rolled_back",
+    return _json("POST", STATE_URL + "rollback/", {"reason": "errors", "version": 3}, 200, api, "flag_state.rolled_back",
                  "flag_state", "invoice-engine@staging")
 
 

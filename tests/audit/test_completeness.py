@@ -44,6 +44,7 @@ NOT_ENTRY_POINTS = {
 
 
 def _service_modules() -> Iterator[Any]:
+    yield importlib.import_module("actions.submit")  # the action layer: submit and change-request decisions
     base = Path(settings.BASE_DIR).resolve()
     for config in apps.get_app_configs():
         if not Path(config.path).resolve().is_relative_to(base):

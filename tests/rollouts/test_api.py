@@ -50,7 +50,9 @@ def test_advance__editor_in_production__202_then_approver_applies_then_stale_is_
     assert FlagState.objects.get(flag=planned, environment__key="production").stage == 1
 
     second = ed.post(f"{STATE}/production/advance/", {"version": 3}, format="json").json()["change_request"]
-    assert client_for("root").post(f"{STATE}/production/pause/", {"reason": "hold"}, format="json").status_code == 200
+    assert client_for("root").post(f"{STATE}/production/pause/", {"reason": "hold"}, format="json").status_code == 428
+    assert client_for("root").post(f"{STATE}/production/pause/", {"reason": "hold", "version": 3},
+                                   format="json").status_code == 200
     stale = ann.post(f"/api/v1/change-requests/{second['id']}/approve/", {}, format="json")
     assert stale.status_code == 409 and stale.json()["error"]["code"] == "conflict"
     assert ann.get(f"/api/v1/change-requests/{second['id']}/").json()["status"] == "stale"
@@ -59,7 +61,9 @@ def test_advance__editor_in_production__202_then_approver_applies_then_stale_is_
 def test_rollback_and_pause__viewer__403_editor_200_with_break_glass_review(planned, people, actor):
     rollout_advance(actor=actor, flag=planned.key, environment="production")
     assert client_for("vic").post(f"{STATE}/production/rollback/", {}, format="json").status_code == 403
-    response = client_for("ed").post(f"{STATE}/production/rollback/", {"reason": "pager"}, format="json")
+    version = FlagState.objects.get(flag=planned, environment__key="production").version
+    response = client_for("ed").post(f"{STATE}/production/rollback/", {"reason": "pager", "version": version},
+                                     format="json")
     assert response.status_code == 200 and response.json()["rollout"]["stage"] == 0
     reviews = client_for("ann").get("/api/v1/review-items/?open=1").json()["results"]
     assert [(r["action"], r["actor"]) for r in reviews] == [("rollback", "ed")]

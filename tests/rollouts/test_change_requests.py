@@ -25,7 +25,7 @@ def _prod() -> FlagState:
 def test_change_request_submit__plain_env__applied_at_once(planned, people):
     submitted = submit_state(actor=people["ed"], flag=planned.key, environment="staging", action="advance",
                                       params={}, version=None)
-    assert submitted.applied and submitted.state.stage == 1
+    assert submitted.applied and submitted.target.stage == 1
 
 
 def test_change_request__approval_flow_with_two_users__applied_with_requester_and_approver(planned, people,
