@@ -53,3 +53,15 @@ def generate_contexts(count: int, seed: int = 4) -> list[tuple[Any, dict[str, An
             attributes[name] = value.format(n=rng.randrange(500)) if isinstance(value, str) else value
         out.append((key, attributes))
     return out
+
+
+def ofrep_reason(decision: Any, ruleset: Any) -> str:
+    """The OpenFeature reason for an engine decision, written out independently of the mapping under test:
+    OFREP has no DEFAULT, so a subject left on legacy by the split is SPLIT when it was drawn in a live split
+    (0 % < percentage < 100 %) and STATIC when nothing was drawn (0 %, or no ``bucket_by`` attribute)."""
+    if str(decision.reason) != "DEFAULT":
+        return str(decision.reason)
+    if decision.bucket is None:
+        return "STATIC"
+    threshold = round(ruleset.doc["flags"][decision.flag]["percentage"] * 10_000)
+    return "SPLIT" if 0 < threshold < 1_000_000 else "STATIC"

@@ -14,9 +14,7 @@ from common.actors import Actor
 from rollout.models import Environment
 from rollout.ruleset import get_ruleset
 from rollout.services.keys import sdk_key_create
-from tests.evaluation_contexts import generate_contexts
-
-OFREP_REASON = {"DEFAULT": "SPLIT"}
+from tests.evaluation_contexts import generate_contexts, ofrep_reason
 
 
 def expected_sdk(decision: Decision) -> dict[str, Any]:
@@ -27,14 +25,14 @@ def expected_sdk(decision: Decision) -> dict[str, Any]:
     return body
 
 
-def assert_ofrep_matches(item: dict[str, Any], decision: Decision) -> None:
+def assert_ofrep_matches(item: dict[str, Any], decision: Decision, ruleset: Ruleset) -> None:
     assert item["key"] == decision.flag
     if decision.error_code is not None:
         assert item["errorCode"] == decision.error_code and "value" not in item
         return
     assert item["value"] is (str(decision.path) == "parallel")
     assert item["variant"] == str(decision.path)
-    assert item["reason"] == OFREP_REASON.get(str(decision.reason), str(decision.reason))
+    assert item["reason"] == ofrep_reason(decision, ruleset)
     assert item["metadata"]["compare"] is decision.compare
     assert item["metadata"]["turnoutReason"] == str(decision.reason)
 
@@ -87,10 +85,10 @@ def test_evaluation__10000_contexts__server_ofrep_and_local_decide_agree(client,
         items = _post(client, "/ofrep/v1/evaluate/flags", {"context": context}, secret).json()["flags"]
         assert [i["key"] for i in items] == sorted(ruleset.flag_keys)
         for item in items:
-            assert_ofrep_matches(item, local[item["key"]])
+            assert_ofrep_matches(item, local[item["key"]], ruleset)
         flag = flags[(n + 2) % len(flags)]
         response = _post(client, f"/ofrep/v1/evaluate/flags/{flag}", {"context": context}, secret)
-        assert_ofrep_matches(response.json(), local[flag])
+        assert_ofrep_matches(response.json(), local[flag], ruleset)
         expected_status = 200 if local[flag].error_code is None else (
             404 if local[flag].error_code == "FLAG_NOT_FOUND" else 400)
         assert response.status_code == expected_status

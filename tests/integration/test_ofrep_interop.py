@@ -20,10 +20,8 @@ from rollout.demo import seed_demo
 from rollout.models import Environment
 from rollout.ruleset import get_ruleset
 from rollout.services.keys import sdk_key_create
-from tests.evaluation_contexts import generate_contexts
+from tests.evaluation_contexts import generate_contexts, ofrep_reason
 from tests.integration.test_evaluation_agreement import expected_sdk
-
-OFREP_REASON = {"DEFAULT": "SPLIT"}
 
 
 def _of_context(key: Any, attributes: dict[str, Any] | None) -> EvaluationContext:
@@ -63,7 +61,7 @@ def test_ofrep_interop__published_provider__same_answers_as_the_engine(live):
             assert details.error_code is None, (flag, key, details)
             assert details.value is (str(local.path) == "parallel")
             assert details.variant == str(local.path)
-            assert details.reason == OFREP_REASON.get(str(local.reason), str(local.reason))
+            assert details.reason == ofrep_reason(local, ruleset)
             assert details.flag_metadata["compare"] is local.compare
             assert details.flag_metadata["version"] == local.version
     finally:
