@@ -159,23 +159,31 @@ def _decider(actor: Actor, cr: ChangeRequest) -> Any:
     return user
 
 
-def _decided(cr: ChangeRequest, *, actor: Actor, user: Any, status: str, reason: str) -> None:
+def _decided(cr: ChangeRequest, *, actor: Actor, status: str, reason: str) -> None:
     cr.status = status
-    cr.decided_by, cr.decided_by_label, cr.decided_at = user, actor.label[:150], clock.now()
+    cr.decided_by_id, cr.decided_by_label, cr.decided_at = actor.user_id, actor.label[:150], clock.now()
     cr.decision_reason = reason
     cr.save()
+
+
+def _closed(cr: ChangeRequest, *, actor: Actor, action: Action, reason: str) -> ChangeRequest:
+    """Record a pending request's rejection or withdrawal (its one event)."""
+    audit_record(actor=actor, action=action, object_type="change_request", object_key=str(cr.pk),
+                 environment=environment_of(cr), before={"status": ChangeRequestStatus.PENDING},
+                 after=change_request_snapshot(cr), reason=reason)
+    return cr
 
 
 def change_request_approve(*, actor: Actor, change_request: int, reason: str = "") -> ChangeRequest:
     """Approve and apply; if the target moved since the request, mark it stale instead."""
     with action_atomic():
         cr = _locked_request(change_request)
-        user = _decider(actor, cr)
+        _decider(actor, cr)
         spec = spec_for(cr.action, cr.params)
         obj = LOCKS[spec.target](cr.target_key)
         if obj.version != cr.based_on_version:
             before = change_request_snapshot(cr)
-            _decided(cr, actor=actor, user=user, status=ChangeRequestStatus.STALE, reason=reason)
+            _decided(cr, actor=actor, status=ChangeRequestStatus.STALE, reason=reason)
             audit_record(actor=actor, action=Action.CHANGE_REQUEST_STALE, object_type="change_request",
                          object_key=str(cr.pk), environment=environment_of(cr),
                          before={"status": before["status"], "based_on_version": cr.based_on_version},
@@ -183,7 +191,7 @@ def change_request_approve(*, actor: Actor, change_request: int, reason: str = "
                          reason=f"{cr.target_label} moved from version {cr.based_on_version} to {obj.version}")
             return cr
         approval = Approval(change_request=cr.pk, requested_by=cr.requested_by_label, approved_by=actor.label)
-        _decided(cr, actor=actor, user=user, status=ChangeRequestStatus.APPLIED, reason=reason)
+        _decided(cr, actor=actor, status=ChangeRequestStatus.APPLIED, reason=reason)
         spec.perform(obj, actor=actor, approval=approval, version=cr.based_on_version, reason=cr.reason or reason,
                      **cr.params)
         if _refresh(obj).version == cr.based_on_version:  # already in place: still record the decision
@@ -196,12 +204,9 @@ def change_request_approve(*, actor: Actor, change_request: int, reason: str = "
 def change_request_reject(*, actor: Actor, change_request: int, reason: str = "") -> ChangeRequest:
     with audited_atomic():
         cr = _locked_request(change_request)
-        user = _decider(actor, cr)
-        _decided(cr, actor=actor, user=user, status=ChangeRequestStatus.REJECTED, reason=reason)
-        audit_record(actor=actor, action=Action.CHANGE_REQUEST_REJECTED, object_type="change_request",
-                     object_key=str(cr.pk), environment=environment_of(cr),
-                     before={"status": ChangeRequestStatus.PENDING}, after=change_request_snapshot(cr), reason=reason)
-        return cr
+        _decider(actor, cr)
+        _decided(cr, actor=actor, status=ChangeRequestStatus.REJECTED, reason=reason)
+        return _closed(cr, actor=actor, action=Action.CHANGE_REQUEST_REJECTED, reason=reason)
 
 
 def change_request_cancel(*, actor: Actor, change_request: int, reason: str = "") -> ChangeRequest:
@@ -210,14 +215,8 @@ def change_request_cancel(*, actor: Actor, change_request: int, reason: str = ""
         cr = _locked_request(change_request)
         if actor.user_id is None or actor.user_id != cr.requested_by_id:
             raise Forbidden("only the requester can cancel a change request")
-        cr.status = ChangeRequestStatus.CANCELLED
-        cr.decided_by_id, cr.decided_by_label, cr.decided_at = actor.user_id, actor.label[:150], clock.now()
-        cr.decision_reason = reason
-        cr.save()
-        audit_record(actor=actor, action=Action.CHANGE_REQUEST_CANCELLED, object_type="change_request",
-                     object_key=str(cr.pk), environment=environment_of(cr),
-                     before={"status": ChangeRequestStatus.PENDING}, after=change_request_snapshot(cr), reason=reason)
-        return cr
+        _decided(cr, actor=actor, status=ChangeRequestStatus.CANCELLED, reason=reason)
+        return _closed(cr, actor=actor, action=Action.CHANGE_REQUEST_CANCELLED, reason=reason)
 
 
 def review_item_acknowledge(*, actor: Actor, review_item: int, note: str = "") -> ReviewItem:

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import redis
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from common import heartbeats
+from common.hybrid import HybridMiddleware
 from common.redis import breaker, client_options
 
 logger = logging.getLogger("turnout.health")
@@ -115,16 +116,8 @@ def _readiness_response() -> HttpResponse:
                         status=503 if state == "unavailable" else 200)
 
 
-class HealthCheckMiddleware:
+class HealthCheckMiddleware(HybridMiddleware):
     """Answers ``/healthz`` and ``/readyz`` before anything else runs (see the module docstring)."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     @staticmethod
     def _which(request: HttpRequest) -> str | None:

@@ -17,6 +17,7 @@ from common import metrics
 from common.charsets import refused_charset
 from common.conf import get_setting
 from common.errors import error_body
+from common.hybrid import HybridMiddleware
 from common.request_context import request_id_var
 
 request_logger = logging.getLogger("turnout.http")
@@ -49,16 +50,8 @@ def _request_id(request: HttpRequest) -> str:
     return incoming if _VALID.match(incoming) else uuid.uuid4().hex
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(HybridMiddleware):
     """Gives every request an id (or keeps a sane incoming ``X-Request-ID``) and echoes it back."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         if iscoroutinefunction(self):
@@ -90,17 +83,9 @@ def _route(request: HttpRequest) -> str:
     return match.route if match is not None and match.route else "unmatched"
 
 
-class RequestLogMiddleware:
+class RequestLogMiddleware(HybridMiddleware):
     """Counts and times every request for ``/metrics`` (by route pattern, never the raw path) and
     writes one ``http.request`` log line (with the request id) when ``LOG_REQUESTS`` is on."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         if iscoroutinefunction(self):
@@ -185,17 +170,9 @@ def _charset_refused(request: HttpRequest) -> HttpResponse | None:
     return JsonResponse(error_body("parse_error", message, {"Content-Type": [message]}), status=400)
 
 
-class UnsupportedCharsetMiddleware:
+class UnsupportedCharsetMiddleware(HybridMiddleware):
     """A request whose ``Content-Type`` names a codec that is not a text encoding (``rot13``, ``hex``)
     gets a JSON 400 before anything reads its body (Django would decode form fields with it: a 500)."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         if iscoroutinefunction(self):
