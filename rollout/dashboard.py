@@ -9,7 +9,6 @@ from typing import Any
 from django.db.models import Count, Q
 
 from audit.models import AuditEvent
-from rollout.guardrail_health import last_check
 from rollout.models import Environment, Flag, FlagState, Guardrail, MetricMinute, Workload
 
 STATUSES = (("live", "Live"), ("off", "Off / killed"), ("retired", "Legacy retired"))
@@ -47,10 +46,9 @@ def _object_filter(workload: Workload, flag_keys: list[str]) -> Q:
 def guardrail_status(state: FlagState) -> str:
     """The guardrails' last verdict (from the periodic check), without reading metrics per row."""
     try:
-        state.guardrail  # noqa: B018  (select_related: no query)
+        checked = state.guardrail.last_check  # select_related: no query
     except Guardrail.DoesNotExist:
         return "unguarded"
-    checked = last_check(state.pk)
     return str(checked["status"]) if checked else "not checked yet"
 
 

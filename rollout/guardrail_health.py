@@ -11,17 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.cache import cache
-
 from common import clock
-from common.redis import degrade
 from rollout import metrics_read
 from rollout.metrics_read import PathStats
 from rollout.models import FlagState, Guardrail
 from rollout.services.mismatches import known_share
-
-# Where the guardrail check stores its last verdict per flag state (read by the pages and the API).
-LAST_CHECK_KEY = "guardrail:last:{}"
 
 
 @dataclass(frozen=True)
@@ -133,6 +127,20 @@ def evaluate_state(state: FlagState, *, now: datetime | None = None) -> Health:
 
 
 def last_check(flag_state_id: int) -> dict[str, Any] | None:
-    """The last check's figures, or None (none yet, or the cache away: shown as "not checked yet")."""
-    return degrade(lambda: cache.get(LAST_CHECK_KEY.format(flag_state_id)), None,  # type: ignore[no-any-return]
-                   what="guardrail_check")
+    """The last check's verdict and figures (``Guardrail.last_check``, in the database so every process
+    sees what the worker decided), or None when there has been none yet."""
+    found: dict[str, Any] | None = (Guardrail.objects.filter(flag_state_id=flag_state_id)
+                                    .values_list("last_check", flat=True).first())
+    return found
+
+
+def stored_health(state: FlagState) -> Health:
+    """The last check's verdict as a ``Health`` (for pages that poll: one row read, no recomputation);
+    judged now when no check has run yet."""
+    found = last_check(state.pk)
+    if not found or not is_active(state):
+        return evaluate_state(state)
+    checks = [Check(name=c["name"], limit=c["limit"], value=c["value"], ok=c["ok"]) for c in found.get("checks", [])]
+    return Health(status=found["status"], checks=checks, sample_size=found.get("sample_size", 0),
+                  min_sample_size=found.get("min_sample_size", 0), known_share=found.get("known_share", 0.0),
+                  mismatch_rate=found.get("mismatch_rate_excluding_known"))

@@ -346,6 +346,9 @@ class Guardrail(models.Model):
                                                                           MaxValueValidator(86_400)])
     action = models.CharField(max_length=8, choices=BreachAction.choices, default=BreachAction.ROLLBACK)
     updated_at = models.DateTimeField(auto_now=True)
+    # The last check's verdict and figures, kept where every process sees it (the worker writes, the pages
+    # and the API read): bookkeeping of the check, not a change of the guardrail, so not audited.
+    last_check = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -50,7 +50,7 @@ from rollout.forms import (
     WorkloadForm,
     overrides_text,
 )
-from rollout.guardrail_health import evaluate_state
+from rollout.guardrail_health import evaluate_state, stored_health
 from rollout.models import (
     ApiToken,
     ChangeRequest,
@@ -201,7 +201,8 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
         "status": selectors.state_status(state),
         "last_event": selectors.last_state_event(state),
         "plan": plan_status(state),
-        "health": evaluate_state(state),
+        # Pages and the 5-second poll show the last check's verdict (one row); after a change, judged afresh.
+        "health": evaluate_state(state) if request.method == "POST" else stored_health(state),
         "guardrail": guardrail_snapshot(guardrail),
         "pending": list(state.change_requests.filter(status=ChangeRequestStatus.PENDING).order_by("pk")),
         "may_edit": can(request.user, Capability.EDIT),

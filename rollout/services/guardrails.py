@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.core.cache import cache
 from django.db import transaction
 
 from audit.models import AuditEvent
@@ -37,9 +36,8 @@ from common import clock
 from common.actors import Actor
 from common.errors import ValidationFailed
 from common.metrics import record_guardrail_action
-from common.redis import degrade
 from common.services import check_version, full_clean, percentage
-from rollout.guardrail_health import LAST_CHECK_KEY, Health, evaluate_state
+from rollout.guardrail_health import Health, evaluate_state
 from rollout.models import BreachAction, FlagState, Gate, Guardrail, Reversibility
 from rollout.policy import Approval, require_approval_if_needed
 from rollout.services.flags import get_state_for_update, kill_state, write_state
@@ -135,9 +133,9 @@ def _notify(kind: str, state: FlagState, event: AuditEvent, payload: dict[str, A
 
 
 def _remember(state: FlagState, health: Health, now: datetime) -> None:
-    # Redis away never stops a check from acting on a breach: the figures are only not kept.
-    degrade(lambda: cache.set(LAST_CHECK_KEY.format(state.pk), {"checked_at": now.isoformat(), **health.figures()},
-                              timeout=3600), None, what="guardrail_check")
+    # In the database, inside the check's transaction: every process (and the UI's poll) sees it, Redis or not.
+    Guardrail.objects.filter(flag_state_id=state.pk).update(
+        last_check={"checked_at": now.isoformat(), **health.figures()})
 
 
 def _breach_action(state: FlagState, guardrail: Guardrail, health: Health, now: datetime) -> CheckOutcome:

@@ -227,3 +227,40 @@ def test_metrics_retention__minutes_older_than_30_days__folded_into_hours(flag, 
     add_metrics("staging", flag.key, old.replace(minute=30), "parallel", calls=1)
     metrics_retention(now=T0)
     assert MetricHour.objects.get().calls == 31  # added to the existing hour
+
+
+def test_guardrail_check__verdict__stored_in_the_database_not_a_process_cache(planned, actor):
+    """The issue: in embedded mode the last check lived in a per-process memory cache, so the web UI never
+    showed what the worker decided. Emptying this process's cache stands in for another process."""
+    from django.core.cache import cache
+
+    from rollout.guardrail_health import last_check
+
+    _at_stage(planned.key, actor, 5)
+    guardrail_set(actor=actor, flag=planned.key, environment="staging", version=None, max_error_rate=50,
+                  min_sample_size=50, window_seconds=300, action="pause")
+    add_metrics("staging", planned.key, T0 + timedelta(minutes=1), "parallel", calls=100, errors=1)
+    guardrail_check(flag_state_id=_state().pk, now=T0 + timedelta(minutes=1, seconds=40))
+    cache.clear()
+    stored = last_check(_state().pk)
+    assert stored is not None and stored["status"] == "healthy"
+    assert Guardrail.objects.get(flag_state=_state()).last_check["parallel"]["calls"] == 100
+
+
+def test_state_card__poll__shows_the_stored_check_without_reading_metrics(planned, actor, people, client):
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _at_stage(planned.key, actor, 5)
+    guardrail_set(actor=actor, flag=planned.key, environment="staging", version=None, max_error_rate=5,
+                  min_sample_size=50, window_seconds=300, action="pause")
+    Guardrail.objects.filter(flag_state=_state()).update(last_check={
+        "status": "breached", "sample_size": 80, "min_sample_size": 50,
+        "checks": [{"name": "error_rate", "limit": 5.0, "value": 30.0, "ok": False}]})
+    client.force_login(get_user_model().objects.get(username="vic"))
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"/flags/{planned.key}/staging/card/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert b"error rate 30.0% &gt; 5.0%" in response.content or b"error rate 30.0% > 5.0%" in response.content
+    assert not [q for q in queries.captured_queries if "metricminute" in q["sql"].lower()]
