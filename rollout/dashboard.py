@@ -109,15 +109,6 @@ def flag_states(flag: Flag) -> list[FlagState]:
     )
 
 
-def flag_state(flag_key: str, env_key: str) -> FlagState | None:
-    return (
-        FlagState.objects.filter(flag__key=flag_key, environment__key=env_key)
-        .select_related("flag", "flag__workload", "environment")
-        .prefetch_related("include_cohorts", "exclude_cohorts")
-        .first()
-    )
-
-
 def share_moving(old: Any, new: Any) -> float:
     """Percentage points of subjects that change path when the split goes from ``old`` to ``new``."""
     return abs(float(new) - float(old))

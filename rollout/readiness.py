@@ -15,7 +15,6 @@ from typing import Any
 
 from audit.names import Action
 from common import clock
-from common.errors import NotFound
 from rollout import metrics_read
 from rollout.guardrail_health import evaluate_state, last_check
 from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
@@ -26,14 +25,6 @@ from rollout.snapshots import flag_state_snapshot, guardrail_snapshot, stage_sna
 DEFAULT_WINDOW_SECONDS = 3600
 MAX_WINDOW_SECONDS = 7 * 86_400
 RECENT_SAMPLES = 5
-
-
-def get_state(flag: str, environment: str) -> FlagState:
-    state = (FlagState.objects.select_related("flag__workload", "environment")
-             .filter(flag__key=flag, environment__key=environment).first())
-    if state is None:
-        raise NotFound(f"no flag '{flag}' in environment '{environment}'")
-    return state
 
 
 def _iso(at: datetime | None) -> str | None:

@@ -48,9 +48,19 @@ def flag_state_list(flag: str) -> QuerySet[FlagState]:
             .order_by("environment__order", "environment__key"))
 
 
-def flag_state_get(flag: str, environment: str) -> FlagState:
-    state = flag_state_list(flag).filter(environment__key=environment).first()
+def flag_state_get(flag: str, environment: str, *, for_update: bool = False) -> FlagState:
+    """The one read of a flag state (its flag, workload and environment joined), with the one set of
+    errors: ``NotFound`` naming the flag or the environment that does not exist. ``for_update``: locked
+    for the rest of the caller's transaction (the services' writes)."""
+    states = FlagState.objects.select_related("flag__workload", "environment")
+    if for_update:
+        states = states.select_for_update(of=("self",))
+    else:
+        states = states.prefetch_related("include_cohorts", "exclude_cohorts")
+    state = states.filter(flag__key=flag, environment__key=environment).first()
     if state is None:
+        if not Flag.objects.filter(key=flag).exists():
+            raise NotFound(f"flag '{flag}' does not exist")
         raise NotFound(f"environment '{environment}' does not exist")
     return state
 

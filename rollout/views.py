@@ -32,7 +32,7 @@ from actions.submit import (
 )
 from audit.names import Action
 from cohorts.models import Cohort
-from common.errors import Forbidden, ServiceError
+from common.errors import Forbidden, NotFound, ServiceError
 from common.permissions import Capability, can, can_decide, primary_role
 from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
 from rollout import dashboard as selectors
@@ -66,6 +66,7 @@ from rollout.models import (
 )
 from rollout.policy import may_act_directly
 from rollout.readiness import plan_status, readiness
+from rollout.selectors import flag_state_get
 from rollout.services import flags as flag_services
 from rollout.services import keys as key_services
 from rollout.services import workloads as workload_services
@@ -236,10 +237,10 @@ def card_ids(env_key: str) -> str:
 
 
 def _state_or_404(key: str, env: str) -> FlagState:
-    state = selectors.flag_state(key, env)
-    if state is None:
-        raise Http404("no such flag or environment")
-    return state
+    try:
+        return flag_state_get(key, env)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
 
 
 def _render_card(request: HtmxHttpRequest, key: str, env: str, *, status: int = 200, **extra: Any) -> HttpResponse:

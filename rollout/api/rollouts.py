@@ -34,7 +34,8 @@ from rollout.api.rollout_outputs import (
 )
 from rollout.guardrail_health import evaluate_state, last_check
 from rollout.models import BreachAction, Gate, Guardrail
-from rollout.readiness import get_state, plan_status, readiness
+from rollout.readiness import plan_status, readiness
+from rollout.selectors import flag_state_get
 from rollout.services.guardrails import LIMIT_FIELDS
 from rollout.services.mismatches import mismatch_summary
 from rollout.services.stages import plan_template
@@ -123,7 +124,7 @@ class StagesView(RolloutView):
                    description="The plan's stages with their status, the stage in force, soak time left, pending "
                                "change requests and open break-glass reviews.")
     def get(self, request: Request, key: str, env: str) -> Response:
-        return Response(rollout_data(get_state(key, env)))
+        return Response(rollout_data(flag_state_get(key, env)))
 
     @extend_schema(operation_id="rollout_plan_set", summary="Set the plan (before it starts)", parameters=[
         *STATE_PARAMS, IF_MATCH], tags=TAGS, request=PlanInput, responses=SUBMIT_RESPONSES,
@@ -219,7 +220,7 @@ class GuardrailsView(RolloutView):
     @extend_schema(operation_id="rollout_guardrails_get", summary="Guardrails and their current verdict",
                    parameters=STATE_PARAMS, tags=TAGS, responses={200: GuardrailsOutput, **errors(404)})
     def get(self, request: Request, key: str, env: str) -> Response:
-        return Response(guardrails_data(get_state(key, env)))
+        return Response(guardrails_data(flag_state_get(key, env)))
 
     @extend_schema(operation_id="rollout_guardrails_set", summary="Set the guardrails", parameters=[
         *STATE_PARAMS, IF_MATCH], tags=TAGS, request=GuardrailInput, responses=SUBMIT_RESPONSES,
@@ -244,7 +245,7 @@ class ReadinessView(RolloutView):
         window = request.query_params.get("window")
         if window is not None and (not window.isdigit() or len(window) > 7):
             raise ValidationFailed.field("window", "must be a whole number of seconds")
-        report = readiness(get_state(key, env), window_seconds=int(window) if window else None)
+        report = readiness(flag_state_get(key, env), window_seconds=int(window) if window else None)
         return Response(ReadinessOutput(report).data)
 
 
@@ -254,7 +255,7 @@ class MismatchesView(RolloutView):
                    description="Kinds of difference between legacy and parallel results, their counts and "
                                "shares, and which are known differences.")
     def get(self, request: Request, key: str, env: str) -> Response:
-        return Response(MismatchSummaryOutput(mismatch_summary(get_state(key, env))).data)
+        return Response(MismatchSummaryOutput(mismatch_summary(flag_state_get(key, env))).data)
 
 
 class KnownInput(ChangeInput):
@@ -298,7 +299,7 @@ class GateView(ManagementView):
         description="For deployment tools (Argo Rollouts web metric, Flagger webhooks): 200 when the flag state "
                     "is healthy and ready to advance, 409 when not yet, 503 when failing; the reasons as JSON.")
     def get(self, request: Request, flag: str, env: str) -> Response:
-        report = readiness(get_state(flag, env))
+        report = readiness(flag_state_get(flag, env))
         body = {"flag": flag, "environment": env, "ready": report["verdict"] == "ready",
                 "verdict": report["verdict"], "reasons": report["reasons"], "stage": report["plan"]["stage"],
                 "guardrails": report["guardrails"]["status"], "breaches": report["guardrails"]["breaches"],

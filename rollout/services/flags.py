@@ -24,6 +24,7 @@ from rollout.policy import (
     state_effect,
     states_effect,
 )
+from rollout.selectors import flag_state_get
 from rollout.services.phases import sync_workload_phase
 from rollout.services.rulesets import ruleset_changed
 from rollout.snapshots import flag_snapshot, flag_state_snapshot
@@ -127,17 +128,8 @@ def flag_delete(*, actor: Actor, key: str, reason: str = "") -> None:
 
 
 def get_state_for_update(flag: str, environment: str) -> FlagState:
-    state = (
-        FlagState.objects.select_for_update(of=("self",))
-        .select_related("flag__workload", "environment")
-        .filter(flag__key=flag, environment__key=environment)
-        .first()
-    )
-    if state is None:
-        if not Flag.objects.filter(key=flag).exists():
-            raise NotFound(f"flag '{flag}' does not exist")
-        raise NotFound(f"environment '{environment}' does not exist")
-    return state
+    """``rollout.selectors.flag_state_get``, locked: every write to a flag state starts here."""
+    return flag_state_get(flag, environment, for_update=True)
 
 
 def _cohorts(keys: Iterable[str], *, field: str) -> list[Cohort]:
