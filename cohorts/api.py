@@ -43,7 +43,7 @@ def _subjects(help_text: str) -> serializers.ListField:
                                  required=False, default=list, help_text=help_text)
 
 
-class CohortOutput(serializers.Serializer):  # type: ignore[type-arg]
+class CohortOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     name = serializers.CharField()
     description = serializers.CharField()
@@ -56,13 +56,13 @@ class CohortOutput(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
 
 
-class MemberOutput(serializers.Serializer):  # type: ignore[type-arg]
+class MemberOutput(serializers.Serializer[Any]):
     subject = serializers.CharField()
     kind = serializers.ChoiceField(choices=MemberKind.choices)
     added_at = serializers.DateTimeField()
 
 
-class MembersResultOutput(serializers.Serializer):  # type: ignore[type-arg]
+class MembersResultOutput(serializers.Serializer[Any]):
     added = serializers.IntegerField(help_text="New members.")
     moved = serializers.IntegerField(help_text="Members moved between include and exclude.")
     unchanged = serializers.IntegerField(help_text="Already listed with this kind.")

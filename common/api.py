@@ -30,7 +30,7 @@ QUERY_CHECKED_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 _accepted_query: dict[tuple[type, str], frozenset[str]] = {}
 
 
-def list_query_parameters(view: generics.GenericAPIView) -> set[str]:  # type: ignore[type-arg]
+def list_query_parameters(view: generics.GenericAPIView[Any]) -> set[str]:
     """A list view's filter, ordering and pagination parameters, as its backends and paginator name them."""
     names: set[str] = set()
     for backend_class in view.filter_backends:
@@ -109,7 +109,7 @@ class ManagementView(ManagementMixin, APIView):
 
 
 # A list with pagination, django-filter filters and ordering; subclasses add ``post`` for create.
-class ManagementListView(ManagementMixin, generics.ListAPIView):  # type: ignore[type-arg]
+class ManagementListView(ManagementMixin, generics.ListAPIView[Any]):
     pass
 
 

@@ -44,7 +44,7 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
-class Input(serializers.Serializer):  # type: ignore[type-arg]
+class Input(serializers.Serializer[Any]):
     """An input serializer that refuses a non-object body and any field it does not declare."""
 
     def accepted_fields(self) -> set[str]:

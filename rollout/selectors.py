@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
 from common.errors import NotFound
 from rollout.models import ApiToken, Environment, Flag, FlagState, SdkKey, Workload
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 def environment_list() -> QuerySet[Environment]:
@@ -95,11 +100,11 @@ def api_token_get(prefix: str, *, user: object | None = None) -> ApiToken:
     return token
 
 
-def user_list() -> QuerySet:  # type: ignore[type-arg]
+def user_list() -> QuerySet[User]:
     return get_user_model().objects.prefetch_related("groups").order_by("username")
 
 
-def user_get(username: str):  # type: ignore[no-untyped-def]
+def user_get(username: str) -> User:
     user = user_list().filter(username=username).first()
     if user is None:
         raise NotFound(f"user '{username}' does not exist")

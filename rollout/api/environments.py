@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -18,7 +20,7 @@ from rollout.services.environments import environment_create, environment_update
 TAGS = ["environments"]
 
 
-class EnvironmentOutput(serializers.Serializer):  # type: ignore[type-arg]
+class EnvironmentOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     name = serializers.CharField()
     order = serializers.IntegerField()

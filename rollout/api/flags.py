@@ -31,7 +31,7 @@ VERSION_FIELD: dict[str, Any] = {"min_value": 1, "max_value": 2**31 - 1, "requir
                  "help_text": "The version read (or send If-Match)."}
 
 
-class FlagOutput(serializers.Serializer):  # type: ignore[type-arg]
+class FlagOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     workload = serializers.CharField(source="workload.key")
     description = serializers.CharField()
@@ -42,7 +42,7 @@ class FlagOutput(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
 
 
-class FlagStateOutput(serializers.Serializer):  # type: ignore[type-arg]
+class FlagStateOutput(serializers.Serializer[Any]):
     flag = serializers.CharField(source="flag.key")
     environment = serializers.CharField(source="environment.key")
     enabled = serializers.BooleanField()

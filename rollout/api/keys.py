@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -21,7 +23,7 @@ SDK_TAGS = ["sdk keys"]
 TOKEN_TAGS = ["api tokens"]
 
 
-class SdkKeyOutput(serializers.Serializer):  # type: ignore[type-arg]
+class SdkKeyOutput(serializers.Serializer[Any]):
     prefix = serializers.CharField(help_text="The key's first characters: how it is named, never the secret.")
     name = serializers.CharField()
     environment = serializers.CharField(source="environment.key")
@@ -35,7 +37,7 @@ class SdkKeyCreatedOutput(SdkKeyOutput):
     secret = serializers.CharField(help_text="The whole key (`sdk_…`): shown this once, stored only hashed.")
 
 
-class ApiTokenOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ApiTokenOutput(serializers.Serializer[Any]):
     prefix = serializers.CharField(help_text="The token's first characters: how it is named, never the secret.")
     name = serializers.CharField()
     user = serializers.CharField(source="user.username")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -20,7 +22,7 @@ TAGS = ["users"]
 ROLE_CHOICES = [(r, r) for r in ROLES]
 
 
-class UserOutput(serializers.Serializer):  # type: ignore[type-arg]
+class UserOutput(serializers.Serializer[Any]):
     username = serializers.CharField()
     email = serializers.CharField()
     roles = serializers.SerializerMethodField()

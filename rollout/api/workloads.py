@@ -26,7 +26,7 @@ from rollout.services.workloads import EDITABLE, workload_create, workload_delet
 TAGS = ["workloads"]
 
 
-class WorkloadOutput(serializers.Serializer):  # type: ignore[type-arg]
+class WorkloadOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     name = serializers.CharField()
     description = serializers.CharField()
@@ -41,7 +41,7 @@ class WorkloadOutput(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
 
 
-def _fields(required: bool) -> dict[str, serializers.Field]:  # type: ignore[type-arg]
+def _fields(required: bool) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
     optional: dict[str, Any] = {"required": False}
     text: dict[str, Any] = {"required": False, "allow_blank": True}
     return {
