@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 
-
 if TYPE_CHECKING:  # ModelAdmin is generic only in django-stubs, not at run time
     _ModelAdmin = admin.ModelAdmin[Any]
 else:

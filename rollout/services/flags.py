@@ -13,7 +13,7 @@ from cohorts.models import Cohort
 from common import clock
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.services import UNSET, check_version, full_clean, percentage
+from common.services import UNSET, Unset, check_version, full_clean, percentage
 from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
 from rollout.policy import (
     NO_EFFECT,
@@ -68,8 +68,8 @@ def flag_create(
 
 
 def flag_update(
-    *, actor: Actor, key: str, description: str = UNSET, salt: str = UNSET,  # type: ignore[assignment]
-    bucket_by: str = UNSET, reason: str = "",  # type: ignore[assignment]
+    *, actor: Actor, key: str, description: str | Unset = UNSET, salt: str | Unset = UNSET,
+    bucket_by: str | Unset = UNSET, reason: str = "",
     version: int | None = None, approval: Approval | None = None,
 ) -> Flag:
     """Changing ``salt`` or ``bucket_by`` reshuffles who is in the split in every environment where the
@@ -182,12 +182,12 @@ def update_state(
     *,
     actor: Actor,
     version: int | None,
-    enabled: bool = UNSET,  # type: ignore[assignment]
+    enabled: bool | Unset = UNSET,
     percentage_value: Any = UNSET,
     compare_percentage: Any = UNSET,
-    include_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
-    exclude_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
-    overrides: Mapping[str, str] = UNSET,  # type: ignore[assignment]
+    include_cohorts: Iterable[str] | Unset = UNSET,
+    exclude_cohorts: Iterable[str] | Unset = UNSET,
+    overrides: Mapping[str, str] | Unset = UNSET,
     reason: str = "",
     approval: Approval | None = None,
 ) -> AuditEvent | None:
@@ -229,12 +229,12 @@ def flag_state_update(
     flag: str,
     environment: str,
     version: int | None,
-    enabled: bool = UNSET,  # type: ignore[assignment]
+    enabled: bool | Unset = UNSET,
     percentage_value: Any = UNSET,
     compare_percentage: Any = UNSET,
-    include_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
-    exclude_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
-    overrides: Mapping[str, str] = UNSET,  # type: ignore[assignment]
+    include_cohorts: Iterable[str] | Unset = UNSET,
+    exclude_cohorts: Iterable[str] | Unset = UNSET,
+    overrides: Mapping[str, str] | Unset = UNSET,
     reason: str = "",
     approval: Approval | None = None,
 ) -> FlagState:
