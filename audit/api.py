@@ -88,7 +88,7 @@ class AuditView(StrictQueryMixin, APIView):
 
 @extend_schema(tags=["audit"], summary="Audit events, oldest first (cursor-paginated, filterable)",
                responses={200: AuditEventSerializer(many=True), 404: BAD_CURSOR, **ERROR_RESPONSES})
-class EventListView(StrictQueryMixin, generics.ListAPIView):
+class EventListView(StrictQueryMixin, generics.ListAPIView[AuditEvent]):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventSerializer
@@ -100,7 +100,7 @@ class EventListView(StrictQueryMixin, generics.ListAPIView):
 
 @extend_schema(tags=["audit"], summary="One audit event by sequence number",
                responses={200: AuditEventChangeSerializer, 404: NOT_FOUND, **ERROR_RESPONSES})
-class EventDetailView(StrictQueryMixin, generics.RetrieveAPIView):
+class EventDetailView(StrictQueryMixin, generics.RetrieveAPIView[AuditEvent]):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventChangeSerializer
@@ -110,7 +110,7 @@ class EventDetailView(StrictQueryMixin, generics.RetrieveAPIView):
 
 @extend_schema(tags=["audit"], summary="Everything that happened to one object, in order, with before/after diffs",
                responses={200: AuditEventChangeSerializer(many=True), 404: BAD_CURSOR, **ERROR_RESPONSES})
-class ObjectHistoryView(StrictQueryMixin, generics.ListAPIView):
+class ObjectHistoryView(StrictQueryMixin, generics.ListAPIView[AuditEvent]):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventChangeSerializer
@@ -278,7 +278,7 @@ def _export_or_404(pk: str) -> AuditExport:
 
 @extend_schema(tags=["audit"], summary="Export jobs, newest first",
                responses={200: AuditExportSerializer(many=True), 404: NOT_FOUND, **ERROR_RESPONSES})
-class ExportListView(StrictQueryMixin, generics.ListAPIView):
+class ExportListView(StrictQueryMixin, generics.ListAPIView[AuditExport]):
     permission_classes = [HasCapability]
     read_capability = Capability.AUDIT
     serializer_class = AuditExportSerializer

@@ -6,12 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import django_filters
+from django.db.models import QuerySet
 
 from audit.models import ActorType, AuditEvent
 from common.errors import ValidationFailed
 
 
-class AuditEventFilter(django_filters.FilterSet):
+class AuditEventFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
     since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte",
                                              help_text="Events at or after this ISO-8601 time.")
     until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt",
@@ -53,6 +54,7 @@ def clean_filters(params: Mapping[str, Any]) -> dict[str, str]:
     return dict(sorted(given.items()))
 
 
-def filtered_events(filters: Mapping[str, str]) -> Any:
+def filtered_events(filters: Mapping[str, str]) -> QuerySet[AuditEvent]:
     """Events matching already-cleaned filters (no ordering: callers walk by sequence)."""
-    return AuditEventFilter(data=dict(filters), queryset=AuditEvent.objects.all()).qs
+    events: QuerySet[AuditEvent] = AuditEventFilter(data=dict(filters), queryset=AuditEvent.objects.all()).qs
+    return events  # declared above: django-filter has no type information

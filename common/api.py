@@ -98,7 +98,7 @@ class ManagementMixin(StrictQueryMixin):
         for value in kwargs.values():
             if isinstance(value, str) and (len(value) > 255 or any(ord(ch) < 32 for ch in value)):
                 raise NotFound("no such object")
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        super().initial(request, *args, **kwargs)
 
     def actor(self) -> Actor:
         return Actor.from_request(self.request)  # type: ignore[attr-defined]

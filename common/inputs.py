@@ -93,6 +93,6 @@ class ObjectField(serializers.DictField):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             self.fail("not_a_dict", input_type=json_type(data))
-        return super().to_internal_value(data)  # type: ignore[no-any-return]
+        return super().to_internal_value(data)
 
     default_error_messages = {"not_a_dict": "must be a JSON object, not {input_type}"}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import django_filters
 from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
 
 from rollout.models import ApiToken, Flag, Phase, Risk, SdkKey, Workload
 from rollout.services.users import ROLES
 
 
-class WorkloadFilter(django_filters.FilterSet):
+class WorkloadFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
     risk = django_filters.ChoiceFilter(choices=Risk.choices)
     phase = django_filters.ChoiceFilter(choices=Phase.choices)
     owner = django_filters.CharFilter(max_length=200)
@@ -20,13 +21,11 @@ class WorkloadFilter(django_filters.FilterSet):
         model = Workload
         fields = ["risk", "phase", "owner"]
 
-    def filter_search(self, queryset, name, value):  # type: ignore[no-untyped-def]
-        from django.db.models import Q
-
+    def filter_search(self, queryset: QuerySet[Workload], name: str, value: str) -> QuerySet[Workload]:
         return queryset.filter(Q(key__icontains=value) | Q(name__icontains=value))
 
 
-class FlagFilter(django_filters.FilterSet):
+class FlagFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
     workload = django_filters.CharFilter(field_name="workload__key", max_length=63, help_text="Workload key.")
 
     class Meta:
@@ -34,7 +33,7 @@ class FlagFilter(django_filters.FilterSet):
         fields = ["workload"]
 
 
-class SdkKeyFilter(django_filters.FilterSet):
+class SdkKeyFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
     environment = django_filters.CharFilter(field_name="environment__key", max_length=63)
     revoked = django_filters.BooleanFilter(field_name="revoked_at", lookup_expr="isnull", exclude=True)
 
@@ -43,7 +42,7 @@ class SdkKeyFilter(django_filters.FilterSet):
         fields = ["environment", "revoked"]
 
 
-class ApiTokenFilter(django_filters.FilterSet):
+class ApiTokenFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
     user = django_filters.CharFilter(field_name="user__username", max_length=150)
     revoked = django_filters.BooleanFilter(field_name="revoked_at", lookup_expr="isnull", exclude=True)
 
@@ -52,7 +51,7 @@ class ApiTokenFilter(django_filters.FilterSet):
         fields = ["user", "revoked"]
 
 
-class UserFilter(django_filters.FilterSet):
+class UserFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
     role = django_filters.ChoiceFilter(field_name="groups__name", choices=[(r, r) for r in ROLES])
     is_active = django_filters.BooleanFilter()
 

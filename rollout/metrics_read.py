@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+from turnout.wire import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
+
 from common.redis import get_redis
-from rollout.metrics import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
 from rollout.models import MetricMinute
 from rollout.services import metrics as ingest
 

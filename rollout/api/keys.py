@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -18,6 +18,10 @@ from common.throttling import ApiThrottle, AuthThrottle
 from rollout import selectors
 from rollout.filters import ApiTokenFilter, SdkKeyFilter
 from rollout.services.keys import api_token_create, api_token_revoke, sdk_key_create, sdk_key_revoke
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
 
 SDK_TAGS = ["sdk keys"]
 TOKEN_TAGS = ["api tokens"]
@@ -114,7 +118,7 @@ class SdkKeyRevokeView(ManagementView):
         return Response(SdkKeyOutput(selectors.sdk_key_get(key.prefix)).data)
 
 
-def _token_owner_scope(request: Request) -> object | None:
+def _token_owner_scope(request: Request) -> AbstractBaseUser | AnonymousUser | None:
     """Admins see every token; everyone else only their own."""
     return None if can(request.user, Capability.ADMINISTER) else request.user
 

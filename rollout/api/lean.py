@@ -265,7 +265,8 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
         for method, schema in methods.items():
 
             def handler(self: APIView, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
-                return func(request, *args, **kwargs)
+                response: HttpResponse = func(request, *args, **kwargs)  # func is bound as Callable[..., Any]
+                return response
 
             attrs[method.lower()] = extend_schema(**schema)(handler)
         cls = type(name or "".join(part.title() for part in func.__name__.split("_")) + "View", (base,), attrs)
@@ -279,7 +280,8 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
                     if request.method == "OPTIONS" and options is not None:
                         return options(request)
                     return method_not_allowed(request.method or "", allowed)
-                return await func(request, *args, **kwargs)  # type: ignore[no-any-return]
+                response: HttpResponse = await func(request, *args, **kwargs)  # func is bound as Callable[..., Any]
+                return response
         else:
 
             def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -287,7 +289,8 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
                     if request.method == "OPTIONS" and options is not None:
                         return options(request)
                     return method_not_allowed(request.method or "", allowed)
-                return func(request, *args, **kwargs)
+                response: HttpResponse = func(request, *args, **kwargs)  # as above
+                return response
 
         view.__name__ = func.__name__
         view.__doc__ = func.__doc__

@@ -297,4 +297,4 @@ def change_request_data(cr: ChangeRequest) -> dict[str, Any]:
         **change_request_snapshot(cr), "reason": cr.reason, "created_at": cr.created_at.isoformat(),
         "decided_at": cr.decided_at.isoformat() if cr.decided_at else None,
         "stale": cr.status == ChangeRequestStatus.PENDING and target_version(cr) != cr.based_on_version,
-    }).data  # type: ignore[return-value]
+    }).data

@@ -57,7 +57,7 @@ VERSION: dict[str, Any] = {"min_value": 1, "max_value": 2**31 - 1, "required": F
 
 
 def rollout_data(state: Any) -> dict[str, Any]:
-    return RolloutOutput(plan_status(state)).data  # type: ignore[return-value]
+    return RolloutOutput(plan_status(state)).data
 
 
 def submitted_response(result: Outcome) -> Response:
@@ -211,7 +211,7 @@ def guardrails_data(state: Any) -> dict[str, Any]:
     return GuardrailsOutput({
         "config": guardrail_snapshot(Guardrail.objects.filter(flag_state=state).first()),
         "status": health.status, "breaches": health.breaches, "judged": health.figures(),
-        "last_check": last_check(state.pk)}).data  # type: ignore[return-value]
+        "last_check": last_check(state.pk)}).data
 
 
 class GuardrailsView(RolloutView):
