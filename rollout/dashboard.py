@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,7 +173,7 @@ def readiness_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
     return charts
 
 
-def change_proposal(cr: Any, current: dict[str, Any]) -> list[dict[str, Any]]:
+def change_proposal(cr: Any, current: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What a change request would change, as rows (field, now, proposed) for the diff view."""
     params = dict(cr.params or {})
     if cr.action in {"flag_state.updated", "flag.updated", "workload.updated", "cohort.updated"}:

@@ -161,7 +161,7 @@ def validate_overrides(overrides: Any) -> dict[str, str]:
 
 
 def write_state(
-    state: FlagState, *, actor: Actor, action: str, before: dict[str, Any], reason: str,
+    state: FlagState, *, actor: Actor, action: str, before: Mapping[str, Any], reason: str,
     extra: Mapping[str, Any] | None = None, ruleset: bool = True,
 ) -> AuditEvent:
     """Save a changed flag state inside the caller's transaction: bump its version, the ruleset
@@ -265,7 +265,7 @@ def kill_state(state: FlagState, *, actor: Actor, reason: str = "", extra: Mappi
                                    reason=reason, extra=extra)
 
 
-def write_state_break_glass(state: FlagState, *, actor: Actor, action: str, kind: str, before: dict[str, Any],
+def write_state_break_glass(state: FlagState, *, actor: Actor, action: str, kind: str, before: Mapping[str, Any],
                             reason: str, extra: Mapping[str, Any] | None = None) -> AuditEvent:
     break_glass = is_break_glass(state, BREAK_GLASS_KINDS[kind], actor=actor)
     bypassed = list(state.change_requests.filter(status="pending").values_list("pk", flat=True))
