@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from django.db.models import Count, Q
 
 from audit.models import AuditEvent
+from rollout.metrics_read import SeriesPoint
 from rollout.models import Environment, Flag, FlagState, Guardrail, MetricMinute, Workload
+from rollout.readiness import ReadinessReport
 
 STATUSES = (("live", "Live"), ("off", "Off / killed"), ("retired", "Legacy retired"))
 
@@ -146,15 +148,15 @@ def exposure_impact(state: FlagState, new: Any, *, hours: int = 24) -> dict[str,
 PATH_COLOURS = {"legacy": "#6b7780", "parallel": "#1f5fae"}
 
 
-def readiness_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
+def readiness_charts(report: ReadinessReport) -> list[dict[str, Any]]:
     """Chart data (labels + series) from the readiness report's per-minute series, one element id each."""
-    series = report.get("series") or []
+    series = report["series"]
     labels = [row["minute"][11:16] for row in series]
 
-    def line(metric: str, path: str) -> dict[str, Any]:
+    def line(metric: Literal["error_rate", "p95_ms"], path: Literal["legacy", "parallel"]) -> dict[str, Any]:
         return {"label": path, "color": PATH_COLOURS[path], "data": [row[path][metric] for row in series]}
 
-    def mismatch_rate(row: dict[str, Any]) -> float | None:
+    def mismatch_rate(row: SeriesPoint) -> float | None:
         compared = row["legacy"]["comparisons"] + row["parallel"]["comparisons"]
         mismatched = row["legacy"]["mismatches"] + row["parallel"]["mismatches"]
         return round(100.0 * mismatched / compared, 4) if compared else None
