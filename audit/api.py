@@ -199,7 +199,7 @@ class _FormatIsOurs(DefaultContentNegotiation):
     """``?format=csv|jsonl`` names the export's format here, not a DRF renderer."""
 
     # DRF passes the view's renderer list; the stub widens it to any Iterable.
-    def select_renderer(self, request: Request, renderers: Sequence[BaseRenderer],  # type: ignore[override]
+    def select_renderer(self, request: Request, renderers: Sequence[BaseRenderer],  # type: ignore[override]  # see above
                         format_suffix: str | None = None) -> tuple[BaseRenderer, str]:
         return (renderers[0], renderers[0].media_type)
 

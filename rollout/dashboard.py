@@ -91,7 +91,7 @@ def dashboard_rows(
         .prefetch_related("include_cohorts", "exclude_cohorts")
         .annotate(stage_count=Count("stages"))
     ):
-        state.guardrail_status = guardrail_status(state)  # type: ignore[attr-defined]
+        state.guardrail_status = guardrail_status(state)  # type: ignore[attr-defined]  # for the template, not a field
         states[(state.flag.workload_id, state.environment_id)].append(state)
     rows = []
     for workload in workloads_list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -15,6 +16,7 @@ from common.inputs import Input
 from common.permissions import Capability
 from common.schema import errors
 from rollout import selectors
+from rollout.models import Environment
 from rollout.services.environments import environment_create, environment_update
 
 TAGS = ["environments"]
@@ -43,7 +45,7 @@ class EnvironmentListView(ManagementListView):
         order = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
         requires_approval = serializers.BooleanField(default=False)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Environment]:
         return selectors.environment_list()
 
     @extend_schema(operation_id="environments_list", summary="List environments", tags=TAGS,

@@ -135,7 +135,7 @@ class PendingOutput(serializers.Serializer[Any]):
 class PathStatsOutput(serializers.Serializer[Any]):
     calls = serializers.IntegerField()
     # A declared field: SerializerMetaclass takes it out of the class, so Serializer.errors stays as it is.
-    errors = serializers.IntegerField()  # type: ignore[assignment]
+    errors = serializers.IntegerField()  # type: ignore[assignment]  # a field, not Serializer.errors (see above)
     error_rate = _float(help_text="%")
     p50_ms = _float()
     p95_ms = _float()
@@ -254,7 +254,7 @@ class GateErrorOutput(serializers.Serializer[Any]):
     code = serializers.ChoiceField(choices=["not_ready", "failing"])
     message = serializers.CharField()
     # A declared field: SerializerMetaclass takes it out of the class, so Serializer.fields stays as it is.
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]  # a field, not Serializer.fields
 
 
 class GateOutput(serializers.Serializer[Any]):

@@ -95,7 +95,7 @@ class StageInput(Input):
 
 class PlanInput(ChangeInput):
     # many=True takes max_length (DRF 3.14+, passed to the ListSerializer); the stub lacks it.
-    stages = StageInput(many=True, required=False, max_length=20)  # type: ignore[call-arg]
+    stages = StageInput(many=True, required=False, max_length=20)  # type: ignore[call-arg]  # stub lacks max_length
     template = serializers.ChoiceField(choices=["standard"], required=False)
     internal_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)
     pilot_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)
