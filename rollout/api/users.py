@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from django.contrib.auth.models import User  # a real import: drf-spectacular reads get_roles' hints
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -18,9 +19,6 @@ from common.schema import errors
 from rollout import selectors
 from rollout.filters import UserFilter
 from rollout.services.users import ROLES, user_create, user_deactivate, user_update_roles
-
-if TYPE_CHECKING:
-    from django.contrib.auth.models import User
 
 TAGS = ["users"]
 ROLE_CHOICES = [(r, r) for r in ROLES]
