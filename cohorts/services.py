@@ -14,9 +14,9 @@ from cohorts.snapshots import cohort_snapshot
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, check_version, full_clean, reject_control_characters
+from rollout.delivery.rulesets import ruleset_changed
 from rollout.models import FlagState
 from rollout.policy import NO_EFFECT, Approval, Effect, enforce, states_effect
-from rollout.services.rulesets import ruleset_changed
 
 MAX_SUBJECT_LENGTH = 255
 MAX_MEMBERS_PER_REQUEST = 100_000

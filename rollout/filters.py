@@ -5,8 +5,8 @@ from __future__ import annotations
 import django_filters
 from django.contrib.auth import get_user_model
 
+from rollout.access.users import ROLES
 from rollout.models import ApiToken, Flag, Phase, Risk, SdkKey, Workload
-from rollout.services.users import ROLES
 
 
 class WorkloadFilter(django_filters.FilterSet):

@@ -14,8 +14,8 @@ from common.permissions import Capability, can, require
 from common.schema import errors
 from common.throttling import ApiThrottle, AuthThrottle
 from rollout import selectors
+from rollout.access.keys import api_token_create, api_token_revoke, sdk_key_create, sdk_key_revoke
 from rollout.filters import ApiTokenFilter, SdkKeyFilter
-from rollout.services.keys import api_token_create, api_token_revoke, sdk_key_create, sdk_key_revoke
 
 SDK_TAGS = ["sdk keys"]
 TOKEN_TAGS = ["api tokens"]

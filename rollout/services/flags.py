@@ -14,7 +14,9 @@ from common import clock
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, check_version, full_clean, percentage
+from rollout.delivery.rulesets import ruleset_changed
 from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
+from rollout.plans.phases import sync_workload_phase
 from rollout.policy import (
     NO_EFFECT,
     Approval,
@@ -25,8 +27,6 @@ from rollout.policy import (
     states_effect,
 )
 from rollout.selectors import flag_state_get
-from rollout.services.phases import sync_workload_phase
-from rollout.services.rulesets import ruleset_changed
 from rollout.snapshots import flag_snapshot, flag_state_snapshot
 
 PATHS = ("legacy", "parallel")

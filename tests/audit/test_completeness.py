@@ -235,8 +235,8 @@ def test_service__fails_after_its_audit_write__rolls_back_change_and_event(name)
 
 @pytest.fixture
 def api(db: Any, client: Any) -> Api:
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
 
     password = Api.password
     user_create(actor=Actor.system("setup"), username="root", password=password, roles=["admin"])

@@ -7,7 +7,7 @@ and overrides stay as they are) and restarts its soak clock.
 * ``advance`` applies the next stage (the first one starts the plan). A person may advance before
   the soak time has passed — readiness shows it — but never while a guardrail is breached unless
   ``force`` with a reason; the system auto-advances only when the soak has passed and every
-  guardrail is healthy (``rollout/services/guardrails.py``).
+  guardrail is healthy (``rollout/plans/guardrails.py``).
 * ``rollback`` applies the previous stage (from the first one: everything off) and pauses the
   rollout, so nothing advances again until a person resumes it. It never waits for approval.
 * ``pause`` holds the rollout where it is: the split does not change (no ruleset change), it does
@@ -35,10 +35,10 @@ from common import clock
 from common.actors import Actor
 from common.errors import Conflict, ValidationFailed
 from common.services import check_version, percentage
-from rollout.guardrail_health import evaluate_state
 from rollout.models import FlagState, Gate, Reversibility, RolloutStage
+from rollout.plans.health import evaluate_state
+from rollout.plans.readiness import readiness_at_advance
 from rollout.policy import Approval, enforce, require_approval_if_needed, state_effect
-from rollout.readiness import readiness_at_advance
 from rollout.services.flags import _cohorts, get_state_for_update, write_state, write_state_break_glass
 from rollout.snapshots import flag_state_snapshot, plan_snapshot
 

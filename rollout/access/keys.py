@@ -13,7 +13,7 @@ from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.redis import degrade
 from common.secrets import new_secret
-from rollout.auth import api_token_cache_key, forget_sdk_key, sdk_key_cache_key
+from rollout.access.auth import api_token_cache_key, forget_sdk_key, sdk_key_cache_key
 from rollout.models import ApiToken, Environment, SdkKey
 from rollout.policy import enforce
 

@@ -15,12 +15,12 @@ from typing import Any
 
 from audit.names import Action
 from common import clock
-from rollout import metrics_read
-from rollout.guardrail_health import evaluate_state, last_check
 from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
+from rollout.plans.health import evaluate_state, last_check
 from rollout.policy import approval_gated, state_effect
-from rollout.services.mismatches import mismatch_summary
 from rollout.snapshots import flag_state_snapshot, guardrail_snapshot, stage_snapshot
+from rollout.telemetry import reads as metrics_read
+from rollout.telemetry.mismatches import mismatch_summary
 
 DEFAULT_WINDOW_SECONDS = 3600
 MAX_WINDOW_SECONDS = 7 * 86_400

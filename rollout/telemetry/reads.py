@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from common.redis import get_redis
-from rollout.metrics import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
 from rollout.models import MetricMinute
-from rollout.services import metrics as ingest
+from rollout.telemetry import ingest
+from rollout.telemetry.batches import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
 
 PATHS = ("legacy", "parallel")
 
