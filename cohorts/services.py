@@ -79,7 +79,7 @@ def cohort_create(*, actor: Actor, key: str, name: str, description: str = "", m
             cohort.save(force_insert=True)
         except IntegrityError:
             raise ValidationFailed.field("key", f"a cohort '{key}' already exists") from None
-        audit_record(actor=actor, action="cohort.created", object_type="cohort", object_key=cohort.key,
+        audit_record(actor=actor, action=Action.COHORT_CREATED, object_type="cohort", object_key=cohort.key,
                      after=cohort_snapshot(cohort))
     return cohort
 
@@ -128,7 +128,7 @@ def cohort_delete(*, actor: Actor, key: str, version: int | None = None, reason:
         before = cohort_snapshot(cohort)
         before["members"] = cohort.members.count()
         cohort.delete()
-        audit_record(actor=actor, action="cohort.deleted", object_type="cohort", object_key=key, before=before,
+        audit_record(actor=actor, action=Action.COHORT_DELETED, object_type="cohort", object_key=key, before=before,
                      reason=reason)
 
 

@@ -99,7 +99,7 @@ def set_guardrail_state(state: FlagState, *, actor: Actor, version: int | None, 
     extra: dict[str, Any] = {"guardrail": after_g}
     if approval:
         extra["approval"] = approval.as_audit()
-    return write_state(state, actor=actor, action="flag_state.guardrails_set", before=before, reason=reason,
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_GUARDRAILS_SET, before=before, reason=reason,
                        extra=extra, ruleset=False)
 
 

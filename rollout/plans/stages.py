@@ -154,7 +154,7 @@ def set_plan_state(state: FlagState, *, actor: Actor, stages: Any, version: int 
     extra: dict[str, Any] = {"plan": plan_snapshot(state)}
     if approval:
         extra["approval"] = approval.as_audit()
-    return write_state(state, actor=actor, action="flag_state.plan_set", before=before, reason=reason, extra=extra,
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_PLAN_SET, before=before, reason=reason, extra=extra,
                        ruleset=False)
 
 
@@ -236,7 +236,7 @@ def advance_state(state: FlagState, *, actor: Actor, version: int | None = None,
         marks["forced"] = True
     if approval:
         marks["approval"] = approval.as_audit()
-    action = "flag_state.retired" if target.retires_legacy else "flag_state.advanced"
+    action = Action.FLAG_STATE_RETIRED if target.retires_legacy else "flag_state.advanced"
     return write_state(state, actor=actor, action=action, before=before, reason=reason, extra=marks)
 
 
@@ -276,8 +276,8 @@ def rollback_state(state: FlagState, *, actor: Actor, reason: str = "", now: dat
     _apply(state, target, now=now, enable=state.enabled)
     state.paused_at = now
     state.paused_reason = f"rolled back: {reason}" if reason else "rolled back"
-    return write_state_break_glass(state, actor=actor, action="flag_state.rolled_back", kind="rollback", before=before,
-                                   reason=reason, extra=marks)
+    return write_state_break_glass(state, actor=actor, action=Action.FLAG_STATE_ROLLED_BACK, kind="rollback",
+                                   before=before, reason=reason, extra=marks)
 
 
 def rollout_rollback(*, actor: Actor, flag: str, environment: str, reason: str = "",
@@ -299,7 +299,7 @@ def pause_state(state: FlagState, *, actor: Actor, reason: str = "", now: dateti
     before = flag_state_snapshot(state)
     state.paused_at = now or clock.now()
     state.paused_reason = reason
-    return write_state(state, actor=actor, action="flag_state.paused", before=before, reason=reason, extra=extra,
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_PAUSED, before=before, reason=reason, extra=extra,
                        ruleset=False)
 
 

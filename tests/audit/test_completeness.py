@@ -43,8 +43,15 @@ NOT_ENTRY_POINTS = {
 }
 
 
+ROOMS = ("rollout.plans", "rollout.access", "rollout.telemetry", "rollout.delivery")
+
+
 def _service_modules() -> Iterator[Any]:
     yield importlib.import_module("actions.submit")  # the action layer: submit and change-request decisions
+    for room in ROOMS:  # rollout's rooms hold services of their own
+        package = importlib.import_module(room)
+        for info in pkgutil.iter_modules(package.__path__):
+            yield importlib.import_module(f"{room}.{info.name}")
     base = Path(settings.BASE_DIR).resolve()
     for config in apps.get_app_configs():
         if not Path(config.path).resolve().is_relative_to(base):
