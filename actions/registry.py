@@ -26,12 +26,13 @@ from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
 from common.services import UNSET
 from rollout.models import Flag, FlagState, TargetType, Workload
+from rollout.plans import guardrails, stages
+from rollout.plans.stages import set_plan_state
 from rollout.policy import NO_EFFECT, Approval, Effect, state_effect, states_effect, workload_effect
 from rollout.services import flags as flag_services
-from rollout.services import guardrails, mismatches, stages
 from rollout.services import workloads as workload_services
 from rollout.services.flags import get_state_for_update
-from rollout.services.stages import set_plan_state
+from rollout.telemetry import mismatches
 
 Perform = Callable[..., Any]
 

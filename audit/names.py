@@ -38,6 +38,7 @@ class Action(StrEnum):
     FLAG_STATE_GUARDRAILS_SET = "flag_state.guardrails_set"
     MISMATCH_GROUP_KNOWN = "mismatch_group.known"
     MISMATCH_GROUP_UNKNOWN = "mismatch_group.unknown"
+    COHORT_RULES_NEUTRALISED = "cohort.rules_neutralised"  # by migration cohorts/0002 only
     # access
     SDK_KEY_CREATED = "sdk_key.created"
     SDK_KEY_REVOKED = "sdk_key.revoked"
@@ -61,4 +62,5 @@ class Action(StrEnum):
     AUDIT_VERIFICATION_FAILED = "audit.verification_failed"
     AUTH_LOGIN = "auth.login"
     AUTH_LOGIN_FAILED = "auth.login_failed"
+    AUTH_LOGIN_FAILED_BURST = "auth.login_failed_burst"
     AUTH_LOGOUT = "auth.logout"

@@ -29,6 +29,7 @@ from audit.models import (
     LoginFailureWindow,
     VerificationStatus,
 )
+from audit.names import Action
 from common.actors import Actor
 from common.conf import get_setting
 from common.errors import AuditUnavailable, NotFound, ValidationFailed
@@ -173,7 +174,8 @@ def audit_export_create(
             background = total > get_setting("AUDIT_EXPORT_ASYNC_THRESHOLD")
         export_id = uuid.uuid4()
         event = audit_record(
-            actor=actor, action="audit.evidence_exported" if kind == ExportKind.EVIDENCE else "audit.exported",
+            actor=actor,
+            action=Action.AUDIT_EVIDENCE_EXPORTED if kind == ExportKind.EVIDENCE else Action.AUDIT_EXPORTED,
             object_type="audit_export", object_key=str(export_id), environment=clean.get("environment", ""),
             after={"kind": kind, "format": format, "filters": clean,
                    "subject": {"type": subject_type, "key": subject_key} if subject_type else None,
@@ -219,7 +221,7 @@ def audit_verification_start(*, actor: Actor) -> AuditVerification:
     with audited_atomic():
         head = _locked_head()
         verification_id = uuid.uuid4()
-        event = audit_record(actor=actor, action="audit.verification_started", object_type="audit_verification",
+        event = audit_record(actor=actor, action=Action.AUDIT_VERIFICATION_STARTED, object_type="audit_verification",
                              object_key=str(verification_id), after={"head_sequence": head.sequence})
         verification = AuditVerification.objects.create(
             id=verification_id, requested_by=actor.label[:150], requested_by_user_id=actor.user_id,
@@ -255,7 +257,7 @@ def audit_verification_finish(*, actor: Actor, verification_id: Any, report: Cha
         if verification.finished:
             return verification
         event = audit_record(
-            actor=actor, action="audit.verified" if report.ok else "audit.verification_failed",
+            actor=actor, action=Action.AUDIT_VERIFIED if report.ok else Action.AUDIT_VERIFICATION_FAILED,
             object_type="audit_verification", object_key=str(verification.pk),
             after={**report.as_dict(), "requested_by": verification.requested_by,
                    "requested_at_sequence": verification.audit_sequence},
@@ -296,7 +298,7 @@ MAX_ATTEMPTED_USERNAME = 64
 
 def auth_login_recorded(*, actor: Actor, username: str, remote_addr: str = "") -> AuditEvent:
     with audited_atomic():
-        return audit_record(actor=actor, action="auth.login", object_type="user", object_key=username,
+        return audit_record(actor=actor, action=Action.AUTH_LOGIN, object_type="user", object_key=username,
                             after={"remote_addr": remote_addr})
 
 
@@ -348,7 +350,7 @@ def auth_login_failed_recorded(*, actor: Actor, username: str, remote_addr: str 
         window.save()
         if not individual:
             return None
-        return audit_record(actor=actor, action="auth.login_failed", object_type="user", object_key=attempted,
+        return audit_record(actor=actor, action=Action.AUTH_LOGIN_FAILED, object_type="user", object_key=attempted,
                             after={"remote_addr": remote_addr,
                                    "username_truncated": len(username or "") > len(attempted)})
 
@@ -368,7 +370,7 @@ def auth_login_failed_burst_recorded(*, actor: Actor, now: datetime | None = Non
             count = window.total - window.recorded
             if count:
                 events.append(audit_record(
-                    actor=actor, action="auth.login_failed_burst", object_type="user", object_key="*",
+                    actor=actor, action=Action.AUTH_LOGIN_FAILED_BURST, object_type="user", object_key="*",
                     after={"count": count, "total": window.total, "recorded_individually": window.recorded,
                            "window_start": window.starts_at.isoformat(), "window_end": window.ends_at.isoformat(),
                            "window_seconds": int((window.ends_at - window.starts_at).total_seconds()),
@@ -381,5 +383,5 @@ def auth_login_failed_burst_recorded(*, actor: Actor, now: datetime | None = Non
 
 def auth_logout_recorded(*, actor: Actor, username: str, remote_addr: str = "") -> AuditEvent:
     with audited_atomic():
-        return audit_record(actor=actor, action="auth.logout", object_type="user", object_key=username,
+        return audit_record(actor=actor, action=Action.AUTH_LOGOUT, object_type="user", object_key=username,
                             after={"remote_addr": remote_addr})

@@ -132,7 +132,7 @@ def bump_version(environment_id: int) -> int:
 
 def sdk_key(environment: str = "production") -> str:
     from common.actors import Actor
-    from rollout.services.keys import sdk_key_create
+    from rollout.access.keys import sdk_key_create
 
     return sdk_key_create(actor=Actor.system("bench"), environment=environment, name="bench")[1]
 

@@ -14,9 +14,9 @@ from cohorts.snapshots import cohort_snapshot
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, Unset, check_version, full_clean, reject_control_characters
+from rollout.delivery.rulesets import ruleset_changed
 from rollout.models import FlagState
 from rollout.policy import NO_EFFECT, Approval, Effect, enforce, states_effect
-from rollout.services.rulesets import ruleset_changed
 
 MAX_SUBJECT_LENGTH = 255
 MAX_MEMBERS_PER_REQUEST = 100_000
@@ -79,7 +79,7 @@ def cohort_create(*, actor: Actor, key: str, name: str, description: str = "", m
             cohort.save(force_insert=True)
         except IntegrityError:
             raise ValidationFailed.field("key", f"a cohort '{key}' already exists") from None
-        audit_record(actor=actor, action="cohort.created", object_type="cohort", object_key=cohort.key,
+        audit_record(actor=actor, action=Action.COHORT_CREATED, object_type="cohort", object_key=cohort.key,
                      after=cohort_snapshot(cohort))
     return cohort
 
@@ -128,7 +128,7 @@ def cohort_delete(*, actor: Actor, key: str, version: int | None = None, reason:
         before = cohort_snapshot(cohort)
         before["members"] = cohort.members.count()
         cohort.delete()
-        audit_record(actor=actor, action="cohort.deleted", object_type="cohort", object_key=key, before=before,
+        audit_record(actor=actor, action=Action.COHORT_DELETED, object_type="cohort", object_key=key, before=before,
                      reason=reason)
 
 

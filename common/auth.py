@@ -1,6 +1,6 @@
 """Reading a bearer credential from a request (``Authorization: Bearer …`` or ``X-API-Key``).
 
-What a credential means (API tokens, SDK keys) is the rollout app's business: ``rollout/auth.py``.
+What a credential means (API tokens, SDK keys) is the rollout app's business: ``rollout/access/auth.py``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Python's ``json`` recurses once per level of arrays and objects, so a body such 
 levels deep parses but breaks whatever walks it next (serializers, audit snapshots, the rules
 validator). ``loads`` turns both into ``JsonInputError`` naming the problem, which every entrance
 answers with a 400: the DRF parser below (the default for the management API), the lean SDK and
-OFREP views (``rollout.api.lean.read_json``) and the UI's JSON fields (``cohorts.forms``).
+OFREP views (``rollout.delivery.lean.read_json``) and the UI's JSON fields (``cohorts.forms``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ clients of async views, the Django cache backend below) shares three things:
   read from the database: ``degrade`` below), fail open or closed (throttles), or answer a JSON 503
   ``redis_unavailable`` (``common.errors``).
 
-The pub/sub listener of the SDK streams (rollout/broadcast.py) keeps its own connection with the
+The pub/sub listener of the SDK streams (rollout/delivery/broadcast.py) keeps its own connection with the
 same timeouts but outside the breaker: idle reads there are normal, and it reconnects by itself.
 """
 

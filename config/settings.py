@@ -218,7 +218,7 @@ TURNOUT_LOGIN_AUDIT_INDIVIDUAL_MAX = env.get_int("TURNOUT_LOGIN_AUDIT_INDIVIDUAL
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rollout.auth.ApiTokenAuthentication",
+        "rollout.access.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -334,7 +334,7 @@ CELERY_BEAT_SCHEDULE = {
     "group-mismatches": {"task": "rollout.tasks.group_mismatches", "schedule": 60.0},
     # Metrics retention: minutes older than TURNOUT_METRICS_MINUTE_DAYS become hours.
     "metrics-retention": {"task": "rollout.tasks.metrics_retention", "schedule": 3600.0},
-    # Ruleset announcements Redis could not take when they were made (rollout/publish.py).
+    # Ruleset announcements Redis could not take when they were made (rollout/delivery/publish.py).
     "drain-outbox": {"task": "rollout.tasks.drain_outbox", "schedule": TURNOUT_OUTBOX_DRAIN_INTERVAL},
     # Proof that beat's schedule reaches a worker (what guardrail checks depend on): /readyz, the UI.
     "heartbeat": {"task": "rollout.tasks.heartbeat", "schedule": TURNOUT_HEARTBEAT_SECONDS},

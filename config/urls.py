@@ -24,5 +24,5 @@ urlpatterns = [
     path("admin/login/", common_views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    path("ofrep/v1/", include("rollout.ofrep_urls")),
+    path("ofrep/v1/", include("rollout.delivery.ofrep_urls")),
 ]

@@ -18,10 +18,10 @@ from django.db.models import Q, QuerySet
 from audit.chain import format_time
 from audit.evidence import EvidenceSubject, evidence_events, evidence_section
 from audit.models import AuditEvent
-from rollout.guardrail_health import last_check
 from rollout.models import FlagState, Workload
-from rollout.services.mismatches import mismatch_summary
+from rollout.plans.health import last_check
 from rollout.snapshots import flag_state_snapshot, plan_snapshot, workload_snapshot
+from rollout.telemetry.mismatches import mismatch_summary
 
 STAGE_ACTIONS = ("flag_state.plan_set", "flag_state.advanced", "flag_state.retired", "flag_state.rolled_back",
                  "flag_state.paused", "flag_state.unpaused", "flag_state.resumed", "flag_state.killed")

@@ -6,8 +6,8 @@ import django_filters
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
+from rollout.access.users import ROLES
 from rollout.models import ApiToken, Flag, Phase, Risk, SdkKey, Workload
-from rollout.services.users import ROLES
 
 
 class WorkloadFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information

@@ -514,7 +514,7 @@ class MismatchCursor(models.Model):
 
 class MetricHour(models.Model):
     """Hourly totals of one flag and path in one environment: what ``MetricMinute`` rows become
-    after ``METRICS_MINUTE_DAYS`` (rollout/services/retention.py)."""
+    after ``METRICS_MINUTE_DAYS`` (rollout/telemetry/retention.py)."""
 
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="metric_hours")
     flag_key = models.CharField(max_length=100)
@@ -548,7 +548,7 @@ class OutboxMessage(models.Model):
     """A ruleset announcement not yet handed to Redis (pub/sub and the version cache).
 
     Written in the transaction of the change that raised the version, so the announcement exists
-    exactly when the change does; deleted once published (rollout/publish.py). With Redis down or
+    exactly when the change does; deleted once published (rollout/delivery/publish.py). With Redis down or
     hung, rows wait here and are published when it returns: after the next commit, by Celery beat
     (``drain_outbox``) and by each web process's stream listener when it reconnects.
     """

@@ -9,13 +9,13 @@ from celery import Task, shared_task
 
 from common.conf import get_setting
 from common.heartbeats import beat_schedule_ran
-from rollout.publish import outbox_drain
-from rollout.ruleset import get_ruleset
-from rollout.services.guardrails import active_rollout_ids, guardrail_check, scheduled_rollout_ids, scheduled_start
-from rollout.services.metrics import metrics_rollup
-from rollout.services.mismatches import mismatch_groups_refresh
-from rollout.services.retention import metrics_retention as fold
+from rollout.delivery.publish import outbox_drain
+from rollout.delivery.ruleset import get_ruleset
+from rollout.plans.guardrails import active_rollout_ids, guardrail_check, scheduled_rollout_ids, scheduled_start
 from rollout.services.webhooks import DeliveryFailed, deliver
+from rollout.telemetry.ingest import metrics_rollup
+from rollout.telemetry.mismatches import mismatch_groups_refresh
+from rollout.telemetry.retention import metrics_retention as fold
 
 logger = logging.getLogger("turnout.tasks")
 

@@ -5,8 +5,8 @@ from django.urls import path
 from rollout.api import change_requests as cr_api
 from rollout.api import environments, flags, keys, users, workloads
 from rollout.api import rollouts as rollouts_api
-from rollout.api import sdk as sdk_api
-from rollout.api import stream as stream_api
+from rollout.delivery import sdk_api
+from rollout.delivery import stream as stream_api
 
 STATE = "flags/<str:key>/states/<str:env>/"
 

@@ -36,6 +36,7 @@ from common.errors import Forbidden, NotFound, ServiceError
 from common.permissions import Capability, can, can_decide, primary_role
 from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
 from rollout import dashboard as selectors
+from rollout.access import keys as key_services
 from rollout.dashboard import change_proposal, readiness_charts
 from rollout.forms import (
     ApiTokenForm,
@@ -50,7 +51,6 @@ from rollout.forms import (
     WorkloadForm,
     overrides_text,
 )
-from rollout.guardrail_health import evaluate_state, stored_health
 from rollout.models import (
     ApiToken,
     ChangeRequest,
@@ -64,13 +64,13 @@ from rollout.models import (
     SdkKey,
     Workload,
 )
+from rollout.plans.health import evaluate_state, stored_health
+from rollout.plans.readiness import plan_status, readiness
+from rollout.plans.stages import plan_template
 from rollout.policy import may_act_directly
-from rollout.readiness import plan_status, readiness
 from rollout.selectors import flag_state_get
 from rollout.services import flags as flag_services
-from rollout.services import keys as key_services
 from rollout.services import workloads as workload_services
-from rollout.services.stages import plan_template
 from rollout.snapshots import guardrail_snapshot
 from rollout.switcher import current_environment
 

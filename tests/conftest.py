@@ -32,8 +32,9 @@ def _clear_cache() -> Iterator[None]:
     from django.core.cache import cache
 
     from common.redis import breaker
-    from rollout import auth, context_processors
-    from rollout.evaluation import clear_compiled
+    from rollout import context_processors
+    from rollout.access import auth
+    from rollout.delivery.evaluation import clear_compiled
 
     breaker.reset()  # a fault test's outage is not the next test's
     context_processors.forget()

@@ -232,7 +232,7 @@ def test_function_level_imports__of_project_modules__each_say_why(project: Graph
 def test_import_graph__whole_project__sees_every_app(project: Graph) -> None:
     # Guards the checks above against passing on an empty or partial graph.
     assert {m.split(".")[0] for m in project.modules} == set(PACKAGES)
-    assert ("rollout.services.guardrails", "rollout.services.stages") in {(i.source, i.target) for i in project.imports}
+    assert ("rollout.plans.guardrails", "rollout.plans.stages") in {(i.source, i.target) for i in project.imports}
 
 
 # --- the checker itself, on small made-up packages ------------------------------------------------------

@@ -33,8 +33,8 @@ def evil_condition(pattern: str, attr: str = "ua") -> dict[str, Any]:
 
 @pytest.fixture
 def sdk_key(flag: Any, actor: Any) -> str:
+    from rollout.access.keys import sdk_key_create
     from rollout.services.flags import flag_state_update
-    from rollout.services.keys import sdk_key_create
 
     flag_state_update(actor=actor, flag=flag.key, environment="staging", version=1, enabled=True, percentage_value=50)
     return sdk_key_create(actor=actor, environment="staging", name="svc")[1]
@@ -230,8 +230,8 @@ def test_live_server__stored_evil_regexes__evaluate_ofrep_and_ui_answer_and_heal
 ) -> None:
     """Every way to make the server run a stored evil pattern, at once, against one real server
     process (one event loop): each request's timeout is the deadline, and /healthz answers too."""
-    from rollout.services.keys import sdk_key_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import sdk_key_create
+    from rollout.access.users import user_create
 
     attributes = _stored_evil_cohorts(actor, flag)
     secret = sdk_key_create(actor=actor, environment="staging", name="svc")[1]

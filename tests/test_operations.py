@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.actors import Actor
 from common.logging import JsonFormatter, PlainFormatter
 from common.request_context import request_id_var, task_var
-from rollout.services.keys import sdk_key_create
+from rollout.access.keys import sdk_key_create
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
@@ -344,8 +344,8 @@ def test_metrics__sdk_evaluate_ofrep_and_reports__counted_by_api_reason_and_outc
 
 
 def _guarded_rollout() -> None:
+    from rollout.plans.guardrails import guardrail_set
     from rollout.services.flags import flag_state_update
-    from rollout.services.guardrails import guardrail_set
 
     system = Actor.system("test")
     flag_state_update(actor=system, flag="invoice-engine", environment="staging", version=None, enabled=True,
@@ -355,7 +355,7 @@ def _guarded_rollout() -> None:
 
 
 def _signed_in(client: Any) -> Any:
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     user = user_create(actor=Actor.system("test"), username="ops", password=None, roles=["admin"])
     client.force_login(user)

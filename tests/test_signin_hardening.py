@@ -71,7 +71,7 @@ def test_login_throttle__addresses_rotated_for_one_username__throttled_per_usern
 @pytest.mark.django_db
 def test_login_throttle__right_password__not_counted_against_the_username(rates, client, fast_hasher):
     from common.actors import Actor
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     user_create(actor=Actor.system("test"), username="dana", password="correct horse battery 9", roles=["viewer"])
     rates(auth="1000/min", auth_username="2/min")
@@ -106,7 +106,7 @@ def test_admin_login__password_posted__refused_never_checked_and_get_goes_to_the
 @pytest.mark.django_db
 def test_admin_login__staff_signed_in_through_the_app__admin_opens(client):
     from common.actors import Actor
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     user_create(actor=Actor.system("test"), username="ada", password="correct horse battery 9", roles=["admin"])
     response = client.post("/login/?next=/admin/", {"username": "ada", "password": "correct horse battery 9",
@@ -336,7 +336,7 @@ def signed_in(transactional_db: Any) -> Any:
     from django.test import Client
 
     from common.actors import Actor
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     client = Client(raise_request_exception=False)
     client.force_login(user_create(actor=Actor.system("test"), username="eddie", password=None, roles=["editor"]))

@@ -12,7 +12,7 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 def signed_in(role: str, username: str | None = None) -> Client:
     """A test client signed in as a new user with ``role``."""
     from common.actors import Actor
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     user = user_create(actor=Actor.system("test"), username=username or role, password=None, roles=[role])
     client = Client()

@@ -75,7 +75,7 @@ def ingest(*, url: str, key: str, seeded: Any, duration: int, clients: int) -> d
     from turnout.wire import LATENCY_BUCKETS_MS
 
     from rollout.models import MetricMinute
-    from rollout.services import metrics as metric_services
+    from rollout.telemetry import ingest as metric_services
 
     histogram = len(LATENCY_BUCKETS_MS) + 1
     acked: Counter[str] = Counter()

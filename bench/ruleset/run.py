@@ -6,7 +6,7 @@
 
 Needs PostgreSQL (``DATABASE_URL``, default the local database ``turnout_bench_ruleset``, created if
 missing). Writes ``bench/ruleset/results.json`` and prints a Markdown table. For each point:
-- build: ``rollout.ruleset.build_document`` plus JSON serialization (best of 3, 1 above 100k members),
+- build: ``rollout.delivery.ruleset.build_document`` plus JSON serialization (best of 3, 1 above 100k members),
   and the number of SQL queries it took;
 - size: the serialized body, raw and gzip (level 6, as a proxy would compress it);
 - SDK load: in a fresh process (``sdk_load.py``), ``json.loads`` + ``turnout.engine.compile_ruleset``
@@ -43,8 +43,8 @@ def measure(flags: int, members: int) -> dict[str, Any]:
     from django.test.utils import CaptureQueriesContext
 
     from bench import seed
+    from rollout.delivery.ruleset import build_document
     from rollout.models import Environment
-    from rollout.ruleset import build_document
 
     seed.reset()
     t0 = time.perf_counter()

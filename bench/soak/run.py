@@ -312,7 +312,7 @@ def _soak(args: argparse.Namespace, env: dict[str, str], work: Path, redis_serve
     from django.db.models import Sum
 
     from rollout.models import MetricMinute
-    from rollout.services import metrics as metric_services
+    from rollout.telemetry import ingest as metric_services
 
     metric_services.metrics_rollup(include_open=True)
     stored = MetricMinute.objects.filter(environment_id=seeded.environment_id)

@@ -37,7 +37,7 @@ from rollout.api.rollout_outputs import (
     change_request_data,
 )
 from rollout.models import ChangeRequest, ChangeRequestStatus, FlagState, ReviewItem
-from rollout.readiness import plan_status
+from rollout.plans.readiness import plan_status
 
 TAGS = ["change requests"]
 SUBMIT_RESPONSES = {

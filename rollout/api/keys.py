@@ -18,9 +18,9 @@ from common.permissions import Capability, can, require
 from common.schema import errors
 from common.throttling import ApiThrottle, AuthThrottle
 from rollout import selectors
+from rollout.access.keys import api_token_create, api_token_revoke, sdk_key_create, sdk_key_revoke
 from rollout.filters import ApiTokenFilter, SdkKeyFilter
 from rollout.models import ApiToken, SdkKey
-from rollout.services.keys import api_token_create, api_token_revoke, sdk_key_create, sdk_key_revoke
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser

@@ -1,6 +1,6 @@
 """Output shapes of the rollout, change request and gate endpoints, described for OpenAPI.
 
-The data come from ``rollout/readiness.py`` and the snapshots as plain dicts; these serializers
+The data come from ``rollout/plans/readiness.py`` and the snapshots as plain dicts; these serializers
 render them unchanged and document every field.
 """
 

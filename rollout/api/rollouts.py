@@ -32,14 +32,14 @@ from rollout.api.rollout_outputs import (
     ReadinessOutput,
     RolloutOutput,
 )
-from rollout.guardrail_health import evaluate_state, last_check
 from rollout.models import BreachAction, Gate, Guardrail
-from rollout.readiness import plan_status, readiness
+from rollout.plans.guardrails import LIMIT_FIELDS
+from rollout.plans.health import evaluate_state, last_check
+from rollout.plans.readiness import plan_status, readiness
+from rollout.plans.stages import plan_template
 from rollout.selectors import flag_state_get
-from rollout.services.guardrails import LIMIT_FIELDS
-from rollout.services.mismatches import mismatch_summary
-from rollout.services.stages import plan_template
 from rollout.snapshots import guardrail_snapshot
+from rollout.telemetry.mismatches import mismatch_summary
 
 STATE_PARAMS = [
     OpenApiParameter("key", OpenApiTypes.STR, OpenApiParameter.PATH, description="flag key"),

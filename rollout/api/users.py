@@ -17,8 +17,8 @@ from common.inputs import Input
 from common.permissions import Capability
 from common.schema import errors
 from rollout import selectors
+from rollout.access.users import ROLES, user_create, user_deactivate, user_update_roles
 from rollout.filters import UserFilter
-from rollout.services.users import ROLES, user_create, user_deactivate, user_update_roles
 
 TAGS = ["users"]
 ROLE_CHOICES = [(r, r) for r in ROLES]

@@ -25,7 +25,7 @@ def environment_create(
             raise ValidationFailed.field("key", f"an environment '{key}' already exists") from None
         # Every flag gets a (disabled, 0%) state; no SDK has seen this environment, so version 1 stands.
         FlagState.objects.bulk_create([FlagState(flag=f, environment=env) for f in Flag.objects.all()])
-        audit_record(actor=actor, action="environment.created", object_type="environment", object_key=env.key,
+        audit_record(actor=actor, action=Action.ENVIRONMENT_CREATED, object_type="environment", object_key=env.key,
                      environment=env.key, after=environment_snapshot(env))
     return env
 
@@ -45,6 +45,6 @@ def environment_update(
                 setattr(env, field, value)
         full_clean(env, validate_unique=False)
         env.save(update_fields=["name", "order", "requires_approval", "updated_at"])
-        audit_record(actor=actor, action="environment.updated", object_type="environment", object_key=env.key,
+        audit_record(actor=actor, action=Action.ENVIRONMENT_UPDATED, object_type="environment", object_key=env.key,
                      environment=env.key, before=before, after=environment_snapshot(env), reason=reason)
     return env

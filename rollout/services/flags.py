@@ -14,7 +14,9 @@ from common import clock
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, Unset, check_version, full_clean, percentage
+from rollout.delivery.rulesets import ruleset_changed
 from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
+from rollout.plans.phases import sync_workload_phase
 from rollout.policy import (
     NO_EFFECT,
     Approval,
@@ -25,8 +27,6 @@ from rollout.policy import (
     states_effect,
 )
 from rollout.selectors import flag_state_get
-from rollout.services.phases import sync_workload_phase
-from rollout.services.rulesets import ruleset_changed
 from rollout.snapshots import flag_snapshot, flag_state_snapshot
 
 PATHS = ("legacy", "parallel")
@@ -62,7 +62,7 @@ def flag_create(
             raise ValidationFailed.field("key", f"a flag '{key}' already exists") from None
         FlagState.objects.bulk_create([FlagState(flag=flag, environment=env) for env in Environment.objects.all()])
         ruleset_changed()
-        audit_record(actor=actor, action="flag.created", object_type="flag", object_key=flag.key,
+        audit_record(actor=actor, action=Action.FLAG_CREATED, object_type="flag", object_key=flag.key,
                      after=flag_snapshot(flag))
     return flag
 
@@ -123,7 +123,7 @@ def flag_delete(*, actor: Actor, key: str, reason: str = "") -> None:
         before = flag_snapshot(flag)
         flag.delete()
         ruleset_changed()
-        audit_record(actor=actor, action="flag.deleted", object_type="flag", object_key=key, before=before,
+        audit_record(actor=actor, action=Action.FLAG_DELETED, object_type="flag", object_key=key, before=before,
                      reason=reason)
 
 
@@ -219,7 +219,7 @@ def update_state(
     after = flag_state_snapshot(state)
     if {k: v for k, v in after.items() if k != "version"} == {k: v for k, v in before.items() if k != "version"}:
         return None
-    return write_state(state, actor=actor, action="flag_state.updated", before=before, reason=reason,
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_UPDATED, before=before, reason=reason,
                        extra={"approval": approval.as_audit()} if approval else None)
 
 
@@ -261,7 +261,7 @@ def kill_state(state: FlagState, *, actor: Actor, reason: str = "", extra: Mappi
         raise Conflict(f"flag '{state.flag.key}' is already off in {state.environment.key}",
                        current_version=state.version)
     state.enabled = False
-    return write_state_break_glass(state, actor=actor, action="flag_state.killed", kind="kill", before=before,
+    return write_state_break_glass(state, actor=actor, action=Action.FLAG_STATE_KILLED, kind="kill", before=before,
                                    reason=reason, extra=extra)
 
 
@@ -307,9 +307,9 @@ def resume_state(state: FlagState, *, actor: Actor, version: int | None = None, 
         state.stage_started_at = clock.now()
     extra = {"approval": approval.as_audit()} if approval else None
     if was_enabled:
-        return write_state(state, actor=actor, action="flag_state.unpaused", before=before, reason=reason, extra=extra,
-                           ruleset=False)
-    return write_state(state, actor=actor, action="flag_state.resumed", before=before, reason=reason, extra=extra)
+        return write_state(state, actor=actor, action=Action.FLAG_STATE_UNPAUSED, before=before, reason=reason,
+                           extra=extra, ruleset=False)
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_RESUMED, before=before, reason=reason, extra=extra)
 
 
 def flag_state_resume(*, actor: Actor, flag: str, environment: str, version: int | None = None,
@@ -342,7 +342,7 @@ def retire_state(state: FlagState, *, actor: Actor, version: int | None = None, 
         state.stage_started_at = clock.now()
     if approval:
         extra = {**(extra or {}), "approval": approval.as_audit()}
-    return write_state(state, actor=actor, action="flag_state.retired", before=before, reason=reason, extra=extra)
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_RETIRED, before=before, reason=reason, extra=extra)
 
 
 def flag_state_retire(*, actor: Actor, flag: str, environment: str, version: int | None = None,

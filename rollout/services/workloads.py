@@ -35,7 +35,7 @@ def workload_create(*, actor: Actor, key: str, name: str, **fields: Any) -> Work
             workload.save(force_insert=True)
         except IntegrityError:
             raise ValidationFailed.field("key", f"a workload '{key}' already exists") from None
-        audit_record(actor=actor, action="workload.created", object_type="workload", object_key=workload.key,
+        audit_record(actor=actor, action=Action.WORKLOAD_CREATED, object_type="workload", object_key=workload.key,
                      after=workload_snapshot(workload))
     return workload
 
@@ -80,5 +80,5 @@ def workload_delete(*, actor: Actor, key: str, version: int | None = None, reaso
             raise Conflict(f"workload '{key}' still has flags; delete them first")
         before = workload_snapshot(workload)
         workload.delete()
-        audit_record(actor=actor, action="workload.deleted", object_type="workload", object_key=key,
+        audit_record(actor=actor, action=Action.WORKLOAD_DELETED, object_type="workload", object_key=key,
                      before=before, reason=reason)

@@ -4,8 +4,8 @@ Everything here is part of the contract between the server and every SDK: the en
 the latency histogram's bucket bounds, the **ruleset document** (``RulesetDocument``, with
 ``FlagRule`` and ``CohortRule``) the server builds and the SDK evaluates, and the **metrics
 batch** (``MetricsBatch``, with ``FlagRow``, ``MismatchSample``, ``BreakerEvent``) the SDK
-sends and the server parses. The server's builder (``rollout/ruleset.py``) and parser
-(``rollout/metrics.py``), the SDK, ``turnout.testing`` and the tests' fake server all use these
+sends and the server parses. The server's builder (``rollout/delivery/ruleset.py``) and parser
+(``rollout/telemetry/batches.py``), the SDK, ``turnout.testing`` and the tests' fake server all use these
 types. Changing one is a protocol change.
 """
 

@@ -45,9 +45,9 @@ def _ui(username: str) -> Client:
 def house(db: Any, envs: dict[str, Any]) -> dict[str, Any]:
     """A rolling-out flag in staging (no approval) and production (approval), a cohort it uses, a user per role."""
     from cohorts.services import cohort_create, cohort_members_add
+    from rollout.access.users import user_create
+    from rollout.plans.stages import plan_set, plan_template, rollout_advance
     from rollout.services.flags import flag_create, flag_state_update
-    from rollout.services.stages import plan_set, plan_template, rollout_advance
-    from rollout.services.users import user_create
     from rollout.services.workloads import workload_create
 
     for role in ROLES:
@@ -371,8 +371,8 @@ def test_kill__without_version__applied_and_records_replaced_version(house: Any)
 def test_review_item__long_username_via_token__own_item_refused(house: Any) -> None:
     from actions.submit import review_item_acknowledge
     from common.errors import Forbidden
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
 
     long_name = "a" * 150
     user_create(actor=SYSTEM, username=long_name, password=None, roles=["approver"])

@@ -12,8 +12,8 @@ ROLES = ("viewer", "editor", "approver", "admin", "compliance")
 
 def make_user(username: str, roles: list[str]) -> tuple[Any, str]:
     from common.actors import Actor
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
 
     actor = Actor.system("test")
     user = user_create(actor=actor, username=username, password=None, roles=roles)

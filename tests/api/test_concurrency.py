@@ -65,9 +65,9 @@ def test_flag_state_update__20_threads_same_version__one_200_nineteen_409_one_ev
 
 def _rolling_out(actor: Any) -> int:
     """invoice-engine in staging, two stages into the standard plan (no soak): the version it stands at."""
+    from rollout.plans.stages import plan_set, plan_template, rollout_advance
     from rollout.services.environments import environment_create
     from rollout.services.flags import flag_create
-    from rollout.services.stages import plan_set, plan_template, rollout_advance
     from rollout.services.workloads import workload_create
 
     environment_create(actor=actor, key="staging", name="Staging")

@@ -32,13 +32,13 @@ class CsvSerializer:
 @pytest.fixture
 def admin_secret(world: dict[str, Any], settings: Any, actor: Any) -> str:
     from cohorts.services import cohort_create
-    from rollout.services.keys import sdk_key_create
+    from rollout.access.keys import sdk_key_create
     from tests.api.conftest import make_user
 
     rest = dict(settings.REST_FRAMEWORK)
     rest["DEFAULT_THROTTLE_RATES"] = {**rest["DEFAULT_THROTTLE_RATES"], "api": "100000/min", "auth": "100000/min"}
     settings.REST_FRAMEWORK = rest
-    from rollout.services.keys import api_token_create
+    from rollout.access.keys import api_token_create
     from rollout.services.workloads import workload_create
 
     cohort_create(actor=actor, key="regulated", name="Regulated")

@@ -52,7 +52,7 @@ def test_api_token_create__misspelled_user_field__400_naming_it_and_no_token(wor
 
 # The walk: every management and audit operation the OpenAPI document describes, with real objects in its path.
 
-OUT_OF_SCOPE = ("/api/v1/sdk/", "/ofrep/")  # the SDK hot path parses its own input (rollout/api/lean.py)
+OUT_OF_SCOPE = ("/api/v1/sdk/", "/ofrep/")  # the SDK hot path parses its own input (rollout/delivery/lean.py)
 WRITES = ("post", "put", "patch")
 NOT_OBJECTS = [[], [1], "abc", 7, True, None]
 UNKNOWN = "zz_unknown"
@@ -63,8 +63,8 @@ def scene(world: dict[str, Any], tokens: dict[str, str], actor: Any) -> dict[str
     """Real objects for every path parameter, so a request is refused for its input and not as a 404."""
     from actions.submit import submit_state
     from audit.services import audit_export_create, audit_verification_start
+    from rollout.access.keys import sdk_key_create
     from rollout.models import ApiToken
-    from rollout.services.keys import sdk_key_create
 
     key, _ = sdk_key_create(actor=actor, environment="staging", name="svc")
     editor = ApiToken.objects.select_related("user").get(user__username="editor")

@@ -417,7 +417,7 @@ def test_session_write__without_csrf_token__403_and_with_it__201(django_user_mod
     from django.test import Client
 
     from common.actors import Actor
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     user_create(actor=Actor.system("test"), username="alice", password=None, roles=["editor"])
     client = Client(enforce_csrf_checks=True)

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from common.redis import RedisUnavailable, breaker, get_redis
+from rollout.access.keys import sdk_key_create
 from rollout.models import OutboxMessage
-from rollout.services.keys import sdk_key_create
 from tests.conftest import free_port
 
 STATE = "/api/v1/flags/invoice-engine/states/staging/"
@@ -82,8 +82,8 @@ def test_guardrails_view__redis_unreachable__200_last_check_unknown(
 
 def test_dashboard__guarded_rollout_and_redis_unreachable__200_page_with_the_kill_switch(
         client: Any, live_flag: Any, actor: Any, redis_down: str) -> None:
-    from rollout.services.guardrails import guardrail_set
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
+    from rollout.plans.guardrails import guardrail_set
 
     guardrail_set(actor=actor, flag=live_flag.key, environment="staging", version=None, max_error_rate=5,
                   min_sample_size=30, window_seconds=300, action="rollback")
@@ -126,7 +126,7 @@ def test_drain_outbox_task__redis_unreachable_then_back__rows_kept_then_publishe
     settings.REDIS_URL, settings.CACHES = good_url, good_caches
     breaker.reset()
     from common.redis import channel
-    from rollout.broadcast import RULESET_CHANNEL
+    from rollout.delivery.broadcast import RULESET_CHANNEL
 
     listener = redis.Redis.from_url(good_url).pubsub(ignore_subscribe_messages=True)
     listener.subscribe(channel(RULESET_CHANNEL))

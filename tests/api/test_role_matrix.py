@@ -148,8 +148,8 @@ CASES = [
 @pytest.fixture
 def matrix_world(world: dict[str, Any], tokens: dict[str, str], actor: Any) -> dict[str, str]:
     from cohorts.services import cohort_create
+    from rollout.access.keys import api_token_create, sdk_key_create
     from rollout.services.flags import flag_create, flag_state_update
-    from rollout.services.keys import api_token_create, sdk_key_create
     from rollout.services.workloads import workload_create
 
     workload_create(actor=actor, key="spare", name="Spare")
@@ -171,9 +171,9 @@ def _rollout_world(actor: Any) -> dict[str, str]:
     from actions.submit import submit_state
     from common.actors import Actor
     from rollout.models import Environment, MismatchGroup, MismatchSample, ReviewItem
+    from rollout.plans.stages import plan_set, rollout_advance
     from rollout.services.flags import flag_create, flag_state_kill
-    from rollout.services.mismatches import mismatch_groups_refresh
-    from rollout.services.stages import plan_set, rollout_advance
+    from rollout.telemetry.mismatches import mismatch_groups_refresh
 
     editor = Actor.for_user(get_user_model().objects.get(username="editor"))
     stages = [{"name": "validate", "compare_percentage": 10}, {"name": "all", "percentage": 100}]

@@ -51,7 +51,7 @@ def test_login_throttle__repeated_attempts__429_with_retry_after(rates, client):
 
 
 def test_sdk_throttle__over_the_rate__429(rates, client, flag, actor):
-    from rollout.services.keys import sdk_key_create
+    from rollout.access.keys import sdk_key_create
 
     rates(sdk="1/min")
     _, secret = sdk_key_create(actor=actor, environment="staging", name="svc")

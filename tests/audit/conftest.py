@@ -16,8 +16,8 @@ def api_as(db: Any) -> Callable[[str], Any]:
     (``None``: no role at all); its actor label is on ``client.actor``."""
     from rest_framework.test import APIClient
 
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
 
     def make(role: str | None) -> Any:
         username = f"{role or 'norole'}-user"
@@ -43,9 +43,9 @@ def verifier() -> Any:
 def history(db: Any) -> None:
     """A small realistic history: environments, a workload with a flag rolled out and killed, a cohort."""
     from cohorts.services import cohort_create, cohort_members_add
+    from rollout.access.keys import sdk_key_create
     from rollout.services.environments import environment_create
     from rollout.services.flags import flag_create, flag_state_kill, flag_state_update
-    from rollout.services.keys import sdk_key_create
     from rollout.services.workloads import workload_create
 
     environment_create(actor=SETUP, key="staging", name="Staging")

@@ -89,7 +89,7 @@ def cohort(key: str = "pilot") -> None:
 
 
 def user(username: str = "dana", roles: tuple[str, ...] = ("editor",)) -> Any:
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     return user_create(actor=SETUP, username=username, password=None, roles=roles)
 
@@ -220,7 +220,7 @@ def _flag_state_retire() -> Expect:
 
 @service_scenario("sdk_key_create")
 def _sdk_key_create() -> Expect:
-    from rollout.services.keys import sdk_key_create
+    from rollout.access.keys import sdk_key_create
 
     envs()
     return Expect(lambda a: sdk_key_create(actor=a, environment="staging", name="billing-svc"), "sdk_key.created",
@@ -230,7 +230,7 @@ def _sdk_key_create() -> Expect:
 
 @service_scenario("sdk_key_revoke")
 def _sdk_key_revoke() -> Expect:
-    from rollout.services.keys import sdk_key_create, sdk_key_revoke
+    from rollout.access.keys import sdk_key_create, sdk_key_revoke
 
     envs()
     key, _ = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
@@ -240,7 +240,7 @@ def _sdk_key_revoke() -> Expect:
 
 @service_scenario("api_token_create")
 def _api_token_create() -> Expect:
-    from rollout.services.keys import api_token_create
+    from rollout.access.keys import api_token_create
 
     user()
     return Expect(lambda a: api_token_create(actor=a, username="dana", name="ci"), "api_token.created", "api_token",
@@ -249,7 +249,7 @@ def _api_token_create() -> Expect:
 
 @service_scenario("api_token_revoke")
 def _api_token_revoke() -> Expect:
-    from rollout.services.keys import api_token_create, api_token_revoke
+    from rollout.access.keys import api_token_create, api_token_revoke
 
     user()
     token, _ = api_token_create(actor=SETUP, username="dana", name="ci")
@@ -259,7 +259,7 @@ def _api_token_revoke() -> Expect:
 
 @service_scenario("user_create")
 def _user_create() -> Expect:
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     return Expect(lambda a: user_create(actor=a, username="erin", password=None, roles=["compliance"]),
                   "user.created", "user", "erin", before=None,
@@ -268,7 +268,7 @@ def _user_create() -> Expect:
 
 @service_scenario("user_update_roles")
 def _user_update_roles() -> Expect:
-    from rollout.services.users import user_update_roles
+    from rollout.access.users import user_update_roles
 
     user()
     return Expect(lambda a: user_update_roles(actor=a, username="dana", roles=["approver"], reason="promoted"),
@@ -277,8 +277,8 @@ def _user_update_roles() -> Expect:
 
 @service_scenario("user_deactivate")
 def _user_deactivate() -> Expect:
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_deactivate
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_deactivate
 
     user()
     api_token_create(actor=SETUP, username="dana", name="ci")
@@ -606,7 +606,7 @@ def _sdk_key_list_post(api: Api) -> EndpointExpect:
 
 @endpoint_scenario("sdk-key-revoke", "POST")
 def _sdk_key_revoke_post(api: Api) -> EndpointExpect:
-    from rollout.services.keys import sdk_key_create
+    from rollout.access.keys import sdk_key_create
 
     envs()
     key, _ = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
@@ -622,7 +622,7 @@ def _api_token_list_post(api: Api) -> EndpointExpect:
 
 @endpoint_scenario("api-token-revoke", "POST")
 def _api_token_revoke_post(api: Api) -> EndpointExpect:
-    from rollout.services.keys import api_token_create
+    from rollout.access.keys import api_token_create
 
     token, _ = api_token_create(actor=SETUP, username="root", name="old")
     return _json("POST", f"/api/v1/tokens/{token.prefix}/revoke/", {}, 200, api, "api_token.revoked", "api_token",
@@ -685,7 +685,7 @@ STAGES = [{"name": "validate", "percentage": 0, "compare_percentage": 10},
 
 def planned(*environments: str) -> None:
     """invoice-engine with a three-stage plan in the given environments (default: staging)."""
-    from rollout.services.stages import plan_set
+    from rollout.plans.stages import plan_set
 
     flag()
     for env in environments or ("staging",):
@@ -693,7 +693,7 @@ def planned(*environments: str) -> None:
 
 
 def advanced(environment: str = "staging") -> None:
-    from rollout.services.stages import rollout_advance
+    from rollout.plans.stages import rollout_advance
 
     planned(environment)
     rollout_advance(actor=SETUP, flag="invoice-engine", environment=environment)
@@ -731,7 +731,7 @@ def user_model() -> Any:
 
 @service_scenario("plan_set")
 def _plan_set() -> Expect:
-    from rollout.services.stages import plan_set
+    from rollout.plans.stages import plan_set
 
     flag()
     return Expect(lambda a: plan_set(actor=a, flag="invoice-engine", environment="staging", version=1, stages=STAGES),
@@ -742,7 +742,7 @@ def _plan_set() -> Expect:
 
 @service_scenario("rollout_advance")
 def _rollout_advance() -> Expect:
-    from rollout.services.stages import rollout_advance
+    from rollout.plans.stages import rollout_advance
 
     planned()
     return Expect(lambda a: rollout_advance(actor=a, flag="invoice-engine", environment="staging", version=2),
@@ -754,7 +754,7 @@ def _rollout_advance() -> Expect:
 
 @service_scenario("rollout_pause")
 def _rollout_pause() -> Expect:
-    from rollout.services.stages import rollout_pause
+    from rollout.plans.stages import rollout_pause
 
     advanced()
     return Expect(lambda a: rollout_pause(actor=a, flag="invoice-engine", environment="staging", reason="look"),
@@ -764,7 +764,7 @@ def _rollout_pause() -> Expect:
 
 @service_scenario("rollout_rollback")
 def _rollout_rollback() -> Expect:
-    from rollout.services.stages import rollout_advance, rollout_rollback
+    from rollout.plans.stages import rollout_advance, rollout_rollback
 
     advanced()
     rollout_advance(actor=SETUP, flag="invoice-engine", environment="staging")
@@ -777,7 +777,7 @@ def _rollout_rollback() -> Expect:
 
 @service_scenario("guardrail_set")
 def _guardrail_set() -> Expect:
-    from rollout.services.guardrails import guardrail_set
+    from rollout.plans.guardrails import guardrail_set
 
     planned()
     return Expect(lambda a: guardrail_set(actor=a, flag="invoice-engine", environment="staging", version=2,
@@ -789,7 +789,7 @@ def _guardrail_set() -> Expect:
 
 @service_scenario("mismatch_group_mark_known")
 def _mismatch_group_mark_known() -> Expect:
-    from rollout.services.mismatches import mismatch_group_mark_known
+    from rollout.telemetry.mismatches import mismatch_group_mark_known
 
     group = mismatch_group()
     return Expect(lambda a: mismatch_group_mark_known(actor=a, flag="invoice-engine", environment="staging",
@@ -853,7 +853,7 @@ def _change_request_cancel() -> Expect:
 def break_glass_review_item() -> Any:
     """ed rolls back a high-risk workload's rollout: break-glass, so a review item is opened."""
     from rollout.models import ReviewItem
-    from rollout.services.stages import rollout_rollback
+    from rollout.plans.stages import rollout_rollback
     from rollout.services.workloads import workload_update
 
     advanced()
@@ -943,7 +943,7 @@ def _change_request_reject_post(api: Api) -> EndpointExpect:
 
 @endpoint_scenario("change-request-cancel", "POST")
 def _change_request_cancel_post(api: Api) -> EndpointExpect:
-    from rollout.services.keys import api_token_create
+    from rollout.access.keys import api_token_create
 
     cr = pending_change_request()
     # Only the requester may withdraw a request: ed cancels with his own token.
@@ -964,7 +964,7 @@ def _review_item_acknowledge_post(api: Api) -> EndpointExpect:
 
 
 def _sdk_headers() -> dict[str, str]:
-    from rollout.services.keys import sdk_key_create
+    from rollout.access.keys import sdk_key_create
 
     flag_on()
     _, secret = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
@@ -1227,7 +1227,7 @@ def _ui_keys_sdk_create(api: Api) -> EndpointExpect:
 
 @endpoint_scenario("keys-sdk-revoke", "POST")
 def _ui_keys_sdk_revoke(api: Api) -> EndpointExpect:
-    from rollout.services.keys import sdk_key_create
+    from rollout.access.keys import sdk_key_create
 
     envs()
     key, _ = sdk_key_create(actor=SETUP, environment="staging", name="billing-svc")
@@ -1246,7 +1246,7 @@ def _ui_keys_token_create(api: Api) -> EndpointExpect:
 
 @endpoint_scenario("keys-token-revoke", "POST")
 def _ui_keys_token_revoke(api: Api) -> EndpointExpect:
-    from rollout.services.keys import api_token_create
+    from rollout.access.keys import api_token_create
 
     user()
     token, _ = api_token_create(actor=SETUP, username="dana", name="ci")

@@ -15,7 +15,7 @@ PASSWORD = "correct horse battery staple 9"
 
 @pytest.fixture
 def dana(db):  # type: ignore[no-untyped-def]
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     return user_create(actor=Actor.system("setup"), username="dana", password=PASSWORD, roles=["viewer"])
 

@@ -43,8 +43,15 @@ NOT_ENTRY_POINTS = {
 }
 
 
+ROOMS = ("rollout.plans", "rollout.access", "rollout.telemetry", "rollout.delivery")
+
+
 def _service_modules() -> Iterator[Any]:
     yield importlib.import_module("actions.submit")  # the action layer: submit and change-request decisions
+    for room in ROOMS:  # rollout's rooms hold services of their own
+        package = importlib.import_module(room)
+        for info in pkgutil.iter_modules(package.__path__):
+            yield importlib.import_module(f"{room}.{info.name}")
     base = Path(settings.BASE_DIR).resolve()
     for config in apps.get_app_configs():
         if not Path(config.path).resolve().is_relative_to(base):
@@ -235,8 +242,8 @@ def test_service__fails_after_its_audit_write__rolls_back_change_and_event(name)
 
 @pytest.fixture
 def api(db: Any, client: Any) -> Api:
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
 
     password = Api.password
     user_create(actor=Actor.system("setup"), username="root", password=password, roles=["admin"])

@@ -286,8 +286,8 @@ def test_verify_export_tool__as_a_script__exit_codes(history, tmp_path):
 def test_export__served_by_uvicorn_asgi__streams_and_verifies(server_process, verifier, tmp_path):
     import httpx
 
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
     from tests.audit.conftest import SETUP
 
     user_create(actor=SETUP, username="carol", password=None, roles=["compliance"])
@@ -312,8 +312,8 @@ def test_export__background_on_a_real_celery_worker__ready_and_verifies(celery_w
 
     from rest_framework.test import APIClient
 
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
     from tests.audit.conftest import SETUP
 
     settings.TURNOUT_AUDIT_EXPORT_ASYNC_THRESHOLD = 1

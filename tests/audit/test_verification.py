@@ -363,8 +363,8 @@ def test_verification__on_a_real_celery_worker__progress_then_ok_report(celery_w
 
     from rest_framework.test import APIClient
 
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
 
     user_create(actor=SETUP, username="carol", password=None, roles=["compliance"])
     _, secret = api_token_create(actor=SETUP, username="carol", name="worker")

@@ -93,8 +93,8 @@ def screenshot(page: Any, name: str) -> Path:
 def people(transactional_db: Any) -> dict[str, Any]:
     """Two environments and one user per role, committed so the server process sees them."""
     from common.actors import Actor
+    from rollout.access.users import user_create
     from rollout.services.environments import environment_create
-    from rollout.services.users import user_create
 
     seed = Actor.system("test")
     environment_create(actor=seed, key="staging", name="Staging", order=0)

@@ -267,8 +267,8 @@ def _sdk_traffic(site: Site, environment: str = "staging", calls: int = 400) -> 
     import turnout
 
     from common.actors import Actor
-    from rollout.services.keys import sdk_key_create
-    from rollout.services.metrics import metrics_rollup
+    from rollout.access.keys import sdk_key_create
+    from rollout.telemetry.ingest import metrics_rollup
 
     _, secret = sdk_key_create(actor=Actor.system("test"), environment=environment, name="simulator")
     client = turnout.Turnout(site.url, secret, stream=False, flush_interval=3600)
@@ -431,7 +431,7 @@ def test_audit__verify_a_long_chain__background_job_polled_until_its_report(site
 
 
 def test_readiness__traffic_reported_by_the_sdk__charts_legacy_against_parallel(site: Site) -> None:
-    from rollout.services.mismatches import mismatch_groups_refresh
+    from rollout.telemetry.mismatches import mismatch_groups_refresh
 
     _live_flag(percentage=50, risk="medium")
     _sdk_traffic(site)

@@ -49,8 +49,8 @@ def test_migration__stored_evil_patterns__neutralised_audited_and_chain_verifies
     from audit.models import AuditEvent
     from audit.verify import verify_chain
     from cohorts.models import Cohort
+    from rollout.delivery.ruleset import get_ruleset
     from rollout.models import Environment
-    from rollout.ruleset import get_ruleset
     from rollout.services.flags import flag_state_update
 
     OldCohort = old_schema.get_model("cohorts", "Cohort")

@@ -11,9 +11,9 @@ from turnout.engine import Ruleset, compile_ruleset
 from turnout.types import Decision
 
 from common.actors import Actor
+from rollout.access.keys import sdk_key_create
+from rollout.delivery.ruleset import get_ruleset
 from rollout.models import Environment
-from rollout.ruleset import get_ruleset
-from rollout.services.keys import sdk_key_create
 from tests.evaluation_contexts import generate_contexts, ofrep_reason
 
 

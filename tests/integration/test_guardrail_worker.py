@@ -53,9 +53,9 @@ def _wait_for(condition: Any, timeout: float) -> Any:
 def test_guardrail__simulated_parallel_errors__worker_rolls_back_and_audit_says_why(
         server_process, celery_beat_process, flag):
     from audit.models import AuditEvent
-    from rollout.services.guardrails import guardrail_set
-    from rollout.services.keys import sdk_key_create
-    from rollout.services.stages import plan_set, plan_template, rollout_advance
+    from rollout.access.keys import sdk_key_create
+    from rollout.plans.guardrails import guardrail_set
+    from rollout.plans.stages import plan_set, plan_template, rollout_advance
 
     system = Actor.system("test")
     plan_set(actor=system, flag=flag.key, environment="staging", version=None,

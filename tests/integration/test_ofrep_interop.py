@@ -16,10 +16,10 @@ from openfeature.flag_evaluation import Reason
 from turnout.engine import compile_ruleset
 
 from common.actors import Actor
+from rollout.access.keys import sdk_key_create
+from rollout.delivery.ruleset import get_ruleset
 from rollout.demo import seed_demo
 from rollout.models import Environment
-from rollout.ruleset import get_ruleset
-from rollout.services.keys import sdk_key_create
 from tests.evaluation_contexts import generate_contexts, ofrep_reason
 from tests.integration.test_evaluation_agreement import expected_sdk
 

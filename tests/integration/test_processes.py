@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from common.actors import Actor
-from rollout.services.keys import sdk_key_create
+from rollout.access.keys import sdk_key_create
 
 
 def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:

@@ -31,10 +31,10 @@ from turnout import Turnout
 
 from audit.models import AuditEvent
 from common.actors import Actor
+from rollout.access.keys import api_token_create, sdk_key_create
+from rollout.access.users import user_create
 from rollout.models import Environment, OutboxMessage
 from rollout.services.flags import flag_state_update
-from rollout.services.keys import api_token_create, sdk_key_create
-from rollout.services.users import user_create
 from tests.conftest import ServerProcess, free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")]

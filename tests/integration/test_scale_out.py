@@ -22,9 +22,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.actors import Actor
+from rollout.access.keys import sdk_key_create
 from rollout.models import Environment
 from rollout.services.flags import flag_create, flag_state_update
-from rollout.services.keys import sdk_key_create
 from rollout.services.workloads import workload_create
 from tests.conftest import ROOT, ServerProcess, subprocess_env, wait_for_port
 

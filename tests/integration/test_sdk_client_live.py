@@ -12,10 +12,10 @@ import pytest
 from turnout import Turnout
 
 from common.actors import Actor
+from rollout.access.keys import api_token_create, sdk_key_create
+from rollout.access.users import user_create
 from rollout.models import MetricMinute
-from rollout.services.keys import api_token_create, sdk_key_create
-from rollout.services.metrics import metrics_rollup
-from rollout.services.users import user_create
+from rollout.telemetry.ingest import metrics_rollup
 
 
 def _wait_for(predicate: Any, timeout: float) -> bool:

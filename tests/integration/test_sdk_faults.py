@@ -15,7 +15,7 @@ promises (sdk/README.md, "When things go wrong"):
 Hung and misbehaving servers are made with ``FaultProxy`` in front of the real server. A change
 committed here reaches the server process's streams through Redis pub/sub when Redis is configured,
 and otherwise through the stream listener's reads of the versions from the database
-(rollout/broadcast.py), so every case runs with and without Redis except the revoked key (a key
+(rollout/delivery/broadcast.py), so every case runs with and without Redis except the revoked key (a key
 revoked in another process is forgotten by the server's per-process cache only through Redis).
 """
 
@@ -33,9 +33,9 @@ from turnout import Decision, ErrorCode, Path, Reason, Turnout, TurnoutError
 from turnout.wire import RULESET_PATH, STREAM_PATH
 
 from common.actors import Actor
+from rollout.access.keys import sdk_key_create, sdk_key_revoke
 from rollout.models import Environment
 from rollout.services.flags import flag_state_update
-from rollout.services.keys import sdk_key_create, sdk_key_revoke
 from tests.conftest import ServerProcess
 from tests.integration.faultproxy import Fault, FaultProxy
 

@@ -18,9 +18,9 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 
 from common import redis as turnout_redis
-from rollout.api import lean
+from rollout.access.keys import sdk_key_create
+from rollout.delivery import lean
 from rollout.services.flags import flag_state_update
-from rollout.services.keys import sdk_key_create
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/sdk/evaluate"
@@ -150,7 +150,7 @@ def test_evaluate_asgi__hot_path__no_thread_no_database(redis_url, settings, key
     calls: list[str] = []
     from asgiref import sync
 
-    from rollout import evaluation
+    from rollout.delivery import evaluation
 
     def counting(func, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(func.__name__)
@@ -175,7 +175,7 @@ def test_evaluate_asgi__hot_path__no_thread_no_database(redis_url, settings, key
 
 def test_evaluate_asgi__last_used_due__key_resolved_in_a_thread(redis_url, settings, key, monkeypatch):
     settings.REDIS_URL = redis_url
-    from rollout import auth
+    from rollout.access import auth
 
     async def scenario() -> tuple[Any, Any]:
         first = await _apost(URL, {"flag": "invoice-engine", "context": {"key": "u1"}}, key)

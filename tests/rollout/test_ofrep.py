@@ -5,8 +5,8 @@ import json
 import pytest
 from turnout.engine import bucket
 
+from rollout.access.keys import sdk_key_create
 from rollout.services.flags import flag_create, flag_state_retire, flag_state_update
-from rollout.services.keys import sdk_key_create
 
 pytestmark = pytest.mark.django_db
 SINGLE = "/ofrep/v1/evaluate/flags/{}"

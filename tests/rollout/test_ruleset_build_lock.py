@@ -1,4 +1,4 @@
-"""The ruleset build lock (rollout/ruleset.py): a request that finds another process building waits
+"""The ruleset build lock (rollout/delivery/ruleset.py): a request that finds another process building waits
 briefly for ANY version at least as new as its own, then builds from the database itself; a lock is
 released only by its holder.
 
@@ -17,8 +17,8 @@ import pytest
 from django.db import connection, connections, transaction
 from django.db.models import F
 
+from rollout.delivery.ruleset import BuildLock, get_ruleset
 from rollout.models import Environment
-from rollout.ruleset import BuildLock, get_ruleset
 
 pytestmark = pytest.mark.services
 

@@ -7,9 +7,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from turnout.engine import compile_ruleset
 
-from rollout.ruleset import get_ruleset
+from rollout.access.keys import sdk_key_create
+from rollout.delivery.ruleset import get_ruleset
 from rollout.services.flags import flag_state_update
-from rollout.services.keys import sdk_key_create
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/sdk/evaluate"
@@ -132,7 +132,7 @@ def test_evaluate__over_the_rate__429_retry_after(client, key, settings):
 def test_evaluate__warm__at_most_one_query_and_no_compile(client, key, monkeypatch, settings):
     body = {"flag": "invoice-engine", "context": {"key": "u", "attributes": {"tenant_id": "t"}}}
     assert _post(client, URL, body, key).status_code == 200
-    import rollout.evaluation as evaluation
+    import rollout.delivery.evaluation as evaluation
 
     monkeypatch.setattr(evaluation, "compile_ruleset", lambda doc: pytest.fail("compiled again"))
     with CaptureQueriesContext(connection) as queries:
@@ -175,7 +175,7 @@ def test_evaluate_bulk__bad_context__400(client, key):
 @pytest.mark.services
 def test_evaluate__redis_version_key__only_ever_raised(redis_url, key, envs):
     from common.redis import get_redis
-    from rollout.evaluation import remember_version, version_cache_key
+    from rollout.delivery.evaluation import remember_version, version_cache_key
 
     remember_version("staging", 10)
     remember_version("staging", 9)  # a late writer
@@ -186,7 +186,7 @@ def test_evaluate__redis_version_key__only_ever_raised(redis_url, key, envs):
 @pytest.mark.services
 def test_evaluate__redis_version_key_lost__database_asked(client, redis_url, key, envs):
     from common.redis import get_redis
-    from rollout.evaluation import version_cache_key
+    from rollout.delivery.evaluation import version_cache_key
 
     body = {"flag": "invoice-engine", "context": {"key": "u"}}
     first = _post(client, URL, body, key).json()

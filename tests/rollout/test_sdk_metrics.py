@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from rollout.metrics import COUNTERS, HISTOGRAM_SIZE
+from rollout.access.keys import sdk_key_create
 from rollout.models import MetricMinute, MetricRollup, MismatchSample
-from rollout.services.keys import sdk_key_create
-from rollout.services.metrics import metrics_rollup
+from rollout.telemetry.batches import COUNTERS, HISTOGRAM_SIZE
+from rollout.telemetry.ingest import metrics_rollup
 
 URL = "/api/v1/sdk/metrics"
 KEY_HASH = "a" * 64
@@ -263,7 +263,7 @@ def test_metrics__redis_claim_left_by_a_crash__finished_once(client, key, in_red
     import time
 
     from common.redis import get_redis
-    from rollout.services import metrics as svc
+    from rollout.telemetry import ingest as svc
 
     assert _post(client, key, _batch(5)).status_code == 202
     r = get_redis()

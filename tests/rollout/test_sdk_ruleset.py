@@ -7,8 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from common.actors import Actor
+from rollout.access.keys import sdk_key_create, sdk_key_revoke
 from rollout.services.flags import flag_state_update
-from rollout.services.keys import sdk_key_create, sdk_key_revoke
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/sdk/ruleset"

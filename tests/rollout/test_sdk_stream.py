@@ -11,9 +11,9 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.test import AsyncClient
 
-from rollout.broadcast import broadcaster
+from rollout.access.keys import sdk_key_create, sdk_key_revoke
+from rollout.delivery.broadcast import broadcaster
 from rollout.services.flags import flag_state_update
-from rollout.services.keys import sdk_key_create, sdk_key_revoke
 
 URL = "/api/v1/sdk/stream"
 

@@ -4,9 +4,9 @@ import pytest
 
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
+from rollout.access.keys import api_token_create
+from rollout.access.users import user_create, user_deactivate, user_roles, user_update_roles
 from rollout.models import ApiToken
-from rollout.services.keys import api_token_create
-from rollout.services.users import user_create, user_deactivate, user_roles, user_update_roles
 
 pytestmark = pytest.mark.django_db
 

@@ -234,7 +234,7 @@ def test_sdk_key_create__admin__secret_shown_once_and_audited(envs: Any, audit_e
 
 
 def test_sdk_key_revoke__admin__revoked_and_listed_as_such(envs: Any, actor: Any, audit_events: Any) -> None:
-    from rollout.services.keys import sdk_key_create
+    from rollout.access.keys import sdk_key_create
 
     key, _ = sdk_key_create(actor=actor, environment="staging", name="old")
     response = signed_in("admin").post(f"/keys/sdk/{key.prefix}/revoke/", {"reason": "leaked"}, **HTMX)

@@ -13,10 +13,10 @@ from turnout.testing import TestClient
 from turnout.wire import CohortRule, FlagRow, FlagRule, MetricsBatch, MismatchSample, RulesetDocument
 
 from cohorts.services import cohort_create
-from rollout.metrics import COUNTERS, parse_batch
+from rollout.delivery.ruleset import build_document
 from rollout.models import Environment
-from rollout.ruleset import build_document
 from rollout.services.flags import flag_state_update
+from rollout.telemetry.batches import COUNTERS, parse_batch
 
 pytestmark = pytest.mark.django_db
 

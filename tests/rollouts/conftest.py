@@ -15,7 +15,7 @@ def people(db: Any) -> dict[str, Actor]:
     """Actors for users with roles: editor ``ed``, approvers ``ann`` and ``bob``, admin ``root``."""
     from django.contrib.auth import get_user_model
 
-    from rollout.services.users import user_create
+    from rollout.access.users import user_create
 
     system = Actor.system("test")
     out: dict[str, Actor] = {}
@@ -37,7 +37,7 @@ def cohorts(db: Any, actor: Actor) -> None:
 @pytest.fixture
 def planned(flag: Any, cohorts: None, actor: Actor) -> Any:
     """invoice-engine with the standard plan (soaks of 600 s) in staging and production."""
-    from rollout.services.stages import plan_set, plan_template
+    from rollout.plans.stages import plan_set, plan_template
 
     stages = plan_template("standard", internal_cohorts=["staff"], pilot_cohorts=["pilot-eu"], soak_seconds=600)
     for env in ("staging", "production"):

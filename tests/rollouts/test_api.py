@@ -8,8 +8,8 @@ from rest_framework.test import APIClient
 
 from common import clock
 from rollout.models import FlagState
-from rollout.services.guardrails import guardrail_set
-from rollout.services.stages import rollout_advance
+from rollout.plans.guardrails import guardrail_set
+from rollout.plans.stages import rollout_advance
 from tests.rollouts.conftest import add_metrics
 
 pytestmark = pytest.mark.django_db

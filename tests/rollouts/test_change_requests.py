@@ -11,8 +11,8 @@ from actions.submit import (
 )
 from common.errors import Conflict, Forbidden, ValidationFailed
 from rollout.models import ChangeRequestStatus, FlagState, ReviewItem
+from rollout.plans.stages import rollout_advance, rollout_rollback
 from rollout.services.flags import flag_state_kill
-from rollout.services.stages import rollout_advance, rollout_rollback
 from rollout.services.workloads import workload_update
 
 pytestmark = pytest.mark.django_db

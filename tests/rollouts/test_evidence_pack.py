@@ -20,10 +20,10 @@ from actions.submit import (
 from common import clock
 from common.actors import Actor
 from rollout.models import FlagState, MismatchGroup, ReviewItem
+from rollout.plans.guardrails import guardrail_check, guardrail_set
+from rollout.plans.stages import plan_set, plan_template, rollout_advance
 from rollout.services.flags import flag_state_kill
-from rollout.services.guardrails import guardrail_check, guardrail_set
-from rollout.services.mismatches import mismatch_group_mark_known
-from rollout.services.stages import plan_set, plan_template, rollout_advance
+from rollout.telemetry.mismatches import mismatch_group_mark_known
 from tests.rollouts.conftest import add_metrics
 
 pytestmark = pytest.mark.django_db
@@ -34,8 +34,8 @@ T0 = datetime(2026, 11, 26, 9, 0, 30, tzinfo=UTC)
 def _compliance_client() -> Any:
     from rest_framework.test import APIClient
 
-    from rollout.services.keys import api_token_create
-    from rollout.services.users import user_create
+    from rollout.access.keys import api_token_create
+    from rollout.access.users import user_create
 
     user_create(actor=Actor.system("setup"), username="carol", password=None, roles=["compliance"])
     secret = api_token_create(actor=Actor.system("setup"), username="carol", name="evidence")[1]

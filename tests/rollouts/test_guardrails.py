@@ -7,19 +7,19 @@ import pytest
 
 from common import clock
 from common.errors import ValidationFailed
-from rollout.guardrail_health import judge
-from rollout.metrics_read import PathStats, percentile
 from rollout.models import FlagState, Guardrail, MetricHour, MetricMinute, MismatchGroup, MismatchSample
-from rollout.services.guardrails import guardrail_check, guardrail_set, scheduled_start
-from rollout.services.mismatches import (
+from rollout.plans.guardrails import guardrail_check, guardrail_set, scheduled_start
+from rollout.plans.health import judge
+from rollout.plans.stages import plan_set, rollout_advance
+from rollout.services.workloads import workload_update
+from rollout.telemetry.mismatches import (
     difference_shape,
     mismatch_group_mark_known,
     mismatch_groups_refresh,
     mismatch_summary,
 )
-from rollout.services.retention import metrics_retention
-from rollout.services.stages import plan_set, rollout_advance
-from rollout.services.workloads import workload_update
+from rollout.telemetry.reads import PathStats, percentile
+from rollout.telemetry.retention import metrics_retention
 from tests.rollouts.conftest import add_metrics
 
 pytestmark = pytest.mark.django_db
@@ -234,7 +234,7 @@ def test_guardrail_check__verdict__stored_in_the_database_not_a_process_cache(pl
     showed what the worker decided. Emptying this process's cache stands in for another process."""
     from django.core.cache import cache
 
-    from rollout.guardrail_health import last_check
+    from rollout.plans.health import last_check
 
     _at_stage(planned.key, actor, 5)
     guardrail_set(actor=actor, flag=planned.key, environment="staging", version=None, max_error_rate=50,

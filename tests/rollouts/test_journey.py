@@ -8,9 +8,9 @@ import pytest
 
 from common import clock
 from rollout.models import FlagState, Phase, Workload
+from rollout.plans.guardrails import guardrail_check, guardrail_set
+from rollout.plans.stages import plan_set, plan_template, rollout_advance
 from rollout.services.flags import flag_state_resume
-from rollout.services.guardrails import guardrail_check, guardrail_set
-from rollout.services.stages import plan_set, plan_template, rollout_advance
 from tests.rollouts.conftest import add_metrics
 
 pytestmark = pytest.mark.django_db

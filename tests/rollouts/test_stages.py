@@ -8,9 +8,9 @@ import pytest
 from common import clock
 from common.errors import Conflict, ValidationFailed
 from rollout.models import FlagState, Phase, RolloutStage, Workload
+from rollout.plans.stages import plan_set, plan_template, rollout_advance, rollout_pause, rollout_rollback
 from rollout.policy import ApprovalRequired
 from rollout.services.flags import flag_state_kill, flag_state_resume
-from rollout.services.stages import plan_set, plan_template, rollout_advance, rollout_pause, rollout_rollback
 from rollout.services.workloads import workload_update
 
 pytestmark = pytest.mark.django_db
@@ -166,7 +166,7 @@ def test_rollout_advance__editor_in_approval_env__approval_required(planned, peo
 
 
 def test_rollout_advance__breached_guardrail__refused_unless_forced_with_reason(planned, actor, people):
-    from rollout.services.guardrails import guardrail_set
+    from rollout.plans.guardrails import guardrail_set
     from tests.rollouts.conftest import add_metrics
 
     with clock.frozen(clock.now() - timedelta(minutes=10)):

@@ -13,8 +13,8 @@ import pytest
 
 from common import clock
 from rollout.models import FlagState
-from rollout.services.guardrails import guardrail_check, guardrail_set
-from rollout.services.stages import rollout_advance
+from rollout.plans.guardrails import guardrail_check, guardrail_set
+from rollout.plans.stages import rollout_advance
 from rollout.services.webhooks import DeliveryFailed, deliver
 from tests.rollouts.conftest import add_metrics
 

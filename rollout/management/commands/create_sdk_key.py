@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.actors import Actor
 from common.errors import ServiceError
-from rollout.services.keys import sdk_key_create
+from rollout.access.keys import sdk_key_create
 
 
 class Command(BaseCommand):

@@ -10,9 +10,9 @@ from django.core.management.base import BaseCommand
 
 from common.actors import Actor
 from config.env import VAR_DIR
+from rollout.access.keys import sdk_key_create
+from rollout.access.users import user_create
 from rollout.demo import seed_demo
-from rollout.services.keys import sdk_key_create
-from rollout.services.users import user_create
 
 
 class Command(BaseCommand):

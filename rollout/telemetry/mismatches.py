@@ -238,7 +238,7 @@ def mark_known_state(state: FlagState, *, actor: Actor, version: int | None = No
     after: dict[str, Any] = {**mismatch_group_snapshot(row), "flag": state.flag.key}
     if approval:
         after["approval"] = approval.as_audit()
-    return audit_record(actor=actor, action="mismatch_group.known" if known else "mismatch_group.unknown",
+    return audit_record(actor=actor, action=Action.MISMATCH_GROUP_KNOWN if known else Action.MISMATCH_GROUP_UNKNOWN,
                         object_type="mismatch_group", object_key=f"{state.flag.key}@{state.environment.key}#{row.pk}",
                         environment=state.environment.key, before=before, after=after, reason=reason)
 

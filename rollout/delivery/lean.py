@@ -34,8 +34,8 @@ from common.conf import get_setting
 from common.errors import error_body
 from common.jsonio import JsonInputError, loads
 from common.redis import get_async_redis, get_redis
-from rollout.auth import NotLocal, SdkKeyAuthentication, SdkPrincipal, sdk_principal, sdk_principal_local
-from rollout.evaluation import version_cache_key
+from rollout.access.auth import NotLocal, SdkKeyAuthentication, SdkPrincipal, sdk_principal, sdk_principal_local
+from rollout.delivery.evaluation import version_cache_key
 
 AUTH_MESSAGE = "Missing, invalid or revoked SDK key."
 WWW_AUTHENTICATE = 'Bearer realm="sdk"'

@@ -37,8 +37,8 @@ from django.db import IntegrityError, transaction
 
 from common.conf import get_setting
 from common.redis import get_redis
-from rollout.metrics import COUNTERS, HISTOGRAM_SIZE, Batch
 from rollout.models import MetricMinute, MetricRollup, MismatchSample
+from rollout.telemetry.batches import COUNTERS, HISTOGRAM_SIZE, Batch
 
 logger = logging.getLogger("turnout.metrics")
 

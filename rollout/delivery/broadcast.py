@@ -5,7 +5,7 @@ process runs ONE listener task (started by its first stream) that brings news of
 committed anywhere — not one connection per stream:
 
 - Every change is handed at once to the subscribers of the process that committed it
-  (``rollout.publish.announce_committed``).
+  (``rollout.delivery.publish.announce_committed``).
 - With Redis: the change's outbox rows are published on one pub/sub channel and the listener relays
   every message to the local subscribers. Each time it (re)subscribes it re-reads the current
   version of every environment it serves, so a message sent while it was not listening is not
@@ -77,7 +77,7 @@ class Broadcaster:
 
     def on_connect(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` (in a worker thread) each time the listener (re)connects to Redis: the outbox
-        (``rollout.publish``) drains what waited while it was away."""
+        (``rollout.delivery.publish``) drains what waited while it was away."""
         self._connect_hooks.append(hook)
 
     # -- subscribers (called on the event loop) -----------------------------------------------

@@ -20,7 +20,7 @@ from turnout.types import Decision
 
 from common.conf import get_setting
 from common.redis import get_redis
-from rollout.ruleset import current_version, get_ruleset
+from rollout.delivery.ruleset import current_version, get_ruleset
 
 logger = logging.getLogger("turnout.ruleset")
 
@@ -41,9 +41,9 @@ _compiled: OrderedDict[tuple[int, int], CompiledRuleset] = OrderedDict()
 # -- the current version, cached in Redis -----------------------------------------------------------
 #
 # With Redis, the environment's current ruleset version is kept under one key, read in the same
-# round trip as the request's throttle count (rollout/api/lean.py), so a warm evaluation touches
+# round trip as the request's throttle count (rollout/delivery/lean.py), so a warm evaluation touches
 # neither the database nor the cache twice. It is written after every commit that raises the
-# version (rollout/publish.py) and whenever a process had to read the database for it, only ever
+# version (rollout/delivery/publish.py) and whenever a process had to read the database for it, only ever
 # upwards (a late writer cannot put an older version back), and it expires after
 # VERSION_CACHE_SECONDS: if a write is ever lost, the database is asked again within that time.
 

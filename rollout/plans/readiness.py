@@ -18,12 +18,9 @@ from typing import Any, Literal, TypedDict
 
 from audit.names import Action
 from common import clock
-from rollout import metrics_read
-from rollout.guardrail_health import Health, HealthFigures, LastCheck, evaluate_state, last_check
-from rollout.metrics_read import PathFigures, SeriesPoint
 from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
+from rollout.plans.health import Health, HealthFigures, LastCheck, evaluate_state, last_check
 from rollout.policy import approval_gated, state_effect
-from rollout.services.mismatches import MismatchSummary, mismatch_summary
 from rollout.snapshots import (
     FlagStateSnapshot,
     GuardrailSnapshot,
@@ -32,6 +29,9 @@ from rollout.snapshots import (
     guardrail_snapshot,
     stage_snapshot,
 )
+from rollout.telemetry import reads as metrics_read
+from rollout.telemetry.mismatches import MismatchSummary, mismatch_summary
+from rollout.telemetry.reads import PathFigures, SeriesPoint
 
 DEFAULT_WINDOW_SECONDS = 3600
 MAX_WINDOW_SECONDS = 7 * 86_400

@@ -22,10 +22,10 @@ from common import metrics
 from common.auth import bearer
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES
-from rollout.api.lean import authenticate, described, throttled, unauthorized
-from rollout.auth import sdk_principal
-from rollout.broadcast import Subscription, broadcaster
-from rollout.ruleset import current_version
+from rollout.access.auth import sdk_principal
+from rollout.delivery.broadcast import Subscription, broadcaster
+from rollout.delivery.lean import authenticate, described, throttled, unauthorized
+from rollout.delivery.ruleset import current_version
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Bearer credentials of the API: API tokens (``tok_…``, act as their user) and SDK keys (``sdk_…``, one
 environment) — resolving them (cached), recording their last use, and their OpenAPI descriptions.
 
-Creating and revoking keys are audited services (``rollout/services/keys.py``); revocation tells this
+Creating and revoking keys are audited services (``rollout/access/keys.py``); revocation tells this
 module to forget a key at once (``forget_sdk_key``) and deletes the shared cache entries named here.
 """
 

@@ -16,7 +16,7 @@ from turnout.wire import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
 
 from common.redis import get_redis
 from rollout.models import MetricMinute
-from rollout.services import metrics as ingest
+from rollout.telemetry import ingest
 
 PATHS = ("legacy", "parallel")
 

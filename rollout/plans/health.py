@@ -1,7 +1,7 @@
 """Judging a rollout's health (read-only: reads metrics and the last stored check, writes nothing).
 
-The guardrail check (``rollout/services/guardrails.py``), the advance (``rollout/services/stages.py``),
-the readiness report (``rollout/readiness.py``) and the pages all ask this module for a verdict; none of
+The guardrail check (``rollout/plans/guardrails.py``), the advance (``rollout/plans/stages.py``),
+the readiness report (``rollout/plans/readiness.py``) and the pages all ask this module for a verdict; none of
 them is needed to give one, so every arrow points here and none points back.
 """
 
@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from typing import TypedDict
 
 from common import clock
-from rollout import metrics_read
-from rollout.metrics_read import PathFigures, PathStats
 from rollout.models import FlagState, Guardrail
-from rollout.services.mismatches import known_share
+from rollout.telemetry import reads as metrics_read
+from rollout.telemetry.mismatches import known_share
+from rollout.telemetry.reads import PathFigures, PathStats
 
 
 class CheckFigures(TypedDict):

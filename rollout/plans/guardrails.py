@@ -37,11 +37,11 @@ from common.actors import Actor
 from common.errors import ValidationFailed
 from common.metrics import record_guardrail_action
 from common.services import check_version, full_clean, percentage
-from rollout.guardrail_health import Health, evaluate_state
 from rollout.models import BreachAction, FlagState, Gate, Guardrail, Reversibility
+from rollout.plans.health import Health, evaluate_state
+from rollout.plans.stages import advance_state, pause_state, rollback_state
 from rollout.policy import Approval, require_approval_if_needed
 from rollout.services.flags import get_state_for_update, kill_state, write_state
-from rollout.services.stages import advance_state, pause_state, rollback_state
 from rollout.services.webhooks import notify
 from rollout.snapshots import flag_state_snapshot, guardrail_snapshot
 
@@ -99,7 +99,7 @@ def set_guardrail_state(state: FlagState, *, actor: Actor, version: int | None, 
     extra: dict[str, Any] = {"guardrail": after_g}
     if approval:
         extra["approval"] = approval.as_audit()
-    return write_state(state, actor=actor, action="flag_state.guardrails_set", before=before, reason=reason,
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_GUARDRAILS_SET, before=before, reason=reason,
                        extra=extra, ruleset=False)
 
 

@@ -17,7 +17,9 @@ from turnout.types import Reason
 from common import metrics as prometheus
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES, AttributeValueField
-from rollout.api.lean import (
+from rollout.access.auth import SdkKeyAuthentication, SdkPrincipal
+from rollout.delivery.evaluation import acompiled_ruleset, compiled_ruleset, decision_body
+from rollout.delivery.lean import (
     BadRequest,
     asdk_guard,
     bad_request,
@@ -28,11 +30,9 @@ from rollout.api.lean import (
     sdk_guard,
     sdk_throttle_wait,
 )
-from rollout.auth import SdkKeyAuthentication, SdkPrincipal
-from rollout.evaluation import acompiled_ruleset, compiled_ruleset, decision_body
-from rollout.metrics import parse_batch
-from rollout.ruleset import get_ruleset
-from rollout.services.metrics import metrics_record
+from rollout.delivery.ruleset import get_ruleset
+from rollout.telemetry.batches import parse_batch
+from rollout.telemetry.ingest import metrics_record
 
 
 class SdkKeyThrottle(BaseThrottle):
@@ -94,7 +94,7 @@ class RulesetView(SdkView):
         return response
 
 
-# -- evaluation (lean views: see rollout/api/lean.py) ----------------------------------------------
+# -- evaluation (lean views: see rollout/delivery/lean.py) ----------------------------------------------
 
 _ContextSerializer = inline_serializer(
     name="SdkContext",
@@ -151,7 +151,7 @@ async def evaluate(request: HttpRequest) -> HttpResponse:
     """``{flag, context: {key, attributes}}`` → the decision. An unknown flag is a decision too
     (legacy, reason ERROR, error_code FLAG_NOT_FOUND), exactly as the SDK would answer."""
     # Async: on the hot path (key and compiled ruleset already in this process) the one Redis
-    # round trip is awaited on the event loop and nothing runs in a thread (rollout/api/lean.py).
+    # round trip is awaited on the event loop and nothing runs in a thread (rollout/delivery/lean.py).
     guarded = await asdk_guard(request)
     if isinstance(guarded, HttpResponse):
         return guarded

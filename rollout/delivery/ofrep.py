@@ -41,7 +41,9 @@ from turnout.types import Decision, ErrorCode
 
 from common import metrics
 from common.schema import ScalarField
-from rollout.api.lean import (
+from rollout.access.auth import SdkPrincipal
+from rollout.delivery.evaluation import CompiledRuleset, acompiled_ruleset, compiled_ruleset
+from rollout.delivery.lean import (
     BadRequest,
     aauthenticate_for_evaluation,
     authenticate_for_evaluation,
@@ -50,9 +52,7 @@ from rollout.api.lean import (
     read_json,
     retry_after_seconds,
 )
-from rollout.api.sdk import _etag_matches
-from rollout.auth import SdkPrincipal
-from rollout.evaluation import CompiledRuleset, acompiled_ruleset, compiled_ruleset
+from rollout.delivery.sdk_api import _etag_matches
 
 logger = logging.getLogger("turnout.ofrep")
 

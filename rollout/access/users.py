@@ -58,7 +58,7 @@ def user_create(*, actor: Actor, username: str, password: str | None, roles: Ite
         user.save()
         groups = [Group.objects.get_or_create(name=name)[0] for name in role_names]
         user.groups.set(groups)
-        audit_record(actor=actor, action="user.created", object_type="user", object_key=username,
+        audit_record(actor=actor, action=Action.USER_CREATED, object_type="user", object_key=username,
                      after={"username": username, "roles": role_names, "is_superuser": is_superuser})
     return user
 
@@ -86,7 +86,7 @@ def user_update_roles(*, actor: Actor, username: str, roles: Iterable[str], reas
         if before == role_names:
             return user
         user.groups.set([Group.objects.get_or_create(name=name)[0] for name in role_names])
-        audit_record(actor=actor, action="user.roles_changed", object_type="user", object_key=username,
+        audit_record(actor=actor, action=Action.USER_ROLES_CHANGED, object_type="user", object_key=username,
                      before={"roles": before}, after={"roles": role_names}, reason=reason)
     return user
 
@@ -103,7 +103,7 @@ def user_deactivate(*, actor: Actor, username: str, reason: str = "") -> User:
         user.is_active = False
         user.save(update_fields=["is_active"])
         revoked = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        audit_record(actor=actor, action="user.deactivated", object_type="user", object_key=username,
+        audit_record(actor=actor, action=Action.USER_DEACTIVATED, object_type="user", object_key=username,
                      before={"is_active": True}, after={"is_active": False, "tokens_revoked": revoked},
                      reason=reason)
     return user

@@ -13,7 +13,7 @@ from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.redis import degrade
 from common.secrets import new_secret
-from rollout.auth import api_token_cache_key, forget_sdk_key, sdk_key_cache_key
+from rollout.access.auth import api_token_cache_key, forget_sdk_key, sdk_key_cache_key
 from rollout.models import ApiToken, Environment, SdkKey
 from rollout.policy import enforce
 
@@ -38,7 +38,7 @@ def sdk_key_create(*, actor: Actor, environment: str, name: str) -> tuple[SdkKey
         secret = new_secret("sdk")
         key = SdkKey.objects.create(environment=env, name=name, prefix=secret.prefix, secret_hash=secret.digest,
                                     created_by=actor.label)
-        audit_record(actor=actor, action="sdk_key.created", object_type="sdk_key", object_key=key.prefix,
+        audit_record(actor=actor, action=Action.SDK_KEY_CREATED, object_type="sdk_key", object_key=key.prefix,
                      environment=env.key, after={"name": name, "prefix": key.prefix, "environment": env.key})
     return key, secret.value
 
@@ -61,7 +61,7 @@ def sdk_key_revoke(*, actor: Actor, prefix: str, reason: str = "") -> SdkKey:
             forget_sdk_key(digest)
 
         transaction.on_commit(forget)
-        audit_record(actor=actor, action="sdk_key.revoked", object_type="sdk_key", object_key=key.prefix,
+        audit_record(actor=actor, action=Action.SDK_KEY_REVOKED, object_type="sdk_key", object_key=key.prefix,
                      environment=key.environment.key, before={"revoked": False}, after={"revoked": True},
                      reason=reason)
     return key
@@ -77,7 +77,7 @@ def api_token_create(*, actor: Actor, username: str, name: str) -> tuple[ApiToke
             raise ValidationFailed.field("username", f"no active user '{username}'")
         secret = new_secret("tok")
         token = ApiToken.objects.create(user=user, name=name, prefix=secret.prefix, secret_hash=secret.digest)
-        audit_record(actor=actor, action="api_token.created", object_type="api_token", object_key=token.prefix,
+        audit_record(actor=actor, action=Action.API_TOKEN_CREATED, object_type="api_token", object_key=token.prefix,
                      after={"name": name, "prefix": token.prefix, "user": username})
     return token, secret.value
 
@@ -96,7 +96,7 @@ def api_token_revoke(*, actor: Actor, prefix: str, reason: str = "") -> ApiToken
         digest = token.secret_hash
         transaction.on_commit(lambda: degrade(lambda: cache.delete(api_token_cache_key(digest)), None,
                                               what="api_token"))
-        audit_record(actor=actor, action="api_token.revoked", object_type="api_token", object_key=token.prefix,
+        audit_record(actor=actor, action=Action.API_TOKEN_REVOKED, object_type="api_token", object_key=token.prefix,
                      before={"revoked": False}, after={"revoked": True, "user": token.user.get_username()},
                      reason=reason)
     return token

@@ -7,7 +7,7 @@ and overrides stay as they are) and restarts its soak clock.
 * ``advance`` applies the next stage (the first one starts the plan). A person may advance before
   the soak time has passed — readiness shows it — but never while a guardrail is breached unless
   ``force`` with a reason; the system auto-advances only when the soak has passed and every
-  guardrail is healthy (``rollout/services/guardrails.py``).
+  guardrail is healthy (``rollout/plans/guardrails.py``).
 * ``rollback`` applies the previous stage (from the first one: everything off) and pauses the
   rollout, so nothing advances again until a person resumes it. It never waits for approval.
 * ``pause`` holds the rollout where it is: the split does not change (no ruleset change), it does
@@ -35,10 +35,10 @@ from common import clock
 from common.actors import Actor
 from common.errors import Conflict, ValidationFailed
 from common.services import check_version, percentage
-from rollout.guardrail_health import evaluate_state
 from rollout.models import FlagState, Gate, Reversibility, RolloutStage
+from rollout.plans.health import evaluate_state
+from rollout.plans.readiness import readiness_at_advance
 from rollout.policy import Approval, enforce, require_approval_if_needed, state_effect
-from rollout.readiness import readiness_at_advance
 from rollout.services.flags import _cohorts, get_state_for_update, write_state, write_state_break_glass
 from rollout.snapshots import flag_state_snapshot, plan_snapshot
 
@@ -154,7 +154,7 @@ def set_plan_state(state: FlagState, *, actor: Actor, stages: Any, version: int 
     extra: dict[str, Any] = {"plan": plan_snapshot(state)}
     if approval:
         extra["approval"] = approval.as_audit()
-    return write_state(state, actor=actor, action="flag_state.plan_set", before=before, reason=reason, extra=extra,
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_PLAN_SET, before=before, reason=reason, extra=extra,
                        ruleset=False)
 
 
@@ -236,7 +236,7 @@ def advance_state(state: FlagState, *, actor: Actor, version: int | None = None,
         marks["forced"] = True
     if approval:
         marks["approval"] = approval.as_audit()
-    action = "flag_state.retired" if target.retires_legacy else "flag_state.advanced"
+    action = Action.FLAG_STATE_RETIRED if target.retires_legacy else "flag_state.advanced"
     return write_state(state, actor=actor, action=action, before=before, reason=reason, extra=marks)
 
 
@@ -276,8 +276,8 @@ def rollback_state(state: FlagState, *, actor: Actor, reason: str = "", now: dat
     _apply(state, target, now=now, enable=state.enabled)
     state.paused_at = now
     state.paused_reason = f"rolled back: {reason}" if reason else "rolled back"
-    return write_state_break_glass(state, actor=actor, action="flag_state.rolled_back", kind="rollback", before=before,
-                                   reason=reason, extra=marks)
+    return write_state_break_glass(state, actor=actor, action=Action.FLAG_STATE_ROLLED_BACK, kind="rollback",
+                                   before=before, reason=reason, extra=marks)
 
 
 def rollout_rollback(*, actor: Actor, flag: str, environment: str, reason: str = "",
@@ -299,7 +299,7 @@ def pause_state(state: FlagState, *, actor: Actor, reason: str = "", now: dateti
     before = flag_state_snapshot(state)
     state.paused_at = now or clock.now()
     state.paused_reason = reason
-    return write_state(state, actor=actor, action="flag_state.paused", before=before, reason=reason, extra=extra,
+    return write_state(state, actor=actor, action=Action.FLAG_STATE_PAUSED, before=before, reason=reason, extra=extra,
                        ruleset=False)
 
 

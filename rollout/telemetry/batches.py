@@ -16,7 +16,7 @@ from typing import Any
 from turnout.wire import LATENCY_BUCKETS_MS, BreakerEvent, MetricsBatch
 
 from common.conf import get_setting
-from rollout.api.lean import BadRequest
+from rollout.delivery.lean import BadRequest
 
 HISTOGRAM_SIZE = len(LATENCY_BUCKETS_MS) + 1
 COUNTERS = ("calls", "errors", "fallbacks", "comparisons", "mismatches", "compare_skipped", "compare_errors",

@@ -1,7 +1,7 @@
 """Announcing new ruleset versions to streaming SDKs (after commit only).
 
 Announcements go through the outbox (``OutboxMessage``, written in the change's own transaction by
-``rollout.services.rulesets.ruleset_changed``): after commit this process's streams hear at once,
+``rollout.delivery.rulesets.ruleset_changed``): after commit this process's streams hear at once,
 then the outbox is drained to Redis — pub/sub for the other web processes, and the cached current
 version the evaluate endpoints read. Redis down or hung never fails or delays a committed change:
 the rows wait and are drained when it returns: by the next commit, by Celery beat, by each web
@@ -17,8 +17,8 @@ import logging
 from django.db import connection, transaction
 
 from common.redis import breaker, channel, get_redis
-from rollout.broadcast import RULESET_CHANNEL, broadcaster
-from rollout.evaluation import remember_version
+from rollout.delivery.broadcast import RULESET_CHANNEL, broadcaster
+from rollout.delivery.evaluation import remember_version
 from rollout.models import OutboxMessage
 
 logger = logging.getLogger("turnout.ruleset")

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.db.models import F
 
+from rollout.delivery.publish import announce_committed
 from rollout.models import Environment, OutboxMessage
-from rollout.publish import announce_committed
 
 logger = logging.getLogger("turnout.ruleset")
 

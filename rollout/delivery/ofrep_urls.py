@@ -3,7 +3,7 @@
 
 from django.urls import path
 
-from rollout.api import ofrep
+from rollout.delivery import ofrep
 
 urlpatterns = [
     path("evaluate/flags/<str:key>", ofrep.evaluate_flag, name="ofrep-evaluate-flag"),
