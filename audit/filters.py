@@ -12,7 +12,7 @@ from audit.models import ActorType, AuditEvent
 from common.errors import ValidationFailed
 
 
-class AuditEventFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
+class AuditEventFilter(django_filters.FilterSet):
     since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte",
                                              help_text="Events at or after this ISO-8601 time.")
     until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt",
@@ -56,5 +56,4 @@ def clean_filters(params: Mapping[str, Any]) -> dict[str, str]:
 
 def filtered_events(filters: Mapping[str, str]) -> QuerySet[AuditEvent]:
     """Events matching already-cleaned filters (no ordering: callers walk by sequence)."""
-    events: QuerySet[AuditEvent] = AuditEventFilter(data=dict(filters), queryset=AuditEvent.objects.all()).qs
-    return events  # declared above: django-filter has no type information
+    return AuditEventFilter(data=dict(filters), queryset=AuditEvent.objects.all()).qs

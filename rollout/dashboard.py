@@ -10,9 +10,9 @@ from typing import Any, Literal
 from django.db.models import Count, Q
 
 from audit.models import AuditEvent
-from rollout.metrics_read import SeriesPoint
 from rollout.models import Environment, Flag, FlagState, Guardrail, MetricMinute, Workload
-from rollout.readiness import ReadinessReport
+from rollout.plans.readiness import ReadinessReport
+from rollout.telemetry.reads import SeriesPoint
 
 STATUSES = (("live", "Live"), ("off", "Off / killed"), ("retired", "Legacy retired"))
 

@@ -10,7 +10,7 @@ from rollout.access.users import ROLES
 from rollout.models import ApiToken, Flag, Phase, Risk, SdkKey, Workload
 
 
-class WorkloadFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
+class WorkloadFilter(django_filters.FilterSet):
     risk = django_filters.ChoiceFilter(choices=Risk.choices)
     phase = django_filters.ChoiceFilter(choices=Phase.choices)
     owner = django_filters.CharFilter(max_length=200)
@@ -25,7 +25,7 @@ class WorkloadFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-
         return queryset.filter(Q(key__icontains=value) | Q(name__icontains=value))
 
 
-class FlagFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
+class FlagFilter(django_filters.FilterSet):
     workload = django_filters.CharFilter(field_name="workload__key", max_length=63, help_text="Workload key.")
 
     class Meta:
@@ -33,7 +33,7 @@ class FlagFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filt
         fields = ["workload"]
 
 
-class SdkKeyFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
+class SdkKeyFilter(django_filters.FilterSet):
     environment = django_filters.CharFilter(field_name="environment__key", max_length=63)
     revoked = django_filters.BooleanFilter(field_name="revoked_at", lookup_expr="isnull", exclude=True)
 
@@ -42,7 +42,7 @@ class SdkKeyFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-fi
         fields = ["environment", "revoked"]
 
 
-class ApiTokenFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
+class ApiTokenFilter(django_filters.FilterSet):
     user = django_filters.CharFilter(field_name="user__username", max_length=150)
     revoked = django_filters.BooleanFilter(field_name="revoked_at", lookup_expr="isnull", exclude=True)
 
@@ -51,7 +51,7 @@ class ApiTokenFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-
         fields = ["user", "revoked"]
 
 
-class UserFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter has no type information
+class UserFilter(django_filters.FilterSet):
     role = django_filters.ChoiceFilter(field_name="groups__name", choices=[(r, r) for r in ROLES])
     is_active = django_filters.BooleanFilter()
 
