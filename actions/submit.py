@@ -11,6 +11,7 @@ was based on; approving it — by another user, compared by id — performs the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +122,7 @@ def target_version(cr: ChangeRequest) -> int | None:
     return target_snapshot(cr).get("version")
 
 
-def target_snapshot(cr: ChangeRequest) -> dict[str, Any]:
+def target_snapshot(cr: ChangeRequest) -> Mapping[str, Any]:
     """The target as it stands now, in its audit snapshot's shape ({} when it is gone)."""
     if cr.flag_state is not None:
         return flag_state_snapshot(cr.flag_state)

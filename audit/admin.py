@@ -1,3 +1,5 @@
+from typing import TYPE_CHECKING, Any
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
@@ -25,11 +27,17 @@ class AuditVerificationAdmin(ReadOnlyAdmin):
 
 # Users and their roles (groups) change only through the audited services: Django's own admin for
 # them would be an unaudited write path (a role change with no audit event), so it is read-only too.
-class ReadOnlyUserAdmin(ReadOnlyAdmin, UserAdmin):  # type: ignore[misc]
+if TYPE_CHECKING:  # UserAdmin is generic only in django-stubs, not at run time
+    _UserAdmin = UserAdmin[Any]
+else:
+    _UserAdmin = UserAdmin
+
+
+class ReadOnlyUserAdmin(ReadOnlyAdmin, _UserAdmin):
     pass
 
 
-class ReadOnlyGroupAdmin(ReadOnlyAdmin, GroupAdmin):  # type: ignore[misc]
+class ReadOnlyGroupAdmin(ReadOnlyAdmin, GroupAdmin):
     pass
 
 

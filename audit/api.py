@@ -88,7 +88,7 @@ class AuditView(StrictQueryMixin, APIView):
 
 @extend_schema(tags=["audit"], summary="Audit events, oldest first (cursor-paginated, filterable)",
                responses={200: AuditEventSerializer(many=True), 404: BAD_CURSOR, **ERROR_RESPONSES})
-class EventListView(StrictQueryMixin, generics.ListAPIView):
+class EventListView(StrictQueryMixin, generics.ListAPIView[AuditEvent]):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventSerializer
@@ -100,7 +100,7 @@ class EventListView(StrictQueryMixin, generics.ListAPIView):
 
 @extend_schema(tags=["audit"], summary="One audit event by sequence number",
                responses={200: AuditEventChangeSerializer, 404: NOT_FOUND, **ERROR_RESPONSES})
-class EventDetailView(StrictQueryMixin, generics.RetrieveAPIView):
+class EventDetailView(StrictQueryMixin, generics.RetrieveAPIView[AuditEvent]):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventChangeSerializer
@@ -110,7 +110,7 @@ class EventDetailView(StrictQueryMixin, generics.RetrieveAPIView):
 
 @extend_schema(tags=["audit"], summary="Everything that happened to one object, in order, with before/after diffs",
                responses={200: AuditEventChangeSerializer(many=True), 404: BAD_CURSOR, **ERROR_RESPONSES})
-class ObjectHistoryView(StrictQueryMixin, generics.ListAPIView):
+class ObjectHistoryView(StrictQueryMixin, generics.ListAPIView[AuditEvent]):
     permission_classes = [HasCapability]
     read_capability = Capability.READ
     serializer_class = AuditEventChangeSerializer
@@ -199,7 +199,7 @@ class _FormatIsOurs(DefaultContentNegotiation):
     """``?format=csv|jsonl`` names the export's format here, not a DRF renderer."""
 
     # DRF passes the view's renderer list; the stub widens it to any Iterable.
-    def select_renderer(self, request: Request, renderers: Sequence[BaseRenderer],  # type: ignore[override]
+    def select_renderer(self, request: Request, renderers: Sequence[BaseRenderer],  # type: ignore[override]  # see above
                         format_suffix: str | None = None) -> tuple[BaseRenderer, str]:
         return (renderers[0], renderers[0].media_type)
 
@@ -278,7 +278,7 @@ def _export_or_404(pk: str) -> AuditExport:
 
 @extend_schema(tags=["audit"], summary="Export jobs, newest first",
                responses={200: AuditExportSerializer(many=True), 404: NOT_FOUND, **ERROR_RESPONSES})
-class ExportListView(StrictQueryMixin, generics.ListAPIView):
+class ExportListView(StrictQueryMixin, generics.ListAPIView[AuditExport]):
     permission_classes = [HasCapability]
     read_capability = Capability.AUDIT
     serializer_class = AuditExportSerializer

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import django_filters
+from django.db.models import QuerySet
 
 from audit.models import ActorType, AuditEvent
 from common.errors import ValidationFailed
@@ -53,6 +54,6 @@ def clean_filters(params: Mapping[str, Any]) -> dict[str, str]:
     return dict(sorted(given.items()))
 
 
-def filtered_events(filters: Mapping[str, str]) -> Any:
+def filtered_events(filters: Mapping[str, str]) -> QuerySet[AuditEvent]:
     """Events matching already-cleaned filters (no ordering: callers walk by sequence)."""
     return AuditEventFilter(data=dict(filters), queryset=AuditEvent.objects.all()).qs

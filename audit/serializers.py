@@ -22,7 +22,7 @@ def diff(before: Any, after: Any) -> dict[str, dict[str, Any]]:
     return {} if before == after else {"value": {"before": before, "after": after}}
 
 
-class AuditEventSerializer(serializers.ModelSerializer):
+class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
     occurred_at = serializers.SerializerMethodField()
 
     class Meta:
@@ -52,7 +52,7 @@ class AuditEventChangeSerializer(AuditEventSerializer):
         return diff(event.before, event.after)
 
 
-class ChainReportSerializer(serializers.Serializer):
+class ChainReportSerializer(serializers.Serializer[Any]):
     ok = serializers.BooleanField()
     checked = serializers.IntegerField()
     last_sequence = serializers.IntegerField()
@@ -63,7 +63,7 @@ class ChainReportSerializer(serializers.Serializer):
     problem = serializers.CharField(allow_blank=True)
 
 
-class PublicKeySerializer(serializers.Serializer):
+class PublicKeySerializer(serializers.Serializer[Any]):
     key_id = serializers.CharField(help_text="sha256 (hex) of the raw 32-byte public key")
     algorithm = serializers.CharField()
     public_key = serializers.CharField(help_text="base64 of the raw 32-byte Ed25519 public key")
@@ -71,11 +71,11 @@ class PublicKeySerializer(serializers.Serializer):
     current = serializers.BooleanField()
 
 
-class PublicKeysSerializer(serializers.Serializer):
+class PublicKeysSerializer(serializers.Serializer[Any]):
     keys = PublicKeySerializer(many=True)
 
 
-class AuditExportSerializer(serializers.ModelSerializer):
+class AuditExportSerializer(serializers.ModelSerializer[AuditExport]):
     kind = serializers.CharField(read_only=True, help_text="events (an export) or evidence (an evidence pack)")
     progress = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
@@ -102,7 +102,7 @@ class AuditExportSerializer(serializers.ModelSerializer):
         }
 
 
-class AuditVerificationSerializer(serializers.ModelSerializer):
+class AuditVerificationSerializer(serializers.ModelSerializer[AuditVerification]):
     progress = serializers.SerializerMethodField()
     report = ChainReportSerializer(read_only=True, allow_null=True,
                                    help_text="The final report (null until the job has finished)")

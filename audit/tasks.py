@@ -3,7 +3,7 @@ chain (thin: id in, do the work, record)."""
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from audit.exports import export_dir, file_name, write_export_file, write_manifest
 from audit.models import AuditExport, AuditVerification, ExportStatus
@@ -30,7 +30,7 @@ def close_login_failure_bursts() -> int:
 
 
 @shared_task(bind=True, acks_late=True)
-def run_audit_export(self, export_id: str) -> str | None:  # type: ignore[no-untyped-def]
+def run_audit_export(self: Task[[str], str | None], export_id: str) -> str | None:
     """Write the export's file and signed manifest into the export directory; returns the file name."""
     export = AuditExport.objects.filter(pk=export_id).first()
     if export is None or export.status == ExportStatus.READY:
@@ -48,7 +48,7 @@ def run_audit_export(self, export_id: str) -> str | None:  # type: ignore[no-unt
 
 
 @shared_task(bind=True, acks_late=True)
-def run_audit_verification(self, verification_id: str) -> str | None:  # type: ignore[no-untyped-def]
+def run_audit_verification(self: Task[[str], str | None], verification_id: str) -> str | None:
     """Walk the whole chain with progress, then record the report and its outcome event; returns the status.
 
     Re-delivered (acks_late: the worker died mid-walk), it walks again from the start; a finished job is

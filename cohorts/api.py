@@ -7,6 +7,7 @@ import csv
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
 from rest_framework import serializers, status
@@ -17,7 +18,7 @@ from rest_framework.response import Response
 from actions.submit import submit
 from audit.names import Action
 from cohorts import selectors
-from cohorts.models import CohortMember, MemberKind
+from cohorts.models import Cohort, CohortMember, MemberKind
 from cohorts.services import (
     MAX_MEMBERS_PER_REQUEST,
     cohort_create,
@@ -43,7 +44,7 @@ def _subjects(help_text: str) -> serializers.ListField:
                                  required=False, default=list, help_text=help_text)
 
 
-class CohortOutput(serializers.Serializer):  # type: ignore[type-arg]
+class CohortOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     name = serializers.CharField()
     description = serializers.CharField()
@@ -56,13 +57,13 @@ class CohortOutput(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
 
 
-class MemberOutput(serializers.Serializer):  # type: ignore[type-arg]
+class MemberOutput(serializers.Serializer[Any]):
     subject = serializers.CharField()
     kind = serializers.ChoiceField(choices=MemberKind.choices)
     added_at = serializers.DateTimeField()
 
 
-class MembersResultOutput(serializers.Serializer):  # type: ignore[type-arg]
+class MembersResultOutput(serializers.Serializer[Any]):
     added = serializers.IntegerField(help_text="New members.")
     moved = serializers.IntegerField(help_text="Members moved between include and exclude.")
     unchanged = serializers.IntegerField(help_text="Already listed with this kind.")
@@ -91,7 +92,7 @@ class CohortListView(ManagementListView):
         match_on = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         rules = RulesField(required=False, allow_null=True, default=None)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Cohort]:
         return selectors.cohort_list()
 
     @extend_schema(operation_id="cohorts_list", summary="List cohorts", tags=TAGS,
@@ -161,7 +162,7 @@ class CsvParser(BaseParser):
     media_type = "text/csv"
 
     # DRF keeps whatever a parser returns as request.data; the stub allows only a Mapping or DataAndFiles.
-    def parse(self, stream: Any, media_type: str | None = None,  # type: ignore[override]
+    def parse(self, stream: Any, media_type: str | None = None,  # type: ignore[override]  # returns a CsvUpload
               parser_context: Any = None) -> CsvUpload:
         params = dict(part.strip().split("=", 1) for part in (media_type or "").split(";")[1:] if "=" in part)
         return CsvUpload(stream if stream is not None else [], params.get("charset", "utf-8"))
@@ -251,7 +252,7 @@ class CohortMembersView(ManagementListView):
         version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
                                            help_text="CSV bodies only: the version read (409 if stale).")
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[CohortMember]:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request to read
             return CohortMember.objects.none()
         kind = self.request.query_params.get("kind")

@@ -13,7 +13,7 @@ from cohorts.models import Cohort, CohortMember, MemberKind
 from cohorts.snapshots import cohort_snapshot
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.services import UNSET, check_version, full_clean, reject_control_characters
+from common.services import UNSET, Unset, check_version, full_clean, reject_control_characters
 from rollout.delivery.rulesets import ruleset_changed
 from rollout.models import FlagState
 from rollout.policy import NO_EFFECT, Approval, Effect, enforce, states_effect
@@ -85,8 +85,8 @@ def cohort_create(*, actor: Actor, key: str, name: str, description: str = "", m
 
 
 def cohort_update(
-    *, actor: Actor, key: str, version: int | None = None, name: str = UNSET,  # type: ignore[assignment]
-    description: str = UNSET, match_on: str = UNSET, rules: Any = UNSET,  # type: ignore[assignment]
+    *, actor: Actor, key: str, version: int | None = None, name: str | Unset = UNSET,
+    description: str | Unset = UNSET, match_on: str | Unset = UNSET, rules: Any = UNSET,
     reason: str = "", approval: Approval | None = None,
 ) -> Cohort:
     with audited_atomic():

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 
+if TYPE_CHECKING:  # ModelAdmin is generic only in django-stubs, not at run time
+    _ModelAdmin = admin.ModelAdmin[Any]
+else:
+    _ModelAdmin = admin.ModelAdmin
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+
+class ReadOnlyAdmin(_ModelAdmin):
     def has_add_permission(self, request: Any, obj: Any = None) -> bool:
         return False
 

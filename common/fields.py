@@ -26,7 +26,7 @@ def key_field(**kwargs: Any) -> serializers.RegexField:
     ],
     "description": "A share of subjects, 0-100, at most four decimals; a JSON number or a string.",
 })
-class PercentageField(serializers.Field):  # type: ignore[type-arg]
+class PercentageField(serializers.Field[Any, Any, float, Any]):
     def to_internal_value(self, data: Any) -> Decimal:
         try:
             return percentage(data, field=self.field_name or "percentage")

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -129,15 +129,15 @@ class HealthCheckMiddleware(HybridMiddleware):
             return "ready"
         return None
 
-    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
-        if iscoroutinefunction(self):
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
             return self.__acall__(request)
         which = self._which(request)
         if which == "live":
             return _liveness()
         if which == "ready":
             return _readiness_response()
-        return self.get_response(request)
+        return self.respond(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         which = self._which(request)
@@ -147,4 +147,4 @@ class HealthCheckMiddleware(HybridMiddleware):
             # Database calls are synchronous: run them like a sync view (the request's thread, whose
             # connection Django closes or keeps at the end of the request as usual).
             return await sync_to_async(_readiness_response)()
-        return await self.get_response(request)  # type: ignore[misc]
+        return await self.arespond(request)

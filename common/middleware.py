@@ -5,12 +5,13 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from whitenoise.middleware import WhiteNoiseMiddleware as _WhiteNoiseMiddleware
 
 from common import metrics
@@ -53,25 +54,25 @@ def _request_id(request: HttpRequest) -> str:
 class RequestIdMiddleware(HybridMiddleware):
     """Gives every request an id (or keeps a sane incoming ``X-Request-ID``) and echoes it back."""
 
-    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
-        if iscoroutinefunction(self):
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
             return self.__acall__(request)
         rid = _request_id(request)
-        request.request_id = rid  # type: ignore[attr-defined]
+        request.request_id = rid  # type: ignore[attr-defined]  # our attribute on Django's request class
         token = request_id_var.set(rid)
         try:
-            response = self.get_response(request)
+            response = self.respond(request)
         finally:
             request_id_var.reset(token)
-        response["X-Request-ID"] = rid  # type: ignore[index]
+        response["X-Request-ID"] = rid
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         rid = _request_id(request)
-        request.request_id = rid  # type: ignore[attr-defined]
+        request.request_id = rid  # type: ignore[attr-defined]  # our attribute on Django's request class
         token = request_id_var.set(rid)
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            response = await self.arespond(request)
         finally:
             request_id_var.reset(token)
         response["X-Request-ID"] = rid
@@ -87,17 +88,17 @@ class RequestLogMiddleware(HybridMiddleware):
     """Counts and times every request for ``/metrics`` (by route pattern, never the raw path) and
     writes one ``http.request`` log line (with the request id) when ``LOG_REQUESTS`` is on."""
 
-    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
-        if iscoroutinefunction(self):
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
             return self.__acall__(request)
         start = time.perf_counter()
-        response = self.get_response(request)
-        self._record(request, response, start)  # type: ignore[arg-type]
+        response = self.respond(request)
+        self._record(request, response, start)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         start = time.perf_counter()
-        response = await self.get_response(request)  # type: ignore[misc]
+        response = await self.arespond(request)
         self._record(request, response, start)
         return response
 
@@ -114,7 +115,7 @@ class RequestLogMiddleware(HybridMiddleware):
             })
 
 
-class WhiteNoiseMiddleware(_WhiteNoiseMiddleware):
+class WhiteNoiseMiddleware(_WhiteNoiseMiddleware):  # type: ignore[misc]  # whitenoise has no type information
     """WhiteNoise's middleware, async-capable: the same static files with the same headers.
 
     WhiteNoise's own is sync-only, and one sync-only middleware turns the whole chain under ASGI
@@ -132,21 +133,23 @@ class WhiteNoiseMiddleware(_WhiteNoiseMiddleware):
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if iscoroutinefunction(self):
             return self.__acall__(request)
-        return super().__call__(request)
+        response: HttpResponse = super().__call__(request)  # whitenoise is untyped
+        return response
 
     def _static(self, request: HttpRequest) -> HttpResponse | None:
         static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
-        return None if static_file is None else self.serve(static_file, request)  # type: ignore[no-any-return]
+        return None if static_file is None else self.serve(static_file, request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         if self.autorefresh or request.path_info in self.files:
             response = await sync_to_async(self._static)(request)
             if response is not None:
                 return response
-        return await self.get_response(request)  # type: ignore[no-any-return, misc]
+        passed: HttpResponse = await self.get_response(request)  # whitenoise is untyped
+        return passed
 
 
 class ContentSecurityPolicyMiddleware(CSPMiddleware):
@@ -156,10 +159,10 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
     an attribute and a header, so here they run inline and async views stay on the event loop.
     """
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         self.process_request(request)
-        response = await self.get_response(request)  # type: ignore[misc]
-        return self.process_response(request, response)  # type: ignore[return-value]
+        response = await cast(Awaitable[HttpResponseBase], self.get_response(request))  # the async path
+        return self.process_response(request, response)
 
 
 def _charset_refused(request: HttpRequest) -> HttpResponse | None:
@@ -174,10 +177,10 @@ class UnsupportedCharsetMiddleware(HybridMiddleware):
     """A request whose ``Content-Type`` names a codec that is not a text encoding (``rot13``, ``hex``)
     gets a JSON 400 before anything reads its body (Django would decode form fields with it: a 500)."""
 
-    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
-        if iscoroutinefunction(self):
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
             return self.__acall__(request)
-        return _charset_refused(request) or self.get_response(request)
+        return _charset_refused(request) or self.respond(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        return _charset_refused(request) or await self.get_response(request)  # type: ignore[misc]
+        return _charset_refused(request) or await self.arespond(request)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -13,15 +16,21 @@ key_validator = RegexValidator(
 )
 
 
-class KeyField(models.CharField):
+if TYPE_CHECKING:  # Field classes are generic only in django-stubs, not at run time
+    _CharField = models.CharField[str | int, str]
+else:
+    _CharField = models.CharField
+
+
+class KeyField(_CharField):
     """A stable, URL-safe identifier (what SDKs, the API and the audit log name things by)."""
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 63)
         kwargs.setdefault("validators", [key_validator])
         super().__init__(*args, **kwargs)
 
-    def deconstruct(self):  # type: ignore[no-untyped-def]
+    def deconstruct(self) -> tuple[str, str, Sequence[Any], dict[str, Any]]:
         name, path, args, kwargs = super().deconstruct()
         kwargs.pop("validators", None)
         if kwargs.get("max_length") == 63:

@@ -61,8 +61,8 @@ def roles_of(user: Any) -> frozenset[Role]:
     if user is None or not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", True):
         return frozenset()
     cached = getattr(user, "_turnout_roles", None)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
+    if isinstance(cached, frozenset):
+        return cached
     names = set(user.groups.values_list("name", flat=True)) if getattr(user, "pk", None) else set()
     roles = {Role(n) for n in names if n in Role.__members__.values()}
     if getattr(user, "is_superuser", False):

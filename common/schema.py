@@ -61,7 +61,7 @@ _SCALARS = [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]
 
 
 @extend_schema_field({"oneOf": _SCALARS})
-class ScalarField(serializers.Field):  # type: ignore[type-arg]
+class ScalarField(serializers.Field[Any, Any, Any, Any]):
     """A JSON string, number or boolean (OFREP metadata values)."""
 
     def to_representation(self, value: Any) -> Any:

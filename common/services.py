@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
@@ -11,13 +12,10 @@ from django.db import models
 from common.errors import Conflict, ValidationFailed
 
 
-class _Unset:
-    _instance: _Unset | None = None
+class _Unset(enum.Enum):
+    """A one-member enum, so ``value is UNSET`` / ``is not UNSET`` narrows ``str | Unset`` for the type checker."""
 
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    UNSET = "UNSET"
 
     def __repr__(self) -> str:
         return "UNSET"
@@ -26,7 +24,9 @@ class _Unset:
         return False
 
 
-UNSET: Final = _Unset()
+UNSET: Final = _Unset.UNSET
+# The type of an argument that may be left out: ``name: str | Unset = UNSET``.
+Unset = Literal[_Unset.UNSET]
 
 
 def full_clean(instance: models.Model, *, exclude: list[str] | None = None, validate_unique: bool = True) -> None:

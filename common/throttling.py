@@ -47,8 +47,7 @@ class ScopedThrottle(SimpleRateThrottle):
     scope: str  # every subclass names its scope
 
     def get_rate(self) -> str | None:
-        # The rates are "N/period" strings; the stub types them as numbers.
-        rates: dict[str, str] = api_settings.DEFAULT_THROTTLE_RATES  # type: ignore[assignment]
+        rates: dict[str, str] = api_settings.DEFAULT_THROTTLE_RATES  # type: ignore[assignment]  # "N/period" strings; the stub says numbers
         return rates.get(self.scope)
 
     def get_ident(self, request: Any) -> str:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from django.db.models import Count, Q
 
 from audit.models import AuditEvent
 from rollout.models import Environment, Flag, FlagState, Guardrail, MetricMinute, Workload
+from rollout.plans.readiness import ReadinessReport
+from rollout.telemetry.reads import SeriesPoint
 
 STATUSES = (("live", "Live"), ("off", "Off / killed"), ("retired", "Legacy retired"))
 
@@ -88,7 +91,7 @@ def dashboard_rows(
         .prefetch_related("include_cohorts", "exclude_cohorts")
         .annotate(stage_count=Count("stages"))
     ):
-        state.guardrail_status = guardrail_status(state)  # type: ignore[attr-defined]
+        state.guardrail_status = guardrail_status(state)  # type: ignore[attr-defined]  # for the template, not a field
         states[(state.flag.workload_id, state.environment_id)].append(state)
     rows = []
     for workload in workloads_list:
@@ -145,15 +148,15 @@ def exposure_impact(state: FlagState, new: Any, *, hours: int = 24) -> dict[str,
 PATH_COLOURS = {"legacy": "#6b7780", "parallel": "#1f5fae"}
 
 
-def readiness_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
+def readiness_charts(report: ReadinessReport) -> list[dict[str, Any]]:
     """Chart data (labels + series) from the readiness report's per-minute series, one element id each."""
-    series = report.get("series") or []
+    series = report["series"]
     labels = [row["minute"][11:16] for row in series]
 
-    def line(metric: str, path: str) -> dict[str, Any]:
+    def line(metric: Literal["error_rate", "p95_ms"], path: Literal["legacy", "parallel"]) -> dict[str, Any]:
         return {"label": path, "color": PATH_COLOURS[path], "data": [row[path][metric] for row in series]}
 
-    def mismatch_rate(row: dict[str, Any]) -> float | None:
+    def mismatch_rate(row: SeriesPoint) -> float | None:
         compared = row["legacy"]["comparisons"] + row["parallel"]["comparisons"]
         mismatched = row["legacy"]["mismatches"] + row["parallel"]["mismatches"]
         return round(100.0 * mismatched / compared, 4) if compared else None
@@ -172,7 +175,7 @@ def readiness_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
     return charts
 
 
-def change_proposal(cr: Any, current: dict[str, Any]) -> list[dict[str, Any]]:
+def change_proposal(cr: Any, current: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What a change request would change, as rows (field, now, proposed) for the diff view."""
     params = dict(cr.params or {})
     if cr.action in {"flag_state.updated", "flag.updated", "workload.updated", "cohort.updated"}:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
 
 from rollout.access.users import ROLES
 from rollout.models import ApiToken, Flag, Phase, Risk, SdkKey, Workload
@@ -20,9 +21,7 @@ class WorkloadFilter(django_filters.FilterSet):
         model = Workload
         fields = ["risk", "phase", "owner"]
 
-    def filter_search(self, queryset, name, value):  # type: ignore[no-untyped-def]
-        from django.db.models import Q
-
+    def filter_search(self, queryset: QuerySet[Workload], name: str, value: str) -> QuerySet[Workload]:
         return queryset.filter(Q(key__icontains=value) | Q(name__icontains=value))
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -143,8 +144,11 @@ class FlagState(models.Model):
         return f"{self.flag_id}@{self.environment_id}"
 
 
-class SecretQuerySet(models.QuerySet):  # type: ignore[type-arg]
-    def active(self):  # type: ignore[no-untyped-def]
+_SecretT = TypeVar("_SecretT", bound=models.Model)
+
+
+class SecretQuerySet(models.QuerySet[_SecretT]):
+    def active(self) -> SecretQuerySet[_SecretT]:
         return self.filter(revoked_at__isnull=True)
 
 

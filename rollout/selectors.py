@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
 from common.errors import NotFound
 from rollout.models import ApiToken, Environment, Flag, FlagState, SdkKey, Workload
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 
 def environment_list() -> QuerySet[Environment]:
@@ -82,24 +88,26 @@ def sdk_key_get(prefix: str) -> SdkKey:
     return key
 
 
-def api_token_list(*, user: object | None = None) -> QuerySet[ApiToken]:
-    """All tokens (``user=None``) or one user's."""
+def api_token_list(*, user: AbstractBaseUser | AnonymousUser | None = None) -> QuerySet[ApiToken]:
+    """All tokens (``user=None``) or one user's (none for an anonymous one)."""
     qs = ApiToken.objects.select_related("user").order_by("-created_at", "prefix")
-    return qs if user is None else qs.filter(user=user)
+    if user is None:
+        return qs
+    return qs.filter(user_id=user.pk) if user.is_authenticated else qs.none()
 
 
-def api_token_get(prefix: str, *, user: object | None = None) -> ApiToken:
+def api_token_get(prefix: str, *, user: AbstractBaseUser | AnonymousUser | None = None) -> ApiToken:
     token = api_token_list(user=user).filter(prefix=prefix).first()
     if token is None:
         raise NotFound(f"API token '{prefix}' does not exist")
     return token
 
 
-def user_list() -> QuerySet:  # type: ignore[type-arg]
+def user_list() -> QuerySet[User]:
     return get_user_model().objects.prefetch_related("groups").order_by("username")
 
 
-def user_get(username: str):  # type: ignore[no-untyped-def]
+def user_get(username: str) -> User:
     user = user_list().filter(username=username).first()
     if user is None:
         raise NotFound(f"user '{username}' does not exist")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from rollout.models import (
     ChangeRequest,
@@ -14,6 +14,43 @@ from rollout.models import (
     RolloutStage,
     Workload,
 )
+
+
+class FlagStateSnapshot(TypedDict):
+    flag: str
+    environment: str
+    enabled: bool
+    retired: bool
+    percentage: float
+    compare_percentage: float
+    include_cohorts: list[str]
+    exclude_cohorts: list[str]
+    overrides: dict[str, str]
+    stage: int
+    paused: bool
+    version: int
+
+
+class StageSnapshot(TypedDict):
+    position: int
+    name: str
+    percentage: float
+    compare_percentage: float
+    include_cohorts: list[str]
+    min_soak_seconds: int
+    gate: str
+    scheduled_at: str | None
+    retires_legacy: bool
+
+
+class GuardrailSnapshot(TypedDict):
+    max_error_rate: float | None
+    max_error_rate_increase: float | None
+    max_latency_p95_ratio: float | None
+    max_mismatch_rate: float | None
+    min_sample_size: int
+    window_seconds: int
+    action: str
 
 
 def _pct(value: Any) -> float:
@@ -39,7 +76,7 @@ def flag_snapshot(f: Flag) -> dict[str, Any]:
     }
 
 
-def flag_state_snapshot(s: FlagState) -> dict[str, Any]:
+def flag_state_snapshot(s: FlagState) -> FlagStateSnapshot:
     return {
         "flag": s.flag.key,
         "environment": s.environment.key,
@@ -60,7 +97,7 @@ def _opt(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def stage_snapshot(st: RolloutStage) -> dict[str, Any]:
+def stage_snapshot(st: RolloutStage) -> StageSnapshot:
     return {
         "position": st.position,
         "name": st.name,
@@ -74,11 +111,11 @@ def stage_snapshot(st: RolloutStage) -> dict[str, Any]:
     }
 
 
-def plan_snapshot(state: FlagState) -> list[dict[str, Any]]:
+def plan_snapshot(state: FlagState) -> list[StageSnapshot]:
     return [stage_snapshot(st) for st in state.stages.prefetch_related("include_cohorts").order_by("position")]
 
 
-def guardrail_snapshot(g: Guardrail | None) -> dict[str, Any] | None:
+def guardrail_snapshot(g: Guardrail | None) -> GuardrailSnapshot | None:
     if g is None:
         return None
     return {

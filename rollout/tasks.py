@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import redis
-from celery import shared_task
+from celery import Task, shared_task
 
 from common.conf import get_setting
 from common.heartbeats import beat_schedule_ran
@@ -21,14 +21,14 @@ logger = logging.getLogger("turnout.tasks")
 
 
 @shared_task(bind=True, max_retries=3, default_retry_delay=2)
-def warm_ruleset(self, environment_id: int) -> int | None:  # type: ignore[no-untyped-def]
+def warm_ruleset(self: Task[[int], int | None], environment_id: int) -> int | None:
     """Build (or find) the current ruleset of an environment in the shared cache; returns its version."""
     built = get_ruleset(environment_id)
     return built.version if built else None
 
 
 @shared_task(bind=True, max_retries=3, default_retry_delay=5)
-def rollup_metrics(self, include_open: bool = False) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def rollup_metrics(self: Task[[bool], dict[str, int]], include_open: bool = False) -> dict[str, int]:
     """Move closed minutes of SDK metrics from Redis into MetricMinute rows (beat: every minute)."""
     result = metrics_rollup(include_open=include_open)
     return {"minutes": result.minutes, "rows": result.rows, "samples": result.samples,
@@ -76,7 +76,7 @@ def metrics_retention() -> dict[str, int]:
 
 
 @shared_task(bind=True, max_retries=None)
-def deliver_webhook(self, url: str, body: str) -> int:  # type: ignore[no-untyped-def]
+def deliver_webhook(self: Task[[str, str], int], url: str, body: str) -> int:
     """POST one webhook; retried with exponential backoff (2, 4, 8 ... s) up to WEBHOOK_MAX_RETRIES."""
     try:
         return deliver(url, body)

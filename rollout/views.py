@@ -436,8 +436,8 @@ def state_readiness(request: HtmxHttpRequest, key: str, env: str) -> HttpRespons
     require(request, Capability.READ)
     state = _state_or_404(key, env)
     report = readiness(state)
-    report["paths"] = [("legacy", report["legacy"]), ("parallel", report["parallel"])]
-    context = {"state": state, "report": report, "charts": readiness_charts(report)}
+    context = {"state": state, "report": report, "charts": readiness_charts(report),
+               "paths": [("legacy", report["legacy"]), ("parallel", report["parallel"])]}
     if request.htmx:
         return render(request, "rollout/flag_detail.html#readiness", context)
     return render(request, "rollout/readiness.html", context)

@@ -1,6 +1,8 @@
 """The chain's genesis head row, and on PostgreSQL a trigger that makes the audit table append-only."""
 
+from django.apps.registry import Apps
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 GENESIS_HASH = "0" * 64
 
@@ -28,18 +30,18 @@ DROP FUNCTION IF EXISTS audit_event_append_only();
 """
 
 
-def create_head(apps, schema_editor):
+def create_head(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     apps.get_model("audit", "AuditChainHead").objects.get_or_create(
         pk=1, defaults={"sequence": 0, "hash": GENESIS_HASH}
     )
 
 
-def add_trigger(apps, schema_editor):
+def add_trigger(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(TRIGGER_SQL)
 
 
-def drop_trigger(apps, schema_editor):
+def drop_trigger(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(DROP_SQL)
 

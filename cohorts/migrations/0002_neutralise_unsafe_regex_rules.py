@@ -20,8 +20,11 @@ through the historical models; ``audit.chain`` holds pure functions only.
 """
 
 import json
+from typing import Any
 
+from django.apps.registry import Apps
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -31,15 +34,15 @@ ACTION = "cohort.rules_neutralised"
 ACTOR = "system:migration"
 
 
-def _false(attr):
+def _false(attr: str) -> dict[str, Any]:
     return {"all": [{"attr": attr, "op": "exists"}, {"not": {"attr": attr, "op": "exists"}}]}
 
 
-def _constant(attr, value):
+def _constant(attr: str, value: bool) -> dict[str, Any]:
     return {"not": _false(attr)} if value else _false(attr)
 
 
-def _refused(attr, pattern):
+def _refused(attr: str, pattern: object) -> str | None:
     from turnout.engine import RuleError, validate_rules
 
     if not isinstance(pattern, str):
@@ -51,7 +54,7 @@ def _refused(attr, pattern):
     return None
 
 
-def _neutralise(node, path, positive, widen, found):
+def _neutralise(node: Any, path: str, positive: bool, widen: bool, found: list[dict[str, Any]]) -> Any:
     """The node with refused patterns settled; ``found`` collects what was changed."""
     if not isinstance(node, dict):
         return node
@@ -81,10 +84,11 @@ def _neutralise(node, path, positive, widen, found):
     return node
 
 
-def _first_attr(node):
+def _first_attr(node: Any) -> str:
     if isinstance(node, dict):
         if isinstance(node.get("attr"), str):
-            return node["attr"]
+            attr: str = node["attr"]
+            return attr
         for child in (node.get("not"), *(node.get("all") or ()), *(node.get("any") or ())):
             found = _first_attr(child)
             if found:
@@ -92,16 +96,16 @@ def _first_attr(node):
     return "attribute"
 
 
-def _snapshot(cohort):
+def _snapshot(cohort: Any) -> dict[str, Any]:
     return {"key": cohort.key, "name": cohort.name, "description": cohort.description,
             "match_on": cohort.match_on, "rules": cohort.rules, "version": cohort.version}
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, allow_nan=False))
 
 
-def _audit(apps, *, object_key, before, after, reason):
+def _audit(apps: Apps, *, object_key: str, before: dict[str, Any], after: dict[str, Any], reason: str) -> None:
     """One event appended to the chain, as audit.services.audit_record appends it."""
     AuditChainHead = apps.get_model("audit", "AuditChainHead")
     AuditEvent = apps.get_model("audit", "AuditEvent")
@@ -116,14 +120,14 @@ def _audit(apps, *, object_key, before, after, reason):
     AuditChainHead.objects.filter(pk=1).update(sequence=event.sequence, hash=event.hash)
 
 
-def neutralise_unsafe_patterns(apps, schema_editor):
+def neutralise_unsafe_patterns(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     from turnout.engine import RuleError, validate_rules
 
     Cohort = apps.get_model("cohorts", "Cohort")
     FlagState = apps.get_model("rollout", "FlagState")
     Environment = apps.get_model("rollout", "Environment")
     for cohort in Cohort.objects.select_for_update().exclude(rules=None).order_by("pk"):
-        found = []
+        found: list[dict[str, Any]] = []
         excluded = FlagState.objects.filter(exclude_cohorts=cohort).exists()
         rules = _neutralise(cohort.rules, "rules", True, excluded, found)
         if not found:

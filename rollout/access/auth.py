@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -22,6 +22,9 @@ from common.conf import get_setting
 from common.redis import degrade
 from common.secrets import digest
 from rollout.models import ApiToken, SdkKey
+
+if TYPE_CHECKING:
+    from drf_spectacular.openapi import AutoSchema
 
 
 def sdk_key_cache_key(digest: str) -> str:
@@ -181,7 +184,7 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
     target_class = ApiTokenAuthentication
     name = "apiToken"
 
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "tok_…",
                 "description": "An API token (`tok_…`), acting as its user."}
 
@@ -190,6 +193,6 @@ class SdkKeyScheme(OpenApiAuthenticationExtension):
     target_class = SdkKeyAuthentication
     name = "sdkKey"
 
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "sdk_…",
                 "description": "An SDK key (`sdk_…`), scoped to one environment; also accepted as `X-API-Key`."}

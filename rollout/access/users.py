@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -16,6 +17,9 @@ from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from rollout.models import ApiToken
 from rollout.policy import enforce
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 ROLES = ("viewer", "editor", "approver", "admin", "compliance")
 
@@ -31,7 +35,7 @@ def _roles(roles: Iterable[str]) -> list[str]:
 
 
 def user_create(*, actor: Actor, username: str, password: str | None, roles: Iterable[str] = (),
-                email: str = "", is_superuser: bool = False):  # type: ignore[no-untyped-def]
+                email: str = "", is_superuser: bool = False) -> User:
     User = get_user_model()
     role_names = _roles(roles)
     enforce(actor, Action.USER_CREATED)
@@ -59,18 +63,18 @@ def user_create(*, actor: Actor, username: str, password: str | None, roles: Ite
     return user
 
 
-def _get_user_for_update(username: str):  # type: ignore[no-untyped-def]
+def _get_user_for_update(username: str) -> User:
     user = get_user_model().objects.select_for_update().filter(username=username).first()
     if user is None:
         raise NotFound(f"user '{username}' does not exist")
     return user
 
 
-def user_roles(user) -> list[str]:  # type: ignore[no-untyped-def]
+def user_roles(user: User) -> list[str]:
     return sorted(n for n in user.groups.values_list("name", flat=True) if n in ROLES)
 
 
-def user_update_roles(*, actor: Actor, username: str, roles: Iterable[str], reason: str = ""):  # type: ignore[no-untyped-def]
+def user_update_roles(*, actor: Actor, username: str, roles: Iterable[str], reason: str = "") -> User:
     """Replace a user's roles. Nobody removes their own admin role (so an admin cannot lock everyone out)."""
     role_names = _roles(roles)
     enforce(actor, Action.USER_ROLES_CHANGED)
@@ -87,7 +91,7 @@ def user_update_roles(*, actor: Actor, username: str, roles: Iterable[str], reas
     return user
 
 
-def user_deactivate(*, actor: Actor, username: str, reason: str = ""):  # type: ignore[no-untyped-def]
+def user_deactivate(*, actor: Actor, username: str, reason: str = "") -> User:
     """Sign a user out of everything: inactive (no login, no token works) and every token revoked."""
     enforce(actor, Action.USER_DEACTIVATED)
     with audited_atomic():

@@ -71,7 +71,7 @@ def review_item_data(item: ReviewItem) -> dict[str, Any]:
         "audit_sequence": item.audit_sequence, "created_at": item.created_at.isoformat(),
         "acknowledged_by": item.acknowledged_by_label or None,
         "acknowledged_at": item.acknowledged_at.isoformat() if item.acknowledged_at else None, "note": item.note,
-    }).data  # type: ignore[return-value]
+    }).data
 
 
 def _requests() -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -13,12 +16,13 @@ from common.inputs import Input
 from common.permissions import Capability
 from common.schema import errors
 from rollout import selectors
+from rollout.models import Environment
 from rollout.services.environments import environment_create, environment_update
 
 TAGS = ["environments"]
 
 
-class EnvironmentOutput(serializers.Serializer):  # type: ignore[type-arg]
+class EnvironmentOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     name = serializers.CharField()
     order = serializers.IntegerField()
@@ -41,7 +45,7 @@ class EnvironmentListView(ManagementListView):
         order = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
         requires_approval = serializers.BooleanField(default=False)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Environment]:
         return selectors.environment_list()
 
     @extend_schema(operation_id="environments_list", summary="List environments", tags=TAGS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -22,7 +23,7 @@ from rollout.api.change_requests import outcome_response
 from rollout.api.fields import OverridesField
 from rollout.api.rollout_outputs import PendingOutput
 from rollout.filters import FlagFilter
-from rollout.models import FlagState
+from rollout.models import Flag, FlagState
 from rollout.services.flags import flag_create, flag_delete
 
 TAGS = ["flags"]
@@ -31,7 +32,7 @@ VERSION_FIELD: dict[str, Any] = {"min_value": 1, "max_value": 2**31 - 1, "requir
                  "help_text": "The version read (or send If-Match)."}
 
 
-class FlagOutput(serializers.Serializer):  # type: ignore[type-arg]
+class FlagOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     workload = serializers.CharField(source="workload.key")
     description = serializers.CharField()
@@ -42,7 +43,7 @@ class FlagOutput(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
 
 
-class FlagStateOutput(serializers.Serializer):  # type: ignore[type-arg]
+class FlagStateOutput(serializers.Serializer[Any]):
     flag = serializers.CharField(source="flag.key")
     environment = serializers.CharField(source="environment.key")
     enabled = serializers.BooleanField()
@@ -91,7 +92,7 @@ class FlagListView(ManagementListView):
                                      help_text="Bucketing salt; defaults to the flag key.")
         bucket_by = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Flag]:
         return selectors.flag_list()
 
     @extend_schema(operation_id="flags_list", summary="List flags", tags=TAGS,

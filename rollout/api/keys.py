@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 
 from common.api import ManagementListView, ManagementView
 from common.fields import ReasonField, key_field
@@ -16,12 +20,17 @@ from common.throttling import ApiThrottle, AuthThrottle
 from rollout import selectors
 from rollout.access.keys import api_token_create, api_token_revoke, sdk_key_create, sdk_key_revoke
 from rollout.filters import ApiTokenFilter, SdkKeyFilter
+from rollout.models import ApiToken, SdkKey
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
 
 SDK_TAGS = ["sdk keys"]
 TOKEN_TAGS = ["api tokens"]
 
 
-class SdkKeyOutput(serializers.Serializer):  # type: ignore[type-arg]
+class SdkKeyOutput(serializers.Serializer[Any]):
     prefix = serializers.CharField(help_text="The key's first characters: how it is named, never the secret.")
     name = serializers.CharField()
     environment = serializers.CharField(source="environment.key")
@@ -35,7 +44,7 @@ class SdkKeyCreatedOutput(SdkKeyOutput):
     secret = serializers.CharField(help_text="The whole key (`sdk_…`): shown this once, stored only hashed.")
 
 
-class ApiTokenOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ApiTokenOutput(serializers.Serializer[Any]):
     prefix = serializers.CharField(help_text="The token's first characters: how it is named, never the secret.")
     name = serializers.CharField()
     user = serializers.CharField(source="user.username")
@@ -64,10 +73,10 @@ class SdkKeyListView(ManagementListView):
         environment = key_field(help_text="The one environment the key reads.")
         name = serializers.CharField(max_length=100, help_text="Which service uses it.")
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[SdkKey]:
         return selectors.sdk_key_list()
 
-    def get_throttles(self):  # type: ignore[no-untyped-def]
+    def get_throttles(self) -> list[BaseThrottle]:
         # Issuing credentials counts against the auth rate; listing them does not.
         return [ApiThrottle(), AuthThrottle()] if self.request.method == "POST" else [ApiThrottle()]
 
@@ -83,7 +92,7 @@ class SdkKeyListView(ManagementListView):
         data.is_valid(raise_exception=True)
         key, secret = sdk_key_create(actor=self.actor(), **data.validated_data)
         key = selectors.sdk_key_get(key.prefix)
-        key.secret = secret  # type: ignore[attr-defined]
+        key.secret = secret  # type: ignore[attr-defined]  # shown once: carried to the output serializer only
         return Response(SdkKeyCreatedOutput(key).data, status=status.HTTP_201_CREATED)
 
 
@@ -112,7 +121,7 @@ class SdkKeyRevokeView(ManagementView):
         return Response(SdkKeyOutput(selectors.sdk_key_get(key.prefix)).data)
 
 
-def _token_owner_scope(request: Request) -> object | None:
+def _token_owner_scope(request: Request) -> AbstractBaseUser | AnonymousUser | None:
     """Admins see every token; everyone else only their own."""
     return None if can(request.user, Capability.ADMINISTER) else request.user
 
@@ -131,12 +140,12 @@ class ApiTokenListView(ManagementListView):
         username = serializers.CharField(max_length=150, required=False,
                                          help_text="Whose token (admin only); default: yours.")
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[ApiToken]:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user to scope to
             return selectors.api_token_list().none()
         return selectors.api_token_list(user=_token_owner_scope(self.request))
 
-    def get_throttles(self):  # type: ignore[no-untyped-def]
+    def get_throttles(self) -> list[BaseThrottle]:
         return [ApiThrottle(), AuthThrottle()] if self.request.method == "POST" else [ApiThrottle()]
 
     @extend_schema(operation_id="api_tokens_list", summary="List API tokens (yours; an admin's: all)",
@@ -154,7 +163,7 @@ class ApiTokenListView(ManagementListView):
         if username != request.user.get_username():
             require(request.user, Capability.ADMINISTER)
         token, secret = api_token_create(actor=self.actor(), username=username, name=data.validated_data["name"])
-        token.secret = secret  # type: ignore[attr-defined]
+        token.secret = secret  # type: ignore[attr-defined]  # shown once: carried to the output serializer only
         return Response(ApiTokenCreatedOutput(token).data, status=status.HTTP_201_CREATED)
 
 

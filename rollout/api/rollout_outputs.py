@@ -53,7 +53,7 @@ def _float(**kw: Any) -> serializers.FloatField:
     return serializers.FloatField(allow_null=True, **kw)
 
 
-class StageOutput(serializers.Serializer):  # type: ignore[type-arg]
+class StageOutput(serializers.Serializer[Any]):
     position = serializers.IntegerField()
     name = serializers.CharField()
     percentage = serializers.FloatField()
@@ -69,14 +69,14 @@ class StageStatusOutput(StageOutput):
     status = serializers.ChoiceField(choices=["done", "current", "pending"])
 
 
-class WorkloadBriefOutput(serializers.Serializer):  # type: ignore[type-arg]
+class WorkloadBriefOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     risk = serializers.ChoiceField(choices=Risk.choices)
     phase = serializers.ChoiceField(choices=Phase.choices)
     reversibility = serializers.ChoiceField(choices=Reversibility.choices)
 
 
-class RolloutOutput(serializers.Serializer):  # type: ignore[type-arg]
+class RolloutOutput(serializers.Serializer[Any]):
     flag = serializers.CharField()
     environment = serializers.CharField()
     enabled = serializers.BooleanField()
@@ -102,7 +102,7 @@ class RolloutOutput(serializers.Serializer):  # type: ignore[type-arg]
     open_reviews = serializers.ListField(child=serializers.IntegerField())
 
 
-class ChangeRequestOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ChangeRequestOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     target_type = serializers.ChoiceField(choices=TargetType.choices, help_text="what the change changes")
     target = serializers.CharField(help_text="'flag@environment' for a flag state, else the object's key")
@@ -122,20 +122,20 @@ class ChangeRequestOutput(serializers.Serializer):  # type: ignore[type-arg]
     stale = serializers.BooleanField(help_text="pending, but the target moved since: approving marks it stale")
 
 
-class AppliedOutput(serializers.Serializer):  # type: ignore[type-arg]
+class AppliedOutput(serializers.Serializer[Any]):
     applied = serializers.BooleanField(help_text="true: the change is in place")
     rollout = RolloutOutput()
 
 
-class PendingOutput(serializers.Serializer):  # type: ignore[type-arg]
+class PendingOutput(serializers.Serializer[Any]):
     applied = serializers.BooleanField(help_text="false: the change waits for a second person")
     change_request = ChangeRequestOutput()
 
 
-class PathStatsOutput(serializers.Serializer):  # type: ignore[type-arg]
+class PathStatsOutput(serializers.Serializer[Any]):
     calls = serializers.IntegerField()
     # A declared field: SerializerMetaclass takes it out of the class, so Serializer.errors stays as it is.
-    errors = serializers.IntegerField()  # type: ignore[assignment]
+    errors = serializers.IntegerField()  # type: ignore[assignment]  # a field, not Serializer.errors (see above)
     error_rate = _float(help_text="%")
     p50_ms = _float()
     p95_ms = _float()
@@ -145,19 +145,19 @@ class PathStatsOutput(serializers.Serializer):  # type: ignore[type-arg]
     mismatch_rate = _float(help_text="%")
 
 
-class CheckOutput(serializers.Serializer):  # type: ignore[type-arg]
+class CheckOutput(serializers.Serializer[Any]):
     name = serializers.CharField()
     limit = serializers.FloatField()
     value = _float()
     ok = serializers.BooleanField(allow_null=True, help_text="null: not judged (no data)")
 
 
-class WindowOutput(serializers.Serializer):  # type: ignore[type-arg]
+class WindowOutput(serializers.Serializer[Any]):
     start = serializers.CharField(allow_null=True)
     end = serializers.CharField(allow_null=True)
 
 
-class FiguresOutput(serializers.Serializer):  # type: ignore[type-arg]
+class FiguresOutput(serializers.Serializer[Any]):
     status = serializers.ChoiceField(choices=["healthy", "breached", "insufficient_data", "unguarded", "inactive"])
     window = WindowOutput()
     legacy = PathStatsOutput()
@@ -169,7 +169,7 @@ class FiguresOutput(serializers.Serializer):  # type: ignore[type-arg]
     checks = CheckOutput(many=True)
 
 
-class GuardrailConfigOutput(serializers.Serializer):  # type: ignore[type-arg]
+class GuardrailConfigOutput(serializers.Serializer[Any]):
     max_error_rate = _float()
     max_error_rate_increase = _float()
     max_latency_p95_ratio = _float()
@@ -179,7 +179,7 @@ class GuardrailConfigOutput(serializers.Serializer):  # type: ignore[type-arg]
     action = serializers.ChoiceField(choices=BreachAction.choices)
 
 
-class GuardrailsOutput(serializers.Serializer):  # type: ignore[type-arg]
+class GuardrailsOutput(serializers.Serializer[Any]):
     config = GuardrailConfigOutput(allow_null=True)
     status = serializers.CharField()
     breaches = serializers.ListField(child=serializers.CharField())
@@ -187,7 +187,7 @@ class GuardrailsOutput(serializers.Serializer):  # type: ignore[type-arg]
     last_check = LastCheckField(allow_null=True)
 
 
-class MismatchGroupOutput(serializers.Serializer):  # type: ignore[type-arg]
+class MismatchGroupOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     fingerprint = serializers.CharField()
     count = serializers.IntegerField()
@@ -204,14 +204,14 @@ class MismatchGroupOutput(serializers.Serializer):  # type: ignore[type-arg]
     known_at = serializers.CharField(allow_null=True)
 
 
-class MismatchSummaryOutput(serializers.Serializer):  # type: ignore[type-arg]
+class MismatchSummaryOutput(serializers.Serializer[Any]):
     kinds = serializers.IntegerField()
     samples = serializers.IntegerField()
     known_samples = serializers.IntegerField()
     groups = MismatchGroupOutput(many=True)
 
 
-class SampleOutput(serializers.Serializer):  # type: ignore[type-arg]
+class SampleOutput(serializers.Serializer[Any]):
     at = serializers.CharField()
     version = serializers.IntegerField(allow_null=True)
     served = serializers.CharField()
@@ -224,7 +224,7 @@ class ReadinessMismatchesOutput(MismatchSummaryOutput):
     recent_samples = SampleOutput(many=True)
 
 
-class SeriesPointOutput(serializers.Serializer):  # type: ignore[type-arg]
+class SeriesPointOutput(serializers.Serializer[Any]):
     minute = serializers.CharField()
     legacy = PathStatsOutput()
     parallel = PathStatsOutput()
@@ -234,7 +234,7 @@ class ReadinessWindowOutput(WindowOutput):
     seconds = serializers.IntegerField()
 
 
-class ReadinessOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ReadinessOutput(serializers.Serializer[Any]):
     flag = serializers.CharField()
     environment = serializers.CharField()
     generated_at = serializers.CharField()
@@ -250,14 +250,14 @@ class ReadinessOutput(serializers.Serializer):  # type: ignore[type-arg]
     reasons = serializers.ListField(child=serializers.CharField())
 
 
-class GateErrorOutput(serializers.Serializer):  # type: ignore[type-arg]
+class GateErrorOutput(serializers.Serializer[Any]):
     code = serializers.ChoiceField(choices=["not_ready", "failing"])
     message = serializers.CharField()
     # A declared field: SerializerMetaclass takes it out of the class, so Serializer.fields stays as it is.
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]  # a field, not Serializer.fields
 
 
-class GateOutput(serializers.Serializer):  # type: ignore[type-arg]
+class GateOutput(serializers.Serializer[Any]):
     error = GateErrorOutput(required=False, help_text="On 409 / 503: the one error body, with the reasons")
     flag = serializers.CharField()
     environment = serializers.CharField()
@@ -270,7 +270,7 @@ class GateOutput(serializers.Serializer):  # type: ignore[type-arg]
     soak_seconds_left = serializers.IntegerField(allow_null=True)
 
 
-class ReviewItemOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ReviewItemOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     flag = serializers.CharField()
     environment = serializers.CharField()
@@ -284,11 +284,11 @@ class ReviewItemOutput(serializers.Serializer):  # type: ignore[type-arg]
     note = serializers.CharField()
 
 
-class ChangeRequestListOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ChangeRequestListOutput(serializers.Serializer[Any]):
     results = ChangeRequestOutput(many=True)
 
 
-class ReviewItemListOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ReviewItemListOutput(serializers.Serializer[Any]):
     results = ReviewItemOutput(many=True)
 
 
@@ -297,4 +297,4 @@ def change_request_data(cr: ChangeRequest) -> dict[str, Any]:
         **change_request_snapshot(cr), "reason": cr.reason, "created_at": cr.created_at.isoformat(),
         "decided_at": cr.decided_at.isoformat() if cr.decided_at else None,
         "stale": cr.status == ChangeRequestStatus.PENDING and target_version(cr) != cr.based_on_version,
-    }).data  # type: ignore[return-value]
+    }).data

@@ -57,7 +57,7 @@ VERSION: dict[str, Any] = {"min_value": 1, "max_value": 2**31 - 1, "required": F
 
 
 def rollout_data(state: Any) -> dict[str, Any]:
-    return RolloutOutput(plan_status(state)).data  # type: ignore[return-value]
+    return RolloutOutput(plan_status(state)).data
 
 
 def submitted_response(result: Outcome) -> Response:
@@ -95,7 +95,7 @@ class StageInput(Input):
 
 class PlanInput(ChangeInput):
     # many=True takes max_length (DRF 3.14+, passed to the ListSerializer); the stub lacks it.
-    stages = StageInput(many=True, required=False, max_length=20)  # type: ignore[call-arg]
+    stages = StageInput(many=True, required=False, max_length=20)  # type: ignore[call-arg]  # stub lacks max_length
     template = serializers.ChoiceField(choices=["standard"], required=False)
     internal_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)
     pilot_cohorts = serializers.ListField(child=key_field(), max_length=100, required=False, default=list)
@@ -211,7 +211,7 @@ def guardrails_data(state: Any) -> dict[str, Any]:
     return GuardrailsOutput({
         "config": guardrail_snapshot(Guardrail.objects.filter(flag_state=state).first()),
         "status": health.status, "breaches": health.breaches, "judged": health.figures(),
-        "last_check": last_check(state.pk)}).data  # type: ignore[return-value]
+        "last_check": last_check(state.pk)}).data
 
 
 class GuardrailsView(RolloutView):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -20,13 +21,13 @@ from rollout import selectors
 from rollout.api.change_requests import outcome_response
 from rollout.api.rollout_outputs import PendingOutput
 from rollout.filters import WorkloadFilter
-from rollout.models import Phase, Reversibility, Risk
+from rollout.models import Phase, Reversibility, Risk, Workload
 from rollout.services.workloads import EDITABLE, workload_create, workload_delete
 
 TAGS = ["workloads"]
 
 
-class WorkloadOutput(serializers.Serializer):  # type: ignore[type-arg]
+class WorkloadOutput(serializers.Serializer[Any]):
     key = serializers.CharField()
     name = serializers.CharField()
     description = serializers.CharField()
@@ -41,7 +42,7 @@ class WorkloadOutput(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
 
 
-def _fields(required: bool) -> dict[str, serializers.Field]:  # type: ignore[type-arg]
+def _fields(required: bool) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
     optional: dict[str, Any] = {"required": False}
     text: dict[str, Any] = {"required": False, "allow_blank": True}
     return {
@@ -64,7 +65,7 @@ class WorkloadListView(ManagementListView):
 
     WorkloadCreateInput = type("WorkloadCreateInput", (Input,), {"key": key_field(), **_fields(True)})
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Workload]:
         return selectors.workload_list()
 
     @extend_schema(operation_id="workloads_list", summary="List workloads", tags=TAGS,

@@ -67,7 +67,7 @@ def sdk_throttle_wait(ident: str) -> float | None:
 def _window(ident: str) -> tuple[int | None, int | None, float, int, str]:
     """The ``sdk`` rate (requests, seconds), now, the fixed window's number and its counter's key."""
     rate = api_settings.DEFAULT_THROTTLE_RATES.get("sdk")
-    num, duration = SimpleRateThrottle.parse_rate(None, rate) if rate else (None, None)  # type: ignore[arg-type]
+    num, duration = SimpleRateThrottle.parse_rate(None, rate) if rate else (None, None)  # type: ignore[arg-type]  # never reads self
     now = time.time()
     window = int(now // duration) if duration else 0
     return num, duration, now, window, f"throttle:sdk:{ident}:{window}"
@@ -265,7 +265,8 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
         for method, schema in methods.items():
 
             def handler(self: APIView, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
-                return func(request, *args, **kwargs)
+                response: HttpResponse = func(request, *args, **kwargs)  # func is bound as Callable[..., Any]
+                return response
 
             attrs[method.lower()] = extend_schema(**schema)(handler)
         cls = type(name or "".join(part.title() for part in func.__name__.split("_")) + "View", (base,), attrs)
@@ -279,7 +280,8 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
                     if request.method == "OPTIONS" and options is not None:
                         return options(request)
                     return method_not_allowed(request.method or "", allowed)
-                return await func(request, *args, **kwargs)  # type: ignore[no-any-return]
+                response: HttpResponse = await func(request, *args, **kwargs)  # func is bound as Callable[..., Any]
+                return response
         else:
 
             def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -287,13 +289,14 @@ def described(methods: dict[str, dict[str, Any]], *, base: type[APIView] = SdkDe
                     if request.method == "OPTIONS" and options is not None:
                         return options(request)
                     return method_not_allowed(request.method or "", allowed)
-                return func(request, *args, **kwargs)
+                response: HttpResponse = func(request, *args, **kwargs)  # as above
+                return response
 
         view.__name__ = func.__name__
         view.__doc__ = func.__doc__
         # What drf-spectacular reads off a view function (as off View.as_view()'s); no type declares them.
-        view.cls = cls  # type: ignore[union-attr]
-        view.initkwargs = {}  # type: ignore[union-attr]
+        view.cls = cls  # type: ignore[union-attr]  # see above: no type declares them
+        view.initkwargs = {}  # type: ignore[union-attr]  # as above
         # ``view`` takes func's arguments and answers as func does (or 405), sync or async alike.
         return cast(_View, csrf_exempt(view))
 

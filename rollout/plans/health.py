@@ -9,13 +9,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypedDict
 
 from common import clock
 from rollout.models import FlagState, Guardrail
 from rollout.telemetry import reads as metrics_read
 from rollout.telemetry.mismatches import known_share
-from rollout.telemetry.reads import PathStats
+from rollout.telemetry.reads import PathFigures, PathStats
+
+
+class CheckFigures(TypedDict):
+    name: str
+    limit: float
+    value: float | None
+    ok: bool | None
+
+
+class WindowBounds(TypedDict):
+    start: str | None
+    end: str | None
+
+
+class HealthFigures(TypedDict):
+    """A guardrail judgement with its figures: readiness reports, audit events and ``Guardrail.last_check``."""
+
+    status: str
+    window: WindowBounds
+    legacy: PathFigures
+    parallel: PathFigures
+    mismatch_rate_excluding_known: float | None
+    known_share: float
+    sample_size: int
+    min_sample_size: int
+    checks: list[CheckFigures]
+
+
+class LastCheck(HealthFigures):
+    """``Guardrail.last_check``: the figures of the last check, and when it ran."""
+
+    checked_at: str
 
 
 @dataclass(frozen=True)
@@ -25,7 +57,7 @@ class Check:
     value: float | None
     ok: bool | None  # None: not judged (no data)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> CheckFigures:
         return {"name": self.name, "limit": self.limit, "value": self.value, "ok": self.ok}
 
     def describe(self) -> str:
@@ -51,7 +83,7 @@ class Health:
     def breaches(self) -> list[str]:
         return [c.describe() for c in self.checks if c.ok is False]
 
-    def figures(self) -> dict[str, Any]:
+    def figures(self) -> HealthFigures:
         return {
             "status": self.status,
             "window": {"start": self.window_start.isoformat() if self.window_start else None,
@@ -126,10 +158,10 @@ def evaluate_state(state: FlagState, *, now: datetime | None = None) -> Health:
     return health
 
 
-def last_check(flag_state_id: int) -> dict[str, Any] | None:
+def last_check(flag_state_id: int) -> LastCheck | None:
     """The last check's verdict and figures (``Guardrail.last_check``, in the database so every process
     sees what the worker decided), or None when there has been none yet."""
-    found: dict[str, Any] | None = (Guardrail.objects.filter(flag_state_id=flag_state_id)
+    found: LastCheck | None = (Guardrail.objects.filter(flag_state_id=flag_state_id)
                                     .values_list("last_check", flat=True).first())
     return found
 

@@ -6,32 +6,139 @@ The verdict:
 * ``not_yet`` — something still stands in the way: no plan, not started or at its end, paused,
   killed, no guardrails, too little traffic to judge, or soak time left;
 * ``ready`` — healthy, soaked, and a next stage to go to.
+
+The results are TypedDicts: the API serializes them and templates read them as the plain dicts they
+are, and every reader in Python gets its keys checked by mypy.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from audit.names import Action
 from common import clock
 from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
-from rollout.plans.health import evaluate_state, last_check
+from rollout.plans.health import Health, HealthFigures, LastCheck, evaluate_state, last_check
 from rollout.policy import approval_gated, state_effect
-from rollout.snapshots import flag_state_snapshot, guardrail_snapshot, stage_snapshot
+from rollout.snapshots import (
+    FlagStateSnapshot,
+    GuardrailSnapshot,
+    StageSnapshot,
+    flag_state_snapshot,
+    guardrail_snapshot,
+    stage_snapshot,
+)
 from rollout.telemetry import reads as metrics_read
-from rollout.telemetry.mismatches import mismatch_summary
+from rollout.telemetry.mismatches import MismatchSummary, mismatch_summary
+from rollout.telemetry.reads import PathFigures, SeriesPoint
 
 DEFAULT_WINDOW_SECONDS = 3600
 MAX_WINDOW_SECONDS = 7 * 86_400
 RECENT_SAMPLES = 5
+
+Verdict = Literal["ready", "not_yet", "failing"]
+StageProgress = Literal["done", "current", "pending"]
+
+
+class WorkloadBrief(TypedDict):
+    key: str
+    risk: str
+    phase: str
+    reversibility: str
+
+
+class StageStatus(StageSnapshot):
+    status: StageProgress
+
+
+class PlanStatus(FlagStateSnapshot):
+    """A flag state's snapshot with its plan: each stage's status, the soak clock, what waits on it."""
+
+    workload: WorkloadBrief
+    paused_at: str | None
+    paused_reason: str
+    stage_started_at: str | None
+    current_stage: StageSnapshot | None
+    next_stage: StageSnapshot | None
+    soak_seconds_left: int | None
+    next_needs_approval: bool
+    stages: list[StageStatus]
+    pending_change_requests: list[int]
+    open_reviews: list[int]
+
+
+class ReportWindow(TypedDict):
+    start: str
+    end: str
+    seconds: int
+
+
+class GuardrailsReport(TypedDict):
+    config: GuardrailSnapshot | None
+    status: str
+    judged: HealthFigures
+    breaches: list[str]
+    last_check: LastCheck | None
+
+
+class RecentSample(TypedDict):
+    at: str
+    version: int | None
+    served: str
+    legacy: Any  # the SDK's result as reported (redacted JSON)
+    parallel: Any
+    truncated: bool
+
+
+class MismatchesReport(MismatchSummary):
+    recent_samples: list[RecentSample]
+
+
+class ReadinessReport(TypedDict):
+    flag: str
+    environment: str
+    generated_at: str
+    window: ReportWindow
+    legacy: PathFigures
+    parallel: PathFigures
+    series: list[SeriesPoint]
+    guardrails: GuardrailsReport
+    plan: PlanStatus
+    soak_seconds_left: int | None
+    mismatches: MismatchesReport
+    verdict: Verdict
+    reasons: list[str]
+
+
+class GuardrailJudgement(TypedDict):
+    status: str
+    breaches: list[str]
+    judged: HealthFigures
+
+
+class MismatchCounts(TypedDict):
+    kinds: int
+    samples: int
+    known_samples: int
+
+
+class ReadinessAtAdvance(TypedDict):
+    """The compact report recorded in an advance's audit event (and shown in evidence packs)."""
+
+    generated_at: str
+    verdict: Verdict
+    reasons: list[str]
+    guardrails: GuardrailJudgement
+    soak_seconds_left: int | None
+    mismatches: MismatchCounts
 
 
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
 
 
-def plan_status(state: FlagState, *, now: datetime | None = None) -> dict[str, Any]:
+def plan_status(state: FlagState, *, now: datetime | None = None) -> PlanStatus:
     """The plan with each stage's status and the soak clock of the current one."""
     now = now or clock.now()
     stages = list(state.stages.prefetch_related("include_cohorts").order_by("position"))
@@ -41,7 +148,7 @@ def plan_status(state: FlagState, *, now: datetime | None = None) -> dict[str, A
     if current is not None and state.stage_started_at is not None:
         soak_left = max(0, int(current.min_soak_seconds - (now - state.stage_started_at).total_seconds()))
 
-    def status(position: int) -> str:
+    def status(position: int) -> StageProgress:
         return "done" if position < state.stage else "current" if position == state.stage else "pending"
 
     return {
@@ -62,7 +169,7 @@ def plan_status(state: FlagState, *, now: datetime | None = None) -> dict[str, A
     }
 
 
-def verdict(state: FlagState, health_status: str, breaches: list[str], plan: dict[str, Any]) -> tuple[str, list[str]]:
+def verdict(state: FlagState, health_status: str, breaches: list[str], plan: PlanStatus) -> tuple[Verdict, list[str]]:
     if health_status == "breached":
         return "failing", [f"guardrail breached: {b}" for b in breaches]
     reasons: list[str] = []
@@ -85,7 +192,7 @@ def verdict(state: FlagState, health_status: str, breaches: list[str], plan: dic
     return ("not_yet", reasons) if reasons else ("ready", ["healthy, soaked and ready to advance"])
 
 
-def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: int | None = None) -> dict[str, Any]:
+def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: int | None = None) -> ReadinessReport:
     """Legacy vs parallel side by side over a window, the guardrails' status, soak left, a verdict."""
     now = now or clock.now()
     guardrail = Guardrail.objects.filter(flag_state=state).first()
@@ -99,7 +206,7 @@ def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: 
     verdict_name, reasons = verdict(state, health.status, health.breaches, plan)
     samples = list(MismatchSample.objects.filter(environment_id=state.environment_id, flag_key=state.flag.key,
                                                  minute__gte=start).order_by("-pk")
-                   .values("at", "version", "served", "legacy", "parallel", "truncated")[:RECENT_SAMPLES])
+                   .only("at", "version", "served", "legacy", "parallel", "truncated")[:RECENT_SAMPLES])
     return {
         "flag": state.flag.key,
         "environment": state.environment.key,
@@ -118,13 +225,14 @@ def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: 
         "plan": plan,
         "soak_seconds_left": plan["soak_seconds_left"],
         "mismatches": {**mismatch_summary(state), "recent_samples": [
-            {**s, "at": s["at"].isoformat()} for s in samples]},
+            {"at": s.at.isoformat(), "version": s.version, "served": s.served, "legacy": s.legacy,
+             "parallel": s.parallel, "truncated": s.truncated} for s in samples]},
         "verdict": verdict_name,
         "reasons": reasons,
     }
 
 
-def readiness_at_advance(state: FlagState, *, now: datetime, health: Any = None) -> dict[str, Any]:
+def readiness_at_advance(state: FlagState, *, now: datetime, health: Health | None = None) -> ReadinessAtAdvance:
     """The readiness report as it stands just before an advance, compact enough for the audit event:
     the verdict and its reasons, the guardrails' judgement with its figures, soak left, mismatch kinds."""
     health = health if health is not None else evaluate_state(state, now=now)
@@ -137,6 +245,7 @@ def readiness_at_advance(state: FlagState, *, now: datetime, health: Any = None)
         "reasons": reasons,
         "guardrails": {"status": health.status, "breaches": health.breaches, "judged": health.figures()},
         "soak_seconds_left": plan["soak_seconds_left"],
-        "mismatches": {k: mismatches[k] for k in ("kinds", "samples", "known_samples")},
+        "mismatches": {"kinds": mismatches["kinds"], "samples": mismatches["samples"],
+                       "known_samples": mismatches["known_samples"]},
     }
 

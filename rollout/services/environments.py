@@ -6,7 +6,7 @@ from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
-from common.services import UNSET, full_clean
+from common.services import UNSET, Unset, full_clean
 from rollout.models import Environment, Flag, FlagState
 from rollout.policy import enforce
 from rollout.snapshots import environment_snapshot
@@ -31,8 +31,8 @@ def environment_create(
 
 
 def environment_update(
-    *, actor: Actor, key: str, name: str = UNSET, order: int = UNSET,  # type: ignore[assignment]
-    requires_approval: bool = UNSET, reason: str = "",  # type: ignore[assignment]
+    *, actor: Actor, key: str, name: str | Unset = UNSET, order: int | Unset = UNSET,
+    requires_approval: bool | Unset = UNSET, reason: str = "",
 ) -> Environment:
     enforce(actor, Action.ENVIRONMENT_UPDATED)
     with audited_atomic():

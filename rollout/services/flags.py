@@ -13,7 +13,7 @@ from cohorts.models import Cohort
 from common import clock
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.services import UNSET, check_version, full_clean, percentage
+from common.services import UNSET, Unset, check_version, full_clean, percentage
 from rollout.delivery.rulesets import ruleset_changed
 from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
 from rollout.plans.phases import sync_workload_phase
@@ -68,8 +68,8 @@ def flag_create(
 
 
 def flag_update(
-    *, actor: Actor, key: str, description: str = UNSET, salt: str = UNSET,  # type: ignore[assignment]
-    bucket_by: str = UNSET, reason: str = "",  # type: ignore[assignment]
+    *, actor: Actor, key: str, description: str | Unset = UNSET, salt: str | Unset = UNSET,
+    bucket_by: str | Unset = UNSET, reason: str = "",
     version: int | None = None, approval: Approval | None = None,
 ) -> Flag:
     """Changing ``salt`` or ``bucket_by`` reshuffles who is in the split in every environment where the
@@ -161,7 +161,7 @@ def validate_overrides(overrides: Any) -> dict[str, str]:
 
 
 def write_state(
-    state: FlagState, *, actor: Actor, action: str, before: dict[str, Any], reason: str,
+    state: FlagState, *, actor: Actor, action: str, before: Mapping[str, Any], reason: str,
     extra: Mapping[str, Any] | None = None, ruleset: bool = True,
 ) -> AuditEvent:
     """Save a changed flag state inside the caller's transaction: bump its version, the ruleset
@@ -182,12 +182,12 @@ def update_state(
     *,
     actor: Actor,
     version: int | None,
-    enabled: bool = UNSET,  # type: ignore[assignment]
+    enabled: bool | Unset = UNSET,
     percentage_value: Any = UNSET,
     compare_percentage: Any = UNSET,
-    include_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
-    exclude_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
-    overrides: Mapping[str, str] = UNSET,  # type: ignore[assignment]
+    include_cohorts: Iterable[str] | Unset = UNSET,
+    exclude_cohorts: Iterable[str] | Unset = UNSET,
+    overrides: Mapping[str, str] | Unset = UNSET,
     reason: str = "",
     approval: Approval | None = None,
 ) -> AuditEvent | None:
@@ -229,12 +229,12 @@ def flag_state_update(
     flag: str,
     environment: str,
     version: int | None,
-    enabled: bool = UNSET,  # type: ignore[assignment]
+    enabled: bool | Unset = UNSET,
     percentage_value: Any = UNSET,
     compare_percentage: Any = UNSET,
-    include_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
-    exclude_cohorts: Iterable[str] = UNSET,  # type: ignore[assignment]
-    overrides: Mapping[str, str] = UNSET,  # type: ignore[assignment]
+    include_cohorts: Iterable[str] | Unset = UNSET,
+    exclude_cohorts: Iterable[str] | Unset = UNSET,
+    overrides: Mapping[str, str] | Unset = UNSET,
     reason: str = "",
     approval: Approval | None = None,
 ) -> FlagState:
@@ -265,7 +265,7 @@ def kill_state(state: FlagState, *, actor: Actor, reason: str = "", extra: Mappi
                                    reason=reason, extra=extra)
 
 
-def write_state_break_glass(state: FlagState, *, actor: Actor, action: str, kind: str, before: dict[str, Any],
+def write_state_break_glass(state: FlagState, *, actor: Actor, action: str, kind: str, before: Mapping[str, Any],
                             reason: str, extra: Mapping[str, Any] | None = None) -> AuditEvent:
     break_glass = is_break_glass(state, BREAK_GLASS_KINDS[kind], actor=actor)
     bypassed = list(state.change_requests.filter(status="pending").values_list("pk", flat=True))

@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db import transaction
 from django.db.models import Sum
@@ -170,7 +170,31 @@ def known_share(state: FlagState, *, start: datetime, end: datetime) -> float:
     return sum(1 for legacy, parallel in rows if sample_fingerprint(legacy, parallel) in known) / len(rows)
 
 
-def mismatch_summary(state: FlagState) -> dict[str, Any]:
+class MismatchGroupFigures(TypedDict):
+    id: int
+    fingerprint: str
+    count: int
+    share: float
+    shape: Any
+    example: Any
+    first_seen: str
+    last_seen: str
+    flag_version: int | None
+    code_version: str
+    known: bool
+    known_reason: str
+    known_by: str
+    known_at: str | None
+
+
+class MismatchSummary(TypedDict):
+    kinds: int
+    samples: int
+    known_samples: int
+    groups: list[MismatchGroupFigures]
+
+
+def mismatch_summary(state: FlagState) -> MismatchSummary:
     """"3 kinds of difference, 97% of them this one": the groups with their shares."""
     groups = list(MismatchGroup.objects.filter(flag_state=state).order_by("-count", "id"))
     total = sum(g.count for g in groups) or 0

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+from turnout.wire import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
+
 from common.redis import get_redis
 from rollout.models import MetricMinute
 from rollout.telemetry import ingest
-from rollout.telemetry.batches import LATENCY_BUCKETS_MS  # the SDK wire protocol's bounds
 
 PATHS = ("legacy", "parallel")
 
@@ -54,6 +55,28 @@ def rate(part: int, whole: int) -> float | None:
     return None if whole <= 0 else round(100.0 * part / whole, 4)
 
 
+class PathFigures(TypedDict):
+    """One path's figures over a window or a minute, as reports and the API show them."""
+
+    calls: int
+    errors: int
+    error_rate: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    comparisons: int
+    mismatches: int
+    mismatch_rate: float | None
+
+
+class SeriesPoint(TypedDict):
+    """One minute of the readiness chart: both paths' figures."""
+
+    minute: str
+    legacy: PathFigures
+    parallel: PathFigures
+
+
 @dataclass
 class PathStats:
     calls: int = 0
@@ -82,7 +105,7 @@ class PathStats:
     def p(self, q: float) -> float | None:
         return percentile(self.histogram, q)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> PathFigures:
         return {"calls": self.calls, "errors": self.errors, "error_rate": self.error_rate,
                 "p50_ms": self.p(0.50), "p95_ms": self.p(0.95), "p99_ms": self.p(0.99),
                 "comparisons": self.comparisons, "mismatches": self.mismatches,
@@ -142,7 +165,7 @@ def window_stats(state: Any, *, start: datetime, end: datetime) -> dict[str, Pat
     return stats
 
 
-def series(state: Any, *, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def series(state: Any, *, start: datetime, end: datetime) -> list[SeriesPoint]:
     """Per-minute figures for both paths (the readiness chart)."""
     by_minute: dict[datetime, dict[str, PathStats]] = {}
     for row in _rows(state.environment_id, state.flag.key, start, end):
@@ -150,5 +173,5 @@ def series(state: Any, *, start: datetime, end: datetime) -> list[dict[str, Any]
         if row["path"] in paths:
             paths[row["path"]].add(calls=row["calls"], errors=row["errors"], comparisons=row["comparisons"],
                                    mismatches=row["mismatches"], histogram=row["latency_ms"] or [])
-    return [{"minute": minute.isoformat(), **{p: s.as_dict() for p, s in paths.items()}}
+    return [{"minute": minute.isoformat(), "legacy": paths["legacy"].as_dict(), "parallel": paths["parallel"].as_dict()}
             for minute, paths in sorted(by_minute.items())]

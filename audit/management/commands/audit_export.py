@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.exports import write_export_file, write_manifest
 from audit.filters import FILTER_NAMES
@@ -15,7 +16,7 @@ class Command(BaseCommand):
     help = ("Export audit events (csv or jsonl, with the API's filters) or an evidence pack (--evidence) to OUT, "
             "and its signed manifest to OUT.manifest.json. The export is itself audited.")
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("out", help="file to write")
         parser.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
         parser.add_argument("--evidence", metavar="TYPE:KEY",
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         for name in FILTER_NAMES:
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name)
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py audit_export")
         subject_type, _, subject_key = (options["evidence"] or "").partition(":")
         filters = {name: options[name] for name in FILTER_NAMES if options.get(name)}

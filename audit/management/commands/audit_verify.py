@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.anchors import AnchorError, check_anchor, load_anchor
 from audit.verify import verify_chain
@@ -13,7 +14,7 @@ class Command(BaseCommand):
             "With --anchor, also check that the chain still holds the head recorded in signed manifests. Runs here, "
             "in the terminal, however long the chain (the web UI and the API's POST run long ones in the background).")
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
         parser.add_argument("--anchor", action="append", default=[], metavar="MANIFEST",
                             help="an export manifest or evidence pack kept from earlier: its signed chain head "
@@ -22,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--progress", action="store_true",
                             help="Print the events checked so far on stderr after every batch.")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             anchors = [load_anchor(path) for path in options["anchor"]]
         except AnchorError as exc:

@@ -3,9 +3,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.signing import decode_public, public_keys
 
@@ -25,13 +26,13 @@ class Command(BaseCommand):
     help = ("Verify an audit export (FILE + MANIFEST) or an evidence pack (ZIP) offline: signature by this "
             "deployment's keys, file SHA-256, every event's hash and linkage.")
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file")
         parser.add_argument("manifest", nargs="?")
         parser.add_argument("--public-key", action="append", default=[],
                             help="trust this key file instead of the deployment's current and previous keys")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         verifier = offline_verifier()
         keys = options["public_key"]
         # By default, trust the deployment's published keys (current and previous), as /public-key lists them.

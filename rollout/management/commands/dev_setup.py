@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -17,7 +18,7 @@ from rollout.demo import seed_demo
 class Command(BaseCommand):
     help = "Seed the demo once and print the admin login and a demo SDK key (kept in var/, never committed)."
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         seed_demo()
         VAR_DIR.mkdir(parents=True, exist_ok=True)
         login_file = VAR_DIR / "dev-login"

@@ -20,6 +20,7 @@ import random
 import socket
 import time
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
@@ -137,8 +138,8 @@ class Command(BaseCommand):
                 decision = client.decide(flag, f"user-{subject}", attributes)
                 totals[str(decision.path)] += 1
                 try:
-                    client.run(flag, f"user-{subject}", attributes, legacy=lambda s=subject: legacy(s),
-                               parallel=lambda s=subject: parallel(s), fallback=True)
+                    client.run(flag, f"user-{subject}", attributes, legacy=partial(legacy, subject),
+                               parallel=partial(parallel, subject), fallback=True)
                 except SimulatedFailure:
                     totals["errors"] += 1
                 totals["requests"] += 1
