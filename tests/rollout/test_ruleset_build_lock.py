@@ -19,6 +19,7 @@ from django.db.models import F
 
 from rollout.delivery.ruleset import BuildLock, get_ruleset
 from rollout.models import Environment
+from tests.conftest import service_missing
 
 pytestmark = pytest.mark.services
 
@@ -70,7 +71,7 @@ def test_ruleset_fetch__builder_builds_a_newer_version_meanwhile__waiter_takes_i
     import redis
 
     if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL's table locks to hold a build mid-way")
+        service_missing("needs PostgreSQL's table locks to hold a build mid-way")
     env = Environment.objects.get(key="staging")
     wanted = env.ruleset_version
     client = redis.Redis.from_url(redis_url)
