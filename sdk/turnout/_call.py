@@ -62,23 +62,32 @@ def _nothing() -> None:
     return None
 
 
+#: what a step did: its value, or the exception it raised
+_Outcome = tuple[Any, Exception | None]
+
+
+def _resume(plan: Plan[T], outcome: _Outcome) -> tuple[bool, Any]:
+    """Hand a step's value (or throw its exception) back to the plan: ``(False, next step)``, or
+    ``(True, the plan's result)`` when it has finished. Shared by ``drive`` and ``adrive``."""
+    value, error = outcome
+    try:
+        return False, (_throw(plan, error) if error is not None else plan.send(value))
+    except StopIteration as stop:
+        return True, stop.value
+
+
 def drive(plan: Plan[T]) -> T:
     """Execute ``plan`` on this thread: call each step, send back its result or throw back its
     exception. The plan's own exception (the host's, re-raised) propagates unchanged."""
     step = next(plan)
     while True:
         try:
-            value = step()
+            outcome: _Outcome = (step(), None)
         except Exception as exc:
-            try:
-                step = _throw(plan, exc)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-        else:
-            try:
-                step = plan.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            outcome = (None, exc)
+        done, step = _resume(plan, outcome)
+        if done:
+            return step  # type: ignore[no-any-return]  # the plan's result, not a step
 
 
 async def adrive(plan: Plan[T], timeout: float | None = None) -> T:
@@ -96,16 +105,12 @@ async def adrive(plan: Plan[T], timeout: float | None = None) -> T:
                         value = await asyncio.wait_for(_awaited(value), timeout)
                     except TimeoutError as exc:
                         raise _Late() from exc
+            outcome: _Outcome = (value, None)
         except Exception as exc:
-            try:
-                step = _throw(plan, exc)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-        else:
-            try:
-                step = plan.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            outcome = (None, exc)
+        done, step = _resume(plan, outcome)
+        if done:
+            return step  # type: ignore[no-any-return]  # the plan's result, not a step
 
 
 def _throw(plan: Plan[Any], exc: Exception) -> Step:
