@@ -89,7 +89,7 @@ def _threshold(percentage: float) -> int:
 # A self-check at import falls back to the plain constructor if that ever stops holding
 # (for instance when ``Decision`` gains a field).
 
-_FIELDS = ("flag", "path", "reason", "compare", "error_code", "rule", "bucket", "stage", "version")
+_FIELDS = ("flag", "path", "reason", "compare", "error_code", "rule", "bucket", "stage", "version", "detail")
 
 
 class _DecisionTwin:
@@ -119,6 +119,7 @@ def _twin_decision(
     d.bucket = bucket
     d.stage = stage
     d.version = version
+    d.detail = None
     d.__class__ = _decision
     return d  # type: ignore[no-any-return]
 
@@ -138,6 +139,11 @@ def _pick_decision_factory() -> Callable[..., Decision]:
 
 
 _decision = _pick_decision_factory()
+
+
+def _missing_bucket_by(attribute: str | None) -> str:
+    """The receipt's ``detail`` when the context lacks the flag's ``bucket_by`` attribute."""
+    return f"bucket_by attribute {attribute!r} missing from the attributes: not in the split"
 
 
 def _error(flag: str, code: ErrorCode, version: int | None = None, stage: int | None = None) -> Decision:
@@ -335,7 +341,12 @@ def _compile_flag(
     includes = tuple(
         (matchers[c], pair(_PARALLEL, Reason.TARGETING_MATCH, f"cohort:{c}")) for c in flag.get("include_cohorts") or ()
     )
-    unbucketed = pair(_LEGACY, Reason.DEFAULT, "default")
+    unbucketed = (
+        Decision(fkey, _LEGACY, Reason.DEFAULT, False, None, "default", None, stage, version,
+                 _missing_bucket_by(bucket_by)),
+        Decision(fkey, _LEGACY, Reason.DEFAULT, True, None, "default", None, stage, version,
+                 _missing_bucket_by(bucket_by)),
+    )
     make = _decision
     unpack = _unpack_u64
     _str = str
