@@ -142,7 +142,7 @@ def test_readme_five_lines__first_call_of_a_short_script__decides_with_the_serve
 ) -> None:
     """The SDK README's "Five lines", pasted into a file and run: its first decision comes from the
     server's ruleset (before ``start_wait``, a short script always decided legacy, not ready)."""
-    five = [s for s in snippets(ROOT / "sdk" / "README.md") if s.language == "python"][0]
+    five = next(s for s in snippets(ROOT / "sdk" / "README.md") if s.language == "python")
     script = tmp_path / "quick_start.py"
     script.write_text(five.code, encoding="utf-8")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=live, cwd=tmp_path,
