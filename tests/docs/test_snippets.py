@@ -1,7 +1,8 @@
 """Every code block of README.md, sdk/README.md and docs/*.md runs, as written, against a live
 server (issue 18): a Python or shell block that fails fails this test, so no snippet can rot.
 
-The test starts a real web process on a free port over the demo data set, and gives the blocks
+The test starts a real web process on a free port and a Celery worker over the demo data set (on
+the test database, which ``python manage.py …`` in a block uses too), and gives the blocks
 ``TURNOUT_URL``, ``TURNOUT_TOKEN`` (an admin's API token) and ``TURNOUT_SDK_KEY`` (an SDK key of
 ``staging``). Each document runs in a working directory of its own holding links to the
 repository's top-level entries (so ``python tools/verify_export.py`` works and what a block writes
@@ -25,6 +26,7 @@ from common.actors import Actor
 from rollout.access.keys import api_token_create, sdk_key_create
 from rollout.access.users import user_create
 from rollout.demo import seed_demo
+from tests.conftest import subprocess_env
 from tests.docs.snippets import MarkerError, Snippet, documents, snippets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +39,9 @@ def all_snippets() -> list[Snippet]:
 
 
 @pytest.fixture
-def live(server_process: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A live server over the demo data set, and the variables the snippets read."""
+def live(server_process: Any, celery_worker_process: Any) -> Iterator[dict[str, str]]:
+    """A live server (web process and Celery worker) over the demo data set, and the environment
+    the snippets run in: the variables they read, and the test database for ``manage.py``."""
     seed_demo()
     actor = Actor.system("docs-test")
     user_create(actor=actor, username="docs-admin", password=None, roles=["admin"])
@@ -48,7 +51,7 @@ def live(server_process: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
     server_process.start()
     bin_dir = str(Path(sys.executable).parent)
     yield {
-        **os.environ,
+        **subprocess_env(),
         "TURNOUT_URL": server_process.url,
         "TURNOUT_TOKEN": token,
         "TURNOUT_SDK_KEY": sdk_key,
@@ -140,8 +143,9 @@ def test_docs_snippets__extractor__languages_markers_and_lines(tmp_path: Path) -
 def test_readme_five_lines__first_call_of_a_short_script__decides_with_the_servers_ruleset(
     live: dict[str, str], tmp_path: Path
 ) -> None:
-    """The SDK README's "Five lines", pasted into a file and run: its first decision comes from the
-    server's ruleset (before ``start_wait``, a short script always decided legacy, not ready)."""
+    """The SDK README's quick start (once "Five lines"), pasted into a file and run: its first
+    decision comes from the server's ruleset (before ``start_wait``, a short script always decided
+    legacy, not ready)."""
     five = next(s for s in snippets(ROOT / "sdk" / "README.md") if s.language == "python")
     script = tmp_path / "quick_start.py"
     script.write_text(five.code, encoding="utf-8")
