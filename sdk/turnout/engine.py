@@ -6,7 +6,9 @@ this module implements it exactly and documents the points the contract leaves o
 - ``bucket(salt, value)`` is ``int.from_bytes(sha256(f"{salt}/{value}".encode()).digest()[:8],
   "big") % 1_000_000``; a subject is in the split when ``bucket < round(percentage * 10_000)``.
 - The split value is the ``bucket_by`` attribute, or the context key. An attribute that is
-  absent or ``None`` means "not in the split" (``legacy``, ``DEFAULT``, no bucket). Any other
+  absent or ``None`` means "not in the split" (``legacy``, ``DEFAULT``, no bucket, and a
+  ``detail`` naming the missing attribute). It never falls back to the key: a flag bucketed by
+  ``tenant_id`` moves whole tenants, and a key that is a user would split a tenant. Any other
   non-string value is bucketed by Python's ``str(value)``: ``True`` -> ``"True"``, ``42`` ->
   ``"42"``, ``4.0`` -> ``"4.0"``.
 - Cohort member lists (``include``/``exclude``) hold strings; the subject's value (the
