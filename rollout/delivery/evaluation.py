@@ -135,15 +135,20 @@ def clear_compiled() -> None:
 
 
 def decision_body(decision: Decision) -> dict[str, Any]:
-    """``{flag, path, compare, reason, error_code?, stage, version}`` (docs/sdk-protocol.md)."""
+    """``{flag, path, compare, reason, error_code?, rule, bucket, stage, version, detail?}``: the SDK
+    ``Decision``'s fields, its receipt included (docs/sdk-protocol.md, "Server-side evaluation")."""
     body: dict[str, Any] = {
         "flag": decision.flag,
         "path": str(decision.path),
         "compare": decision.compare,
         "reason": str(decision.reason),
+        "rule": decision.rule,
+        "bucket": decision.bucket,
         "stage": decision.stage,
         "version": decision.version,
     }
     if decision.error_code is not None:
         body["error_code"] = str(decision.error_code)
+    if decision.detail is not None:
+        body["detail"] = decision.detail
     return body

@@ -183,7 +183,7 @@ _CONTEXT = inline_serializer(name="OfrepContext", fields={
 })
 _REQUEST = inline_serializer(name="OfrepEvaluationRequest", fields={"context": _CONTEXT})
 _META = serializers.DictField(child=ScalarField(), required=False,
-                              help_text="environment, version, compare, stage, rule, bucket, turnoutReason")
+                              help_text="environment, version, compare, stage, rule, bucket, detail, turnoutReason")
 _SUCCESS = inline_serializer(name="OfrepEvaluationSuccess", fields={
     "key": serializers.CharField(),
     "value": serializers.BooleanField(help_text="true: the parallel path"),

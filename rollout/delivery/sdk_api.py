@@ -112,6 +112,14 @@ _DecisionSerializer = inline_serializer(
         "compare": serializers.BooleanField(help_text="Also run the other path as a shadow and compare"),
         "reason": serializers.ChoiceField(choices=[r.value for r in Reason]),
         "error_code": serializers.CharField(required=False, help_text="Only when reason is ERROR"),
+        "rule": serializers.CharField(
+            allow_null=True, help_text="What decided: override, cohort:<key>, split, default, disabled, "
+                                       "retired or error (the SDK Decision's receipt)"),
+        "bucket": serializers.IntegerField(
+            allow_null=True, help_text="The subject's bucket (0..999999) when the split was consulted"),
+        "detail": serializers.CharField(
+            required=False, help_text="Why, in words, when the decision needs it (the flag's bucket_by "
+                                      "attribute missing from the attributes)"),
         "stage": serializers.IntegerField(allow_null=True),
         "version": serializers.IntegerField(allow_null=True, help_text="The ruleset version that decided"),
     },

@@ -38,6 +38,7 @@ class Options:
     """Every option of a ``Turnout`` client (the README describes each)."""
 
     # syncing the ruleset
+    start_wait: float = 5.0
     stream: bool = True
     poll_interval: float = 30.0
     timeout: float = 5.0
@@ -70,6 +71,7 @@ class Options:
                      "compare_timeout"):
             _positive(name, getattr(self, name))
         _positive("backoff_max", self.backoff_max)
+        _not_negative("start_wait", self.start_wait)
         if self.backoff_max < self.backoff_base:
             raise ValueError("backoff_max must be >= backoff_base")
         for name in ("shadow_workers", "shadow_queue", "async_shadow_limit", "max_sample_bytes",
@@ -105,6 +107,7 @@ class Options:
 class OptionsKwargs(TypedDict, total=False):
     """The options as keyword arguments of ``Turnout(...)`` (the fields of ``Options``)."""
 
+    start_wait: float
     stream: bool
     poll_interval: float
     timeout: float
@@ -147,6 +150,17 @@ def _positive(name: str, value: object) -> None:
     ):
         shown = repr(value) if isinstance(value, int | float) else _show(value)
         raise ValueError(f"{name} must be a number > 0, got {shown}")
+
+
+def _not_negative(name: str, value: object) -> None:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        shown = repr(value) if isinstance(value, int | float) else _show(value)
+        raise ValueError(f"{name} must be a number >= 0, got {shown}")
 
 
 def _count(name: str, value: object, *, minimum: int) -> None:

@@ -45,6 +45,7 @@ def switch_decorator(
         raise TypeError(f"switch(): legacy=/parallel= must be a function, got a {type(other).__name__}")
     decorated_is_parallel = legacy is not None
     name = label(flag)
+    key_attribute = key if isinstance(key, str) else None
     problem = report
 
     def decorator(fn: Callable[P, R]) -> Callable[P, R]:
@@ -60,6 +61,16 @@ def switch_decorator(
                     problem(f"switch:attributes:{name}",
                             f"switch({name!r}): the attributes function raised {type(exc).__name__}; "
                             "deciding without attributes", "switch", exc)
+            if key_attribute is not None and subject is not None:
+                # ``key="tenant_id"`` names what the key is: a flag bucketed (or a cohort matched)
+                # by ``tenant_id`` sees it too, unless the attributes function gave its own.
+                try:
+                    if attrs is None:
+                        attrs = {key_attribute: subject}
+                    elif isinstance(attrs, Mapping) and key_attribute not in attrs:
+                        attrs = {**attrs, key_attribute: subject}
+                except Exception:  # an odd mapping: decide with it as it is (the engine copes)
+                    pass
             return subject, attrs
 
         if inspect.iscoroutinefunction(fn):

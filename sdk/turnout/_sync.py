@@ -58,6 +58,9 @@ class RulesetSync:
         self.etag: str | None = None
         self.stream: Stream | None = None
         self.last_event_id: str | None = None
+        #: set once the first fetch has an outcome (a ruleset in use, or a failure): what the
+        #: client's ``start_wait`` waits for
+        self.attempted = threading.Event()
 
     def after_fork_in_child(self, stop: threading.Event) -> None:
         stream = self.stream
@@ -130,7 +133,9 @@ class RulesetSync:
         fetch_failures = stream_failures = 0
         while not stop.is_set():
             try:
-                if not self.refresh():
+                refreshed = self.refresh()
+                self.attempted.set()
+                if not refreshed:
                     fetch_failures += 1
                     delay = self.backoff(fetch_failures)
                 else:

@@ -196,6 +196,8 @@ class Turnout:
         if not self._offline:
             self._dormant = True
             self._wake()
+            if opts.start_wait > 0 and self._sync is not None and not self.ready:
+                self._wait_for_start(opts.start_wait)
 
     @classmethod
     def offline(cls, bootstrap: Bootstrap | None = None, **options: Any) -> Turnout:
@@ -286,6 +288,26 @@ class Turnout:
             self._problems.report("internal:wait", "wait_until_ready failed", "internal", exc)
             return self.ready
 
+    def _wait_for_start(self, seconds: float) -> None:
+        """``start_wait``: block until the first fetch has an outcome, at most ``seconds``.
+
+        A server that answers with a ruleset makes the client ready before the first decision;
+        one that is down or refuses the key ends the wait at once (legacy decisions until the
+        ruleset arrives, the failure logged once); a hanging one is waited for ``seconds``.
+        """
+        try:
+            assert self._sync is not None
+            answered = self._sync.attempted.wait(min(seconds, threading.TIMEOUT_MAX))
+            if not answered and not self.ready:  # a failed fetch has told already
+                self._problems.report(
+                    "start:not-ready",
+                    f"no answer from the server within start_wait={seconds:g}s: deciding legacy until the "
+                    "ruleset arrives", "fetch",
+                    event="ruleset.not_ready_at_start",
+                )
+        except Exception as exc:  # pragma: no cover - waiting must never fail the host's start
+            self._problems.report("internal:start", "start_wait failed", "internal", exc)
+
     # -- deciding ------------------------------------------------------------------------
 
     def decide(
@@ -313,7 +335,7 @@ class Turnout:
         if counts is None:
             counts = shard[flag] = [0, 0]
         counts[d.path is _PARALLEL] += 1
-        if d.error_code is not None:
+        if d.error_code is not None or d.detail is not None:
             self._decision_problem(d)
         return d
 
@@ -332,6 +354,13 @@ class Turnout:
     def _decision_problem(self, d: Decision) -> None:
         try:
             code = d.error_code
+            if code is None:  # a receipt with a detail: the bucket_by attribute is missing
+                key = f"decision:bucket-by-missing:{d.flag}"
+                if key not in self._problems.open and len(self._problems.open) < MAX_PROBLEMS:
+                    self._problems.report(key, f"flag {d.flag!r}: {d.detail} (legacy); pass it in the "
+                                          "attributes", "decision", notify=True,
+                                          event="decision.bucket_by_missing")
+                return
             self._recorder.error_code((d.flag, d.path is _PARALLEL, d.version), str(code))
             if code is ErrorCode.CIRCUIT_OPEN:
                 return  # announced once when the breaker opened
@@ -512,6 +541,7 @@ class Turnout:
         self._ruleset = _Forced(ruleset, self._forced) if self._forced else ruleset
         self._ready.set()
         self._problems.resolved("decision:not-ready")  # decisions come from a ruleset again
+        self._problems.resolved("start:")
         for warning in ruleset.warnings:  # a ``matches`` pattern this host does not run: told once
             if f"pattern:{warning}" not in self._problems.open:
                 self._problems.report(f"pattern:{warning}", warning, "ruleset", event="ruleset.pattern_unusable")

@@ -6,7 +6,9 @@ this module implements it exactly and documents the points the contract leaves o
 - ``bucket(salt, value)`` is ``int.from_bytes(sha256(f"{salt}/{value}".encode()).digest()[:8],
   "big") % 1_000_000``; a subject is in the split when ``bucket < round(percentage * 10_000)``.
 - The split value is the ``bucket_by`` attribute, or the context key. An attribute that is
-  absent or ``None`` means "not in the split" (``legacy``, ``DEFAULT``, no bucket). Any other
+  absent or ``None`` means "not in the split" (``legacy``, ``DEFAULT``, no bucket, and a
+  ``detail`` naming the missing attribute). It never falls back to the key: a flag bucketed by
+  ``tenant_id`` moves whole tenants, and a key that is a user would split a tenant. Any other
   non-string value is bucketed by Python's ``str(value)``: ``True`` -> ``"True"``, ``42`` ->
   ``"42"``, ``4.0`` -> ``"4.0"``.
 - Cohort member lists (``include``/``exclude``) hold strings; the subject's value (the
@@ -89,7 +91,7 @@ def _threshold(percentage: float) -> int:
 # A self-check at import falls back to the plain constructor if that ever stops holding
 # (for instance when ``Decision`` gains a field).
 
-_FIELDS = ("flag", "path", "reason", "compare", "error_code", "rule", "bucket", "stage", "version")
+_FIELDS = ("flag", "path", "reason", "compare", "error_code", "rule", "bucket", "stage", "version", "detail")
 
 
 class _DecisionTwin:
@@ -119,6 +121,7 @@ def _twin_decision(
     d.bucket = bucket
     d.stage = stage
     d.version = version
+    d.detail = None
     d.__class__ = _decision
     return d  # type: ignore[no-any-return]
 
@@ -138,6 +141,11 @@ def _pick_decision_factory() -> Callable[..., Decision]:
 
 
 _decision = _pick_decision_factory()
+
+
+def _missing_bucket_by(attribute: str | None) -> str:
+    """The receipt's ``detail`` when the context lacks the flag's ``bucket_by`` attribute."""
+    return f"bucket_by attribute {attribute!r} missing from the attributes: not in the split"
 
 
 def _error(flag: str, code: ErrorCode, version: int | None = None, stage: int | None = None) -> Decision:
@@ -335,7 +343,12 @@ def _compile_flag(
     includes = tuple(
         (matchers[c], pair(_PARALLEL, Reason.TARGETING_MATCH, f"cohort:{c}")) for c in flag.get("include_cohorts") or ()
     )
-    unbucketed = pair(_LEGACY, Reason.DEFAULT, "default")
+    unbucketed = (
+        Decision(fkey, _LEGACY, Reason.DEFAULT, False, None, "default", None, stage, version,
+                 _missing_bucket_by(bucket_by)),
+        Decision(fkey, _LEGACY, Reason.DEFAULT, True, None, "default", None, stage, version,
+                 _missing_bucket_by(bucket_by)),
+    )
     make = _decision
     unpack = _unpack_u64
     _str = str

@@ -19,7 +19,7 @@ in-process provider (``turnout.openfeature``) and the server's OFREP endpoint.
 - An ``ERROR`` decision is reason ``ERROR`` with an OpenFeature error code (``CIRCUIT_OPEN``, not
   an OpenFeature code, is ``GENERAL`` with a message naming it) and a message naming the flag.
 - **metadata**: ``turnoutReason``, ``compare``, and when known ``version``, ``environment``,
-  ``rule``, ``stage``, ``bucket`` — scalars only, as both protocols require.
+  ``rule``, ``stage``, ``bucket``, ``detail`` — scalars only, as both protocols require.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def resolve(decision: Decision, ruleset: Ruleset | None = None) -> Resolution:
         meta["version"] = version
     if known is not None:
         meta["environment"] = known.environment
-    for name in ("rule", "stage", "bucket"):
+    for name in ("rule", "stage", "bucket", "detail"):
         v = getattr(decision, name)
         if isinstance(v, bool | int | float | str):
             meta[name] = v

@@ -42,7 +42,10 @@ class Decision:
 
     ``rule`` names what decided: ``"override"``, ``"cohort:<key>"`` (an include or
     exclude cohort), ``"split"``, ``"default"``, ``"disabled"``, ``"retired"`` or ``"error"``.
-    ``bucket`` is the subject's bucket (0..999_999) when the split was consulted.
+    ``bucket`` is the subject's bucket (0..999_999) when the split was consulted. ``detail``
+    says why in words when a decision needs it: a context lacking the flag's ``bucket_by``
+    attribute is not in the split (``"bucket_by attribute 'tenant_id' missing from the
+    attributes: not in the split"``); otherwise None.
     """
 
     flag: str
@@ -54,6 +57,7 @@ class Decision:
     bucket: int | None = None
     stage: int | None = None
     version: int | None = None
+    detail: str | None = None
 
     @property
     def parallel(self) -> bool:

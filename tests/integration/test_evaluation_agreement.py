@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -18,11 +19,10 @@ from tests.evaluation_contexts import generate_contexts, ofrep_reason
 
 
 def expected_sdk(decision: Decision) -> dict[str, Any]:
-    body = {"flag": decision.flag, "path": str(decision.path), "compare": decision.compare,
-            "reason": str(decision.reason), "stage": decision.stage, "version": decision.version}
-    if decision.error_code is not None:
-        body["error_code"] = str(decision.error_code)
-    return body
+    """The SDK's Decision, field for field, receipt included (``error_code`` and ``detail`` only when set)."""
+    body = {f.name: getattr(decision, f.name) for f in dataclasses.fields(decision)}
+    return {name: (str(v) if name in ("path", "reason", "error_code") and v is not None else v)
+            for name, v in body.items() if v is not None or name not in ("error_code", "detail")}
 
 
 def assert_ofrep_matches(item: dict[str, Any], decision: Decision, ruleset: Ruleset) -> None:

@@ -40,9 +40,19 @@ def test_evaluate__override__parallel_targeting_match(client, key, envs):
     assert response["Content-Type"] == "application/json"
     body = response.json()
     assert body == {"flag": "invoice-engine", "path": "parallel", "compare": body["compare"],
-                    "reason": "TARGETING_MATCH", "stage": 0, "version": envs["staging"].__class__.objects.get(
-                        pk=envs["staging"].pk).ruleset_version}
-    assert "error_code" not in body
+                    "reason": "TARGETING_MATCH", "rule": "override", "bucket": None, "stage": 0,
+                    "version": envs["staging"].__class__.objects.get(pk=envs["staging"].pk).ruleset_version}
+    assert "error_code" not in body and "detail" not in body
+
+
+def test_evaluate__tenant_passed_as_key_only__receipt_says_the_bucket_by_attribute_is_missing(client, key, envs):
+    body = _post(client, URL, {"flag": "invoice-engine", "context": {"key": "t1", "attributes": {"country": "DE"}}},
+                 key).json()
+    assert (body["path"], body["reason"], body["rule"], body["bucket"]) == ("legacy", "DEFAULT", "default", None)
+    assert body["detail"] == "bucket_by attribute 'tenant_id' missing from the attributes: not in the split"
+    split = _post(client, URL, {"flag": "invoice-engine", "context": {"key": "t1", "attributes": {"tenant_id": "t1"}}},
+                  key).json()
+    assert split["rule"] in ("split", "default") and isinstance(split["bucket"], int) and "detail" not in split
 
 
 def test_evaluate__many_subjects__same_as_local_decide(client, key, envs):
