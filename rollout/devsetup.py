@@ -1,7 +1,7 @@
 """`make run`'s first-run setup and the block it ends with (development only).
 
 ``dev_setup`` loads the demo (``rollout.demo``), creates one person per role with a random password,
-an SDK key per environment and an API token for the editor and for the approver; the secrets are kept
+an SDK key per environment and an API token for the editor, the approver and the compliance reviewer; the secrets are kept
 in ``var/`` (mode 0600, never committed) so every later ``make run`` prints the same ones. The block
 (``welcome``) is what a new user needs: the URL, the sign-ins, the SDK key and the environment
 variables the docs' examples use (also written to ``var/demo.env``).
@@ -25,7 +25,7 @@ SETUP = Actor.system("make run")
 LOGINS = "dev-logins"
 OLD_ADMIN_LOGIN = "dev-login"  # the admin's sign-in as earlier versions kept it
 SDK_KEYS = {"staging": "dev-sdk-key", "production": "dev-sdk-key-production"}
-TOKENS = {"eddie": "dev-api-token-eddie", "april": "dev-api-token-april"}
+TOKENS = {"eddie": "dev-api-token-eddie", "april": "dev-api-token-april", "carla": "dev-api-token-carla"}
 WELCOME = "dev-welcome.txt"
 DEMO_ENV = "demo.env"
 
@@ -100,7 +100,8 @@ def demo_env(access: DevAccess) -> str:
     lines = [f"export TURNOUT_URL={access.url}", f"export TURNOUT_SDK_KEY={access.sdk_keys.get('staging', '')}",
              f"export TURNOUT_SDK_KEY_PRODUCTION={access.sdk_keys.get('production', '')}",
              f"export TURNOUT_TOKEN={access.tokens.get('eddie', '')}",
-             f"export TURNOUT_APPROVER_TOKEN={access.tokens.get('april', '')}"]
+             f"export TURNOUT_APPROVER_TOKEN={access.tokens.get('april', '')}",
+             f"export TURNOUT_COMPLIANCE_TOKEN={access.tokens.get('carla', '')}"]
     return "\n".join(lines) + "\n"
 
 
@@ -116,6 +117,7 @@ def welcome(access: DevAccess, *, traffic: bool) -> str:
              f"  Demo SDK key (production):  {access.sdk_keys.get('production', '')}",
              f"  API tokens:                 eddie {access.tokens.get('eddie', '')}",
              f"                              april {access.tokens.get('april', '')}",
+             f"                              carla {access.tokens.get('carla', '')}",
              "", f"  Try:  curl -H 'Authorization: Bearer {staging}' {access.url}/api/v1/sdk/ruleset",
              "  The docs' examples read TURNOUT_URL, TURNOUT_SDK_KEY and TURNOUT_TOKEN:  . var/demo.env",
              "  Waiting for april: a change request to widen invoice-engine in production (Change requests page).",
