@@ -1,8 +1,9 @@
 """`make run`'s first-run setup and the block it ends with (development only).
 
 ``dev_setup`` loads the demo (``rollout.demo``), creates one person per role with a random password,
-an SDK key per environment and an API token for the editor, the approver and the compliance reviewer; the secrets are kept
-in ``var/`` (mode 0600, never committed) so every later ``make run`` prints the same ones. The block
+an SDK key per environment and an API token for the editor, the approver and the compliance reviewer;
+the secrets are kept in ``var/`` (mode 0600, never committed) so every later ``make run`` prints the
+same ones. The block
 (``welcome``) is what a new user needs: the URL, the sign-ins, the SDK key and the environment
 variables the docs' examples use (also written to ``var/demo.env``).
 """
