@@ -54,6 +54,7 @@ def main() -> int:
         page.screenshot(path=str(args.out / "demo-dashboard.png"), full_page=True)
         page.goto(f"{url}/flags/invoice-engine/")
         page.wait_for_load_state("networkidle")
+        page.locator("#state-production summary", has_text="Guardrails").first.click()  # limits and last figures
         page.locator("#readiness-production canvas").first.scroll_into_view_if_needed()
         page.wait_for_timeout(2500)  # Chart.js animates the first drawing
         page.screenshot(path=str(args.out / "demo-flag-mid-rollout.png"), full_page=True)
