@@ -12,7 +12,7 @@ from cohorts.models import Cohort
 from cohorts.services import cohort_create, cohort_members_add
 from common.actors import Actor
 from rollout.access.users import user_create
-from rollout.models import ChangeRequest, ChangeRequestStatus, Environment, Flag, FlagState, Guardrail, Workload
+from rollout.models import ChangeRequest, Environment, Flag, FlagState, Guardrail, Workload
 from rollout.plans.stages import plan_template
 from rollout.services.environments import environment_create
 from rollout.services.flags import flag_create, flag_state_retire, flag_state_update
@@ -169,7 +169,7 @@ def seed_story() -> bool:
     done = False
     flag, env = STORY_TARGET.split("@")
     state = FlagState.objects.get(flag__key=flag, environment__key=env)
-    if not state.stages.exists() and state.stage == 0:
+    if not state.stages.exists() and state.stage == 0:  # once: later runs leave the rollout where people put it
         stages = plan_template("standard", internal_cohorts=["internal-staff"], pilot_cohorts=["pilot-eu"])
         for stage in stages:  # compare a fifth of the calls while the first tenants move: evidence comes sooner
             if stage["name"] in {"5%", "25%"}:
@@ -177,18 +177,14 @@ def seed_story() -> bool:
         submit(actor=SEED, action=Action.FLAG_STATE_PLAN_SET, target=STORY_TARGET, params={"stages": stages},
                reason="the billing team's cutover plan: staff, EU pilot tenants, then tenants by percentage, "
                       "comparing a fifth of the calls at 5% and 25%")
+        names = [stage["name"] for stage in stages]
+        for name in names[:names.index(STORY_STAGE) + 1]:
+            submit(actor=SEED, action=Action.FLAG_STATE_ADVANCED, target=STORY_TARGET,
+                   reason=f"demo history: to the '{name}' stage")
         done = True
     if not Guardrail.objects.filter(flag_state=state).exists():
         submit(actor=SEED, action=Action.FLAG_STATE_GUARDRAILS_SET, target=STORY_TARGET,
                params=dict(STORY_GUARDRAILS), reason="roll back on errors, slowness or unexplained differences")
-        done = True
-    state.refresh_from_db()
-    names = list(state.stages.order_by("position").values_list("name", flat=True))
-    if STORY_STAGE in names and state.stage < names.index(STORY_STAGE) + 1 and state.paused_at is None:
-        while state.stage < names.index(STORY_STAGE) + 1:
-            submit(actor=SEED, action=Action.FLAG_STATE_ADVANCED, target=STORY_TARGET,
-                   reason=f"demo history: to the '{names[state.stage]}' stage")
-            state.refresh_from_db()
         done = True
     shadow = FlagState.objects.get(flag__key=SHADOW_TARGET.split("@")[0], environment__key="production")
     if not Guardrail.objects.filter(flag_state=shadow).exists():
@@ -196,9 +192,9 @@ def seed_story() -> bool:
                params=dict(SHADOW_GUARDRAILS), reason="pause the shadow comparison when the router disagrees often")
         done = True
     editor = get_user_model().objects.filter(username="eddie").first()
-    waiting = ChangeRequest.objects.filter(flag_state=state, status=ChangeRequestStatus.PENDING).exists()
-    if editor is not None and not waiting and state.stage < len(names) and state.paused_at is None:
-        state.refresh_from_db()
+    state.refresh_from_db()
+    if editor is not None and not ChangeRequest.objects.filter(flag_state=state).exists() \
+            and 0 < state.stage < state.stages.count() and state.paused_at is None:  # once, like the plan
         submit(actor=Actor.for_user(editor), action=Action.FLAG_STATE_ADVANCED, target=STORY_TARGET,
                version=state.version, reason="25% has been healthy; widen to half of the tenants")
         done = True

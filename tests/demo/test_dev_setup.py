@@ -113,3 +113,20 @@ def test_makefile__port_and_host__honcho_and_the_demo_get_them() -> None:
                               "PORT=8123", "HOST=0.0.0.0"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                              check=True)
     assert printed.stdout.split() == ["http://127.0.0.1:8123", "8123", "0.0.0.0"]
+
+
+def test_dev_setup__rerun_after_people_moved_the_rollout__leaves_it_and_asks_nothing_new(
+        tmp_path: Path, django_user_model: Any) -> None:
+    dev_setup(var=tmp_path)
+    request = ChangeRequest.objects.get(status="pending")
+    change_request_approve(actor=Actor.for_user(django_user_model.objects.get(username="april")),
+                           change_request=request.pk)
+    state = FlagState.objects.get(flag__key="invoice-engine", environment__key="production")
+    count = AuditEvent.objects.count()
+
+    dev_setup(var=tmp_path)
+
+    state.refresh_from_db()
+    assert state.stage == 6
+    assert not ChangeRequest.objects.filter(status="pending").exists()
+    assert AuditEvent.objects.count() == count
