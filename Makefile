@@ -15,10 +15,18 @@ $(STAMP): pyproject.toml sdk/pyproject.toml
 
 setup: $(STAMP)
 
+# `make run`: HOST and PORT of the web server (HOST=0.0.0.0 serves other machines: set ALLOWED_HOSTS too).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEV_URL_HOST := $(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(if $(findstring :,$(HOST)),[$(HOST)],$(HOST)))
+LOG_LEVEL ?= WARNING
+export HOST PORT LOG_LEVEL
+export TURNOUT_DEV_URL := http://$(DEV_URL_HOST):$(PORT)
+
 run: $(STAMP)
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py dev_setup
-	$(BIN)/honcho -f Procfile.dev start
+	@$(BIN)/python manage.py migrate --noinput --verbosity 0
+	@$(BIN)/python manage.py dev_setup --quiet-block
+	@$(BIN)/honcho -f Procfile.dev start --port $(PORT)
 
 test: $(STAMP) test-sdk test-server
 

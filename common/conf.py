@@ -87,6 +87,14 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_VERIFY_SYNC_MAX": 10_000,
     # Where export files and evidence packs are written (None: var/audit-exports).
     "AUDIT_EXPORT_DIR": None,
+    # `make run` (development): the address the web process listens on (HOST, PORT), and whether the
+    # demo traffic drives the demo workloads through the SDK (TURNOUT_DEMO_TRAFFIC=0 turns it off).
+    "DEV_HOST": "127.0.0.1",
+    "DEV_PORT": 8000,
+    "DEV_URL": "http://127.0.0.1:8000",
+    "DEMO_TRAFFIC": True,
+    # Calls a second the demo traffic makes, over all the demo workloads.
+    "DEMO_TRAFFIC_RATE": 12.0,
 }
 
 

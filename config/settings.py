@@ -16,7 +16,16 @@ DEBUG = env.get_bool("DEBUG", default=not PRODUCTION)
 SECRET_KEY = env.get("SECRET_KEY") or ("" if PRODUCTION else env.local_secret_key())
 # Rotation: the new key in SECRET_KEY, the old one here until sessions signed with it have expired.
 SECRET_KEY_FALLBACKS = env.get_list("SECRET_KEY_FALLBACKS", [])
-ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"])
+# `make run`: HOST and PORT the development web process listens on (Makefile, Procfile.dev).
+TURNOUT_DEV_HOST = env.get("HOST", "127.0.0.1") or "127.0.0.1"
+TURNOUT_DEV_PORT = env.get_int("PORT", 8000)
+_DEV_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+if TURNOUT_DEV_HOST not in {*_DEV_HOSTS, "0.0.0.0", "::"}:  # a name or address of this machine: served as such
+    _DEV_HOSTS.append(TURNOUT_DEV_HOST)
+ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", [] if PRODUCTION else _DEV_HOSTS)
+# The URL the demo prints and its traffic calls (the Makefile sets it: under honcho, PORT is per process).
+TURNOUT_DEV_URL = env.get("TURNOUT_DEV_URL") or "http://{}:{}".format(
+    "127.0.0.1" if TURNOUT_DEV_HOST in {"0.0.0.0", "::"} else TURNOUT_DEV_HOST, TURNOUT_DEV_PORT)
 CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [])
 
 if PRODUCTION:
@@ -366,6 +375,8 @@ LOGGING = {
         # The ASGI server's own lines in the same format; its access log is replaced by http.request.
         "uvicorn": {"handlers": ["console"], "propagate": False},  # level: the server's --log-level
         "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        # The embedded file broker has no host name; kombu warns about it on every start.
+        **({} if REDIS_URL else {"kombu.connection": {"level": "ERROR"}}),
     },
 }
 
@@ -375,6 +386,8 @@ PROMETHEUS_MULTIPROC_DIR = env.get("PROMETHEUS_MULTIPROC_DIR")
 
 # Turnout's own settings (TURNOUT_*): defaults live in common/conf.py; override here from the environment.
 TURNOUT_REQUIRE_SERVICES = env.get_bool("TURNOUT_REQUIRE_SERVICES", False)
+TURNOUT_DEMO_TRAFFIC = env.get_bool("TURNOUT_DEMO_TRAFFIC", not PRODUCTION)
+TURNOUT_DEMO_TRAFFIC_RATE = env.get_float("TURNOUT_DEMO_TRAFFIC_RATE", 12.0)
 if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
     TURNOUT_STREAM_HEARTBEAT_SECONDS = env.get_float("TURNOUT_STREAM_HEARTBEAT_SECONDS", 15.0)
 if env.get("TURNOUT_STREAM_DB_POLL_SECONDS"):

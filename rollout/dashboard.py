@@ -55,6 +55,27 @@ def guardrail_status(state: FlagState) -> str:
     return str(checked["status"]) if checked else "not checked yet"
 
 
+NEAR_LIMIT = 0.75  # a healthy check at this share of its limit or more is shown as close to it
+
+
+def guardrail_near(state: FlagState) -> str:
+    """The checks of the last verdict that passed but came close to their limit ("error rate 1.2% of 1.5%"),
+    so a rollout about to trip is visible before it does; "" when none (or no check yet)."""
+    try:
+        checked = state.guardrail.last_check  # select_related: no query
+    except Guardrail.DoesNotExist:
+        return ""
+    if not checked or checked.get("status") != "healthy":
+        return ""
+    near = []
+    for check in checked.get("checks", []):
+        value, limit = check.get("value"), check.get("limit")
+        if check.get("ok") and value is not None and limit and value >= NEAR_LIMIT * limit:
+            unit = "" if check["name"] == "latency_p95_ratio" else "%"
+            near.append(f"{check['name'].replace('_', ' ')} {round(value, 2)}{unit} of {limit}{unit}")
+    return "; ".join(near)
+
+
 def last_event_for(workload: Workload, flag_keys: list[str]) -> AuditEvent | None:
     """The newest audit event about the workload, its flags or their states: who changed it, when."""
     return AuditEvent.objects.filter(_object_filter(workload, flag_keys)).order_by("-sequence").first()
@@ -92,6 +113,7 @@ def dashboard_rows(
         .annotate(stage_count=Count("stages"))
     ):
         state.guardrail_status = guardrail_status(state)  # type: ignore[attr-defined]  # for the template, not a field
+        state.guardrail_near = guardrail_near(state)  # type: ignore[attr-defined]  # for the template, not a field
         states[(state.flag.workload_id, state.environment_id)].append(state)
     rows = []
     for workload in workloads_list:

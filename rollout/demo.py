@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
+
+from actions.submit import submit
+from audit.names import Action
 from cohorts.models import Cohort
 from cohorts.services import cohort_create, cohort_members_add
 from common.actors import Actor
-from rollout.models import Environment, Flag, Workload
+from rollout.access.users import user_create
+from rollout.models import ChangeRequest, Environment, Flag, FlagState, Guardrail, Workload
+from rollout.plans.stages import plan_template
 from rollout.services.environments import environment_create
 from rollout.services.flags import flag_create, flag_state_retire, flag_state_update
 from rollout.services.workloads import workload_create
@@ -114,3 +120,82 @@ def seed_demo() -> bool:
             flag_state_retire(actor=SEED, flag=f["key"], environment=env_key)
         created = True
     return created
+
+
+# -- the living demo (`make run`): people for every role, a rollout mid-way, a request waiting ----
+
+#: One demo person per role (development only: ``make run`` gives them random passwords, kept in var/).
+PEOPLE: list[dict[str, str]] = [
+    {"role": "admin", "username": "admin", "name": "every right, including keys and users"},
+    {"role": "editor", "username": "eddie", "name": "changes rollouts; production waits for a second person"},
+    {"role": "approver", "username": "april", "name": "approves other people's change requests"},
+    {"role": "compliance", "username": "carla", "name": "reads, exports and verifies the audit log"},
+    {"role": "viewer", "username": "victor", "name": "reads everything, changes nothing"},
+]
+
+#: The rollout the demo shows mid-way: invoice-engine in production, at the "25%" stage of the standard
+#: plan (internal staff first, then the EU pilot tenants), with guardrails that roll it back.
+STORY_TARGET = "invoice-engine@production"
+STORY_STAGE = "25%"
+STORY_GUARDRAILS: dict[str, Any] = {
+    "max_error_rate": 1.5, "max_latency_p95_ratio": 1.5, "max_mismatch_rate": 3.0,
+    "min_sample_size": 100, "window_seconds": 900, "action": "rollback",
+}
+SHADOW_TARGET = "payment-routing@production"
+SHADOW_GUARDRAILS: dict[str, Any] = {"max_mismatch_rate": 6.0, "min_sample_size": 50, "window_seconds": 900,
+                                     "action": "pause"}
+
+
+def seed_people(*, passwords: dict[str, str]) -> list[str]:
+    """Create the demo people who are missing, with the given passwords (username -> password).
+    Returns the usernames created."""
+    created = []
+    for person in PEOPLE:
+        username = person["username"]
+        if get_user_model().objects.filter(username=username).exists():
+            continue
+        admin = person["role"] == "admin"
+        user_create(actor=Actor.system("make run"), username=username, password=passwords[username],
+                    roles=[person["role"]], email=f"{username}@example.com", is_superuser=admin)
+        created.append(username)
+    return created
+
+
+def seed_story() -> bool:
+    """Put the demo's main rollout mid-way, through the action layer like any other change: the standard
+    plan and guardrails on invoice-engine in production, advanced to its 25% stage; guardrails on
+    payment-routing's shadow comparison; and a change request from the editor (advance to 50%) waiting
+    for the approver. Each part is done only when missing. Returns False when all of it was there."""
+    done = False
+    flag, env = STORY_TARGET.split("@")
+    state = FlagState.objects.get(flag__key=flag, environment__key=env)
+    if not state.stages.exists() and state.stage == 0:  # once: later runs leave the rollout where people put it
+        stages = plan_template("standard", internal_cohorts=["internal-staff"], pilot_cohorts=["pilot-eu"])
+        for stage in stages:  # compare a fifth of the calls while the first tenants move: evidence comes sooner
+            if stage["name"] in {"5%", "25%"}:
+                stage["compare_percentage"] = 20
+        submit(actor=SEED, action=Action.FLAG_STATE_PLAN_SET, target=STORY_TARGET, params={"stages": stages},
+               reason="the billing team's cutover plan: staff, EU pilot tenants, then tenants by percentage, "
+                      "comparing a fifth of the calls at 5% and 25%")
+        names = [stage["name"] for stage in stages]
+        for name in names[:names.index(STORY_STAGE) + 1]:
+            submit(actor=SEED, action=Action.FLAG_STATE_ADVANCED, target=STORY_TARGET,
+                   reason=f"demo history: to the '{name}' stage")
+        done = True
+    if not Guardrail.objects.filter(flag_state=state).exists():
+        submit(actor=SEED, action=Action.FLAG_STATE_GUARDRAILS_SET, target=STORY_TARGET,
+               params=dict(STORY_GUARDRAILS), reason="roll back on errors, slowness or unexplained differences")
+        done = True
+    shadow = FlagState.objects.get(flag__key=SHADOW_TARGET.split("@")[0], environment__key="production")
+    if not Guardrail.objects.filter(flag_state=shadow).exists():
+        submit(actor=SEED, action=Action.FLAG_STATE_GUARDRAILS_SET, target=SHADOW_TARGET,
+               params=dict(SHADOW_GUARDRAILS), reason="pause the shadow comparison when the router disagrees often")
+        done = True
+    editor = get_user_model().objects.filter(username="eddie").first()
+    state.refresh_from_db()
+    if editor is not None and not ChangeRequest.objects.filter(flag_state=state).exists() \
+            and 0 < state.stage < state.stages.count() and state.paused_at is None:  # once, like the plan
+        submit(actor=Actor.for_user(editor), action=Action.FLAG_STATE_ADVANCED, target=STORY_TARGET,
+               version=state.version, reason="25% has been healthy; widen to half of the tenants")
+        done = True
+    return done

@@ -171,9 +171,9 @@ def gunicorn_web(transactional_db: Any) -> Iterator[str]:
 def dev_web(transactional_db: Any) -> Iterator[str]:
     """The development ``web`` process (Procfile.dev: uvicorn), on a free port."""
     port = free_port()
-    command = _procfile_command("web", "Procfile.dev").replace("--port 8000", f"--port {port}")
+    command = _procfile_command("web", "Procfile.dev")
     command = command.replace(".venv/bin/uvicorn", shlex.quote(f"{os.path.dirname(sys.executable)}/uvicorn"))
-    yield from _run_server(command, port)
+    yield from _run_server(command, port, PORT=str(port), HOST="127.0.0.1")
 
 
 def test_gunicorn_web__x_forwarded_for_rotated_from_this_host__throttled(gunicorn_web):

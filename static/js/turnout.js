@@ -117,14 +117,15 @@
     drawCharts(target);
   });
 
-  /* Charts: <canvas data-chart="<id of a json_script>">. Chart.js is vendored; pages work without it. */
+  /* Charts: <canvas data-chart="<the chart's JSON>"> (an attribute, not a <script>: htmx drops scripts from
+     swapped content). Chart.js is vendored; pages work without it. */
   var charts = new WeakMap();
   function drawCharts(root) {
     if (!window.Chart) return;
     (root || document).querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
-      var data = document.getElementById(canvas.getAttribute("data-chart"));
-      if (!data) return;
-      var spec = JSON.parse(data.textContent);
+      var spec;
+      try { spec = JSON.parse(canvas.getAttribute("data-chart")); } catch (e) { return; }
+      if (!spec || !spec.labels) return;
       var existing = charts.get(canvas) || window.Chart.getChart(canvas);
       if (existing) existing.destroy();
       charts.set(canvas, new window.Chart(canvas, {

@@ -430,6 +430,18 @@ def test_audit__verify_a_long_chain__background_job_polled_until_its_report(site
     expect(page.get_by_role("status")).to_contain_text("Verified: all")
 
 
+def test_flag_page__readiness_swapped_in_by_htmx__its_charts_are_drawn(site: Site) -> None:
+    """The flag page loads each readiness report with htmx, which drops <script> elements from swapped
+    content: the charts' data used to ride in json_script elements, so the flag page showed empty charts."""
+    _live_flag(percentage=50, risk="medium")
+    _sdk_traffic(site)
+    page = site.session_for("ada")
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    expect(page.locator("#readiness-staging canvas")).to_have_count(3)
+    page.wait_for_function("[...document.querySelectorAll('#readiness-staging canvas[data-chart]')]"
+                           ".every(c => Chart.getChart(c))")
+
+
 def test_readiness__traffic_reported_by_the_sdk__charts_legacy_against_parallel(site: Site) -> None:
     from rollout.telemetry.mismatches import mismatch_groups_refresh
 

@@ -1,42 +1,28 @@
-"""First-run setup for `make run`: demo data, an admin login and a demo SDK key, printed each time."""
+"""First-run setup for `make run`: the demo, its people, keys and tokens (kept in var/, never committed)."""
 
 from __future__ import annotations
 
-import secrets
+from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
-from common.actors import Actor
-from config.env import VAR_DIR
-from rollout.access.keys import sdk_key_create
-from rollout.access.users import user_create
-from rollout.demo import seed_demo
+from common.conf import get_setting
+from rollout.devsetup import dev_setup, welcome
 
 
 class Command(BaseCommand):
-    help = "Seed the demo once and print the admin login and a demo SDK key (kept in var/, never committed)."
+    help = ("Load the demo once (data, one person per role, a rollout mid-way, a change request waiting) and "
+            "keep the sign-ins, SDK keys and API tokens in var/; prints the block `make run` ends with.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--var", type=Path, default=None, help="where the secrets are kept (default: var/)")
+        parser.add_argument("--quiet-block", action="store_true",
+                            help="print one line instead of the block (`make run` prints it once the server is up)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        seed_demo()
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        login_file = VAR_DIR / "dev-login"
-        key_file = VAR_DIR / "dev-sdk-key"
-        actor = Actor.system("make run")
-        if not get_user_model().objects.filter(username="admin").exists():
-            password = secrets.token_urlsafe(12)
-            user_create(actor=actor, username="admin", password=password, roles=["admin"], is_superuser=True)
-            login_file.write_text(f"admin {password}\n")
-            login_file.chmod(0o600)
-        if not key_file.exists():
-            _, secret = sdk_key_create(actor=actor, environment="staging", name="demo (make run)")
-            key_file.write_text(secret + "\n")
-            key_file.chmod(0o600)
-        login = login_file.read_text().split() if login_file.exists() else ["admin", "(set before this setup)"]
-        sdk_key = key_file.read_text().strip()
-        self.stdout.write(self.style.SUCCESS("\nTurnout is starting on http://127.0.0.1:8000"))
-        self.stdout.write(f"  Sign in as:     {login[0]} / {login[1]}")
-        self.stdout.write(f"  Demo SDK key:   {sdk_key}   (environment: staging)")
-        self.stdout.write(f"  Try:            curl -H 'Authorization: Bearer {sdk_key}' "
-                          "http://127.0.0.1:8000/api/v1/sdk/ruleset\n")
+        access = dev_setup(var=options["var"])
+        if options["quiet_block"]:
+            self.stdout.write(f"Demo ready; starting Turnout on {access.url} (the sign-ins follow when it answers).")
+            return
+        self.stdout.write(welcome(access, traffic=bool(get_setting("DEMO_TRAFFIC"))))

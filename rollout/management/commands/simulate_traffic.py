@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
+import threading
 import time
 from decimal import Decimal
 from functools import partial
@@ -102,7 +103,17 @@ class Command(BaseCommand):
             lines = 1 + subject % 7
             return Decimal(subject % 997) + Decimal("0.125") * lines, lines
 
+        # One call is one run(): the decision is run()'s own, so every call is counted once, by the SDK
+        # and here (calling decide() first would count each call twice in the metrics sent).
+        caller = threading.get_ident()
+        served: list[str] = []
+
+        def served_by(path: str) -> None:
+            if threading.get_ident() == caller:
+                served.append(path)
+
         def legacy(subject: int) -> dict[str, Any]:
+            served_by("legacy")
             if o["legacy_latency_ms"]:
                 time.sleep(o["legacy_latency_ms"] * rng.uniform(0.5, 1.5) / 1000)
             if rng.random() < o["legacy_error_rate"]:
@@ -111,6 +122,7 @@ class Command(BaseCommand):
             return {"total": str(amount.quantize(Decimal("0.01"))), "currency": "EUR", "lines": lines}
 
         def parallel(subject: int) -> dict[str, Any]:
+            served_by("parallel")
             if o["parallel_latency_ms"]:
                 time.sleep(o["parallel_latency_ms"] * rng.uniform(0.5, 1.5) / 1000)
             if rng.random() < o["parallel_error_rate"]:
@@ -135,13 +147,14 @@ class Command(BaseCommand):
                     break
                 subject = rng.randrange(o["subjects"])
                 attributes = {"tenant_id": f"tenant-{subject % o['tenants']}", "country": rng.choice(["DE", "FR"])}
-                decision = client.decide(flag, f"user-{subject}", attributes)
-                totals[str(decision.path)] += 1
+                served.clear()
                 try:
                     client.run(flag, f"user-{subject}", attributes, legacy=partial(legacy, subject),
                                parallel=partial(parallel, subject), fallback=True)
                 except SimulatedFailure:
                     totals["errors"] += 1
+                if served:  # the path run() chose is the first one run on this thread (the shadow runs on another)
+                    totals[served[0]] += 1
                 totals["requests"] += 1
                 if interval:
                     next_at = started + totals["requests"] * interval
