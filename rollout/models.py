@@ -211,6 +211,8 @@ class MetricMinute(models.Model):
     path = models.CharField(max_length=8, choices=MetricPath.choices)
     minute = models.DateTimeField(help_text="Start of the minute (UTC) in which the server received the counts.")
     calls = models.PositiveBigIntegerField(default=0)
+    # Runs of the path whose outcome is known (run()/arun(), reported outcomes): what ``errors`` is a share of.
+    runs = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0)
     fallbacks = models.PositiveBigIntegerField(default=0)
     comparisons = models.PositiveBigIntegerField(default=0)
@@ -521,6 +523,8 @@ class MetricHour(models.Model):
     path = models.CharField(max_length=8)
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")
     calls = models.PositiveBigIntegerField(default=0)
+    # Runs of the path whose outcome is known (run()/arun(), reported outcomes): what ``errors`` is a share of.
+    runs = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0)
     fallbacks = models.PositiveBigIntegerField(default=0)
     comparisons = models.PositiveBigIntegerField(default=0)

@@ -545,6 +545,7 @@ class Turnout:
                 self._closed = True
                 self._dormant = False
             self._stop.set()
+            self._recorder.urgent.set()  # wakes the metrics thread waiting for an early flush
             if self._sync is not None:
                 self._sync.close()
             if self._transport is not None:
