@@ -171,6 +171,17 @@ class Recorder:
         if error and key[1] and not self.urgent.is_set():
             self.urgent.set()
 
+    def outcome(self, key: RowKey, *, error: bool) -> None:
+        """A run whose outcome the host reported without a timing: counted, not timed."""
+        with self._lock:
+            row = self._row(key)
+            if row is not None:
+                row.counts[RUNS] += 1
+                if error:
+                    row.counts[ERRORS] += 1
+        if error and key[1] and not self.urgent.is_set():
+            self.urgent.set()
+
     def error_code(self, key: RowKey, code: str) -> None:
         with self._lock:
             row = self._row(key)

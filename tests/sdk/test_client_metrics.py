@@ -274,3 +274,21 @@ def test_metrics__parallel_errors__flushed_early_not_at_the_interval(
     assert wait_for(lambda: sum(r["errors"] for r in server.all_rows() if r["path"] == "parallel") == 201,
                     timeout=10)
     assert len(server.metrics) <= 4
+
+
+def test_report__outcomes_of_paths_the_host_ran__counted_as_runs_and_errors(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    """decide() then run the path yourself, then report(): a run (timed when ``elapsed`` is given),
+    an error when not ok. A decision never reported stays a decision, not a run."""
+    server.set_ruleset(DOC)
+    client = make_client(server.url, breaker=None)
+    assert client.wait_until_ready(3)
+    for i in range(10):
+        d = client.decide("fast", f"k{i}")
+        if i < 6:
+            client.report(d, ok=i % 2 == 0, elapsed=0.003 if i < 3 else None)
+    client.report("not a decision", ok=False)  # type: ignore[arg-type]  # reported as a problem, ignored
+    assert client.flush()
+    [parallel] = [r for r in server.all_rows() if r["flag"] == "fast" and r["path"] == "parallel"]
+    assert (parallel["calls"], parallel["runs"], parallel["errors"], sum(parallel["latency_ms"])) == (10, 6, 3, 3)
