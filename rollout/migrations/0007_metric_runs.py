@@ -41,4 +41,9 @@ class Migration(migrations.Migration):
             field=models.PositiveBigIntegerField(default=0),
         ),
         migrations.RunPython(fill_runs, migrations.RunPython.noop),
+        migrations.AlterField(
+            model_name='guardrail',
+            name='min_sample_size',
+            field=models.PositiveIntegerField(default=100, help_text='parallel runs (or comparisons) needed to judge'),
+        ),
     ]
