@@ -347,7 +347,8 @@ class Guardrail(models.Model):
                                                 validators=[MinValueValidator(Decimal("1"))])
     max_mismatch_rate = models.DecimalField(max_digits=7, decimal_places=4, null=True, blank=True,
                                             validators=PERCENT_VALIDATORS)
-    min_sample_size = models.PositiveIntegerField(default=100, help_text="parallel runs (or comparisons) needed to judge")
+    min_sample_size = models.PositiveIntegerField(default=100,
+                                                  help_text="parallel runs (or comparisons) needed to judge")
     window_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(60),
                                                                           MaxValueValidator(86_400)])
     action = models.CharField(max_length=8, choices=BreachAction.choices, default=BreachAction.ROLLBACK)
