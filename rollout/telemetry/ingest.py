@@ -18,12 +18,15 @@ and an ``SADD`` of the minute into the set of minutes to roll up.
 A run that dies after 1 or 2 leaves its claim recorded; a later run finishes claims older than
 ``METRICS_ROLLUP_RECOVER_SECONDS`` (re-applying is refused by the constraint, then released).
 
-Beside the minute, the same round trip counts what guardrails judge (decisions, runs, errors,
-comparisons, mismatches, latency) into ``turnout:metrics:f:<minute>``, one field per environment ×
-flag × path × counter *and the second the batch's traffic began* (the receive time less the batch
-window's length, a difference of the SDK's clock, so never skewed): a stage's first, partial minute
-is judged on the batches whose traffic all came after the stage began (``reads.partial_minute_stats``).
-Kept ``FINE_TTL`` seconds; never rolled up.
+Beside the minute, the same round trip counts what guardrails judge (calls, runs, errors, comparisons,
+mismatches, latency) into ``turnout:metrics:f:<minute>``, one field per environment × flag × path ×
+counter *and when the batch's traffic began* (the receive time less the batch window's length — a
+difference on the SDK's clock, so never skewed — less ``FINE_MARGIN_SECONDS``, rounded down to
+``FINE_STEP_SECONDS``): a stage's first, partial minute is judged on the batches whose traffic all came
+after the stage began (``reads.partial_minute_stats``). Kept ``FINE_TTL`` seconds (with the default
+300 s window a stage's first minute stays judged for five); never rolled up. Its size is bounded by the
+steps, not by the number of SDK processes: at most 60 / step + a few begin times per field of the
+minute's hash.
 
 Without Redis (embedded mode) ``metrics_record`` adds the counts to the ``MetricMinute`` rows
 directly in one transaction, and the roll-up has nothing to do.
@@ -55,7 +58,8 @@ CLAIMS = f"{PREFIX}:claims"
 SEP = "\t"
 SAMPLES_PER_LIST = 500  # per minute in Redis, all environments; each environment keeps its own cap on roll-up
 KEY_TTL = 7 * 24 * 3600  # a safety net only: a healthy roll-up deletes each key within minutes
-FINE_TTL = 3600  # a stage's first partial minute is judged from these for an hour
+FINE_TTL = 900  # a stage's first partial minute is judged from these for 15 minutes
+FINE_STEP_SECONDS = 5
 FINE_COUNTERS = ("calls", "runs", "errors", "comparisons", "mismatches")
 #: how much earlier than (receive time - window length) a batch's traffic may have begun: its post's delay
 FINE_MARGIN_SECONDS = 1.0
@@ -143,7 +147,8 @@ def metrics_record(*, environment_id: int, batch: Batch, now: float | None = Non
         if not any(row.counts.values()):  # still record that the flag was reported
             pipe.hincrby(hash_key, base + "calls", 0)
     pipe.expire(hash_key, KEY_TTL)
-    began = int(ts - (batch.window_end - batch.window_start).total_seconds() - FINE_MARGIN_SECONDS)
+    began = ts - (batch.window_end - batch.window_start).total_seconds() - FINE_MARGIN_SECONDS
+    began = int(began // FINE_STEP_SECONDS * FINE_STEP_SECONDS)  # down: never later than the traffic began
     fine = fine_key(minute)
     for row in batch.rows:
         base = f"{began}{SEP}{environment_id}{SEP}{row.flag}{SEP}{row.path}{SEP}"

@@ -177,7 +177,7 @@ def window_stats(state: Any, *, start: datetime, end: datetime) -> dict[str, Pat
 
 def partial_minute_stats(state: Any, *, since: datetime) -> dict[str, PathStats]:
     """Totals per path of the batches received in the minute of ``since`` whose traffic all came
-    after ``since`` (``ingest`` keeps them by the estimated start of their traffic, for an hour):
+    after ``since`` (``ingest`` keeps them by the estimated start of their traffic, for 15 minutes):
     how a stage's first, partial minute is judged without the traffic of the stage before it.
     Empty without Redis (embedded mode judges whole minutes only)."""
     stats = {path: PathStats() for path in PATHS}
