@@ -39,7 +39,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a claimed-but-unfinished roll-up waits before another run finishes it.
     "METRICS_ROLLUP_RECOVER_SECONDS": 300,
     # Seconds between guardrail checks of every active rollout (Celery beat).
-    "GUARDRAIL_INTERVAL": 30.0,
+    "GUARDRAIL_INTERVAL": 10.0,
+    # A metrics batch that breaches a guardrail enqueues a check of its flag state at most this often (s).
+    "GUARDRAIL_TRIGGER_DEBOUNCE": 2.0,
     # Outgoing webhooks: where to POST, the HMAC-SHA256 secret, attempts and per-attempt timeout.
     "WEBHOOK_URLS": [],
     "WEBHOOK_SECRET": "",

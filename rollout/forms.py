@@ -103,7 +103,7 @@ class GuardrailForm(ServiceForm):
                                                label="Max latency p95, parallel ÷ legacy")
     max_mismatch_rate = forms.DecimalField(required=False, min_value=0, max_value=100, decimal_places=4,
                                            label="Max mismatch rate (%)")
-    min_sample_size = forms.IntegerField(min_value=0, label="Calls needed to judge")
+    min_sample_size = forms.IntegerField(min_value=0, label="Runs needed to judge")
     window_seconds = forms.IntegerField(min_value=60, max_value=86_400, label="Window (seconds)")
     action = forms.ChoiceField(choices=(), label="On a breach")
     version = forms.IntegerField(widget=forms.HiddenInput)

@@ -211,6 +211,8 @@ class MetricMinute(models.Model):
     path = models.CharField(max_length=8, choices=MetricPath.choices)
     minute = models.DateTimeField(help_text="Start of the minute (UTC) in which the server received the counts.")
     calls = models.PositiveBigIntegerField(default=0)
+    # Runs of the path whose outcome is known (run()/arun(), reported outcomes): what ``errors`` is a share of.
+    runs = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0)
     fallbacks = models.PositiveBigIntegerField(default=0)
     comparisons = models.PositiveBigIntegerField(default=0)
@@ -345,7 +347,8 @@ class Guardrail(models.Model):
                                                 validators=[MinValueValidator(Decimal("1"))])
     max_mismatch_rate = models.DecimalField(max_digits=7, decimal_places=4, null=True, blank=True,
                                             validators=PERCENT_VALIDATORS)
-    min_sample_size = models.PositiveIntegerField(default=100, help_text="parallel calls needed to judge")
+    min_sample_size = models.PositiveIntegerField(default=100,
+                                                  help_text="parallel runs (or comparisons) needed to judge")
     window_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(60),
                                                                           MaxValueValidator(86_400)])
     action = models.CharField(max_length=8, choices=BreachAction.choices, default=BreachAction.ROLLBACK)
@@ -521,6 +524,8 @@ class MetricHour(models.Model):
     path = models.CharField(max_length=8)
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")
     calls = models.PositiveBigIntegerField(default=0)
+    # Runs of the path whose outcome is known (run()/arun(), reported outcomes): what ``errors`` is a share of.
+    runs = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0)
     fallbacks = models.PositiveBigIntegerField(default=0)
     comparisons = models.PositiveBigIntegerField(default=0)

@@ -50,6 +50,17 @@ def check_guardrails() -> dict[str, int]:
     return {"checked": checked, "acted": acted}
 
 
+@shared_task(ignore_result=True)
+def check_guardrail(flag_state_id: int) -> str | None:
+    """A metrics batch showed a breach (rollout/plans/watch.py): judge this rollout now."""
+    return guardrail_check(flag_state_id=flag_state_id).acted
+
+
+def enqueue_check(flag_state_id: int) -> None:
+    """Hand one check to the broker; no retries on the request path (the periodic check remains)."""
+    check_guardrail.apply_async(args=(flag_state_id,), retry=False)
+
+
 @shared_task
 def start_scheduled_stages() -> dict[str, int]:
     """Beat (every 15 s): start stages whose scheduled time has come, when healthy."""

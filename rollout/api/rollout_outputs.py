@@ -133,10 +133,11 @@ class PendingOutput(serializers.Serializer[Any]):
 
 
 class PathStatsOutput(serializers.Serializer[Any]):
-    calls = serializers.IntegerField()
+    calls = serializers.IntegerField(help_text="decisions that chose the path (bare decide() included)")
+    runs = serializers.IntegerField(help_text="runs of the path with a known outcome: what error_rate is a share of")
     # A declared field: SerializerMetaclass takes it out of the class, so Serializer.errors stays as it is.
     errors = serializers.IntegerField()  # type: ignore[assignment]  # a field, not Serializer.errors (see above)
-    error_rate = _float(help_text="%")
+    error_rate = _float(help_text="% of runs")
     p50_ms = _float()
     p95_ms = _float()
     p99_ms = _float()

@@ -194,7 +194,7 @@ class RollbackView(RolloutView):
 
 
 class GuardrailInput(ChangeInput):
-    max_error_rate = PercentageField(required=False, allow_null=True, help_text="% of parallel calls")
+    max_error_rate = PercentageField(required=False, allow_null=True, help_text="% of parallel runs")
     max_error_rate_increase = PercentageField(required=False, allow_null=True,
                                               help_text="percentage points above legacy's error rate")
     max_latency_p95_ratio = serializers.FloatField(required=False, allow_null=True, min_value=1, max_value=99_999,

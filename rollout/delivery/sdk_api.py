@@ -31,6 +31,8 @@ from rollout.delivery.lean import (
     sdk_throttle_wait,
 )
 from rollout.delivery.ruleset import get_ruleset
+from rollout.plans.watch import trigger_checks
+from rollout.tasks import enqueue_check
 from rollout.telemetry.batches import parse_batch
 from rollout.telemetry.ingest import metrics_record
 
@@ -235,5 +237,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
         prometheus.record_sdk_report(environment=principal.environment, outcome="rejected")
         return bad_request(exc)
     metrics_record(environment_id=principal.environment_id, batch=batch)
+    trigger_checks(principal.environment_id, batch, enqueue_check)  # never raises; at most an enqueue
     prometheus.record_sdk_report(environment=principal.environment, outcome="accepted")
     return json_response({"accepted": True}, status=202)

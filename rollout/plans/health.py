@@ -123,7 +123,7 @@ def judge(g: Guardrail, legacy: PathStats, parallel: PathStats, *, known_share: 
     if g.max_mismatch_rate is not None:
         checks.append(Check("mismatch_rate", float(g.max_mismatch_rate), mismatch_rate,
                             None if mismatch_rate is None else mismatch_rate <= float(g.max_mismatch_rate)))
-    sample = max(parallel.calls, comparisons)
+    sample = max(parallel.runs, comparisons)  # runs, not decisions: a bare decide() ran nothing
     if any(c.ok is False for c in checks) and sample >= g.min_sample_size:
         status = "breached"
     elif sample < g.min_sample_size:
@@ -152,6 +152,15 @@ def evaluate_state(state: FlagState, *, now: datetime | None = None) -> Health:
         return Health(status="unguarded")
     start, end = window_bounds(state, guardrail, now)
     stats = metrics_read.window_stats(state, start=start, end=end)
+    begun = state.stage_started_at
+    if begun is not None and begun < start == metrics_read.minute_ceil(begun):
+        # The stage began inside the window, mid-minute: its first seconds count too (sliding from
+        # the stage's start), without the traffic of the stage before it.
+        for path, partial in metrics_read.partial_minute_stats(state, since=begun).items():
+            stats[path].add(calls=partial.calls, runs=partial.runs, errors=partial.errors,
+                            comparisons=partial.comparisons, mismatches=partial.mismatches,
+                            histogram=partial.histogram)
+        start = begun
     health = judge(guardrail, stats["legacy"], stats["parallel"],
                    known_share=known_share(state, start=start, end=end))
     health.window_start, health.window_end = start, min(end, now)

@@ -19,8 +19,8 @@ from common.conf import get_setting
 from rollout.delivery.lean import BadRequest
 
 HISTOGRAM_SIZE = len(LATENCY_BUCKETS_MS) + 1
-COUNTERS = ("calls", "errors", "fallbacks", "comparisons", "mismatches", "compare_skipped", "compare_errors",
-            "compare_timeouts")
+COUNTERS = ("calls", "runs", "errors", "fallbacks", "comparisons", "mismatches", "compare_skipped",
+            "compare_errors", "compare_timeouts")
 PATHS = ("legacy", "parallel")
 MAX_COUNT = 10**12
 MAX_ERROR_CODES = 20
@@ -130,6 +130,9 @@ def _row(raw: Any, where: str) -> FlagCounts:
     if len(latency) != HISTOGRAM_SIZE:
         raise BadRequest(f"{where}.latency_ms", f"must have exactly {HISTOGRAM_SIZE} counts (one per bucket)")
     latency = [_count(n, f"{where}.latency_ms[{i}]") for i, n in enumerate(latency)]
+    if "runs" not in row:
+        # An SDK from before ``runs``: its histogram counted exactly the runs of run()/arun().
+        counts["runs"] = min(sum(latency), MAX_COUNT)
     codes_raw = _obj(row.get("error_codes") or {}, f"{where}.error_codes")
     if len(codes_raw) > MAX_ERROR_CODES:
         raise BadRequest(f"{where}.error_codes", f"has more than {MAX_ERROR_CODES} codes")

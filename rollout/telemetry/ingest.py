@@ -18,6 +18,16 @@ and an ``SADD`` of the minute into the set of minutes to roll up.
 A run that dies after 1 or 2 leaves its claim recorded; a later run finishes claims older than
 ``METRICS_ROLLUP_RECOVER_SECONDS`` (re-applying is refused by the constraint, then released).
 
+Beside the minute, the same round trip counts what guardrails judge (calls, runs, errors, comparisons,
+mismatches, latency) into ``turnout:metrics:f:<minute>``, one field per environment × flag × path ×
+counter *and when the batch's traffic began* (the receive time less the batch window's length — a
+difference on the SDK's clock, so never skewed — less ``FINE_MARGIN_SECONDS``, rounded down to
+``FINE_STEP_SECONDS``): a stage's first, partial minute is judged on the batches whose traffic all came
+after the stage began (``reads.partial_minute_stats``). Kept ``FINE_TTL`` seconds (with the default
+300 s window a stage's first minute stays judged for five); never rolled up. Its size is bounded by the
+steps, not by the number of SDK processes: at most 60 / step + a few begin times per field of the
+minute's hash.
+
 Without Redis (embedded mode) ``metrics_record`` adds the counts to the ``MetricMinute`` rows
 directly in one transaction, and the roll-up has nothing to do.
 """
@@ -48,6 +58,11 @@ CLAIMS = f"{PREFIX}:claims"
 SEP = "\t"
 SAMPLES_PER_LIST = 500  # per minute in Redis, all environments; each environment keeps its own cap on roll-up
 KEY_TTL = 7 * 24 * 3600  # a safety net only: a healthy roll-up deletes each key within minutes
+FINE_TTL = 900  # a stage's first partial minute is judged from these for 15 minutes
+FINE_STEP_SECONDS = 5
+FINE_COUNTERS = ("calls", "runs", "errors", "comparisons", "mismatches")
+#: how much earlier than (receive time - window length) a batch's traffic may have begun: its post's delay
+FINE_MARGIN_SECONDS = 1.0
 
 # KEYS: minute hash, minute samples, minutes set, claimed hash, claimed samples, claims set
 # ARGV: minute, claim id
@@ -78,6 +93,10 @@ def _hash_key(minute: int) -> str:
 
 def _samples_key(minute: int) -> str:
     return f"{PREFIX}:s:{minute}"
+
+
+def fine_key(minute: int) -> str:
+    return f"{PREFIX}:f:{minute}"
 
 
 def _claimed_keys(claim: str) -> tuple[str, str]:
@@ -128,6 +147,18 @@ def metrics_record(*, environment_id: int, batch: Batch, now: float | None = Non
         if not any(row.counts.values()):  # still record that the flag was reported
             pipe.hincrby(hash_key, base + "calls", 0)
     pipe.expire(hash_key, KEY_TTL)
+    began = ts - (batch.window_end - batch.window_start).total_seconds() - FINE_MARGIN_SECONDS
+    began = int(began // FINE_STEP_SECONDS * FINE_STEP_SECONDS)  # down: never later than the traffic began
+    fine = fine_key(minute)
+    for row in batch.rows:
+        base = f"{began}{SEP}{environment_id}{SEP}{row.flag}{SEP}{row.path}{SEP}"
+        for name in FINE_COUNTERS:
+            if row.counts[name]:
+                pipe.hincrby(fine, base + name, row.counts[name])
+        for index, value in enumerate(row.latency):
+            if value:
+                pipe.hincrby(fine, f"{base}lat{SEP}{index}", value)
+    pipe.expire(fine, FINE_TTL)
     if batch.samples:
         pipe.rpush(samples_key, *(json.dumps(_sample_doc(environment_id, s)) for s in batch.samples))
         pipe.ltrim(samples_key, 0, SAMPLES_PER_LIST - 1)
@@ -276,6 +307,24 @@ def _parse_hash(data: dict[bytes, bytes], minute: int) -> dict[RowKey, Counts]:
             counts["error_codes"][parts[4]] = counts["error_codes"].get(parts[4], 0) + value
         elif parts[3] in COUNTERS:
             counts[parts[3]] += value
+    return rows
+
+
+FineKey = tuple[int, str, str, int]  # environment id, flag key, path, second the traffic began
+
+
+def parse_fine(data: dict[bytes, bytes]) -> dict[FineKey, Counts]:
+    """The fields of a ``fine_key`` hash, by environment, flag, path and the second traffic began."""
+    rows: dict[FineKey, Counts] = defaultdict(_empty_counts)
+    for raw_field, raw_value in data.items():
+        parts = raw_field.decode().split(SEP)
+        counts = rows[(int(parts[1]), parts[2], parts[3], int(parts[0]))]
+        if parts[4] == "lat":
+            index = int(parts[5])
+            if 0 <= index < HISTOGRAM_SIZE:
+                counts["latency_ms"][index] += int(raw_value)
+        elif parts[4] in FINE_COUNTERS:
+            counts[parts[4]] += int(raw_value)
     return rows
 
 

@@ -27,6 +27,7 @@ class MinuteRow(TypedDict):
     path: str
     minute: datetime
     calls: int
+    runs: int
     errors: int
     comparisons: int
     mismatches: int
@@ -59,6 +60,7 @@ class PathFigures(TypedDict):
     """One path's figures over a window or a minute, as reports and the API show them."""
 
     calls: int
+    runs: int
     errors: int
     error_rate: float | None
     p50_ms: float | None
@@ -79,14 +81,21 @@ class SeriesPoint(TypedDict):
 
 @dataclass
 class PathStats:
+    """One path's totals. ``calls`` counts decisions (bare ``decide()`` included), ``runs`` the runs
+    whose outcome is known (``run()``/``arun()``, reported outcomes): the error rate is a share of
+    runs, never of decisions that ran nothing."""
+
     calls: int = 0
     errors: int = 0
     comparisons: int = 0
     mismatches: int = 0
     histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    runs: int = 0
 
-    def add(self, *, calls: int, errors: int, comparisons: int, mismatches: int, histogram: Iterable[int]) -> None:
+    def add(self, *, calls: int, runs: int, errors: int, comparisons: int, mismatches: int,
+            histogram: Iterable[int]) -> None:
         self.calls += calls
+        self.runs += runs
         self.errors += errors
         self.comparisons += comparisons
         self.mismatches += mismatches
@@ -96,7 +105,7 @@ class PathStats:
 
     @property
     def error_rate(self) -> float | None:
-        return rate(self.errors, self.calls)
+        return rate(self.errors, self.runs)
 
     @property
     def mismatch_rate(self) -> float | None:
@@ -106,7 +115,7 @@ class PathStats:
         return percentile(self.histogram, q)
 
     def as_dict(self) -> PathFigures:
-        return {"calls": self.calls, "errors": self.errors, "error_rate": self.error_rate,
+        return {"calls": self.calls, "runs": self.runs, "errors": self.errors, "error_rate": self.error_rate,
                 "p50_ms": self.p(0.50), "p95_ms": self.p(0.95), "p99_ms": self.p(0.99),
                 "comparisons": self.comparisons, "mismatches": self.mismatches,
                 "mismatch_rate": self.mismatch_rate}
@@ -124,7 +133,7 @@ def minute_ceil(at: datetime) -> datetime:
 def _stored_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[MinuteRow]:
     return list(MetricMinute.objects.filter(environment_id=environment_id, flag_key=flag_key, minute__gte=start,
                                             minute__lt=end)
-                .values("path", "minute", "calls", "errors", "comparisons", "mismatches", "latency_ms"))
+                .values("path", "minute", "calls", "runs", "errors", "comparisons", "mismatches", "latency_ms"))
 
 
 def _open_rows(environment_id: int, flag_key: str, start: datetime, end: datetime) -> list[MinuteRow]:
@@ -145,7 +154,7 @@ def _open_rows(environment_id: int, flag_key: str, start: datetime, end: datetim
         for (env_id, flag, path, _m), counts in parsed.items():
             if env_id == environment_id and flag == flag_key:
                 rows.append(MinuteRow(path=path, minute=datetime.fromtimestamp(minute * 60, UTC), calls=counts["calls"],
-                                      errors=counts["errors"], comparisons=counts["comparisons"],
+                                      runs=counts["runs"], errors=counts["errors"], comparisons=counts["comparisons"],
                                       mismatches=counts["mismatches"], latency_ms=counts["latency_ms"]))
     return rows
 
@@ -160,8 +169,28 @@ def window_stats(state: Any, *, start: datetime, end: datetime) -> dict[str, Pat
     stats = {path: PathStats() for path in PATHS}
     for row in _rows(state.environment_id, state.flag.key, start, end):
         if row["path"] in stats:
-            stats[row["path"]].add(calls=row["calls"], errors=row["errors"], comparisons=row["comparisons"],
-                                   mismatches=row["mismatches"], histogram=row["latency_ms"] or [])
+            stats[row["path"]].add(calls=row["calls"], runs=row["runs"], errors=row["errors"],
+                                   comparisons=row["comparisons"], mismatches=row["mismatches"],
+                                   histogram=row["latency_ms"] or [])
+    return stats
+
+
+def partial_minute_stats(state: Any, *, since: datetime) -> dict[str, PathStats]:
+    """Totals per path of the batches received in the minute of ``since`` whose traffic all came
+    after ``since`` (``ingest`` keeps them by the estimated start of their traffic, for 15 minutes):
+    how a stage's first, partial minute is judged without the traffic of the stage before it.
+    Empty without Redis (embedded mode judges whole minutes only)."""
+    stats = {path: PathStats() for path in PATHS}
+    client = get_redis()
+    if client is None:
+        return stats
+    minute = int(since.timestamp() // 60)
+    first_second = since.timestamp()
+    for (env_id, flag, path, second), counts in ingest.parse_fine(client.hgetall(ingest.fine_key(minute))).items():
+        if env_id == state.environment_id and flag == state.flag.key and second >= first_second and path in stats:
+            stats[path].add(calls=counts["calls"], runs=counts["runs"], errors=counts["errors"],
+                            comparisons=counts["comparisons"], mismatches=counts["mismatches"],
+                            histogram=counts["latency_ms"])
     return stats
 
 
@@ -171,7 +200,8 @@ def series(state: Any, *, start: datetime, end: datetime) -> list[SeriesPoint]:
     for row in _rows(state.environment_id, state.flag.key, start, end):
         paths = by_minute.setdefault(row["minute"], {p: PathStats() for p in PATHS})
         if row["path"] in paths:
-            paths[row["path"]].add(calls=row["calls"], errors=row["errors"], comparisons=row["comparisons"],
-                                   mismatches=row["mismatches"], histogram=row["latency_ms"] or [])
+            paths[row["path"]].add(calls=row["calls"], runs=row["runs"], errors=row["errors"],
+                                   comparisons=row["comparisons"], mismatches=row["mismatches"],
+                                   histogram=row["latency_ms"] or [])
     return [{"minute": minute.isoformat(), "legacy": paths["legacy"].as_dict(), "parallel": paths["parallel"].as_dict()}
             for minute, paths in sorted(by_minute.items())]

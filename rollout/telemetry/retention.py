@@ -19,8 +19,8 @@ from common import clock
 from common.conf import get_setting
 from rollout.models import MetricHour, MetricMinute, MismatchSample
 
-COUNTERS = ("calls", "errors", "fallbacks", "comparisons", "mismatches", "compare_skipped", "compare_errors",
-            "compare_timeouts")
+COUNTERS = ("calls", "runs", "errors", "fallbacks", "comparisons", "mismatches", "compare_skipped",
+            "compare_errors", "compare_timeouts")
 BATCH = 10_000
 
 

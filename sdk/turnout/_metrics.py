@@ -39,8 +39,8 @@ __all__ = ["Epoch", "Recorder", "RowKey", "Sender"]
 RowKey = tuple[str, bool, "int | None"]
 
 # indexes of the per-row counters recorded by run()
-ERRORS, FALLBACKS, COMPARISONS, MISMATCHES, SKIPPED, COMPARE_ERRORS, COMPARE_TIMEOUTS = range(7)
-_NCOUNTS = 7
+ERRORS, FALLBACKS, COMPARISONS, MISMATCHES, SKIPPED, COMPARE_ERRORS, COMPARE_TIMEOUTS, RUNS = range(8)
+_NCOUNTS = 8
 _NBUCKETS = len(LATENCY_BUCKETS_MS) + 1
 MAX_ROWS = 10_000
 MAX_EVENTS = 100
@@ -121,6 +121,9 @@ class Recorder:
         self._events: list[BreakerEvent] = []
         self._dropped: dict[str, int] = {}
         self._start = time.time()
+        #: set when a run of the parallel path raised: the shipper flushes soon (bounded) instead
+        #: of at the end of its interval, so guardrails see failing traffic within seconds
+        self.urgent = threading.Event()
 
     def after_fork_in_child(self) -> None:
         # The parent reports what it counted; the child starts from zero.
@@ -162,8 +165,22 @@ class Recorder:
             row = self._rows.get(key) or self._row(key)
             if row is not None:
                 row.latency[b] += 1
+                row.counts[RUNS] += 1
                 if error:
                     row.counts[ERRORS] += 1
+        if error and key[1] and not self.urgent.is_set():
+            self.urgent.set()
+
+    def outcome(self, key: RowKey, *, error: bool) -> None:
+        """A run whose outcome the host reported without a timing: counted, not timed."""
+        with self._lock:
+            row = self._row(key)
+            if row is not None:
+                row.counts[RUNS] += 1
+                if error:
+                    row.counts[ERRORS] += 1
+        if error and key[1] and not self.urgent.is_set():
+            self.urgent.set()
 
     def error_code(self, key: RowKey, code: str) -> None:
         with self._lock:
@@ -273,6 +290,7 @@ class Recorder:
                     "path": "parallel" if parallel else "legacy",
                     "version": version,
                     "calls": deltas.get(key, 0),
+                    "runs": c[RUNS],
                     "errors": c[ERRORS],
                     "fallbacks": c[FALLBACKS],
                     "latency_ms": list(row.latency),

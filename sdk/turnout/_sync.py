@@ -28,6 +28,10 @@ __all__ = ["MetricsShipper", "RulesetSync", "jitter"]
 log = logging.getLogger("turnout")
 
 _HEALTHY_STREAM: Final = 5.0  # seconds a stream must last to count as healthy
+#: errors on the parallel path: flush this long after the first one (so a burst rides one batch) ...
+URGENT_FLUSH_DELAY: Final = 0.5
+#: ... and never more often than this (seconds between two early flushes)
+URGENT_FLUSH_GAP: Final = 2.0
 
 
 def jitter(delay: float) -> float:
@@ -238,12 +242,30 @@ class MetricsShipper:
         self.sender = Sender(retries=self.sender.retries, max_pending=self.sender.max_pending)
 
     def loop(self) -> None:
+        """Flush every ``flush_interval`` (with jitter); early when the recorder marks a batch
+        urgent (a parallel run raised): ``URGENT_FLUSH_DELAY`` after it, at most once every
+        ``URGENT_FLUSH_GAP`` seconds. Decisions never wait for any of this."""
         stop = self.stop
-        while not stop.wait(jitter(self.options.flush_interval)):
+        last = time.monotonic()
+        while not stop.is_set():
+            deadline = time.monotonic() + jitter(self.options.flush_interval)
+            while not stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                urgent = self.recorder.urgent  # read each time: a fork gives the recorder a new one
+                if urgent.wait(remaining) and not stop.is_set():
+                    early = max(URGENT_FLUSH_DELAY, last + URGENT_FLUSH_GAP - time.monotonic())
+                    stop.wait(min(early, max(deadline - time.monotonic(), 0.0)))
+                    break
+            if stop.is_set():
+                return
             try:
+                self.recorder.urgent.clear()
                 self.flush_once(background=True)
             except Exception as exc:  # pragma: no cover
                 self.problems.report("internal:metrics", f"metrics loop error: {exc!r}", "internal", exc)
+            last = time.monotonic()
 
     def post(self, body: bytes) -> None:
         transport = self.transport

@@ -429,6 +429,30 @@ class Turnout:
                          fallback=fallback, redact=redact, shadow=core.task_shadow)
         return cast(T, await adrive(plan))
 
+    def report(self, decision: Decision, *, ok: bool, elapsed: float | None = None) -> None:
+        """Report the outcome of a path the host ran itself after ``decide()``: ``ok`` false when
+        it failed, ``elapsed`` its duration in seconds when known. Counted like a ``run()`` of the
+        decision's path (a run, an error; with ``elapsed``, a timing the local breaker sees too), so
+        guardrails judge it; a bare ``decide()`` is never counted as a run. Never raises: anything
+        but a ``Decision`` from this SDK is reported as a problem and ignored."""
+        try:
+            if not isinstance(decision, Decision) or not isinstance(decision.flag, str) \
+                    or decision.path not in (_PARALLEL, _LEGACY):
+                self._problems.report("call:report", f"report() needs a Decision from decide(), got "
+                                      f"{label(decision)}: ignored", "call")
+                return
+            failed = not ok
+            seconds = elapsed if isinstance(elapsed, int | float) and not isinstance(elapsed, bool) else None
+            if seconds is not None and not 0.0 <= seconds < 1e9:  # NaN, negative, absurd: no timing
+                seconds = None
+            row = (decision.flag, decision.path is _PARALLEL, decision.version)
+            if seconds is None:
+                self._recorder.outcome(row, error=failed)
+            else:
+                self._core.executed(row, int(seconds * 1e9), error=failed)
+        except Exception as exc:  # ``ok`` whose truth value raises, and anything else
+            self._problems.report("call:report", f"report() failed: {exc!r}: ignored", "call", exc)
+
     @overload
     def switch(
         self,
@@ -575,6 +599,7 @@ class Turnout:
                 self._closed = True
                 self._dormant = False
             self._stop.set()
+            self._recorder.urgent.set()  # wakes the metrics thread waiting for an early flush
             if self._sync is not None:
                 self._sync.close()
             if self._transport is not None:

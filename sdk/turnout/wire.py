@@ -69,6 +69,9 @@ class FlagRow(TypedDict):
     path: str
     version: int | None
     calls: int
+    #: runs of this path whose outcome is known (``run()``/``arun()``, reported outcomes): the
+    #: denominator of its error rate. Optional on the wire: absent, ``sum(latency_ms)``.
+    runs: NotRequired[int]
     errors: int
     fallbacks: int
     latency_ms: list[int]

@@ -85,3 +85,41 @@ def test_guardrail__simulated_parallel_errors__worker_rolls_back_and_audit_says_
     figures = event.after["guardrail"]["figures"]
     assert figures["parallel"]["calls"] >= 30 and figures["parallel"]["error_rate"] > 5
     assert event.after["from_stage"]["name"] == "25%" and event.after["to_stage"]["name"] == "5%"
+
+
+@pytest.mark.services
+def test_guardrail__breach_while_no_worker_ran__acted_on_when_a_worker_returns(
+        transactional_db: Any, redis_url: str, flag: Any, request: pytest.FixtureRequest) -> None:
+    """No worker runs: a breach is recorded and the metrics batch's check is queued in the broker;
+    nothing acts. A worker starts: the queued check runs and rolls the rollout back."""
+    from config.celery import app
+    from rollout.plans.guardrails import guardrail_set
+    from rollout.plans.stages import plan_set, plan_template, rollout_advance
+    from rollout.tasks import enqueue_check
+    from tests.rollouts.conftest import add_metrics
+
+    system = Actor.system("test")
+    plan_set(actor=system, flag=flag.key, environment="staging", version=None,
+             stages=plan_template("standard", soak_seconds=3600))
+    with clock.frozen(clock.now() - timedelta(minutes=5)):
+        for _ in range(5):  # to "25%"
+            rollout_advance(actor=system, flag=flag.key, environment="staging")
+    guardrail_set(actor=system, flag=flag.key, environment="staging", version=None, max_error_rate=5,
+                  min_sample_size=30, window_seconds=300, action="rollback")
+    add_metrics("staging", flag.key, clock.now(), "parallel", calls=200, errors=100)
+    state = FlagState.objects.get(flag=flag, environment__key="staging")
+
+    app.conf.task_always_eager = False
+    app.control.purge()  # only this test's check waits in the queue
+    enqueue_check(state.pk)  # what the metrics endpoint does for a batch that breaches
+    assert FlagState.objects.get(pk=state.pk).stage == 5  # no worker: nothing acted
+
+    request.getfixturevalue("celery_worker_process")
+
+    def rolled_back() -> FlagState | None:
+        found = FlagState.objects.get(pk=state.pk)
+        return found if found.stage == 4 else None
+
+    found = _wait_for(rolled_back, timeout=60)  # bounds a broken run only; acted on the queued check
+    assert found is not None, "the check queued while no worker ran was not acted on"
+    assert (found.percentage, found.paused_at is not None) == (Decimal(5), True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -46,11 +47,33 @@ def planned(flag: Any, cohorts: None, actor: Actor) -> Any:
 
 
 def add_metrics(env_key: str, flag_key: str, minute: datetime, path: str, *, calls: int, errors: int = 0,
-                comparisons: int = 0, mismatches: int = 0, latency: list[int] | None = None) -> None:
-    """One per-minute metrics row, as the roll-up of SDK reports leaves it."""
+                comparisons: int = 0, mismatches: int = 0, latency: list[int] | None = None,
+                runs: int | None = None) -> None:
+    """One per-minute metrics row, as the roll-up of SDK reports leaves it (``runs``: by default
+    every decision ran, as ``run()`` alone would leave it)."""
     from rollout.models import Environment, MetricMinute
 
     histogram = latency or [0, 0, 0, 0, 0, calls, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     MetricMinute.objects.create(environment=Environment.objects.get(key=env_key), flag_key=flag_key, path=path,
-                                minute=minute.replace(second=0, microsecond=0), calls=calls, errors=errors,
+                                minute=minute.replace(second=0, microsecond=0), calls=calls,
+                                runs=sum(histogram) if runs is None else runs, errors=errors,
                                 comparisons=comparisons, mismatches=mismatches, latency_ms=histogram)
+
+
+@pytest.fixture
+def redis_clean(redis_url: str, settings: Any) -> Iterator[Any]:
+    """Redis for the counts, without what earlier tests left in the metrics and trigger keys."""
+    import redis
+
+    settings.REDIS_URL = redis_url
+    client = redis.Redis.from_url(redis_url)
+
+    def clean() -> None:
+        for pattern in ("turnout:metrics:*", "turnout:guardrail:triggered:*"):
+            keys = list(client.scan_iter(pattern))
+            if keys:
+                client.delete(*keys)
+
+    clean()
+    yield client
+    clean()

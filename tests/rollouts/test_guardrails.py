@@ -51,8 +51,8 @@ def test_judge__parallel_worse_than_limits__breached_with_named_checks():
     g = Guardrail(max_error_rate=Decimal(5), max_error_rate_increase=Decimal(2), max_latency_p95_ratio=Decimal("1.5"),
                   max_mismatch_rate=Decimal(1), min_sample_size=50)
     legacy, parallel = PathStats(), PathStats()
-    legacy.add(calls=1000, errors=10, comparisons=100, mismatches=0, histogram=[0] * 5 + [1000] + [0] * 10)
-    parallel.add(calls=100, errors=9, comparisons=0, mismatches=0, histogram=[0] * 7 + [100] + [0] * 8)
+    legacy.add(calls=1000, runs=1000, errors=10, comparisons=100, mismatches=0, histogram=[0] * 5 + [1000] + [0] * 10)
+    parallel.add(calls=100, runs=100, errors=9, comparisons=0, mismatches=0, histogram=[0] * 7 + [100] + [0] * 8)
     health = judge(g, legacy, parallel)
     assert health.status == "breached"
     assert {c.name: c.ok for c in health.checks} == {"error_rate": False, "error_rate_increase": False,
@@ -63,7 +63,7 @@ def test_judge__parallel_worse_than_limits__breached_with_named_checks():
 def test_judge__too_few_calls__insufficient_data_not_breached():
     g = Guardrail(max_error_rate=Decimal(5), min_sample_size=100)
     parallel = PathStats()
-    parallel.add(calls=10, errors=10, comparisons=0, mismatches=0, histogram=[])
+    parallel.add(calls=10, runs=10, errors=10, comparisons=0, mismatches=0, histogram=[])
     assert judge(g, PathStats(), parallel).status == "insufficient_data"
 
 

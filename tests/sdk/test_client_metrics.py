@@ -219,3 +219,76 @@ def test_metrics__threads_that_ended__folded_and_dropped_counts_kept() -> None:
     assert [(r["flag"], r["path"], r["version"], r["calls"]) for r in batch["flags"]] == [("f", "parallel", 3, 50)]
     assert epoch.shards == [] and epoch.ended == {"f": [0, 50]}
     assert recorder.drain(sdk_version="x", code_version=None) is None  # shipped once, not again
+
+
+def test_metrics__decide_only_calls_beside_run__runs_count_only_what_ran(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    """Reproduction (#13): 50% of run()'s parallel calls failed, but 450 bare decide() calls made
+    the rate 9% of ``calls``. ``runs`` counts what ran, so the rate a guardrail judges is 50%."""
+    server.set_ruleset(DOC)
+    client = make_client(server.url, breaker=None)
+    assert client.wait_until_ready(3)
+    for i in range(450):
+        client.decide("fast", f"u{i}")
+
+    def flaky(i: int) -> int:
+        if i % 2:
+            raise RuntimeError("parallel failed")
+        return 2
+
+    for i in range(100):
+        client.run("fast", f"k{i}", legacy=lambda: 1, parallel=lambda i=i: flaky(i))
+    assert client.flush()
+    [parallel] = [r for r in server.all_rows() if r["flag"] == "fast" and r["path"] == "parallel"]
+    assert (parallel["calls"], parallel.get("runs"), parallel["errors"]) == (550, 100, 50)
+    assert parallel["runs"] == sum(parallel["latency_ms"])
+    [legacy] = [r for r in server.all_rows() if r["flag"] == "fast" and r["path"] == "legacy"]
+    assert (legacy["calls"], legacy.get("runs"), legacy["errors"]) == (0, 50, 0)  # the fallbacks ran legacy
+
+
+def test_metrics__parallel_errors__flushed_early_not_at_the_interval(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    """Adaptive flush: with an hour's flush interval, failing parallel runs still reach the server
+    (URGENT_FLUSH_DELAY after the first error); successes alone wait for the interval."""
+    server.set_ruleset(DOC)
+    client = make_client(server.url, breaker=None, flush_interval=3600.0)
+    assert client.wait_until_ready(3)
+    for i in range(20):
+        client.run("fast", f"ok{i}", legacy=lambda: 1, parallel=lambda: 2)
+    assert not wait_for(lambda: server.metrics, timeout=1.0)  # nothing urgent: no flush yet
+
+    def failing() -> int:
+        raise RuntimeError("parallel failed")
+
+    client.run("fast", "bad", legacy=lambda: 1, parallel=failing)
+
+    def errors_delivered() -> bool:
+        return sum(r["errors"] for r in server.all_rows() if r["path"] == "parallel") == 1
+
+    assert wait_for(errors_delivered, timeout=10)
+    # A burst rides the next early flushes, never one post per error.
+    for i in range(200):
+        client.run("fast", f"bad{i}", legacy=lambda: 1, parallel=failing)
+    assert wait_for(lambda: sum(r["errors"] for r in server.all_rows() if r["path"] == "parallel") == 201,
+                    timeout=10)
+    assert len(server.metrics) <= 4
+
+
+def test_report__outcomes_of_paths_the_host_ran__counted_as_runs_and_errors(
+    server: FakeServer, make_client: MakeClient
+) -> None:
+    """decide() then run the path yourself, then report(): a run (timed when ``elapsed`` is given),
+    an error when not ok. A decision never reported stays a decision, not a run."""
+    server.set_ruleset(DOC)
+    client = make_client(server.url, breaker=None)
+    assert client.wait_until_ready(3)
+    for i in range(10):
+        d = client.decide("fast", f"k{i}")
+        if i < 6:
+            client.report(d, ok=i % 2 == 0, elapsed=0.003 if i < 3 else None)
+    client.report("not a decision", ok=False)  # type: ignore[arg-type]  # reported as a problem, ignored
+    assert client.flush()
+    [parallel] = [r for r in server.all_rows() if r["flag"] == "fast" and r["path"] == "parallel"]
+    assert (parallel["calls"], parallel["runs"], parallel["errors"], sum(parallel["latency_ms"])) == (10, 6, 3, 3)

@@ -306,6 +306,14 @@ def test_switch__wrapped_calls_with_any_arguments__never_raise(
 
 
 @ODD_SETTINGS
+@given(flag=flags, key=keys, decision=odd, ok=odd, elapsed=odd)
+def test_report__any_argument_types__never_raises(flag: Any, key: Any, decision: Any, ok: Any, elapsed: Any) -> None:
+    for client in CLIENTS:
+        assert client.report(client.decide(flag, key), ok=ok, elapsed=elapsed) is None
+        assert client.report(decision, ok=ok, elapsed=elapsed) is None
+
+
+@ODD_SETTINGS
 @given(timeout=odd)
 def test_lifecycle__any_arguments__never_raises(timeout: Any) -> None:
     client = Turnout.offline(FUZZ_DOC)
