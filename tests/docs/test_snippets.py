@@ -3,8 +3,9 @@ server (issue 18): a Python or shell block that fails fails this test, so no sni
 
 The test starts a real web process on a free port and a Celery worker over the demo data set (on
 the test database, which ``python manage.py …`` in a block uses too), and gives the blocks
-``TURNOUT_URL``, ``TURNOUT_TOKEN`` (an admin's API token) and ``TURNOUT_SDK_KEY`` (an SDK key of
-``staging``). Each document runs in a working directory of its own holding links to the
+the variables ``var/demo.env`` sets after ``make run`` (``TURNOUT_URL``, ``TURNOUT_SDK_KEY`` of
+``staging``, ``TURNOUT_TOKEN`` of the demo editor, ``TURNOUT_APPROVER_TOKEN``,
+``TURNOUT_COMPLIANCE_TOKEN``). Each document runs in a working directory of its own holding links to the
 repository's top-level entries (so ``python tools/verify_export.py`` works and what a block writes
 stays out of the checkout). A block that cannot run here is marked ``<!-- snippet: skip REASON -->``
 on the line before it; the skips are listed with their reasons when the test runs.
@@ -22,10 +23,7 @@ from typing import Any
 
 import pytest
 
-from common.actors import Actor
-from rollout.access.keys import api_token_create, sdk_key_create
-from rollout.access.users import user_create
-from rollout.demo import seed_demo
+from rollout.devsetup import demo_env, dev_setup
 from tests.conftest import subprocess_env
 from tests.docs.snippets import MarkerError, Snippet, documents, snippets
 
@@ -39,22 +37,20 @@ def all_snippets() -> list[Snippet]:
 
 
 @pytest.fixture
-def live(server_process: Any, celery_worker_process: Any) -> Iterator[dict[str, str]]:
-    """A live server (web process and Celery worker) over the demo data set, and the environment
-    the snippets run in: the variables they read, and the test database for ``manage.py``."""
-    seed_demo()
-    actor = Actor.system("docs-test")
-    user_create(actor=actor, username="docs-admin", password=None, roles=["admin"])
-    token = api_token_create(actor=actor, username="docs-admin", name="docs")[1]
-    sdk_key = sdk_key_create(actor=actor, environment="staging", name="docs")[1]
+def live(server_process: Any, celery_worker_process: Any, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[dict[str, str]]:
+    """A live server (web process and Celery worker) over the demo as ``make run`` sets it up (the story,
+    one person per role, SDK keys and API tokens), and the environment the snippets run in: the variables
+    ``var/demo.env`` sets, and the test database for ``manage.py``."""
+    access = dev_setup(url=server_process.url, var=tmp_path_factory.mktemp("var"))
     server_process.env["TURNOUT_THROTTLE_SDK"] = "1000000/min"
     server_process.start()
     bin_dir = str(Path(sys.executable).parent)
+    demo = dict(line.removeprefix("export ").split("=", 1) for line in demo_env(access).splitlines())
+    assert all(demo.values()), demo
     yield {
         **subprocess_env(),
-        "TURNOUT_URL": server_process.url,
-        "TURNOUT_TOKEN": token,
-        "TURNOUT_SDK_KEY": sdk_key,
+        **demo,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
