@@ -68,7 +68,14 @@ def preview(*, actor: Actor, action: str, target: str, params: dict[str, Any] | 
     spec = spec_for(action, dict(params or {}))
     with transaction.atomic():
         obj = LOCKS[spec.target](target)
-        return decide(actor, spec.name, spec.effect_of(obj, params or {}))
+        return preview_on(actor=actor, action=action, obj=obj, params=params)
+
+
+def preview_on(*, actor: Actor, action: str, obj: Any, params: dict[str, Any] | None = None) -> Ruling:
+    """``preview`` for a target given as an object — one that a configuration plan will create first (an
+    unsaved flag state of a new flag): the same spec, the same effect, the same policy."""
+    spec = spec_for(action, dict(params or {}))
+    return decide(actor, spec.name, spec.effect_of(obj, params or {}))
 
 
 def submit(*, actor: Actor, action: str, target: str, params: dict[str, Any] | None = None,

@@ -249,7 +249,9 @@ if DEBUG:
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Turnout API",
-    "DESCRIPTION": "Manage workloads, cohorts, flags and staged rollouts; evaluate decisions; read the audit log.",
+    "DESCRIPTION": ("Manage workloads, cohorts, flags and staged rollouts; evaluate decisions; read the audit log. "
+                    "Configuration files (export, plan, apply) follow the JSON Schema served at "
+                    "[/api/v1/config/schema](/api/v1/config/schema) (docs/config-as-code.md)."),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI from our own static files (drf-spectacular-sidecar): /api/v1/docs/ works offline and
