@@ -62,20 +62,17 @@ def _refresh(obj: Any) -> Any:
     return obj
 
 
-def preview(*, actor: Actor, action: str, target: str, params: dict[str, Any] | None = None) -> Ruling:
+def preview(*, actor: Actor, action: str, target: str = "", params: dict[str, Any] | None = None,
+            obj: Any = None) -> Ruling:
     """What ``submit`` would do with this change now (apply, change request, refuse) — for the UI to
-    show the same answer the API would give. Reads only."""
+    show the same answer the API would give. Reads only. ``obj`` stands for a target that does not exist
+    yet (an unsaved flag state of a flag a configuration plan creates first): same spec, effect and policy."""
     spec = spec_for(action, dict(params or {}))
+    if obj is not None:
+        return decide(actor, spec.name, spec.effect_of(obj, params or {}))
     with transaction.atomic():
         obj = LOCKS[spec.target](target)
-        return preview_on(actor=actor, action=action, obj=obj, params=params)
-
-
-def preview_on(*, actor: Actor, action: str, obj: Any, params: dict[str, Any] | None = None) -> Ruling:
-    """``preview`` for a target given as an object — one that a configuration plan will create first (an
-    unsaved flag state of a new flag): the same spec, the same effect, the same policy."""
-    spec = spec_for(action, dict(params or {}))
-    return decide(actor, spec.name, spec.effect_of(obj, params or {}))
+        return decide(actor, spec.name, spec.effect_of(obj, params or {}))
 
 
 def submit(*, actor: Actor, action: str, target: str, params: dict[str, Any] | None = None,

@@ -3,7 +3,7 @@
 ``plan`` compares the files (``actions.config.files``) with the installation (``actions.config.export.current``)
 and lists, per object, whether it would be created, changed (with a field-level diff) or left alone, and for
 each change the action that carries it and **the policy's ruling** — asked of the one action layer
-(``actions.submit.preview`` / ``preview_on`` for changes, ``rollout.policy.decide`` for creations and
+(``actions.submit.preview`` for changes, ``rollout.policy.decide`` for creations and
 deletions, which the create and delete services enforce themselves), never judged here.
 
 ``apply`` recomputes the plan, refuses it when any object's version differs from the one the caller's plan
@@ -30,7 +30,7 @@ from typing import Any
 
 from actions.config.export import Current, current
 from actions.config.files import ConfigInvalid, Desired, Problem, Where, check_files, read_configuration
-from actions.submit import preview, preview_on, submit
+from actions.submit import preview, submit
 from audit.names import Action
 from cohorts.services import MAX_MEMBERS_PER_REQUEST, cohort_create, cohort_delete
 from common import clock
@@ -315,7 +315,7 @@ class _Planner:
             if exists:
                 _ruled(change, preview(actor=self.actor, action=change.action, target=key, params=change.params))
             else:
-                _ruled(change, preview_on(actor=self.actor, action=change.action, obj=obj, params=change.params))
+                _ruled(change, preview(actor=self.actor, action=change.action, obj=obj, params=change.params))
 
         wanted_sorted = {k: (sorted(v) if k in {"include_cohorts", "exclude_cohorts"} else v)
                          for k, v in wanted.items()}

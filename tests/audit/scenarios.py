@@ -1298,3 +1298,31 @@ def _ui_audit_verify(api: Api) -> EndpointExpect:
     return _ui(api, "/audit/verify/", {}, None, reason="checks a short chain at once and shows the report: reads "
                                                        "every event, changes nothing (a longer chain starts the "
                                                        "background job, recorded as the API's POST above is)")
+
+
+# --- configuration as code (rollout/api/config.py) ------------------------------------------------------
+
+CONFIG_WORKLOAD = "turnout: 1\nworkloads:\n  - key: billing\n    name: Invoicing\n"
+
+
+@endpoint_scenario("config-plan", "POST")
+def _config_plan_post(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return EndpointExpect("POST", "/api/v1/config/plan", {"files": {"workloads.yaml": CONFIG_WORKLOAD}},
+                          headers=api.headers, reason="a plan reads only: it changes nothing",
+                          touches=("rollout.ApiToken",))  # the token's last-used time
+
+
+@endpoint_scenario("config-apply", "POST")
+def _config_apply_post(api: Api) -> EndpointExpect:
+    from actions.config.plan import plan
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    files = {"workloads.yaml": CONFIG_WORKLOAD}
+    versions = plan(actor=SETUP, files=files).versions
+    return _json("POST", "/api/v1/config/apply", {"files": files, "versions": versions,
+                                                  "origin": {"commit": "abc123", "path": "deploy"}}, 200, api,
+                 "workload.updated", "workload", "billing")

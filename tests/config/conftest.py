@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests.api.conftest import admin_api, as_role, tokens  # noqa: F401  # the API's role fixtures, shared
+
 
 def people() -> dict[str, Any]:
     from common.actors import Actor
