@@ -4,7 +4,7 @@ from django.urls import path
 
 from rollout.api import change_requests as cr_api
 from rollout.api import config as config_api
-from rollout.api import environments, flags, keys, users, workloads
+from rollout.api import environments, flags, keys, promotion, users, workloads
 from rollout.api import rollouts as rollouts_api
 from rollout.delivery import sdk_api
 from rollout.delivery import stream as stream_api
@@ -46,6 +46,7 @@ urlpatterns = [
     path(STATE + "stages/", rollouts_api.StagesView.as_view(), name="rollout-stages"),
     path(STATE + "advance/", rollouts_api.AdvanceView.as_view(), name="rollout-advance"),
     path(STATE + "pause/", rollouts_api.PauseView.as_view(), name="rollout-pause"),
+    path(STATE + "promote/", promotion.PromoteView.as_view(), name="rollout-promote"),
     path(STATE + "rollback/", rollouts_api.RollbackView.as_view(), name="rollout-rollback"),
     path(STATE + "guardrails/", rollouts_api.GuardrailsView.as_view(), name="rollout-guardrails"),
     path(STATE + "readiness/", rollouts_api.ReadinessView.as_view(), name="rollout-readiness"),

@@ -547,7 +547,7 @@ def _perform(actor: Actor, change: Change, versions: dict[str, Any], context: Co
         cr = outcome.change_request
         return {"result": "change_request", "change_request": {
             "id": cr.pk, "summary": cr.summary, "url": f"/api/v1/change-requests/{cr.pk}/",
-            "page": f"/change-requests/{cr.pk}/"}}
+            "page": f"/changes/{cr.pk}/"}}
     versions[vkey] = getattr(outcome.target, "version", versions.get(vkey))
     return {"result": "applied"}
 

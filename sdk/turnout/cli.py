@@ -5,6 +5,7 @@
     turnout apply DIR [--plan PLAN]        apply DIR (as planned: refused when the installation moved since)
     turnout status [FLAG]                  flag states (and, for one flag, readiness per environment)
     turnout kill|rollback|advance FLAG --env ENV [--reason TEXT]
+    turnout promote FLAG --from staging --to production   plan, guardrails, targeting: one reviewable change
     turnout audit export OUT [--format jsonl|csv] [--filter NAME=VALUE]...   (writes OUT.manifest.json too)
     turnout audit verify FILE MANIFEST [--public-key KEYS]                  offline; needs turnout[cli]
 
@@ -264,6 +265,21 @@ def _lever(action: str) -> Callable[[Api, argparse.Namespace, IO[str]], int]:
     return run
 
 
+def cmd_promote(api: Api, args: argparse.Namespace, out: IO[str]) -> int:
+    path = f"/api/v1/flags/{urllib.parse.quote(args.flag)}/states/{urllib.parse.quote(args.to)}/promote/"
+    result = api.request("POST", path, {"from_environment": args.source, "reason": args.reason})
+    if args.output == "json":
+        json.dump(result, out)
+        out.write("\n")
+    elif isinstance(result, dict) and result.get("change_request"):
+        cr = result["change_request"]
+        out.write(f"promote {args.flag} from {args.source} to {args.to}: waiting for approval, change request "
+                  f"#{cr.get('id')}\n")
+    else:
+        out.write(f"promote {args.flag} from {args.source} to {args.to}: done\n")
+    return EXIT_OK
+
+
 def cmd_audit_export(api: Api, args: argparse.Namespace, out: IO[str]) -> int:
     query = {"format": args.format}
     for item in args.filter:
@@ -364,6 +380,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--env", required=True)
         p.add_argument("--reason", default="")
         p.set_defaults(run=_lever(action))
+    p = sub.add_parser("promote", parents=[common], help="copy plan, guardrails and targeting to another environment")
+    p.add_argument("flag")
+    p.add_argument("--from", dest="source", required=True, metavar="ENV")
+    p.add_argument("--to", required=True, metavar="ENV")
+    p.add_argument("--reason", default="")
+    p.set_defaults(run=cmd_promote)
     audit = sub.add_parser("audit", help="audit log exports and their offline verification")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     p = audit_sub.add_parser("export", parents=[common], help="export events and their signed manifest")

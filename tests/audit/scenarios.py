@@ -1326,3 +1326,10 @@ def _config_apply_post(api: Api) -> EndpointExpect:
     return _json("POST", "/api/v1/config/apply", {"files": files, "versions": versions,
                                                   "origin": {"commit": "abc123", "path": "deploy"}}, 200, api,
                  "workload.updated", "workload", "billing")
+
+
+@endpoint_scenario("rollout-promote", "POST")
+def _rollout_promote_post(api: Api) -> EndpointExpect:
+    flag()
+    return _json("POST", "/api/v1/flags/invoice-engine/states/production/promote/", {"from_environment": "staging"},
+                 200, api, "flag_state.promoted", "flag_state", "invoice-engine@production")

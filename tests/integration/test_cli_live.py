@@ -77,7 +77,7 @@ def test_cli__export_change_plan_apply__change_request_and_direct_change_with_co
     applied = turnout(server, editor, "apply", str(config), "--reason", "search at 80% in staging")
     assert applied.returncode == 0, applied.stderr
     cr = ChangeRequest.objects.get(status="pending")
-    assert f"change request #{cr.pk} {server.url}/change-requests/{cr.pk}/" in applied.stdout
+    assert f"change request #{cr.pk} {server.url}/changes/{cr.pk}/" in applied.stdout
     assert FlagState.objects.get(flag__key="customer-search", environment__key="staging").percentage == 80
     events = list(AuditEvent.objects.filter(reason__contains=f"at commit {commit}").order_by("sequence"))
     assert [e.action for e in events] == ["flag_state.updated", "change_request.created"]
@@ -126,6 +126,10 @@ def test_cli__status_levers_and_audit_export_verified_offline(live: tuple[Server
     assert "readiness:" in one.stdout
 
     assert turnout(server, admin, "kill", "payment-routing", "--env", "staging", "--reason", "drill").returncode == 0
+    promoted = turnout(server, admin, "promote", "customer-search", "--from", "staging", "--to", "production",
+                       "--output", "json")
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["applied"] is True
     again = turnout(server, admin, "kill", "payment-routing", "--env", "staging")
     assert again.returncode == 1 and "already off" in again.stderr
 
