@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_ROLLUP_RECOVER_SECONDS": 300,
     # Seconds between guardrail checks of every active rollout (Celery beat).
     "GUARDRAIL_INTERVAL": 30.0,
+    # Prometheus server guardrail queries read (``http://prometheus:9090``; unset: such checks are not judged),
+    # and the seconds one query may take.
+    "PROMETHEUS_URL": "",
+    "PROMETHEUS_TIMEOUT": 3.0,
     # Outgoing webhooks: where to POST, the HMAC-SHA256 secret, attempts and per-attempt timeout.
     "WEBHOOK_URLS": [],
     "WEBHOOK_SECRET": "",

@@ -1127,6 +1127,13 @@ def _ui_state_rollback(api: Api) -> EndpointExpect:
     return _state(api, "rollback", {"reason": "errors"}, "flag_state.rolled_back")
 
 
+@endpoint_scenario("state-promote", "POST")
+def _ui_state_promote(api: Api) -> EndpointExpect:
+    flag()
+    return _ui(api, "/flags/invoice-engine/production/promote/", {"from_environment": "staging", "version": 1},
+               "flag_state.promoted", "flag_state", "invoice-engine@production")
+
+
 @endpoint_scenario("state-guardrails", "POST")
 def _ui_state_guardrails(api: Api) -> EndpointExpect:
     planned()
