@@ -22,13 +22,13 @@ import yaml
 
 from actions.config.files import FORMAT
 from cohorts.models import Cohort, CohortMember, MemberKind
-from rollout.models import Environment, Flag, FlagState, Guardrail, RolloutStage, Workload
+from rollout.models import Environment, Flag, FlagState, Guardrail, GuardrailQuery, RolloutStage, Workload
 from rollout.snapshots import environment_snapshot, guardrail_snapshot, stage_snapshot, workload_snapshot
 
 WORKLOAD_FIELDS = ("key", "name", "description", "owner", "risk", "phase", "reversibility", "legacy_system",
                    "parallel_system")
 STATE_FIELDS = ("enabled", "retired", "percentage", "compare_percentage", "include_cohorts", "exclude_cohorts",
-                "overrides", "plan", "guardrails")
+                "overrides", "plan", "guardrails", "prometheus")
 
 
 @dataclass
@@ -96,6 +96,10 @@ def current() -> Current:
     for st in RolloutStage.objects.prefetch_related("include_cohorts").order_by("flag_state_id", "position"):
         stages.setdefault(st.flag_state_id, []).append(st)
     guardrails = {g.flag_state_id: g for g in Guardrail.objects.all()}
+    queries: dict[int, list[dict[str, Any]]] = {}
+    for q in GuardrailQuery.objects.select_related("guardrail").order_by("guardrail_id", "name"):
+        queries.setdefault(q.guardrail.flag_state_id, []).append(
+            {"name": q.name, "query": q.query, "max_value": q.max_value})
     for flag in Flag.objects.select_related("workload").order_by("key"):
         now.flags[flag.key] = {"key": flag.key, "workload": flag.workload.key, "description": flag.description,
                                "salt": flag.salt, "bucket_by": flag.bucket_by, "environments": {}}
@@ -115,6 +119,7 @@ def current() -> Current:
             "overrides": dict(sorted(state.overrides.items())),
             "plan": _plan(stages.get(state.pk, [])),
             "guardrails": _guardrails(guardrails.get(state.pk)),
+            "prometheus": queries.get(state.pk, []),
         }
         now.versions[f"flag_state:{key}"] = state.version
         now.progress[key] = {"stage": state.stage, "paused": state.paused_at is not None}

@@ -305,7 +305,7 @@ class _Planner:
         key = f"{flag.key}@{env.key}"
         before = before or {"enabled": False, "retired": False, "percentage": 0.0, "compare_percentage": 0.0,
                             "include_cohorts": [], "exclude_cohorts": [], "overrides": {}, "plan": [],
-                            "guardrails": None}
+                            "guardrails": None, "prometheus": []}
         exists = flag.pk is not None and env.pk is not None
         obj: Any = None
         if not exists:
@@ -348,7 +348,13 @@ class _Planner:
                                          diff={"guardrails": {"before": before["guardrails"], "after": full}})
                     ruled(change)
                     changed = True
-        simple = {k: v for k, v in diff.items() if k not in {"plan", "guardrails", "retired"}}
+        if "prometheus" in diff:
+            change = self.change("flag_state", key, "update", where, action=Action.FLAG_STATE_GUARDRAIL_QUERIES_SET,
+                                 params={"queries": [dict(q) for q in wanted["prometheus"]]},
+                                 diff={"prometheus": diff["prometheus"]})
+            ruled(change)
+            changed = True
+        simple = {k: v for k, v in diff.items() if k not in {"plan", "guardrails", "retired", "prometheus"}}
         retire = diff.get("retired")
         if retire is not None and simple.get("compare_percentage") and wanted.get("retired"):
             # Retiring legacy ends the comparison by itself.

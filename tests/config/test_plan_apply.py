@@ -231,3 +231,21 @@ def test_delete__only_with_flag__evaluated_flag_needs_confirmation(
                    confirm_delete=["payment-routing"])
     assert result["complete"]
     assert not Flag.objects.filter(key="payment-routing").exists()
+
+
+def test_plan_apply__prometheus_queries__set_through_their_action(demo: None, actors: dict[str, Any]) -> None:
+    from actions.config.plan import apply, plan
+    from rollout.models import GuardrailQuery
+
+    query = {"name": "checkout-5xx", "query": "max_over_time(checkout_5xx_ratio[$window])", "max_value": 0.05}
+    files = _edit(_files(), "flags/customer-search.yaml", lambda d: _state(d, "staging").update(prometheus=[query]))
+    planned = plan(actor=actors["admin"], files=files)
+
+    [change] = planned.pending
+    assert (change.action, change.params, change.ruling) == ("flag_state.guardrail_queries_set",
+                                                             {"queries": [query]}, "apply")
+    assert apply(actor=actors["admin"], files=files, versions=planned.versions)["complete"]
+    assert list(GuardrailQuery.objects.values("name", "query", "max_value")) == [query]
+    assert not plan(actor=actors["admin"], files=_files()).pending
+    assert yaml.safe_load(_files()["flags/customer-search.yaml"])["flags"][0]["environments"]["staging"][
+        "prometheus"] == [query]

@@ -52,6 +52,7 @@ def test_round_trip__applied_again__plan_has_no_changes(demo: None, actors: dict
 def _generate(seed: int) -> None:
     """Environments, workloads of every risk, cohorts with rules and lists, flags with splits, cohorts,
     overrides, plans and guardrails — made through the services, as people would."""
+    from actions.submit import submit_state
     from cohorts.services import cohort_create, cohort_members_add
     from common.actors import Actor
     from rollout.plans.guardrails import guardrail_set
@@ -100,6 +101,10 @@ def _generate(seed: int) -> None:
                 guardrail_set(actor=system, flag=key, environment=env, version=None,
                               max_error_rate=rng.choice([None, 1, 2.5]), max_latency_p95_ratio=rng.choice([None, 1.5]),
                               window_seconds=rng.choice([60, 300]), action=rng.choice(["pause", "rollback", "kill"]))
+                if rng.random() < 0.5:
+                    submit_state(actor=system, flag=key, environment=env, action="flag_state.guardrail_queries_set",
+                                 params={"queries": [{"name": "svc-5xx", "query": f"max(svc_5xx{{flag='{key}'}})",
+                                                      "max_value": rng.choice([0.01, 2])}]})
         if f == 11:
             flag_state_update(actor=system, flag=key, environment=envs[0], version=None, enabled=True,
                               percentage_value=100)
