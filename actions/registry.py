@@ -26,7 +26,7 @@ from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
 from common.services import UNSET
 from rollout.models import Flag, FlagState, TargetType, Workload
-from rollout.plans import guardrails, stages
+from rollout.plans import guardrails, prometheus, promotion, stages
 from rollout.plans.stages import set_plan_state
 from rollout.policy import NO_EFFECT, Approval, Effect, state_effect, states_effect, workload_effect
 from rollout.services import flags as flag_services
@@ -133,6 +133,17 @@ def _guardrails(state: FlagState, *, actor: Actor, approval: Approval | None, ve
                                           **limits)
 
 
+def _promote(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+             **copy: Any) -> AuditEvent:
+    return promotion.promote_state(state, actor=actor, approval=approval, version=version, reason=reason, **copy)
+
+
+def _queries(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+             queries: Any = ()) -> AuditEvent:
+    return prometheus.set_queries_state(state, actor=actor, approval=approval, version=version, reason=reason,
+                                        queries=queries)
+
+
 def _known(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
            group: int = 0, known: bool = True) -> AuditEvent:
     return mismatches.mark_known_state(state, actor=actor, approval=approval, version=version, reason=reason,
@@ -234,6 +245,11 @@ ACTIONS: dict[Action, ActionSpec] = {spec.name: spec for spec in [
                lambda s, p: f"set the rollout plan of {_where(s)} ({_count(p, 'stages')} stages)"),
     ActionSpec(Action.FLAG_STATE_GUARDRAILS_SET, STATE, guardrails.LIMIT_FIELDS, _guardrails,
                lambda s, p: f"change the guardrails of {_where(s)}"),
+    ActionSpec(Action.FLAG_STATE_GUARDRAIL_QUERIES_SET, STATE, frozenset({"queries"}), _queries,
+               lambda s, p: f"set the Prometheus guardrail queries of {_where(s)} ({_count(p, 'queries')})"),
+    ActionSpec(Action.FLAG_STATE_PROMOTED, STATE, promotion.PARAMS, _promote,
+               lambda s, p: f"promote the plan, guardrails and targeting of {s.flag.key} from {p.get('source')} "
+                            f"to {s.environment.key}"),
     ActionSpec(Action.MISMATCH_GROUP_KNOWN, STATE, frozenset({"group", "known"}), _known,
                lambda s, p: f"mark mismatch group {p.get('group')} of {_where(s)} as "
                             f"{'a known difference' if p.get('known', True) else 'unexplained'}"),

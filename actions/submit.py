@@ -62,10 +62,14 @@ def _refresh(obj: Any) -> Any:
     return obj
 
 
-def preview(*, actor: Actor, action: str, target: str, params: dict[str, Any] | None = None) -> Ruling:
+def preview(*, actor: Actor, action: str, target: str = "", params: dict[str, Any] | None = None,
+            obj: Any = None) -> Ruling:
     """What ``submit`` would do with this change now (apply, change request, refuse) — for the UI to
-    show the same answer the API would give. Reads only."""
+    show the same answer the API would give. Reads only. ``obj`` stands for a target that does not exist
+    yet (an unsaved flag state of a flag a configuration plan creates first): same spec, effect and policy."""
     spec = spec_for(action, dict(params or {}))
+    if obj is not None:
+        return decide(actor, spec.name, spec.effect_of(obj, params or {}))
     with transaction.atomic():
         obj = LOCKS[spec.target](target)
         return decide(actor, spec.name, spec.effect_of(obj, params or {}))

@@ -69,7 +69,7 @@ def _get_for_update(key: str) -> Cohort:
 
 
 def cohort_create(*, actor: Actor, key: str, name: str, description: str = "", match_on: str = "",
-                  rules: Any = None) -> Cohort:
+                  rules: Any = None, reason: str = "") -> Cohort:
     enforce(actor, Action.COHORT_CREATED)
     with audited_atomic():
         cohort = Cohort(key=key, name=name, description=description, match_on=(match_on or "").strip(),
@@ -80,7 +80,7 @@ def cohort_create(*, actor: Actor, key: str, name: str, description: str = "", m
         except IntegrityError:
             raise ValidationFailed.field("key", f"a cohort '{key}' already exists") from None
         audit_record(actor=actor, action=Action.COHORT_CREATED, object_type="cohort", object_key=cohort.key,
-                     after=cohort_snapshot(cohort))
+                     after=cohort_snapshot(cohort), reason=reason)
     return cohort
 
 

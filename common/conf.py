@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "GUARDRAIL_INTERVAL": 10.0,
     # A metrics batch that breaches a guardrail enqueues a check of its flag state at most this often (s).
     "GUARDRAIL_TRIGGER_DEBOUNCE": 2.0,
+    # Prometheus server guardrail queries read (``http://prometheus:9090``; unset: such checks are not judged),
+    # and the seconds one query may take.
+    "PROMETHEUS_URL": "",
+    "PROMETHEUS_TIMEOUT": 3.0,
     # Outgoing webhooks: where to POST, the HMAC-SHA256 secret, attempts and per-attempt timeout.
     "WEBHOOK_URLS": [],
     "WEBHOOK_SECRET": "",

@@ -258,7 +258,9 @@ if DEBUG:
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Turnout API",
-    "DESCRIPTION": "Manage workloads, cohorts, flags and staged rollouts; evaluate decisions; read the audit log.",
+    "DESCRIPTION": ("Manage workloads, cohorts, flags and staged rollouts; evaluate decisions; read the audit log. "
+                    "Configuration files (export, plan, apply) follow the JSON Schema served at "
+                    "[/api/v1/config/schema](/api/v1/config/schema) (docs/config-as-code.md)."),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI from our own static files (drf-spectacular-sidecar): /api/v1/docs/ works offline and
@@ -394,6 +396,7 @@ if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
 if env.get("TURNOUT_STREAM_DB_POLL_SECONDS"):
     TURNOUT_STREAM_DB_POLL_SECONDS = env.get_float("TURNOUT_STREAM_DB_POLL_SECONDS", 0.5)
 # Outgoing webhooks (guardrail breaches, automatic stage changes): URLs, and the HMAC-SHA256 secret.
+TURNOUT_PROMETHEUS_URL = env.get("TURNOUT_PROMETHEUS_URL", "") or ""
 TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
 TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""
 TURNOUT_AUDIT_SIGNING_KEY = env.get("TURNOUT_AUDIT_SIGNING_KEY")

@@ -29,6 +29,7 @@ urlpatterns = [
     path("flags/<str:key>/<str:env>/plan/", rollout_views.state_plan, name="state-plan"),
     path("flags/<str:key>/<str:env>/advance/", rollout_views.state_advance, name="state-advance"),
     path("flags/<str:key>/<str:env>/pause/", rollout_views.state_pause, name="state-pause"),
+    path("flags/<str:key>/<str:env>/promote/", rollout_views.state_promote, name="state-promote"),
     path("flags/<str:key>/<str:env>/rollback/", rollout_views.state_rollback, name="state-rollback"),
     path("flags/<str:key>/<str:env>/guardrails/", rollout_views.state_guardrails, name="state-guardrails"),
     path("flags/<str:key>/<str:env>/readiness/", rollout_views.state_readiness, name="state-readiness"),

@@ -372,6 +372,26 @@ class Guardrail(models.Model):
         return f"guardrail of {self.flag_state_id}"
 
 
+class GuardrailQuery(models.Model):
+    """A guardrail limit read from Prometheus: a PromQL instant query (``$window`` stands for the guardrail's
+    window, e.g. ``300s``) whose value must stay at or below ``max_value``; a breach acts like any other."""
+
+    guardrail = models.ForeignKey(Guardrail, on_delete=models.CASCADE, related_name="queries")
+    name = models.CharField(max_length=63)
+    query = models.TextField()
+    max_value = models.FloatField()
+
+    class Meta:
+        ordering = ["guardrail", "name"]
+        constraints = [
+            # One query per name and guardrail: the name is how checks, audit events and files refer to it.
+            models.UniqueConstraint(fields=["guardrail", "name"], name="guardrail_query_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.guardrail_id}"
+
+
 class ChangeRequestStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     APPLIED = "applied", "Approved and applied"

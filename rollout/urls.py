@@ -3,7 +3,8 @@
 from django.urls import path
 
 from rollout.api import change_requests as cr_api
-from rollout.api import environments, flags, keys, users, workloads
+from rollout.api import config as config_api
+from rollout.api import environments, flags, keys, promotion, users, workloads
 from rollout.api import rollouts as rollouts_api
 from rollout.delivery import sdk_api
 from rollout.delivery import stream as stream_api
@@ -27,6 +28,11 @@ urlpatterns = [
     path(STATE + "kill/", flags.FlagStateKillView.as_view(), name="flag-state-kill"),
     path(STATE + "resume/", flags.FlagStateResumeView.as_view(), name="flag-state-resume"),
     path(STATE + "retire/", flags.FlagStateRetireView.as_view(), name="flag-state-retire"),
+    # Configuration as code (docs/config-as-code.md).
+    path("config/schema", config_api.ConfigSchemaView.as_view(), name="config-schema"),
+    path("config/export", config_api.ConfigExportView.as_view(), name="config-export"),
+    path("config/plan", config_api.ConfigPlanView.as_view(), name="config-plan"),
+    path("config/apply", config_api.ConfigApplyView.as_view(), name="config-apply"),
     path("sdk-keys/", keys.SdkKeyListView.as_view(), name="sdk-key-list"),
     path("sdk-keys/<str:prefix>/", keys.SdkKeyDetailView.as_view(), name="sdk-key-detail"),
     path("sdk-keys/<str:prefix>/revoke/", keys.SdkKeyRevokeView.as_view(), name="sdk-key-revoke"),
@@ -40,6 +46,7 @@ urlpatterns = [
     path(STATE + "stages/", rollouts_api.StagesView.as_view(), name="rollout-stages"),
     path(STATE + "advance/", rollouts_api.AdvanceView.as_view(), name="rollout-advance"),
     path(STATE + "pause/", rollouts_api.PauseView.as_view(), name="rollout-pause"),
+    path(STATE + "promote/", promotion.PromoteView.as_view(), name="rollout-promote"),
     path(STATE + "rollback/", rollouts_api.RollbackView.as_view(), name="rollout-rollback"),
     path(STATE + "guardrails/", rollouts_api.GuardrailsView.as_view(), name="rollout-guardrails"),
     path(STATE + "readiness/", rollouts_api.ReadinessView.as_view(), name="rollout-readiness"),

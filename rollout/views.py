@@ -65,6 +65,7 @@ from rollout.models import (
     Workload,
 )
 from rollout.plans.health import evaluate_state, stored_health
+from rollout.plans.promotion import promotion_of
 from rollout.plans.readiness import plan_status, readiness
 from rollout.plans.stages import plan_template
 from rollout.policy import may_act_directly
@@ -211,6 +212,9 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
         "needs_approval": can(request.user, Capability.EDIT)
         and not may_act_directly(state, Action.FLAG_STATE_UPDATED, actor=who),
         "direct_advance": may_act_directly(state, Action.FLAG_STATE_ADVANCED, actor=who),
+        # Promotion copies from the environment before this one (by order): staging → production.
+        "promote_from": Environment.objects.filter(order__lt=env.order).order_by("-order", "key").first(),
+        "direct_promote": may_act_directly(state, Action.FLAG_STATE_PROMOTED, actor=who),
         "percentage_form": PercentageForm(auto_id=card_ids(env.key), initial={
             "percentage": state.percentage.normalize() if state.percentage else 0,
             "compare_percentage": state.compare_percentage.normalize() if state.compare_percentage else 0,
@@ -392,6 +396,24 @@ def state_advance(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     params = {"force": True} if request.POST.get("force") else {}
     return _submit(request, state, Action.FLAG_STATE_ADVANCED, params, version=form.cleaned_data.get("version"),
                    reason=form.cleaned_data.get("reason", ""), done="Advanced to the next stage.")
+
+
+@require_POST
+@login_required
+def state_promote(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
+    """Copy the plan, guardrails and targeting of another environment onto this one: one change."""
+    state = _state_or_404(key, env)
+    require(request, Capability.EDIT)
+    form = ReasonForm(request.POST)
+    form.is_valid()
+    source = request.POST.get("from_environment", "")
+    try:
+        params = promotion_of(key, source)
+    except ServiceError as exc:
+        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
+    return _submit(request, state, Action.FLAG_STATE_PROMOTED, params, version=form.cleaned_data.get("version"),
+                   reason=form.cleaned_data.get("reason", ""),
+                   done=f"Promoted the plan, guardrails and targeting from {source}.")
 
 
 @require_POST

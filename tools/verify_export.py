@@ -21,6 +21,7 @@ import argparse
 import base64
 import binascii
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -131,7 +132,7 @@ def csv_rows(fh: IO[bytes]) -> Iterator[dict[str, Any]]:
     if tuple(next(reader, ())) != EXPORT_FIELDS:
         raise VerificationError(f"the CSV header is not {','.join(EXPORT_FIELDS)}")
     for row in reader:
-        event = dict(zip(EXPORT_FIELDS, row, strict=True))
+        event: dict[str, Any] = dict(zip(EXPORT_FIELDS, row, strict=True))
         event["sequence"] = int(event["sequence"])
         event["before"] = json.loads(event["before"])
         event["after"] = json.loads(event["after"])
@@ -181,7 +182,7 @@ def verify(export: str, manifest_path: str | None = None, public_keys: list[str]
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             text = Path(manifest_path).read_text(encoding="utf-8") if manifest_path else zf.read("manifest.json")
-            manifest = json.loads(text)
+            manifest: dict[str, Any] = json.loads(text)
             check_signature(manifest, trusted, report)
             names = set(zf.namelist()) - {"manifest.json"}
             listed = {entry["name"] for entry in manifest["files"]}
@@ -189,7 +190,7 @@ def verify(export: str, manifest_path: str | None = None, public_keys: list[str]
                 raise VerificationError(f"the pack holds {sorted(names)}, the manifest lists {sorted(listed)}")
             digests = []
             for entry in manifest["files"]:
-                check_digest(lambda e=entry: zf.open(e["name"]), entry, report)
+                check_digest(functools.partial(zf.open, entry["name"]), entry, report)
                 if entry["format"] in ("jsonl", "csv"):
                     with zf.open(entry["name"]) as fh:
                         rows = jsonl_rows(fh) if entry["format"] == "jsonl" else csv_rows(fh)
@@ -199,7 +200,7 @@ def verify(export: str, manifest_path: str | None = None, public_keys: list[str]
         return manifest
     if not manifest_path:
         raise VerificationError("a CSV or JSONL export needs its manifest")
-    manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
+    manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))  # the pack branch typed it
     check_signature(manifest, trusted, report)
     if len(manifest["files"]) != 1:
         raise VerificationError("this manifest describes a pack of several files, not one export file")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from common import clock
 from rollout.models import FlagState, Guardrail
+from rollout.plans.prometheus import QueryResult, query_results
 from rollout.telemetry import reads as metrics_read
 from rollout.telemetry.mismatches import known_share
 from rollout.telemetry.reads import PathFigures, PathStats
@@ -23,6 +24,8 @@ class CheckFigures(TypedDict):
     limit: float
     value: float | None
     ok: bool | None
+    query: NotRequired[str]  # a Prometheus check: the PromQL it ran
+    error: NotRequired[str]  # a Prometheus check not judged: why
 
 
 class WindowBounds(TypedDict):
@@ -56,12 +59,19 @@ class Check:
     limit: float
     value: float | None
     ok: bool | None  # None: not judged (no data)
+    query: str = ""  # a Prometheus check (rollout/plans/prometheus.py): its PromQL
+    error: str = ""
 
     def as_dict(self) -> CheckFigures:
-        return {"name": self.name, "limit": self.limit, "value": self.value, "ok": self.ok}
+        figures: CheckFigures = {"name": self.name, "limit": self.limit, "value": self.value, "ok": self.ok}
+        if self.query:
+            figures["query"] = self.query
+        if self.error:
+            figures["error"] = self.error
+        return figures
 
     def describe(self) -> str:
-        unit = "" if self.name == "latency_p95_ratio" else "%"
+        unit = "" if self.name == "latency_p95_ratio" or self.query else "%"
         value = None if self.value is None else round(self.value, 2)
         return f"{self.name.replace('_', ' ')} {value}{unit} > {self.limit}{unit}"
 
@@ -164,6 +174,17 @@ def evaluate_state(state: FlagState, *, now: datetime | None = None) -> Health:
     health = judge(guardrail, stats["legacy"], stats["parallel"],
                    known_share=known_share(state, start=start, end=end))
     health.window_start, health.window_end = start, min(end, now)
+    return with_queries(health, query_results(guardrail, at=now))
+
+
+def with_queries(health: Health, results: list[QueryResult]) -> Health:
+    """The SDK's verdict with the guardrail's Prometheus checks added: a query over its limit is a breach
+    whatever the SDK sample size (the figure is the service's own); one not read is not judged."""
+    for r in results:
+        health.checks.append(Check(f"prometheus:{r.name}", r.limit, r.value,
+                                   None if r.value is None else r.value <= r.limit, query=r.query, error=r.error))
+    if any(c.ok is False and c.query for c in health.checks):
+        health.status = "breached"
     return health
 
 
@@ -181,7 +202,8 @@ def stored_health(state: FlagState) -> Health:
     found = last_check(state.pk)
     if not found or not is_active(state):
         return evaluate_state(state)
-    checks = [Check(name=c["name"], limit=c["limit"], value=c["value"], ok=c["ok"]) for c in found.get("checks", [])]
+    checks = [Check(name=c["name"], limit=c["limit"], value=c["value"], ok=c["ok"], query=c.get("query", ""),
+                    error=c.get("error", "")) for c in found.get("checks", [])]
     return Health(status=found["status"], checks=checks, sample_size=found.get("sample_size", 0),
                   min_sample_size=found.get("min_sample_size", 0), known_share=found.get("known_share", 0.0),
                   mismatch_rate=found.get("mismatch_rate_excluding_known"))

@@ -82,7 +82,7 @@ def plan_template(name: str = "standard", *, internal_cohorts: Sequence[str] = (
 
 # --- validation ---------------------------------------------------------------------------------
 
-def _stage_rows(stages: Any) -> list[tuple[RolloutStage, list[Any]]]:
+def stage_rows(stages: Any) -> list[tuple[RolloutStage, list[Any]]]:
     if isinstance(stages, str | bytes | Mapping) or not isinstance(stages, Sequence):
         raise ValidationFailed.field("stages", "must be a list of stages")
     if not 1 <= len(stages) <= MAX_STAGES:
@@ -144,7 +144,7 @@ def set_plan_state(state: FlagState, *, actor: Actor, stages: Any, version: int 
         raise Conflict(f"the plan of '{state.flag.key}' in {state.environment.key} has started (stage "
                        f"{state.stage}); roll it back to the start to edit it", current_version=state.version)
     before_plan = plan_snapshot(state)
-    rows = _stage_rows(stages)
+    rows = stage_rows(stages)
     before = {**flag_state_snapshot(state), "plan": before_plan}
     state.stages.all().delete()
     for stage, cohorts in rows:

@@ -13,7 +13,7 @@ from rollout.snapshots import environment_snapshot
 
 
 def environment_create(
-    *, actor: Actor, key: str, name: str, order: int = 0, requires_approval: bool = False
+    *, actor: Actor, key: str, name: str, order: int = 0, requires_approval: bool = False, reason: str = ""
 ) -> Environment:
     enforce(actor, Action.ENVIRONMENT_CREATED)
     with audited_atomic():
@@ -26,7 +26,7 @@ def environment_create(
         # Every flag gets a (disabled, 0%) state; no SDK has seen this environment, so version 1 stands.
         FlagState.objects.bulk_create([FlagState(flag=f, environment=env) for f in Flag.objects.all()])
         audit_record(actor=actor, action=Action.ENVIRONMENT_CREATED, object_type="environment", object_key=env.key,
-                     environment=env.key, after=environment_snapshot(env))
+                     environment=env.key, after=environment_snapshot(env), reason=reason)
     return env
 
 

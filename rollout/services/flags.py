@@ -49,7 +49,8 @@ def _attribute_name(value: str, *, field: str) -> str:
 
 
 def flag_create(
-    *, actor: Actor, key: str, workload: str, description: str = "", salt: str | None = None, bucket_by: str = ""
+    *, actor: Actor, key: str, workload: str, description: str = "", salt: str | None = None, bucket_by: str = "",
+    reason: str = "",
 ) -> Flag:
     enforce(actor, Action.FLAG_CREATED)
     with audited_atomic():
@@ -63,7 +64,7 @@ def flag_create(
         FlagState.objects.bulk_create([FlagState(flag=flag, environment=env) for env in Environment.objects.all()])
         ruleset_changed()
         audit_record(actor=actor, action=Action.FLAG_CREATED, object_type="flag", object_key=flag.key,
-                     after=flag_snapshot(flag))
+                     after=flag_snapshot(flag), reason=reason)
     return flag
 
 

@@ -23,7 +23,7 @@ def _get_for_update(key: str) -> Workload:
     return workload
 
 
-def workload_create(*, actor: Actor, key: str, name: str, **fields: Any) -> Workload:
+def workload_create(*, actor: Actor, key: str, name: str, reason: str = "", **fields: Any) -> Workload:
     unknown = set(fields) - set(EDITABLE)
     if unknown:
         raise ValidationFailed.field(sorted(unknown)[0], "is not a workload field")
@@ -36,7 +36,7 @@ def workload_create(*, actor: Actor, key: str, name: str, **fields: Any) -> Work
         except IntegrityError:
             raise ValidationFailed.field("key", f"a workload '{key}' already exists") from None
         audit_record(actor=actor, action=Action.WORKLOAD_CREATED, object_type="workload", object_key=workload.key,
-                     after=workload_snapshot(workload))
+                     after=workload_snapshot(workload), reason=reason)
     return workload
 
 

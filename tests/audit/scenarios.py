@@ -1127,6 +1127,13 @@ def _ui_state_rollback(api: Api) -> EndpointExpect:
     return _state(api, "rollback", {"reason": "errors"}, "flag_state.rolled_back")
 
 
+@endpoint_scenario("state-promote", "POST")
+def _ui_state_promote(api: Api) -> EndpointExpect:
+    flag()
+    return _ui(api, "/flags/invoice-engine/production/promote/", {"from_environment": "staging", "version": 1},
+               "flag_state.promoted", "flag_state", "invoice-engine@production")
+
+
 @endpoint_scenario("state-guardrails", "POST")
 def _ui_state_guardrails(api: Api) -> EndpointExpect:
     planned()
@@ -1298,3 +1305,38 @@ def _ui_audit_verify(api: Api) -> EndpointExpect:
     return _ui(api, "/audit/verify/", {}, None, reason="checks a short chain at once and shows the report: reads "
                                                        "every event, changes nothing (a longer chain starts the "
                                                        "background job, recorded as the API's POST above is)")
+
+
+# --- configuration as code (rollout/api/config.py) ------------------------------------------------------
+
+CONFIG_WORKLOAD = "turnout: 1\nworkloads:\n  - key: billing\n    name: Invoicing\n"
+
+
+@endpoint_scenario("config-plan", "POST")
+def _config_plan_post(api: Api) -> EndpointExpect:
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    return EndpointExpect("POST", "/api/v1/config/plan", {"files": {"workloads.yaml": CONFIG_WORKLOAD}},
+                          headers=api.headers, reason="a plan reads only: it changes nothing",
+                          touches=("rollout.ApiToken",))  # the token's last-used time
+
+
+@endpoint_scenario("config-apply", "POST")
+def _config_apply_post(api: Api) -> EndpointExpect:
+    from actions.config.plan import plan
+    from rollout.services.workloads import workload_create
+
+    workload_create(actor=SETUP, key="billing", name="Billing")
+    files = {"workloads.yaml": CONFIG_WORKLOAD}
+    versions = plan(actor=SETUP, files=files).versions
+    return _json("POST", "/api/v1/config/apply", {"files": files, "versions": versions,
+                                                  "origin": {"commit": "abc123", "path": "deploy"}}, 200, api,
+                 "workload.updated", "workload", "billing")
+
+
+@endpoint_scenario("rollout-promote", "POST")
+def _rollout_promote_post(api: Api) -> EndpointExpect:
+    flag()
+    return _json("POST", "/api/v1/flags/invoice-engine/states/production/promote/", {"from_environment": "staging"},
+                 200, api, "flag_state.promoted", "flag_state", "invoice-engine@production")
