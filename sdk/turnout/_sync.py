@@ -22,7 +22,7 @@ from ._options import Options
 from ._problems import Problems
 from ._stream import Stream, StreamUnsupported
 from ._transport import HTTPStatusError, Transport, TransportError
-from .wire import METRICS_PATH, RULESET_PATH
+from .wire import METRICS_PATH, RULESET_PATH, apply_patch
 
 __all__ = ["MetricsShipper", "RulesetSync", "jitter"]
 
@@ -73,6 +73,7 @@ class RulesetSync:
         *,
         install: Callable[[_engine.Ruleset, str | None], None],
         version: Callable[[], int | None],
+        current: Callable[[], _engine.Ruleset | None] | None = None,
     ) -> None:
         self.transport = transport
         self.options = options
@@ -80,6 +81,7 @@ class RulesetSync:
         self.stop = stop
         self.install = install
         self.version = version
+        self.current = current if current is not None else (lambda: None)
         self.use_stream = options.stream
         self.etag: str | None = None
         self.stream: Stream | None = None
@@ -206,6 +208,8 @@ class RulesetSync:
                     return False
                 if stream.parser.last_id:
                     self.last_event_id = stream.parser.last_id
+                if ev.event == "patch" and not self.on_patch_event(ev.data):
+                    return False  # as for a ruleset event whose fetch failed
                 if ev.event == "ruleset" and not self.on_ruleset_event(ev.data):
                     # the announced ruleset could not be fetched: leave the stream so the
                     # loop retries the fetch with backoff instead of waiting for next event
@@ -229,6 +233,35 @@ class RulesetSync:
         current = self.version()
         if not isinstance(announced, int) or current is None or announced > current:
             return self.refresh()
+        return True
+
+
+    def on_patch_event(self, data: str) -> bool:
+        """A small update: the changed flags and cohorts on top of the version in use, compiled and
+        put in use at once (one swap, as a fetched ruleset). A patch whose base is not the version in
+        use (a gap: an event missed, or none in use yet), or that does not apply, means the whole
+        document is fetched instead."""
+        current = self.current()
+        try:
+            patch = json.loads(data)
+            announced = patch.get("version")
+        except Exception:
+            return self.refresh()
+        if current is None or not isinstance(announced, int):
+            return self.refresh()
+        if announced <= current.version:
+            return True  # already in use (or older)
+        if patch.get("base") != current.version:
+            return self.refresh()  # a gap
+        try:
+            ruleset = _engine.compile_ruleset(apply_patch(current.doc, patch))  # type: ignore[arg-type]  # a compiled doc
+        except Exception as exc:  # never raised into the host: fetch the whole document instead
+            log.debug("turnout.ruleset.patch_unusable: %s", _short(exc))
+            return self.refresh()
+        etag = patch.get("etag")
+        self.etag = etag if isinstance(etag, str) else None
+        self.install(ruleset, self.etag)
+        log.debug("turnout.ruleset.patched: version %s", ruleset.version)
         return True
 
 

@@ -181,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-        elif self.path == "/api/v1/sdk/stream":
+        elif self.path.split("?")[0] == "/api/v1/sdk/stream":
             self._stream()
         else:
             self._json(404, {"error": {"code": "not_found", "message": self.path}})
