@@ -76,6 +76,7 @@ SDK_MIDDLEWARE = [
     "common.middleware.RequestIdMiddleware",
     "common.middleware.RequestLogMiddleware",
     "common.middleware.UnsupportedCharsetMiddleware",
+    "django.middleware.common.CommonMiddleware",  # Content-Length (clients check a body against it)
     "common.errors.ServiceUnavailableMiddleware",
 ]
 

@@ -7,9 +7,10 @@ CSRF (the views are exempt), authentication of a user, messages, clickjacking an
 pages), htmx, the static files lookup, the health probes. ``LeanASGIHandler`` is Django's own ASGI
 handler built from ``SDK_MIDDLEWARE`` (``config/settings.py``) instead; what the SDK contract needs
 stays: the security headers and HTTPS redirect, the request id, the request log line and
-Prometheus counts, the refusal of non-text charsets before a body is read, and the JSON ``503``
-naming a service that is down. URL resolution, views, errors and responses are exactly those of
-the full handler: ``sdk_asgi_application`` only picks the chain by path.
+Prometheus counts, the refusal of non-text charsets before a body is read, ``Content-Length`` on
+every answer (clients check a body against it), and the JSON ``503`` naming a service that is
+down. URL resolution, views, errors and responses are exactly those of the full handler:
+``sdk_asgi_application`` only picks the chain by path.
 """
 
 from __future__ import annotations

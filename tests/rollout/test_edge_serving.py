@@ -99,6 +99,7 @@ def test_lean_chain__ruleset__same_answer_as_the_full_chain(asgi, client, key, m
     assert lean.content == full.content
     assert lean.headers["etag"] == full["ETag"]
     assert lean.headers["x-request-id"]  # the request id stays
+    assert lean.headers["content-length"] == str(len(lean.content))  # clients check a body against it
     assert "set-cookie" not in lean.headers and "content-security-policy" not in lean.headers
     again = asgi("GET", URL, headers=_auth(key, **{"If-None-Match": lean.headers["etag"], "Accept-Encoding": "identity"}))
     assert again.status_code == 304 and again.content == b""
