@@ -197,7 +197,8 @@ def main() -> None:
             "baseline": base_name, "ratio": statistics.median(pairs), "ratio_rounds": [round(p, 2) for p in pairs],
         }
     results = {"label": args.label, "command": " ".join(["bench/edge/run.sh", *sys.argv[1:]]),
-               "machine": started, "machine_after": machine(), "args": vars(args), "ruleset_bytes": len(body),
+               "machine": started, "machine_after": machine(),
+               "args": {k: v for k, v in vars(args).items() if k != "out"}, "ruleset_bytes": len(body),
                "layout": f"gunicorn -c config/gunicorn.py, {args.workers} uvicorn workers each; Turnout: "
                          "production settings, PostgreSQL, Redis", "runs": runs, "summary": summary}
     seed.reset()
