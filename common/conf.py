@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "VERSION_CACHE_SECONDS": 5,
     # Ruleset versions compiled for evaluation kept per process (a few per environment is plenty).
     "COMPILED_RULESETS": 32,
+    # Ruleset versions (ETag, bytes, gzip bytes) the ruleset endpoint keeps per process, all environments.
+    "RULESET_SERVED_LOCAL": 8,
     # Largest request body the SDK evaluate / OFREP endpoints accept, in bytes.
     "EVALUATE_MAX_BODY": 64 * 1024,
     # Largest metrics batch accepted, in bytes, and its row / sample limits.

@@ -78,6 +78,17 @@ MIDDLEWARE = [
     "common.errors.ServiceUnavailableMiddleware",  # Redis away: 503 naming it, never a 500
 ]
 
+# The SDK and OFREP routes (/api/v1/sdk/, /ofrep/v1/) under ASGI: only what their contract needs
+# (header-authenticated JSON, no sessions, cookies or pages). See rollout/delivery/asgi.py.
+SDK_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "common.middleware.RequestIdMiddleware",
+    "common.middleware.RequestLogMiddleware",
+    "common.middleware.UnsupportedCharsetMiddleware",
+    "django.middleware.common.CommonMiddleware",  # Content-Length (clients check a body against it)
+    "common.errors.ServiceUnavailableMiddleware",
+]
+
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"

@@ -12,7 +12,7 @@ from rollout.delivery import stream as stream_api
 STATE = "flags/<str:key>/states/<str:env>/"
 
 urlpatterns = [
-    path("sdk/ruleset", sdk_api.RulesetView.as_view(), name="sdk-ruleset"),
+    path("sdk/ruleset", sdk_api.ruleset, name="sdk-ruleset"),
     path("sdk/evaluate", sdk_api.evaluate, name="sdk-evaluate"),
     path("sdk/evaluate/bulk", sdk_api.evaluate_bulk, name="sdk-evaluate-bulk"),
     path("sdk/stream", stream_api.stream, name="sdk-stream"),

@@ -35,6 +35,8 @@ def _clear_cache() -> Iterator[None]:
     from rollout import context_processors
     from rollout.access import auth
     from rollout.delivery.evaluation import clear_compiled
+    from rollout.delivery.patches import patches
+    from rollout.delivery.serving import clear_served
 
     breaker.reset()  # a fault test's outage is not the next test's
     context_processors.forget()
@@ -42,6 +44,8 @@ def _clear_cache() -> Iterator[None]:
     # Test databases roll back, so ruleset versions and row ids repeat from test to test (never in
     # production): forget what this process remembered about them.
     clear_compiled()
+    clear_served()
+    patches.clear()
     auth._local_keys.clear()
     auth._touched.clear()
     yield

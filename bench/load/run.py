@@ -222,11 +222,25 @@ def bench_sse(env: dict[str, str], var_dir: Path, key: str, seeded: Any, args: a
     layout = Layout(env, var_dir, port=args.port + 1, workers=1, celery=False).start()
     try:
         result = asyncio.run(fan_out(port=layout.port, key=key, streams=args.streams, changes=5,
-                                     change=lambda i: _change(seeded, i)))
+                                     change=lambda i: _change(seeded, i),
+                                     server_pids=lambda: _children(layout.web_pid)))
         result["loadavg"] = os.getloadavg()[0]
         return result
     finally:
         layout.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of a gunicorn master."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
 
 
 def _change(seeded: Any, i: int) -> int:
@@ -377,7 +391,10 @@ def report(results: dict[str, Any]) -> str:
         lines += ["", f"SSE: {r['streams']:,} idle streams on one web process (connected in {r['connect_s']:.1f} s); "
                       f"change → every stream, over {len(r['changes'])} changes:",
                   "", "| p50 | p95 | max | streams that saw every change |", "|---:|---:|---:|---:|",
-                  f"| {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['complete']:,} |"]
+                  f"| {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['complete']:,} |",
+                  "", f"Web process memory: {r.get('rss_before_bytes', 0) / 2**20:,.1f} MiB before, "
+                      f"{r.get('rss_held_bytes', 0) / 2**20:,.1f} MiB holding the streams: "
+                      f"{(r.get('bytes_per_stream') or 0) / 1024:,.1f} KiB per idle stream"]
     if "metrics" in s:
         r = s["metrics"]
         if "unavailable" in r:

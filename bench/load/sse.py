@@ -52,9 +52,27 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of these processes (bytes), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
 async def fan_out(*, port: int, key: str, streams: int, changes: int,
-                  change: Callable[[int], int]) -> dict[str, Any]:
+                  change: Callable[[int], int], server_pids: Callable[[], list[int]] | None = None,
+                  ) -> dict[str, Any]:
+    """``server_pids``: the web processes whose memory per idle stream is recorded (RSS with the
+    streams held minus RSS before any)."""
     stop = asyncio.Event()
+    rss_before = rss_bytes(server_pids()) if server_pids else 0
     held = [Stream() for _ in range(streams)]
     start = time.monotonic()
     tasks = []
@@ -62,8 +80,11 @@ async def fan_out(*, port: int, key: str, streams: int, changes: int,
         tasks.append(asyncio.create_task(_hold(port, key, stream, stop)))
         if i % 100 == 99:
             await asyncio.sleep(0.05)  # connect in waves, as SDKs starting up would
-    await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in held)), timeout=120)
+    # Connecting is the slow part on a busy machine (each stream authenticates and reads its version).
+    await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in held)), timeout=max(120, streams / 20))
     connect_s = time.monotonic() - start
+    await asyncio.sleep(1)
+    rss_held = rss_bytes(server_pids()) if server_pids else 0
     errors = [s.error for s in held if s.error]
     per_change: list[dict[str, Any]] = []
     all_delays: list[float] = []
@@ -86,6 +107,9 @@ async def fan_out(*, port: int, key: str, streams: int, changes: int,
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return {"streams": streams, "connect_s": connect_s, "connect_errors": len(errors),
+            "rss_before_bytes": rss_before, "rss_held_bytes": rss_held,
+            # per stream actually held (connections that failed to open hold nothing)
+            "bytes_per_stream": (rss_held - rss_before) / max(1, streams - len(errors)) if server_pids else None,
             "error_samples": sorted(set(errors))[:5], "changes": per_change, "complete": complete,
             "p50_ms": _pct(all_delays, 50), "p95_ms": _pct(all_delays, 95),
             "max_ms": max(all_delays) if all_delays else float("nan")}

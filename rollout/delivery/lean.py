@@ -4,7 +4,7 @@ The evaluate and OFREP endpoints sit on every request path of the services that 
 they skip DRF's request wrapping, content negotiation and renderers (measured in
 ``bench/evaluate``). What they keep is the contract: the SDK key (``Authorization: Bearer`` or
 ``X-API-Key``) resolved through the same cached ``sdk_principal``, the same per-key throttle
-budget as the DRF SDK views (``SdkKeyThrottle``), and the one error body. ``described`` hangs an
+budget for every SDK endpoint (``sdk_throttle_wait``), and the one error body. ``described`` hangs an
 ``APIView`` subclass on the view function, which is all drf-spectacular needs to list it in
 ``/api/v1/schema/``.
 """

@@ -1,7 +1,10 @@
 """Rows → the ruleset document SDKs evaluate (DESIGN.md, ``schema: 1``), cached per version.
 
 A document is built once per environment version and cached as serialized bytes (Redis when
-configured, so one build serves every web process); nothing is rebuilt per request. Concurrent
+configured, so one build serves every web process), together with its ETag and its gzip-compressed
+bytes, each under a key of its own: a conditional request whose ETag matches reads the ETag only
+(never the body), and a client that accepts gzip gets the bytes compressed once per version;
+nothing is rebuilt, hashed or compressed per request. Concurrent
 requests for an uncached version wait (briefly, ``BUILD_WAIT_SECONDS``) for one builder, accepting
 whatever version >= theirs it produced; the cache unreachable, every request builds from the
 database (slower, never stalled or failed).
@@ -9,6 +12,7 @@ database (slower, never stalled or failed).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -37,15 +41,33 @@ BUILD_WAIT_SECONDS = 2.0
 BUILD_POLL_SECONDS = 0.02
 
 
+def make_etag(environment: str, version: int, body: bytes) -> str:
+    """The document's strong ETag: environment, version and a digest of the bytes (computed once per
+    version, when it is built)."""
+    return f'"{environment}-{version}-{hashlib.sha256(body).hexdigest()[:16]}"'
+
+
+def gzip_etag(etag: str) -> str:
+    """The ETag of the gzip-compressed representation of the document whose ETag is ``etag`` (a
+    different representation has a different strong ETag)."""
+    return etag[:-1] + '-gz"'
+
+
+def compress(body: bytes) -> bytes:
+    """gzip, deterministic (no timestamp in the header): the same document compresses to the same bytes."""
+    return gzip.compress(body, compresslevel=6, mtime=0)
+
+
 @dataclass(frozen=True)
 class BuiltRuleset:
     environment: str
     version: int
     body: bytes  # the serialized document
+    etag: str = ""  # make_etag(...); computed when not given
 
-    @property
-    def etag(self) -> str:
-        return f'"{self.environment}-{self.version}-{hashlib.sha256(self.body).hexdigest()[:16]}"'
+    def __post_init__(self) -> None:
+        if not self.etag:
+            object.__setattr__(self, "etag", make_etag(self.environment, self.version, self.body))
 
     def document(self) -> RulesetDocument:
         document: RulesetDocument = json.loads(self.body)
@@ -93,6 +115,32 @@ def _cache_key(env_key: str, version: int) -> str:
     return f"ruleset:{env_key}:{version}"
 
 
+def _etag_key(env_key: str, version: int) -> str:
+    return f"ruleset-etag:{env_key}:{version}"
+
+
+def _gzip_key(env_key: str, version: int) -> str:
+    return f"ruleset-gz:{env_key}:{version}"
+
+
+def cached_etag(env_key: str, version: int) -> str | None:
+    """The ETag of a version already built into the cache, without reading its body (None: not
+    cached, or the cache is away)."""
+    found = degrade(lambda: cache.get(_etag_key(env_key, version)), None, what="ruleset")
+    return found if isinstance(found, str) else None
+
+
+def cached_gzip(built: BuiltRuleset) -> bytes:
+    """The version's gzip-compressed bytes: from the cache, else compressed here and cached."""
+    key = _gzip_key(built.environment, built.version)
+    found = degrade(lambda: cache.get(key), None, what="ruleset")
+    if isinstance(found, bytes):
+        return found
+    packed = compress(built.body)
+    degrade(lambda: cache.set(key, packed, timeout=get_setting("RULESET_CACHE_TIMEOUT")), None, what="ruleset")
+    return packed
+
+
 def _latest_key(env_key: str) -> str:
     """The newest version built into the cache: what a waiter takes when the builder it waited for
     built a newer version than the one it asked for."""
@@ -118,7 +166,8 @@ def get_ruleset(environment_id: int) -> BuiltRuleset | None:
     except redis.RedisError:
         return _build(environment_id, store=False)
     if body is not None:
-        return BuiltRuleset(env_key, version, body)
+        # The ETag was stored beside the body when it was built (so nothing is hashed here).
+        return BuiltRuleset(env_key, version, body, cached_etag(env_key, version) or "")
     return _build_and_cache(environment_id, env_key, version)
 
 
@@ -214,8 +263,13 @@ def _build(environment_id: int, *, store: bool) -> BuiltRuleset:
     body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     built = BuiltRuleset(env.key, env.ruleset_version, body)
     if store:
-        degrade(lambda: cache.set_many({_cache_key(env.key, env.ruleset_version): body,
-                                        _latest_key(env.key): env.ruleset_version},
+        # The ETag and the compressed bytes go in with the body: the first 304 or gzip request of
+        # any process finds them without hashing or compressing anything.
+        version = env.ruleset_version
+        degrade(lambda: cache.set_many({_cache_key(env.key, version): body,
+                                        _etag_key(env.key, version): built.etag,
+                                        _gzip_key(env.key, version): compress(body),
+                                        _latest_key(env.key): version},
                                        timeout=get_setting("RULESET_CACHE_TIMEOUT")), [], what="ruleset")
     metrics.record_ruleset_build(environment=env.key, seconds=time.perf_counter() - started)
     logger.info("ruleset.built", extra={"environment": env.key, "version": env.ruleset_version,

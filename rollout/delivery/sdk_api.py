@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
-from rest_framework.permissions import IsAuthenticated
-from rest_framework.request import Request
-from rest_framework.throttling import BaseThrottle
-from rest_framework.views import APIView
 from turnout.types import Reason
 
 from common import metrics as prometheus
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES, AttributeValueField
-from rollout.access.auth import SdkKeyAuthentication, SdkPrincipal
 from rollout.delivery.evaluation import acompiled_ruleset, compiled_ruleset, decision_body
 from rollout.delivery.lean import (
     BadRequest,
@@ -28,72 +24,69 @@ from rollout.delivery.lean import (
     json_response,
     read_json,
     sdk_guard,
-    sdk_throttle_wait,
 )
-from rollout.delivery.ruleset import get_ruleset
+from rollout.delivery.serving import Need, accepts_gzip, etag_matches, served, served_local
 from rollout.plans.watch import trigger_checks
 from rollout.tasks import enqueue_check
 from rollout.telemetry.batches import parse_batch
 from rollout.telemetry.ingest import metrics_record
 
 
-class SdkKeyThrottle(BaseThrottle):
-    """Per SDK key, on the shared cache (Redis when configured): the ``sdk`` rate, one budget for
-    every SDK endpoint (the lean ones count through the same ``sdk_throttle_wait``)."""
-
-    scope = "sdk"
-
-    def allow_request(self, request: Request, view: Any) -> bool:
-        principal = request.auth
-        ident = principal.prefix if isinstance(principal, SdkPrincipal) else (self.get_ident(request) or "anon")
-        self._wait = sdk_throttle_wait(ident)
-        return self._wait is None
-
-    def wait(self) -> float | None:
-        return self._wait
-
-
-class SdkView(APIView):
-    authentication_classes = [SdkKeyAuthentication]
-    permission_classes = [IsAuthenticated]
-    throttle_classes = [SdkKeyThrottle]
-
-    @property
-    def principal(self) -> SdkPrincipal:
-        return cast(SdkPrincipal, self.request.auth)  # what SdkKeyAuthentication sets; IsAuthenticated holds
-
-
 def _etag_matches(header: str, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    candidates = [part.strip() for part in header.split(",")]
-    return etag in candidates or f"W/{etag}" in candidates
+    return etag_matches(header, etag)
 
 
-class RulesetView(SdkView):
-    @extend_schema(
-        operation_id="sdk_ruleset",
-        summary="The environment's ruleset (the document SDKs evaluate locally)",
-        parameters=[OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The ruleset document, schema 1"),
-                   304: OpenApiResponse(description="Unchanged since the ETag given"), **ERROR_RESPONSES},
-        tags=["sdk"],
-    )
-    def get(self, request: Request) -> HttpResponse:
-        built = get_ruleset(self.principal.environment_id)
-        if built is None:
+@described({"GET": {
+    "operation_id": "sdk_ruleset",
+    "summary": "The environment's ruleset (the document SDKs evaluate locally)",
+    "description": "`ETag` per version; a matching `If-None-Match` answers `304` (its cost does not grow with "
+                   "the document). With `Accept-Encoding: gzip` the document comes gzip-compressed "
+                   "(`Content-Encoding: gzip`, compressed once per version; its ETag ends in `-gz\"`, and "
+                   "either ETag of the current version answers `304`).",
+    "parameters": [OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False),
+                   OpenApiParameter("Accept-Encoding", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)],
+    "responses": {200: OpenApiResponse(OpenApiTypes.OBJECT, description="The ruleset document, schema 1"),
+                  304: OpenApiResponse(description="Unchanged since the ETag given"), **ERROR_RESPONSES},
+    "tags": ["sdk"],
+}}, name="RulesetView")
+async def ruleset(request: HttpRequest) -> HttpResponse:
+    """The environment's current ruleset, or ``304`` for a matching ETag (``rollout/delivery/serving.py``).
+    Async and lean: on the hot path the key is checked in the process and the one Redis round trip
+    (throttle count and current version) is awaited on the event loop; nothing else is read."""
+    guarded = await asdk_guard(request)
+    if isinstance(guarded, HttpResponse):
+        return guarded
+    principal, version = guarded
+    if_none_match = request.headers.get("If-None-Match", "")
+    gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    entry = served_local(principal.environment_id, principal.environment, version)
+    matched = entry is not None and etag_matches(if_none_match, entry.etag, entry.gzip_etag)
+    need: Need = "etag" if matched else "gzip" if gzipped else "plain"
+    if entry is None or not entry.has(need):
+        if entry is None and if_none_match:
+            need = "etag"  # perhaps a 304: learn the ETag first, read bytes only if it does not match
+        entry = await sync_to_async(served)(principal.environment_id, principal.environment, version, need)
+        if entry is None:
             return HttpResponse(status=404)
-        etag = built.etag
-        if _etag_matches(request.headers.get("If-None-Match", ""), etag):
-            response = HttpResponse(status=304)
-        else:
-            response = HttpResponse(built.body, content_type="application/json")
-        response["ETag"] = etag
-        response["Cache-Control"] = "no-cache"
-        response["X-Turnout-Ruleset-Version"] = str(built.version)
-        return response
+        matched = etag_matches(if_none_match, entry.etag, entry.gzip_etag)
+        need = "etag" if matched else "gzip" if gzipped else "plain"
+        if not entry.has(need):
+            entry = await sync_to_async(served)(principal.environment_id, principal.environment, entry.version, need)
+            if entry is None:
+                return HttpResponse(status=404)
+            matched = etag_matches(if_none_match, entry.etag, entry.gzip_etag)
+    if matched:
+        response = HttpResponse(status=304)
+    elif gzipped and entry.gzipped is not None:
+        response = HttpResponse(entry.gzipped, content_type="application/json")
+        response["Content-Encoding"] = "gzip"
+    else:
+        response = HttpResponse(entry.body, content_type="application/json")
+    response["ETag"] = entry.gzip_etag if gzipped else entry.etag
+    response["Cache-Control"] = "no-cache"
+    response["Vary"] = "Accept-Encoding"
+    response["X-Turnout-Ruleset-Version"] = str(entry.version)
+    return response
 
 
 # -- evaluation (lean views: see rollout/delivery/lean.py) ----------------------------------------------

@@ -25,6 +25,7 @@ from common.schema import ERROR_RESPONSES
 from rollout.access.auth import sdk_principal
 from rollout.delivery.broadcast import Subscription, broadcaster
 from rollout.delivery.lean import authenticate, described, throttled, unauthorized
+from rollout.delivery.patches import patches
 from rollout.delivery.ruleset import current_version
 
 T = TypeVar("T")
@@ -53,7 +54,10 @@ def ruleset_event(environment: str, version: int) -> bytes:
     return f"event: ruleset\nid: {version}\ndata: {data}\n\n".encode()
 
 
-async def _events(sub: Subscription, environment: str, version: int, secret: str | None) -> AsyncIterator[bytes]:
+async def _events(sub: Subscription, environment: str, version: int, secret: str | None, *,
+                  environment_id: int | None = None) -> AsyncIterator[bytes]:
+    """The stream's events; with ``environment_id`` (the SDK asked for patches) a change the process
+    can express as a patch from the version last sent is sent as one (``rollout/delivery/patches.py``)."""
     heartbeat = float(get_setting("STREAM_HEARTBEAT_SECONDS"))
     try:
         with metrics.stream_connection(environment):
@@ -68,9 +72,14 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
                         return
                     yield KEEP_ALIVE
                 elif newer > last:
-                    last = newer
+                    patched = None if environment_id is None else await patches.get(environment_id, last)
                     metrics.record_stream_event(environment=environment)
-                    yield ruleset_event(environment, newer)
+                    if patched is not None and patched[0] >= newer:
+                        last = patched[0]
+                        yield patched[1]
+                    else:
+                        last = newer
+                        yield ruleset_event(environment, newer)
     finally:  # the client went away (the ASGI handler cancels us) or the key was revoked
         broadcaster.unsubscribe(sub)
 
@@ -80,7 +89,10 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
     "summary": "Server-sent events: the current ruleset version on connect, then each new one",
     "description": "`text/event-stream`. Events are `event: ruleset`, `id: <version>`, "
                    "`data: {\"environment\", \"version\"}`; a `: keep-alive` comment every 15 s when idle.",
-    "parameters": [OpenApiParameter("Last-Event-ID", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)],
+    "parameters": [OpenApiParameter("Last-Event-ID", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False),
+                   OpenApiParameter("patches", OpenApiTypes.STR, OpenApiParameter.QUERY, required=False,
+                                    description="`1`: send a change as an `event: patch` (the changed flags "
+                                                "and cohorts) when it can be; docs/sdk-protocol.md")],
     "responses": {(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="The event stream"),
                   **ERROR_RESPONSES},
     "tags": ["sdk"],
@@ -97,7 +109,9 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
     if current is None:
         broadcaster.unsubscribe(sub)
         return unauthorized()
-    response = StreamingHttpResponse(_events(sub, current[0], current[1], bearer(request)),
+    wants_patches = request.GET.get("patches") == "1"
+    response = StreamingHttpResponse(_events(sub, current[0], current[1], bearer(request),
+                                             environment_id=result.environment_id if wants_patches else None),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once

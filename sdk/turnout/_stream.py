@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._transport import HTTPStatusError, Transport, TransportError
-from .wire import STREAM_PATH
+from .wire import STREAM_PATCHES_QUERY, STREAM_PATH
 
 __all__ = ["Event", "SSEParser", "Stream", "StreamUnsupported"]
 
@@ -86,7 +86,9 @@ class Stream:
         self._conn = conn
         self._transport.track(conn)
         try:
-            conn.request("GET", self._transport.path(STREAM_PATH), headers=self._transport.headers(extra))
+            # Asks for patch events (small updates); a server that does not know them ignores the query.
+            conn.request("GET", self._transport.path(f"{STREAM_PATH}?{STREAM_PATCHES_QUERY}"),
+                         headers=self._transport.headers(extra))
             # keep the socket: http.client hands it to the response (conn.sock becomes None)
             # when the server answers "Connection: close", as a stream does
             self._sock = conn.sock

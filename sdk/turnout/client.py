@@ -187,7 +187,7 @@ class Turnout:
         if self._transport is not None:
             self._sync = RulesetSync(
                 self._transport, opts, self._problems, self._stop,
-                install=self._install, version=lambda: self.version,
+                install=self._install, version=lambda: self.version, current=lambda: self._real,
             )
 
         if opts.bootstrap is not None:

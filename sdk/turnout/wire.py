@@ -21,6 +21,7 @@ __all__ = [
     "RULESET_PATH",
     "SCHEMA",
     "SDK_NAME",
+    "STREAM_PATCHES_QUERY",
     "STREAM_PATH",
     "BreakerEvent",
     "CohortRule",
@@ -30,6 +31,8 @@ __all__ = [
     "MismatchSample",
     "PathName",
     "RulesetDocument",
+    "RulesetPatch",
+    "apply_patch",
     "key_hash",
     "latency_bucket",
 ]
@@ -41,6 +44,8 @@ SCHEMA: Final = 1
 
 RULESET_PATH: Final = "/api/v1/sdk/ruleset"
 STREAM_PATH: Final = "/api/v1/sdk/stream"
+#: the stream's query asking for ``patch`` events (servers that do not know it send ``ruleset`` events only)
+STREAM_PATCHES_QUERY: Final = "patches=1"
 METRICS_PATH: Final = "/api/v1/sdk/metrics"
 
 #: Upper bounds (inclusive, milliseconds) of the fixed, log-scaled latency histogram. A
@@ -151,3 +156,46 @@ class RulesetDocument(TypedDict):
     version: int
     cohorts: NotRequired[dict[str, CohortRule]]
     flags: dict[str, FlagRule]
+
+
+class RulesetPatch(TypedDict):
+    """The data of a stream ``patch`` event: what changed from version ``base`` to ``version``.
+    Each named flag or cohort is replaced whole (``null``: removed); everything else is as in
+    ``base``. Applied only on top of exactly ``base`` (else the whole document is fetched);
+    ``etag`` is the new version's ruleset ETag."""
+
+    environment: str
+    base: int
+    version: int
+    etag: str
+    flags: dict[str, FlagRule | None]
+    cohorts: dict[str, CohortRule | None]
+
+
+def apply_patch(doc: RulesetDocument, patch: RulesetPatch) -> RulesetDocument:
+    """The document of ``patch["version"]``: ``doc`` (which must be version ``patch["base"]``) with
+    the patch's flags and cohorts replaced or removed. ``doc`` is left as it was. ValueError when the
+    patch does not apply to ``doc`` or is malformed."""
+    if not isinstance(patch, dict):
+        raise ValueError("a patch is a JSON object")
+    base, version = patch.get("base"), patch.get("version")
+    flags, cohorts = patch.get("flags"), patch.get("cohorts")
+    if patch.get("environment") != doc.get("environment") or base != doc.get("version"):
+        raise ValueError(f"patch from version {base!r} does not apply to version {doc.get('version')!r}")
+    if type(version) is not int or type(base) is not int or version <= base:
+        raise ValueError("patch versions must be integers, the new one above the base")
+    if not isinstance(flags, dict) or not isinstance(cohorts, dict):
+        raise ValueError("patch flags and cohorts must be objects")
+    new: dict[str, Any] = dict(doc)
+    new["version"] = version
+    for name, changes in (("flags", flags), ("cohorts", cohorts)):
+        current: dict[str, Any] = dict(doc.get(name) or {})  # type: ignore[call-overload]  # flags or cohorts
+        merged = current
+        for key, value in changes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        new[name] = merged
+    result: RulesetDocument = new  # type: ignore[assignment]  # the same keys, new values
+    return result

@@ -132,6 +132,8 @@ class FaultProxy:
         self.requests: Counter[str] = Counter()  # path -> requests received
         self.statuses: Counter[tuple[str, int]] = Counter()  # (path, status) -> responses sent
         self.tampered: Counter[str] = Counter()  # path -> responses replaced or damaged
+        #: forward request targets without their query (as a server that ignores it: no stream patches)
+        self.strip_queries = False
         self.held = 0  # requests waiting, unanswered, for release()
         self.abandoned = 0  # held requests whose client hung up
         self._acceptor = self._start(self._accept_loop, "faultproxy-accept")
@@ -234,6 +236,9 @@ class FaultProxy:
                 if request is None:
                     return
                 body = _read_exactly(from_client, request.content_length or 0)
+                if self.strip_queries and b"?" in request.start.split(b" ")[1]:
+                    method, target, version = request.start.split(b" ", 2)
+                    request.start = b" ".join((method, target.split(b"?", 1)[0], version))
                 path = request.path
                 self._count(self.requests, path)
                 self._wait_for_flow(client)

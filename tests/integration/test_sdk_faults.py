@@ -304,6 +304,9 @@ def _bad_ruleset_responses(server: ServerProcess, proxy: FaultProxy, flag: Any, 
     """The ruleset request answered with ``fault`` while everything else passes through."""
     _set(flag, 100)
     _start(server, secret)
+    # The stream announces the change and the client fetches it: the stream's query is dropped, so
+    # the server sends a ruleset event, never a patch (which would need no fetch at all).
+    proxy.strip_queries = True
     with _client(proxy.url, secret, problems, mode=mode) as client:
         _ready(client, proxy, mode=mode)
         good = _decide(client, flag)

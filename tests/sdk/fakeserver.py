@@ -159,7 +159,14 @@ class _Handler(BaseHTTPRequestHandler):
             elif fake.mode == "invalid":
                 body = json.dumps({"schema": 1, "flags": "not a mapping"}).encode()
             fake.counts["ruleset_200"] += 1
+            fake.accept_encodings.append(self.headers.get("Accept-Encoding"))
+            encoding = None
+            if fake.gzip is not None and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                body = fake.gzip(body)
+                encoding = "gzip"
             self.send_response(200)
+            if encoding:
+                self.send_header("Content-Encoding", encoding)
             self.send_header("Content-Type", "application/json")
             self.send_header("ETag", etag if fake.mode == "ok" else '"bad"')
             self.send_header("Cache-Control", "no-cache")
@@ -174,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-        elif self.path == "/api/v1/sdk/stream":
+        elif self.path.split("?")[0] == "/api/v1/sdk/stream":
             self._stream()
         else:
             self._json(404, {"error": {"code": "not_found", "message": self.path}})
@@ -258,6 +265,10 @@ class FakeServer:
         self.metrics_mode = "ok"  # ok | 500 | 400 | hang
         #: when set, the ruleset answer's body as it is (any bytes), in place of ``doc``
         self.body: bytes | None = None
+        #: when set, how the ruleset body is encoded for a client that accepts gzip (the encoder)
+        self.gzip: Callable[[bytes], bytes] | None = None
+        #: the Accept-Encoding header of every 200 ruleset answer, in order
+        self.accept_encodings: list[str | None] = []
         self.metrics: list[MetricsBatch] = []
         self.counts: Counter[str] = Counter()
         self.auth_headers: list[str] = []
