@@ -25,6 +25,7 @@ from actions.submit import (
     change_request_cancel,
     change_request_reject,
     outcome_message,
+    preview,
     submit,
     submit_state,
     target_snapshot,
@@ -67,7 +68,7 @@ from rollout.models import (
 from rollout.plans.health import evaluate_state, stored_health
 from rollout.plans.readiness import plan_status, readiness
 from rollout.plans.stages import plan_template
-from rollout.policy import may_act_directly
+from rollout.policy import Verdict
 from rollout.selectors import flag_state_get
 from rollout.services import flags as flag_services
 from rollout.services import workloads as workload_services
@@ -187,9 +188,14 @@ def flag_detail(request: HttpRequest, key: str) -> HttpResponse:
     flag = get_object_or_404(Flag.objects.select_related("workload"), key=key)
     current = current_environment(request)
     states = sorted(selectors.flag_states(flag), key=lambda s: s.environment_id != getattr(current, "pk", None))
-    cards = [render_to_string("rollout/flag_detail.html#state-card", _card_context(request, s), request=request)
-             for s in states]
-    return render(request, "rollout/flag_detail.html", {"flag": flag, "cards": cards, "states": states})
+    # One environment at a time (tabs): the one asked for (?env=), else the one the switcher shows.
+    asked = request.GET.get("env", "")
+    selected = asked if any(s.environment.key == asked for s in states) else (
+        states[0].environment.key if states else "")
+    panels = [(s, render_to_string("rollout/flag_detail.html#state-card", _card_context(request, s), request=request))
+              for s in states]
+    return render(request, "rollout/flag_detail.html", {"flag": flag, "panels": panels, "states": states,
+                                                        "selected": selected})
 
 
 def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[str, Any]:
@@ -197,6 +203,10 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
     who = actor(request)
     cohorts = list(Cohort.objects.values_list("key", "name"))
     guardrail = Guardrail.objects.filter(flag_state=state).first()
+    may_edit = can(request.user, Capability.EDIT)
+    target = f"{state.flag.key}@{env.key}"
+    update = preview(actor=who, action=Action.FLAG_STATE_UPDATED, target=target)
+    advance = preview(actor=who, action=Action.FLAG_STATE_ADVANCED, target=target)
     context = {
         "state": state,
         "status": selectors.state_status(state),
@@ -206,11 +216,13 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
         "health": evaluate_state(state) if request.method == "POST" else stored_health(state),
         "guardrail": guardrail_snapshot(guardrail),
         "pending": list(state.change_requests.filter(status=ChangeRequestStatus.PENDING).order_by("pk")),
-        "may_edit": can(request.user, Capability.EDIT),
+        "may_edit": may_edit,
         "may_kill": can(request.user, Capability.EMERGENCY, environment=env),
-        "needs_approval": can(request.user, Capability.EDIT)
-        and not may_act_directly(state, Action.FLAG_STATE_UPDATED, actor=who),
-        "direct_advance": may_act_directly(state, Action.FLAG_STATE_ADVANCED, actor=who),
+        # What the policy says for THIS person (the action layer's own preview): an admin in an
+        # approval environment applies directly, so the card must not say "needs approval" to them.
+        "needs_approval": may_edit and update.verdict is Verdict.REQUEST,
+        "direct_advance": advance.applies,
+        "advance_needs_approval": may_edit and advance.verdict is Verdict.REQUEST,
         "percentage_form": PercentageForm(auto_id=card_ids(env.key), initial={
             "percentage": state.percentage.normalize() if state.percentage else 0,
             "compare_percentage": state.compare_percentage.normalize() if state.compare_percentage else 0,
@@ -228,6 +240,11 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
             **(guardrail_snapshot(guardrail) or GuardrailForm.DEFAULTS), "version": state.version}),
     }
     context.update(extra)
+    if context.get("undo") == "rollback":
+        # Undoing a rollback puts back the stage it left, not just the pause (resume, then advance).
+        context["undo_stage"] = state.stages.filter(position=state.stage + 1).first()
+        if context["undo_stage"] is None or not may_edit:
+            context["undo"] = ""
     return context
 
 
@@ -251,7 +268,7 @@ def _render_card(request: HtmxHttpRequest, key: str, env: str, *, status: int = 
             messages.success(request, extra["message"])
         elif extra.get("error"):
             messages.error(request, extra["error"])
-        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"#state-{env}")
+        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"?env={env}#state-{env}")
     response = render(request, "rollout/flag_detail.html#state-card", context, status=status)
     if request.method == "POST":  # the readiness report below refreshes too
         trigger_client_event(response, "rolloutChanged")
@@ -264,7 +281,7 @@ def state_card(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """The live state card (polled by the flag page)."""
     require(request, Capability.READ)
     if not request.htmx:
-        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"#state-{env}")
+        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"?env={env}#state-{env}")
     return _render_card(request, key, env)
 
 
@@ -401,7 +418,8 @@ def state_pause(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
     return _emergency(request, state, Action.FLAG_STATE_PAUSED,
-                      done="Paused: the split stays as it is and nothing advances.")
+                      done="Paused: the split stays as it is and nothing advances.", undo={"undo": "resume",
+                                                                                          "undo_of": "pause"})
 
 
 @require_POST
@@ -411,7 +429,46 @@ def state_rollback(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
     return _emergency(request, state, Action.FLAG_STATE_ROLLED_BACK, panel="rollback",
-                      done="Rolled back one stage; the rollout is paused until resumed.")
+                      done="Rolled back one stage; the rollout is paused until resumed.", undo={"undo": "rollback"})
+
+
+@require_POST
+@login_required
+def state_undo_rollback(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
+    """Undo a rollback: lift its pause and put back the stage it left — two actions through the action
+    layer (resume, then advance), each with its own audit event, and each through approval where the
+    policy wants one. The card's version makes sure nothing moved since the rollback."""
+    state = _state_or_404(key, env)
+    require(request, Capability.EDIT)
+    form = ReasonForm(request.POST)
+    form.is_valid()
+    reason = form.cleaned_data.get("reason") or "undo rollback"
+    stage = request.POST.get("stage", "")
+    target = state.stages.filter(position=int(stage)).first() if stage.isdigit() else None
+    if target is None or target.position != state.stage + 1 or state.paused_at is None:
+        return _render_card(request, key, env, status=409,
+                            error="Nothing to undo: the rollout is no longer where the rollback left it.")
+    who = actor(request)
+    try:
+        resumed = submit_state(actor=who, flag=key, environment=env, action=Action.FLAG_STATE_RESUMED, params={},
+                               version=form.cleaned_data.get("version"), reason=reason)
+    except ServiceError as exc:
+        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
+    if resumed.change_request is not None:
+        cr = resumed.change_request
+        return _render_card(request, key, env, requested=cr,
+                            message=f"Waiting for approval: change request #{cr.pk} ({cr.summary}).")
+    try:
+        advanced = submit_state(actor=who, flag=key, environment=env, action=Action.FLAG_STATE_ADVANCED, params={},
+                                version=resumed.target.version, reason=reason)
+    except ServiceError as exc:
+        return _render_card(request, key, env, status=error_status(exc),
+                            error=f"Resumed, but not back at “{target.name}”: {exc.message}")
+    if advanced.change_request is not None:
+        cr = advanced.change_request
+        return _render_card(request, key, env, requested=cr,
+                            message=f"Resumed; back to “{target.name}” waits for approval: change request #{cr.pk}.")
+    return _render_card(request, key, env, message=f"Rollback undone: back at “{target.name}”, resumed.")
 
 
 @require_POST
@@ -443,15 +500,15 @@ def state_readiness(request: HtmxHttpRequest, key: str, env: str) -> HttpRespons
     return render(request, "rollout/readiness.html", context)
 
 
-def _emergency(request: HtmxHttpRequest, state: FlagState, action: Action, *, done: str, panel: str = ""
-               ) -> HttpResponse:
+def _emergency(request: HtmxHttpRequest, state: FlagState, action: Action, *, done: str, panel: str = "",
+               undo: dict[str, Any] | None = None) -> HttpResponse:
     """Kill, pause, rollback: never wait for approval, but name the version the card showed (a kill
     without one applies to whatever stands now)."""
     form = ReasonForm(request.POST)
     form.is_valid()
     return _submit(request, state, action, {}, version=form.cleaned_data.get("version"),
                    reason=(form.cleaned_data.get("reason") or "")[:2000], done=done, error_panel=panel,
-                   undo={"undo": "resume"})
+                   undo=undo or {"undo": "resume"})
 
 
 def _submit(request: HtmxHttpRequest, state: FlagState, action: Action, params: dict[str, Any], *,
