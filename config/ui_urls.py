@@ -28,6 +28,7 @@ urlpatterns = [
     path("flags/<str:key>/<str:env>/impact/", rollout_views.state_impact, name="state-impact"),
     path("flags/<str:key>/<str:env>/targeting/", rollout_views.state_targeting, name="state-targeting"),
     path("flags/<str:key>/<str:env>/plan/", rollout_views.state_plan, name="state-plan"),
+    path("flags/<str:key>/<str:env>/plan/edit/", rollout_views.plan_editor, name="plan-editor"),
     path("flags/<str:key>/<str:env>/advance/", rollout_views.state_advance, name="state-advance"),
     path("flags/<str:key>/<str:env>/pause/", rollout_views.state_pause, name="state-pause"),
     path("flags/<str:key>/<str:env>/rollback/", rollout_views.state_rollback, name="state-rollback"),

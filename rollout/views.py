@@ -37,6 +37,7 @@ from common.errors import Forbidden, NotFound, ServiceError
 from common.permissions import Capability, can, can_decide, primary_role
 from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
 from rollout import dashboard as selectors
+from rollout import plan_editor as plan_rows
 from rollout.access import keys as key_services
 from rollout.dashboard import change_proposal, readiness_charts
 from rollout.forms import (
@@ -72,7 +73,7 @@ from rollout.policy import Verdict
 from rollout.selectors import flag_state_get
 from rollout.services import flags as flag_services
 from rollout.services import workloads as workload_services
-from rollout.snapshots import guardrail_snapshot
+from rollout.snapshots import guardrail_snapshot, plan_snapshot
 from rollout.switcher import current_environment
 
 # -- dashboard --------------------------------------------------------------------------------
@@ -397,6 +398,57 @@ def state_plan(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     return _submit(request, state, Action.FLAG_STATE_PLAN_SET, {"stages": stages}, version=form.cleaned_data["version"],
                    reason=form.cleaned_data["reason"], form=form, panel="plan",
                    done=f"Plan set: {len(stages)} stages. Advance to start it.")
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def plan_editor(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
+    """The stage editor: custom stages, percentages, soak times, gates, cohorts and start times, checked
+    by the API's own plan input and set through the action layer (applied, or a change request)."""
+    state = _state_or_404(key, env)
+    require(request, Capability.EDIT)
+    general: list[str] = []
+    status = 200
+    version: int | None = state.version
+    reason = ""
+    if request.method == "GET":
+        if request.GET.get("template") == "standard" or not state.stages.exists():
+            rows = plan_rows.rows_from_stages(plan_template("standard"))
+        else:
+            rows = plan_rows.rows_from_stages(plan_snapshot(state))
+    else:
+        rows = plan_rows.rows_from_post(request.POST)
+        op = request.POST.get("op", "save")
+        form = ReasonForm(request.POST)
+        form.is_valid()
+        version, reason = form.cleaned_data.get("version"), form.cleaned_data.get("reason") or ""
+        if op == "add":
+            if len(rows) < plan_rows.MAX_ROWS:
+                rows.append(plan_rows.next_row(rows))
+        elif op.startswith("remove-") and op[7:].isdigit() and int(op[7:]) < len(rows):
+            del rows[int(op[7:])]
+        else:
+            stages, general = plan_rows.validated_stages(rows, version=version, reason=reason)
+            status = INVALID
+            if stages is not None:
+                try:
+                    outcome = submit_state(actor=actor(request), flag=key, environment=env,
+                                           action=Action.FLAG_STATE_PLAN_SET, params={"stages": stages},
+                                           version=version, reason=reason)
+                except ServiceError as exc:
+                    general = plan_rows.place_service_errors(rows, exc)
+                    status = error_status(exc)
+                else:
+                    messages.success(request, outcome_message(
+                        outcome, f"Plan set: {len(stages)} stages. Advance to start it."))
+                    return _redirect(request, reverse("ui:flag-detail", args=[key]) + f"?env={env}#state-{env}")
+    ruling = preview(actor=actor(request), action=Action.FLAG_STATE_PLAN_SET, target=f"{key}@{env}")
+    return render(request, "rollout/plan_editor.html", {
+        "state": state, "rows": rows, "general": general, "version": version, "reason": reason,
+        "cohorts": list(Cohort.objects.values_list("key", "name")), "units": list(plan_rows.UNITS),
+        "max_rows": plan_rows.MAX_ROWS, "needs_approval": ruling.verdict is Verdict.REQUEST,
+        "started": state.stage > 0,
+    }, status=status)
 
 
 @require_POST

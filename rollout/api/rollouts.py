@@ -108,7 +108,7 @@ class PlanInput(ChangeInput):
         return attrs
 
 
-def _stage_json(stage: dict[str, Any]) -> dict[str, Any]:
+def stage_json(stage: dict[str, Any]) -> dict[str, Any]:
     out = dict(stage)
     out["percentage"] = float(out["percentage"])
     out["compare_percentage"] = float(out["compare_percentage"])
@@ -138,7 +138,7 @@ class StagesView(RolloutView):
             stages = plan_template(v["template"], internal_cohorts=v["internal_cohorts"],
                                    pilot_cohorts=v["pilot_cohorts"], soak_seconds=v["soak_seconds"])
         else:
-            stages = [_stage_json(s) for s in v["stages"]]
+            stages = [stage_json(s) for s in v["stages"]]
         return self.submit(request, key, env, Action.FLAG_STATE_PLAN_SET, {"stages": stages}, v)
 
 
