@@ -27,6 +27,7 @@ from audit.exports import stream_export_zip, zip_name
 from audit.filters import FILTER_NAMES, flag_events
 from audit.models import AuditChainHead, AuditEvent, AuditExport, AuditVerification, ExportStatus
 from audit.services import audit_export_create, audit_export_finish, audit_verification_start
+from audit.signing import public_keys
 from audit.verify import verify_chain
 from common.conf import get_setting
 from common.errors import ServiceError
@@ -181,6 +182,17 @@ def audit_export_manifest(request: HttpRequest, pk: str) -> HttpResponse:
     response = HttpResponse(body, content_type="application/json; charset=utf-8")
     name = (export.file_name or f"audit-export-{str(export.pk)[:8]}") + ".manifest.json"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@require_GET
+@login_required
+def public_key_file(request: HttpRequest) -> HttpResponse:
+    """The signing keys (``GET /api/v1/audit/public-key``'s document) as the file the verifier reads."""
+    require(request, Capability.AUDIT)
+    body = json.dumps({"keys": [k.as_dict() for k in public_keys()]}, indent=2) + "\n"
+    response = HttpResponse(body, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="turnout-audit-public-key.json"'
     return response
 
 

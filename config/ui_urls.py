@@ -57,6 +57,7 @@ urlpatterns = [
     path("audit/exports/<uuid:pk>/", audit_views.audit_export_progress, name="audit-export-progress"),
     path("audit/exports/<uuid:pk>/manifest.json", audit_views.audit_export_manifest, name="audit-export-manifest-file"),
     path("audit/verify/", audit_views.audit_verify, name="audit-verify-ui"),
+    path("audit/public-key.json", audit_views.public_key_file, name="audit-public-key-file"),
     path("audit/verify_export.py", audit_views.offline_verifier, name="audit-offline-verifier"),
     path("audit/verifications/<uuid:pk>/", audit_views.audit_verification_progress,
          name="audit-verification-progress"),

@@ -90,7 +90,10 @@ def test_audit_export__ui_zip__offline_verifier_passes_and_fails_after_one_chang
     script = tmp_path / "verify_export.py"
     script.write_bytes(b"".join(verifier.streaming_content))
     key = tmp_path / "key.json"
-    key.write_bytes(client.get("/api/v1/audit/public-key").content)
+    key_file = client.get("/audit/public-key.json")
+    assert key_file["Content-Disposition"] == 'attachment; filename="turnout-audit-public-key.json"'
+    assert key_file.json() == client.get("/api/v1/audit/public-key").json()
+    key.write_bytes(key_file.content)
 
     run = subprocess.run([sys.executable, str(script), str(path), "--public-key", str(key)], capture_output=True,
                          text=True, cwd=tmp_path)
@@ -110,7 +113,7 @@ def test_audit_export__ui_zip__offline_verifier_passes_and_fails_after_one_chang
 
 def test_audit_page__links_the_offline_verifier_and_the_public_key(changes: Any) -> None:
     body = text(signed_in("compliance").get("/audit/"))
-    assert 'href="/audit/verify_export.py"' in body and 'href="/api/v1/audit/public-key"' in body
+    assert 'href="/audit/verify_export.py"' in body and 'href="/audit/public-key.json"' in body
     assert "signed <code>manifest.json</code>" in body
 
 
