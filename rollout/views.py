@@ -487,40 +487,21 @@ def state_rollback(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse
 @require_POST
 @login_required
 def state_undo_rollback(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
-    """Undo a rollback: lift its pause and put back the stage it left — two actions through the action
-    layer (resume, then advance), each with its own audit event, and each through approval where the
-    policy wants one. The card's version makes sure nothing moved since the rollback."""
+    """Undo a rollback: the stage it left comes back and its pause is lifted — one advance with
+    ``resume`` through the action layer (one audit event; a change request where the policy wants one).
+    The card's version makes sure nothing moved since the rollback."""
     state = _state_or_404(key, env)
     require(request, Capability.EDIT)
     form = ReasonForm(request.POST)
     form.is_valid()
-    reason = form.cleaned_data.get("reason") or "undo rollback"
     stage = request.POST.get("stage", "")
     target = state.stages.filter(position=int(stage)).first() if stage.isdigit() else None
     if target is None or target.position != state.stage + 1 or state.paused_at is None:
         return _render_card(request, key, env, status=409,
                             error="Nothing to undo: the rollout is no longer where the rollback left it.")
-    who = actor(request)
-    try:
-        resumed = submit_state(actor=who, flag=key, environment=env, action=Action.FLAG_STATE_RESUMED, params={},
-                               version=form.cleaned_data.get("version"), reason=reason)
-    except ServiceError as exc:
-        return _render_card(request, key, env, status=error_status(exc), error=exc.message)
-    if resumed.change_request is not None:
-        cr = resumed.change_request
-        return _render_card(request, key, env, requested=cr,
-                            message=f"Waiting for approval: change request #{cr.pk} ({cr.summary}).")
-    try:
-        advanced = submit_state(actor=who, flag=key, environment=env, action=Action.FLAG_STATE_ADVANCED, params={},
-                                version=resumed.target.version, reason=reason)
-    except ServiceError as exc:
-        return _render_card(request, key, env, status=error_status(exc),
-                            error=f"Resumed, but not back at “{target.name}”: {exc.message}")
-    if advanced.change_request is not None:
-        cr = advanced.change_request
-        return _render_card(request, key, env, requested=cr,
-                            message=f"Resumed; back to “{target.name}” waits for approval: change request #{cr.pk}.")
-    return _render_card(request, key, env, message=f"Rollback undone: back at “{target.name}”, resumed.")
+    return _submit(request, state, Action.FLAG_STATE_ADVANCED, {"resume": True},
+                   version=form.cleaned_data.get("version"), reason=form.cleaned_data.get("reason") or "undo rollback",
+                   done=f"Rollback undone: back at “{target.name}”, resumed.")
 
 
 @require_POST

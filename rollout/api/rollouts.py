@@ -145,6 +145,8 @@ class StagesView(RolloutView):
 class AdvanceInput(ChangeInput):
     force = serializers.BooleanField(required=False, default=False,
                                      help_text="advance past a breached guardrail (needs a reason)")
+    resume = serializers.BooleanField(required=False, default=False,
+                                      help_text="lift a pause in the same change (undoing a rollback)")
 
 
 class AdvanceView(RolloutView):
@@ -157,7 +159,7 @@ class AdvanceView(RolloutView):
     def post(self, request: Request, key: str, env: str) -> Response:
         data = AdvanceInput(data=request.data)
         data.is_valid(raise_exception=True)
-        params = {"force": True} if data.validated_data["force"] else {}
+        params = {name: True for name in ("force", "resume") if data.validated_data[name]}
         return self.submit(request, key, env, Action.FLAG_STATE_ADVANCED, params, data.validated_data)
 
 

@@ -135,6 +135,7 @@ def test_stage_editor__custom_plan__errors_next_to_the_stage_then_set(site: Site
     expect(row4).to_contain_text("cannot be lower than the stage before")
     expect(page.get_by_label("Stage 4 parallel percentage")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_label("Stage 1 name")).to_have_value("shadow")  # what was typed is kept
+    screenshot(page, "stage-editor")
 
     page.get_by_label("Stage 4 parallel percentage").fill("30")
     page.get_by_label("Reason").fill("a shorter plan for this service")

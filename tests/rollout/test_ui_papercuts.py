@@ -94,7 +94,10 @@ def test_rollback__undo__resumes_and_restores_the_stage(planned: Any, actor: Any
     assert response.status_code == 200 and "Rollback undone: back at “quarter”" in text(response)
     state = _state()
     assert (state.stage, state.paused_at, float(state.percentage)) == (2, None, 25.0)
-    assert [e.action for e in audit_events()][-2:] == ["flag_state.unpaused", "flag_state.advanced"]
+    # One action, one event: an advance that also lifted the rollback's pause.
+    last = audit_events()[-2:]
+    assert [e.action for e in last] == ["flag_state.rolled_back", "flag_state.advanced"]
+    assert last[1].after["resumed_from_pause"] == "rolled back"
 
 
 def test_rollback__undo_after_the_rollout_moved__409_and_nothing_changes(planned: Any, actor: Any) -> None:
