@@ -106,10 +106,12 @@ def _update(state: FlagState, *, actor: Actor, approval: Approval | None, versio
 
 
 def _advance(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
-             force: bool = False) -> AuditEvent:
-    if not isinstance(force, bool):
-        raise ValidationFailed.field("force", "must be true or false")
-    return stages.advance_state(state, actor=actor, approval=approval, version=version, reason=reason, force=force)
+             force: bool = False, resume: bool = False) -> AuditEvent:
+    for name, value in (("force", force), ("resume", resume)):
+        if not isinstance(value, bool):
+            raise ValidationFailed.field(name, "must be true or false")
+    return stages.advance_state(state, actor=actor, approval=approval, version=version, reason=reason, force=force,
+                                resume=resume)
 
 
 def _resume(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
@@ -236,8 +238,8 @@ ACTIONS: dict[Action, ActionSpec] = {spec.name: spec for spec in [
                frozenset({"enabled", "percentage", "compare_percentage", "include_cohorts", "exclude_cohorts",
                           "overrides"}),
                _update, lambda s, p: f"change {', '.join(sorted(p))} of {_where(s)}"),
-    ActionSpec(Action.FLAG_STATE_ADVANCED, STATE, frozenset({"force"}), _advance,
-               lambda s, p: f"advance {_where(s)} from stage {s.stage}"),
+    ActionSpec(Action.FLAG_STATE_ADVANCED, STATE, frozenset({"force", "resume"}), _advance,
+               lambda s, p: f"{'resume and ' if p.get('resume') else ''}advance {_where(s)} from stage {s.stage}"),
     ActionSpec(Action.FLAG_STATE_RESUMED, STATE, frozenset(), _resume, lambda s, p: f"resume {_where(s)}"),
     ActionSpec(Action.FLAG_STATE_RETIRED, STATE, frozenset(), _retire,
                lambda s, p: f"retire legacy for {_where(s)}"),

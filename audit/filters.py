@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import django_filters
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from audit.models import ActorType, AuditEvent
 from common.errors import ValidationFailed
@@ -28,10 +28,25 @@ class AuditEventFilter(django_filters.FilterSet):
     object_key = django_filters.CharFilter(field_name="object_key")
     environment = django_filters.CharFilter(field_name="environment")
     request_id = django_filters.CharFilter(field_name="request_id")
+    flag = django_filters.CharFilter(method="filter_flag", help_text=(
+        "Everything about one flag: its own events, every per-environment state (plans, stages, guardrails, "
+        "kill switch, pause, rollback), its mismatch groups and the change requests and break-glass reviews "
+        "on its rollouts."))
 
     class Meta:
         model = AuditEvent
         fields: list[str] = []
+
+    def filter_flag(self, queryset: QuerySet[AuditEvent], name: str, value: str) -> QuerySet[AuditEvent]:
+        return queryset.filter(flag_events(value))
+
+
+def flag_events(key: str) -> Q:
+    """The events about flag ``key`` (flag keys never hold '@' or '#', so the prefixes are exact)."""
+    return (Q(object_type="flag", object_key=key)
+            | Q(object_type__in=("flag_state", "mismatch_group"), object_key__startswith=f"{key}@")
+            | Q(object_type__in=("change_request", "review_item"), after__flag=key)
+            | Q(object_type__in=("change_request", "review_item"), before__flag=key))
 
 
 FILTER_NAMES = tuple(AuditEventFilter.base_filters)

@@ -7,24 +7,27 @@ same names and meanings as the events API and exports use (``audit.filters``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from pathlib import Path
 from typing import Any
 
 import django_filters
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from audit.evidence import SUBJECT_TYPES
-from audit.exports import CONTENT_TYPES, ExportStats, build_manifest, file_name, stream_export
-from audit.filters import FILTER_NAMES
+from audit.exports import stream_export_zip, zip_name
+from audit.filters import FILTER_NAMES, flag_events
 from audit.models import AuditChainHead, AuditEvent, AuditExport, AuditVerification, ExportStatus
 from audit.services import audit_export_create, audit_export_finish, audit_verification_start
+from audit.signing import public_keys
 from audit.verify import verify_chain
 from common.conf import get_setting
 from common.errors import ServiceError
@@ -117,6 +120,32 @@ def object_history(request: HttpRequest, object_type: str, object_key: str) -> H
     })
 
 
+HISTORY_SCOPES = (("", "Everything"), ("flag", "The flag itself"), ("flag_state", "Rollouts (states, plans, "
+                  "guardrails, kill switch)"), ("change_request", "Change requests"), ("mismatch_group", "Mismatches"),
+                  ("review_item", "Break-glass reviews"))
+
+
+@require_GET
+@login_required
+def flag_history(request: HttpRequest, key: str) -> HttpResponse:
+    """Everything about one flag in one list: the flag's own events and, per environment, its states,
+    plans, guardrails, kill switch, pauses and rollbacks, change requests and mismatch groups — the
+    events API's ``flag`` filter (``GET /api/v1/audit/events/?flag=KEY``) and exports use the same one."""
+    require(request, Capability.READ)
+    events_qs = AuditEvent.objects.filter(flag_events(key)).order_by("-sequence")
+    environments = sorted({e for e in events_qs.values_list("environment", flat=True).distinct() if e})
+    environment = request.GET.get("environment", "")
+    scope = request.GET.get("scope", "")
+    if environment:
+        events_qs = events_qs.filter(environment=environment)
+    if scope in dict(HISTORY_SCOPES) and scope:
+        events_qs = events_qs.filter(object_type=scope)
+    return render(request, "audit/flag_history.html", {
+        "key": key, "events": list(events_qs[:500]), "environments": environments, "environment": environment,
+        "scopes": HISTORY_SCOPES, "scope": scope, "may_audit": can(request.user, Capability.AUDIT),
+    })
+
+
 @require_POST
 @login_required
 def audit_export(request: HttpRequest) -> HttpResponseBase:
@@ -130,18 +159,51 @@ def audit_export(request: HttpRequest) -> HttpResponseBase:
         return HttpResponseRedirect(reverse("ui:audit-log"))
     if export.status == ExportStatus.PENDING:
         return HttpResponseRedirect(reverse("ui:audit-export-progress", args=[export.pk]))
-    name = file_name(export)
 
-    def chunks() -> Iterator[bytes]:
-        stats = ExportStats()
-        yield from stream_export(export, stats=stats)
-        audit_export_finish(export_id=export.pk,
-                            manifest=build_manifest(export, [stats.file_entry(name, export.format)], stats))
+    def finished(manifest: dict[str, Any]) -> None:
+        audit_export_finish(export_id=export.pk, manifest=manifest)
 
-    response = StreamingHttpResponse(chunks(), content_type=CONTENT_TYPES[export.format])
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    # The file travels with its signed manifest: one zip that the offline verifier checks as it stands.
+    response = StreamingHttpResponse(stream_export_zip(export, on_manifest=finished), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{zip_name(export)}"'
     response["X-Audit-Export-Id"] = str(export.pk)
     return response
+
+
+@require_GET
+@login_required
+def audit_export_manifest(request: HttpRequest, pk: str) -> HttpResponse:
+    """A finished export's signed manifest, as the file the offline verifier reads next to the export."""
+    require(request, Capability.AUDIT)
+    export = get_object_or_404(AuditExport, pk=pk)
+    if export.manifest is None:
+        raise Http404("this export has no manifest yet")
+    body = json.dumps(export.manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    response = HttpResponse(body, content_type="application/json; charset=utf-8")
+    name = (export.file_name or f"audit-export-{str(export.pk)[:8]}") + ".manifest.json"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@require_GET
+@login_required
+def public_key_file(request: HttpRequest) -> HttpResponse:
+    """The signing keys (``GET /api/v1/audit/public-key``'s document) as the file the verifier reads."""
+    require(request, Capability.AUDIT)
+    body = json.dumps({"keys": [k.as_dict() for k in public_keys()]}, indent=2) + "\n"
+    response = HttpResponse(body, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="turnout-audit-public-key.json"'
+    return response
+
+
+@require_GET
+@login_required
+def offline_verifier(request: HttpRequest) -> FileResponse:
+    """The standalone verifier (Python and ``cryptography`` only) for a reviewer who has only the files."""
+    require(request, Capability.AUDIT)
+    path = Path(settings.BASE_DIR) / "tools" / "verify_export.py"
+    return FileResponse(path.open("rb"), as_attachment=True, filename="verify_export.py",
+                        content_type="text/x-python; charset=utf-8")
 
 
 @require_GET

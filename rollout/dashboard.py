@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 from django.db.models import Count, Q
@@ -197,12 +198,39 @@ def readiness_charts(report: ReadinessReport) -> list[dict[str, Any]]:
     return charts
 
 
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() else None
+
+
+def _plain(number: Decimal) -> int | float:
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _same_kind(now: Any, proposed: Any) -> tuple[Any, Any]:
+    """A request stores numbers as the text it was given ("10"); the snapshot holds numbers (0.0). Shown
+    side by side, both are numbers — 0 → 10, not 0.0 → "10"."""
+    if isinstance(now, int | float | Decimal) and not isinstance(now, bool):
+        a, b = _number(now), _number(proposed)
+        if a is not None and b is not None:
+            return _plain(a), _plain(b)
+    return now, proposed
+
+
 def change_proposal(cr: Any, current: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What a change request would change, as rows (field, now, proposed) for the diff view."""
     params = dict(cr.params or {})
     if cr.action in {"flag_state.updated", "flag.updated", "workload.updated", "cohort.updated"}:
-        return [{"field": name, "now": current.get(name), "proposed": value, "changed": current.get(name) != value}
-                for name, value in sorted(params.items())]
+        rows = []
+        for name, value in sorted(params.items()):
+            now, proposed = _same_kind(current.get(name), value)
+            rows.append({"field": name, "now": now, "proposed": proposed, "changed": now != proposed})
+        return rows
     if cr.action == "flag_state.advanced":
         return [{"field": "stage", "now": current.get("stage"), "proposed": (current.get("stage") or 0) + 1,
                  "changed": True}] + ([{"field": "force", "now": None, "proposed": True, "changed": True}]

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from django import forms
+from django.utils.html import escape
 
 from common.errors import ServiceError
 from common.ui import field_errors
-from rollout.models import BreachAction, Phase, Reversibility, Risk
+from rollout.models import BreachAction, Reversibility, Risk
 
 
 class ServiceForm(forms.Form):
@@ -39,7 +40,8 @@ class WorkloadForm(ServiceForm):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     owner = forms.CharField(required=False, max_length=200, help_text="The team that answers for it.")
     risk = forms.ChoiceField(choices=Risk.choices, initial=Risk.MEDIUM)
-    phase = forms.ChoiceField(choices=Phase.choices, initial=Phase.DEVELOPMENT)
+    # No phase field: a workload's phase follows its rollouts (rollout/plans/phases.py), so a phase picked
+    # here would be overwritten by the next rollout change without a word. The pages show it, derived.
     reversibility = forms.ChoiceField(choices=Reversibility.choices, initial=Reversibility.STATELESS)
     legacy_system = forms.CharField(required=False, max_length=200)
     parallel_system = forms.CharField(required=False, max_length=200)
@@ -55,7 +57,8 @@ class WorkloadEditForm(WorkloadForm):
 
 
 class FlagForm(ServiceForm):
-    key = forms.CharField(max_length=63, help_text="What services ask for: client.decide(\"<key>\", ...).")
+    # Help texts are rendered as HTML (Django marks them safe): the code sample is escaped here.
+    key = forms.CharField(max_length=63, help_text=escape('What services ask for: client.decide("<key>", ...).'))
     workload = forms.ChoiceField(choices=())
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     bucket_by = forms.CharField(required=False, max_length=100,

@@ -227,11 +227,6 @@ def require_approval_if_needed(state: FlagState, action: Action, *, actor: Actor
             what=f"{action} of '{state.flag.key}' in {state.environment.key}")
 
 
-def may_act_directly(state: FlagState, action: Action, *, actor: Actor) -> bool:
-    """For the UI: would this change of this flag state be applied now (not become a change request)?"""
-    return decide(actor, action, state_effect(state, action)).applies
-
-
 def is_break_glass(state: FlagState, action: Action, *, actor: Actor) -> bool:
     """A person's kill / rollback where an ordinary change would have needed approval."""
     return action in EMERGENCY and decide(actor, action, state_effect(state, action)).break_glass

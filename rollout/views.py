@@ -25,6 +25,7 @@ from actions.submit import (
     change_request_cancel,
     change_request_reject,
     outcome_message,
+    preview,
     submit,
     submit_state,
     target_snapshot,
@@ -36,6 +37,7 @@ from common.errors import Forbidden, NotFound, ServiceError
 from common.permissions import Capability, can, can_decide, primary_role
 from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
 from rollout import dashboard as selectors
+from rollout import plan_editor as plan_rows
 from rollout.access import keys as key_services
 from rollout.dashboard import change_proposal, readiness_charts
 from rollout.forms import (
@@ -68,11 +70,11 @@ from rollout.plans.health import evaluate_state, stored_health
 from rollout.plans.promotion import promotion_of
 from rollout.plans.readiness import plan_status, readiness
 from rollout.plans.stages import plan_template
-from rollout.policy import may_act_directly
+from rollout.policy import Verdict
 from rollout.selectors import flag_state_get
 from rollout.services import flags as flag_services
 from rollout.services import workloads as workload_services
-from rollout.snapshots import guardrail_snapshot
+from rollout.snapshots import guardrail_snapshot, plan_snapshot
 from rollout.switcher import current_environment
 
 # -- dashboard --------------------------------------------------------------------------------
@@ -188,9 +190,14 @@ def flag_detail(request: HttpRequest, key: str) -> HttpResponse:
     flag = get_object_or_404(Flag.objects.select_related("workload"), key=key)
     current = current_environment(request)
     states = sorted(selectors.flag_states(flag), key=lambda s: s.environment_id != getattr(current, "pk", None))
-    cards = [render_to_string("rollout/flag_detail.html#state-card", _card_context(request, s), request=request)
-             for s in states]
-    return render(request, "rollout/flag_detail.html", {"flag": flag, "cards": cards, "states": states})
+    # One environment at a time (tabs): the one asked for (?env=), else the one the switcher shows.
+    asked = request.GET.get("env", "")
+    selected = asked if any(s.environment.key == asked for s in states) else (
+        states[0].environment.key if states else "")
+    panels = [(s, render_to_string("rollout/flag_detail.html#state-card", _card_context(request, s), request=request))
+              for s in states]
+    return render(request, "rollout/flag_detail.html", {"flag": flag, "panels": panels, "states": states,
+                                                        "selected": selected})
 
 
 def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[str, Any]:
@@ -198,6 +205,10 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
     who = actor(request)
     cohorts = list(Cohort.objects.values_list("key", "name"))
     guardrail = Guardrail.objects.filter(flag_state=state).first()
+    may_edit = can(request.user, Capability.EDIT)
+    target = f"{state.flag.key}@{env.key}"
+    update = preview(actor=who, action=Action.FLAG_STATE_UPDATED, target=target)
+    advance = preview(actor=who, action=Action.FLAG_STATE_ADVANCED, target=target)
     context = {
         "state": state,
         "status": selectors.state_status(state),
@@ -207,14 +218,16 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
         "health": evaluate_state(state) if request.method == "POST" else stored_health(state),
         "guardrail": guardrail_snapshot(guardrail),
         "pending": list(state.change_requests.filter(status=ChangeRequestStatus.PENDING).order_by("pk")),
-        "may_edit": can(request.user, Capability.EDIT),
+        "may_edit": may_edit,
         "may_kill": can(request.user, Capability.EMERGENCY, environment=env),
-        "needs_approval": can(request.user, Capability.EDIT)
-        and not may_act_directly(state, Action.FLAG_STATE_UPDATED, actor=who),
-        "direct_advance": may_act_directly(state, Action.FLAG_STATE_ADVANCED, actor=who),
+        # What the policy says for THIS person (the action layer's own preview): an admin in an
+        # approval environment applies directly, so the card must not say "needs approval" to them.
+        "needs_approval": may_edit and update.verdict is Verdict.REQUEST,
+        "direct_advance": advance.applies,
+        "advance_needs_approval": may_edit and advance.verdict is Verdict.REQUEST,
         # Promotion copies from the environment before this one (by order): staging → production.
         "promote_from": Environment.objects.filter(order__lt=env.order).order_by("-order", "key").first(),
-        "direct_promote": may_act_directly(state, Action.FLAG_STATE_PROMOTED, actor=who),
+        "direct_promote": preview(actor=who, action=Action.FLAG_STATE_PROMOTED, target=target).applies,
         "percentage_form": PercentageForm(auto_id=card_ids(env.key), initial={
             "percentage": state.percentage.normalize() if state.percentage else 0,
             "compare_percentage": state.compare_percentage.normalize() if state.compare_percentage else 0,
@@ -232,6 +245,11 @@ def _card_context(request: HttpRequest, state: FlagState, **extra: Any) -> dict[
             **(guardrail_snapshot(guardrail) or GuardrailForm.DEFAULTS), "version": state.version}),
     }
     context.update(extra)
+    if context.get("undo") == "rollback":
+        # Undoing a rollback puts back the stage it left, not just the pause (resume, then advance).
+        context["undo_stage"] = state.stages.filter(position=state.stage + 1).first()
+        if context["undo_stage"] is None or not may_edit:
+            context["undo"] = ""
     return context
 
 
@@ -255,7 +273,7 @@ def _render_card(request: HtmxHttpRequest, key: str, env: str, *, status: int = 
             messages.success(request, extra["message"])
         elif extra.get("error"):
             messages.error(request, extra["error"])
-        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"#state-{env}")
+        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"?env={env}#state-{env}")
     response = render(request, "rollout/flag_detail.html#state-card", context, status=status)
     if request.method == "POST":  # the readiness report below refreshes too
         trigger_client_event(response, "rolloutChanged")
@@ -268,7 +286,7 @@ def state_card(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     """The live state card (polled by the flag page)."""
     require(request, Capability.READ)
     if not request.htmx:
-        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"#state-{env}")
+        return HttpResponseRedirect(reverse("ui:flag-detail", args=[key]) + f"?env={env}#state-{env}")
     return _render_card(request, key, env)
 
 
@@ -386,6 +404,57 @@ def state_plan(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
                    done=f"Plan set: {len(stages)} stages. Advance to start it.")
 
 
+@require_http_methods(["GET", "POST"])
+@login_required
+def plan_editor(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
+    """The stage editor: custom stages, percentages, soak times, gates, cohorts and start times, checked
+    by the API's own plan input and set through the action layer (applied, or a change request)."""
+    state = _state_or_404(key, env)
+    require(request, Capability.EDIT)
+    general: list[str] = []
+    status = 200
+    version: int | None = state.version
+    reason = ""
+    if request.method == "GET":
+        if request.GET.get("template") == "standard" or not state.stages.exists():
+            rows = plan_rows.rows_from_stages(plan_template("standard"))
+        else:
+            rows = plan_rows.rows_from_stages(plan_snapshot(state))
+    else:
+        rows = plan_rows.rows_from_post(request.POST)
+        op = request.POST.get("op", "save")
+        form = ReasonForm(request.POST)
+        form.is_valid()
+        version, reason = form.cleaned_data.get("version"), form.cleaned_data.get("reason") or ""
+        if op == "add":
+            if len(rows) < plan_rows.MAX_ROWS:
+                rows.append(plan_rows.next_row(rows))
+        elif op.startswith("remove-") and op[7:].isdigit() and int(op[7:]) < len(rows):
+            del rows[int(op[7:])]
+        else:
+            stages, general = plan_rows.validated_stages(rows, version=version, reason=reason)
+            status = INVALID
+            if stages is not None:
+                try:
+                    outcome = submit_state(actor=actor(request), flag=key, environment=env,
+                                           action=Action.FLAG_STATE_PLAN_SET, params={"stages": stages},
+                                           version=version, reason=reason)
+                except ServiceError as exc:
+                    general = plan_rows.place_service_errors(rows, exc)
+                    status = error_status(exc)
+                else:
+                    messages.success(request, outcome_message(
+                        outcome, f"Plan set: {len(stages)} stages. Advance to start it."))
+                    return _redirect(request, reverse("ui:flag-detail", args=[key]) + f"?env={env}#state-{env}")
+    ruling = preview(actor=actor(request), action=Action.FLAG_STATE_PLAN_SET, target=f"{key}@{env}")
+    return render(request, "rollout/plan_editor.html", {
+        "state": state, "rows": rows, "general": general, "version": version, "reason": reason,
+        "cohorts": list(Cohort.objects.values_list("key", "name")), "units": list(plan_rows.UNITS),
+        "max_rows": plan_rows.MAX_ROWS, "needs_approval": ruling.verdict is Verdict.REQUEST,
+        "started": state.stage > 0,
+    }, status=status)
+
+
 @require_POST
 @login_required
 def state_advance(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
@@ -423,7 +492,8 @@ def state_pause(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
     return _emergency(request, state, Action.FLAG_STATE_PAUSED,
-                      done="Paused: the split stays as it is and nothing advances.")
+                      done="Paused: the split stays as it is and nothing advances.", undo={"undo": "resume",
+                                                                                          "undo_of": "pause"})
 
 
 @require_POST
@@ -433,7 +503,27 @@ def state_rollback(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse
     state = _state_or_404(key, env)
     require(request, Capability.EMERGENCY, environment=state.environment)
     return _emergency(request, state, Action.FLAG_STATE_ROLLED_BACK, panel="rollback",
-                      done="Rolled back one stage; the rollout is paused until resumed.")
+                      done="Rolled back one stage; the rollout is paused until resumed.", undo={"undo": "rollback"})
+
+
+@require_POST
+@login_required
+def state_undo_rollback(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:
+    """Undo a rollback: the stage it left comes back and its pause is lifted — one advance with
+    ``resume`` through the action layer (one audit event; a change request where the policy wants one).
+    The card's version makes sure nothing moved since the rollback."""
+    state = _state_or_404(key, env)
+    require(request, Capability.EDIT)
+    form = ReasonForm(request.POST)
+    form.is_valid()
+    stage = request.POST.get("stage", "")
+    target = state.stages.filter(position=int(stage)).first() if stage.isdigit() else None
+    if target is None or target.position != state.stage + 1 or state.paused_at is None:
+        return _render_card(request, key, env, status=409,
+                            error="Nothing to undo: the rollout is no longer where the rollback left it.")
+    return _submit(request, state, Action.FLAG_STATE_ADVANCED, {"resume": True},
+                   version=form.cleaned_data.get("version"), reason=form.cleaned_data.get("reason") or "undo rollback",
+                   done=f"Rollback undone: back at “{target.name}”, resumed.")
 
 
 @require_POST
@@ -465,15 +555,15 @@ def state_readiness(request: HtmxHttpRequest, key: str, env: str) -> HttpRespons
     return render(request, "rollout/readiness.html", context)
 
 
-def _emergency(request: HtmxHttpRequest, state: FlagState, action: Action, *, done: str, panel: str = ""
-               ) -> HttpResponse:
+def _emergency(request: HtmxHttpRequest, state: FlagState, action: Action, *, done: str, panel: str = "",
+               undo: dict[str, Any] | None = None) -> HttpResponse:
     """Kill, pause, rollback: never wait for approval, but name the version the card showed (a kill
     without one applies to whatever stands now)."""
     form = ReasonForm(request.POST)
     form.is_valid()
     return _submit(request, state, action, {}, version=form.cleaned_data.get("version"),
                    reason=(form.cleaned_data.get("reason") or "")[:2000], done=done, error_panel=panel,
-                   undo={"undo": "resume"})
+                   undo=undo or {"undo": "resume"})
 
 
 def _submit(request: HtmxHttpRequest, state: FlagState, action: Action, params: dict[str, Any], *,

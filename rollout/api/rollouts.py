@@ -108,7 +108,7 @@ class PlanInput(ChangeInput):
         return attrs
 
 
-def _stage_json(stage: dict[str, Any]) -> dict[str, Any]:
+def stage_json(stage: dict[str, Any]) -> dict[str, Any]:
     out = dict(stage)
     out["percentage"] = float(out["percentage"])
     out["compare_percentage"] = float(out["compare_percentage"])
@@ -138,13 +138,15 @@ class StagesView(RolloutView):
             stages = plan_template(v["template"], internal_cohorts=v["internal_cohorts"],
                                    pilot_cohorts=v["pilot_cohorts"], soak_seconds=v["soak_seconds"])
         else:
-            stages = [_stage_json(s) for s in v["stages"]]
+            stages = [stage_json(s) for s in v["stages"]]
         return self.submit(request, key, env, Action.FLAG_STATE_PLAN_SET, {"stages": stages}, v)
 
 
 class AdvanceInput(ChangeInput):
     force = serializers.BooleanField(required=False, default=False,
                                      help_text="advance past a breached guardrail (needs a reason)")
+    resume = serializers.BooleanField(required=False, default=False,
+                                      help_text="lift a pause in the same change (undoing a rollback)")
 
 
 class AdvanceView(RolloutView):
@@ -157,7 +159,7 @@ class AdvanceView(RolloutView):
     def post(self, request: Request, key: str, env: str) -> Response:
         data = AdvanceInput(data=request.data)
         data.is_valid(raise_exception=True)
-        params = {"force": True} if data.validated_data["force"] else {}
+        params = {name: True for name in ("force", "resume") if data.validated_data[name]}
         return self.submit(request, key, env, Action.FLAG_STATE_ADVANCED, params, data.validated_data)
 
 

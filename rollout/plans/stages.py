@@ -203,8 +203,9 @@ def parallel_primary(*, percentage_value: Decimal, retired: bool) -> bool:
 
 def advance_state(state: FlagState, *, actor: Actor, version: int | None = None, reason: str = "",
                   approval: Approval | None = None, now: datetime | None = None,
-                  extra: Mapping[str, Any] | None = None, force: bool = False) -> AuditEvent:
-    """Apply the next stage, inside the caller's transaction."""
+                  extra: Mapping[str, Any] | None = None, force: bool = False, resume: bool = False) -> AuditEvent:
+    """Apply the next stage, inside the caller's transaction. ``resume`` lifts a pause first, in the same
+    change (undoing a rollback: the stage it left comes back and the rollout runs again)."""
     now = now or clock.now()
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
     require_approval_if_needed(state, Action.FLAG_STATE_ADVANCED, actor=actor, approval=approval)
@@ -216,7 +217,7 @@ def advance_state(state: FlagState, *, actor: Actor, version: int | None = None,
         raise Conflict(f"{where} is at the last stage of its plan", current_version=state.version)
     if state.stage > 0 and not state.enabled:
         raise Conflict(f"{where} is killed; resume it before advancing", current_version=state.version)
-    if state.paused_at is not None:
+    if state.paused_at is not None and not resume:
         raise Conflict(f"{where} is paused; resume it before advancing", current_version=state.version)
     health = evaluate_state(state, now=now)
     readiness = readiness_at_advance(state, now=now, health=health)
@@ -232,6 +233,10 @@ def advance_state(state: FlagState, *, actor: Actor, version: int | None = None,
     _apply(state, target, now=now, enable=True)
     marks: dict[str, Any] = {"from_stage": _stage_ref(current), "to_stage": _stage_ref(target),
                              "readiness": readiness, **(extra or {})}
+    if resume and state.paused_at is not None:
+        marks["resumed_from_pause"] = state.paused_reason or True
+        state.paused_at = None
+        state.paused_reason = ""
     if force:
         marks["forced"] = True
     if approval:
@@ -241,11 +246,13 @@ def advance_state(state: FlagState, *, actor: Actor, version: int | None = None,
 
 
 def rollout_advance(*, actor: Actor, flag: str, environment: str, version: int | None = None, reason: str = "",
-                    approval: Approval | None = None, force: bool = False, now: datetime | None = None) -> FlagState:
-    """Move to the next stage of the plan (the first call starts it)."""
+                    approval: Approval | None = None, force: bool = False, now: datetime | None = None,
+                    resume: bool = False) -> FlagState:
+    """Move to the next stage of the plan (the first call starts it); ``resume`` also lifts a pause."""
     with audited_atomic():
         state = get_state_for_update(flag, environment)
-        advance_state(state, actor=actor, version=version, reason=reason, approval=approval, force=force, now=now)
+        advance_state(state, actor=actor, version=version, reason=reason, approval=approval, force=force, now=now,
+                      resume=resume)
         return state
 
 

@@ -148,4 +148,44 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { drawCharts(document); });
+
+  /* Tabs: <a role="tab" data-tab href="?env=…" aria-controls="panel id">. Without script each tab is a
+     link to the page with that panel shown; with it, the panel switches in place and the URL follows. */
+  function selectTab(tab) {
+    var list = tab.closest("[role=tablist]");
+    if (!list) return;
+    list.querySelectorAll("[role=tab]").forEach(function (other) {
+      var on = other === tab;
+      other.setAttribute("aria-selected", on ? "true" : "false");
+      var panel = document.getElementById(other.getAttribute("aria-controls"));
+      if (panel) panel.hidden = !on;
+    });
+    var url = new URL(tab.href, window.location.href);
+    url.hash = "";
+    window.history.replaceState(null, "", url.pathname + url.search);
+  }
+  document.addEventListener("click", function (event) {
+    var tab = event.target.closest ? event.target.closest("[role=tab][data-tab]") : null;
+    if (!tab || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    selectTab(tab);
+  });
+  document.addEventListener("keydown", function (event) {
+    var tab = event.target.closest ? event.target.closest("[role=tab][data-tab]") : null;
+    if (!tab || (event.key !== "ArrowRight" && event.key !== "ArrowLeft")) return;
+    var tabs = Array.prototype.slice.call(tab.closest("[role=tablist]").querySelectorAll("[role=tab]"));
+    var next = tabs[(tabs.indexOf(tab) + (event.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+    next.focus();
+    selectTab(next);
+  });
+  /* A link to "#state-<env>" (the dashboard's bars) opens that environment's tab. */
+  document.addEventListener("DOMContentLoaded", function () {
+    var match = /^#state-(.+)$/.exec(window.location.hash);
+    var tab = match ? document.getElementById("tab-" + match[1]) : null;
+    if (tab && tab.getAttribute("aria-selected") !== "true") {
+      selectTab(tab);
+      var card = document.getElementById("state-" + match[1]);
+      if (card) card.scrollIntoView();
+    }
+  });
 })();

@@ -53,7 +53,9 @@ def test_docs__swagger_ui__served_from_our_own_static_files(client, settings):
 
     response = client.get("/api/v1/docs/")
     assert response.status_code == 200 and b"swagger" in response.content.lower()
-    assets = [a.decode() for a in re.findall(rb'(?:src|href)="([^"]+)"', response.content)]
+    # Assets: scripts and stylesheets (the page's own links are navigation, checked below).
+    found = re.findall(rb'(?:src="([^"]+)"|<link [^>]*href="([^"]+)")', response.content)
+    assets = [(src or href).decode() for src, href in found]
     assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
     for asset in assets:  # nothing from a CDN: every asset is one of our static files
         if asset.startswith("/api/v1/docs/?script"):  # or the page's start-up script, a file for the CSP
@@ -62,6 +64,12 @@ def test_docs__swagger_ui__served_from_our_own_static_files(client, settings):
             continue
         assert asset.startswith(settings.STATIC_URL), asset
         assert finders.find(asset.removeprefix(settings.STATIC_URL)), asset
+
+
+def test_docs__swagger_ui__has_a_way_back_to_the_web_ui(client):
+    """Issue 18: the "API" menu item landed in bare Swagger with no way back."""
+    body = client.get("/api/v1/docs/").content.decode()
+    assert '<a href="/">← Back to the dashboard</a>' in body and '<a href="/audit/">Audit</a>' in body
 
 
 def test_schema__stdout__mentions_every_tag():

@@ -1134,6 +1134,30 @@ def _ui_state_promote(api: Api) -> EndpointExpect:
                "flag_state.promoted", "flag_state", "invoice-engine@production")
 
 
+@endpoint_scenario("state-undo-rollback", "POST")
+def _ui_state_undo_rollback(api: Api) -> EndpointExpect:
+    from rollout.models import FlagState
+    from rollout.plans.stages import rollout_advance, rollout_rollback
+
+    advanced()
+    rollout_advance(actor=SETUP, flag="invoice-engine", environment="staging")
+    rollout_rollback(actor=SETUP, flag="invoice-engine", environment="staging", reason="errors")
+    version = FlagState.objects.get(flag__key="invoice-engine", environment__key="staging").version
+    # Undoing the rollback is one advance that also lifts the pause: one event.
+    return _state(api, "rollback/undo", {"version": version, "stage": 2}, "flag_state.advanced")
+
+
+@endpoint_scenario("plan-editor", "POST")
+def _ui_plan_editor(api: Api) -> EndpointExpect:
+    flag()
+    data = {"stages-count": "2", "version": 1, "op": "save", "reason": "custom"}
+    for n, (name, pct, soak) in enumerate((("shadow", "0", "1"), ("all", "100", "2"))):
+        data |= {f"stages-{n}-name": name, f"stages-{n}-percentage": pct, f"stages-{n}-compare_percentage": "5",
+                 f"stages-{n}-soak": soak, f"stages-{n}-soak_unit": "hours", f"stages-{n}-gate": "manual"}
+    return _ui(api, UI_STATE + "plan/edit/", data, "flag_state.plan_set", "flag_state", "invoice-engine@staging",
+               status=302, htmx=False)
+
+
 @endpoint_scenario("state-guardrails", "POST")
 def _ui_state_guardrails(api: Api) -> EndpointExpect:
     planned()

@@ -91,7 +91,7 @@ def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environ
 
     # Start it in staging: the percentage form previews the impact before saving, and offers an undo.
     card = page.locator("#state-staging")
-    card.get_by_role("button", name=re.compile("Resume")).click()
+    card.get_by_role("button", name="Turn on").click()  # a brand-new flag is turned on, not "resumed at 0%"
     expect(card.locator(".state-status")).to_have_text("live")
     card.get_by_text("Change the percentage").click()
     card.get_by_label("Parallel percentage").fill("30")
@@ -103,6 +103,7 @@ def test_workload_and_flag__created_in_forms__flag_page_shows_a_card_per_environ
     expect(card.locator(".big")).to_have_text("0%")
 
     # Production needs approval: an editor's changes there become change requests.
+    page.get_by_role("tab", name=re.compile("Production")).click()  # one environment at a time
     production = page.locator("#state-production")
     expect(production).to_contain_text("changes need approval")
     production.get_by_text("Change the percentage").click()
@@ -309,7 +310,7 @@ def test_main_pages__demo_data__render_readable_and_screenshotted(site: Site) ->
     expect(page.get_by_role("row", name=re.compile("Invoice engine"))).to_contain_text("25%")
     expect(page.get_by_role("row", name=re.compile("Report export"))).to_contain_text("legacy retired")
     screenshot(page, "dashboard")
-    page.goto(f"{site.url}/flags/invoice-engine/")
+    page.goto(f"{site.url}/flags/invoice-engine/?env=production")
     expect(page.locator("#state-production .big")).to_have_text("25%")
     expect(page.locator("#readiness-production")).to_contain_text("Production:")
     screenshot(page, "flag")
@@ -359,11 +360,20 @@ def test_plan__built_from_a_template__advanced_stage_by_stage_and_rolled_back(si
     page.goto(f"{site.url}/")
     expect(page.get_by_role("row", name=re.compile("Invoice engine"))).to_contain_text("stage 1 of 8")
 
+    # Issue 18: undoing the rollback puts the stage back, not only lifts the pause.
+    page.goto(f"{site.url}/flags/invoice-engine/")
+    card.get_by_role("button", name="Roll back a stage").click()
+    dialog.get_by_role("button", name="Roll back now").click()
+    card.get_by_role("button", name="Undo: resume at “validate”").click()
+    expect(card.get_by_role("status")).to_contain_text("Rollback undone: back at “validate”")
+    expect(card.locator(".badge", has_text="stage 1 of 8")).to_be_visible()
+    expect(card.locator("header .badge.paused")).to_have_count(0)
+
 
 def test_change_request__approved_by_a_second_user__applied_and_requester_sees_it(site: Site) -> None:
     _live_flag(percentage=10, environment="production", risk="medium")
     requester = site.session_for("eddie")
-    requester.goto(f"{site.url}/flags/invoice-engine/")
+    requester.goto(f"{site.url}/flags/invoice-engine/?env=production")
     card = requester.locator("#state-production")
     card.get_by_text("Change the percentage").click()
     card.get_by_label("Parallel percentage").fill("25")
@@ -386,7 +396,7 @@ def test_change_request__approved_by_a_second_user__applied_and_requester_sees_i
     mine = requester.get_by_role("region", name="Your requests")
     expect(mine).to_contain_text("Approved and applied")
     expect(mine).to_contain_text("looks healthy")
-    requester.goto(f"{site.url}/flags/invoice-engine/")
+    requester.goto(f"{site.url}/flags/invoice-engine/#state-production")  # the dashboard's links open the tab
     expect(requester.locator("#state-production .big")).to_have_text("25%")
 
     # Four eyes: the requester cannot approve their own request.
@@ -404,10 +414,31 @@ def test_audit__export_of_the_filtered_log__downloads_and_verifies(site: Site, t
     page.goto(f"{site.url}/audit/?action=flag_state.updated")
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Export CSV").click()
-    path = tmp_path / "export.csv"
+    assert download_info.value.suggested_filename.endswith(".csv.zip")
+    path = tmp_path / "export.csv.zip"
     download_info.value.save_as(path)
-    lines = path.read_text().strip().splitlines()
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:  # the file and its signed manifest, together (issue 18)
+        [name] = [n for n in zf.namelist() if n != "manifest.json"]
+        lines = zf.read(name).decode().strip().splitlines()
+        assert "manifest.json" in zf.namelist()
     assert len(lines) == 2 and "flag_state.updated" in lines[1]
+
+    # The offline verifier and the public key, from the page itself; the zip verifies with nothing else.
+    import subprocess
+    import sys
+
+    page.get_by_text("Verify an export offline").click()
+    with page.expect_download() as verifier_info:
+        page.get_by_role("link", name="offline verifier (verify_export.py)").click()
+    verifier_info.value.save_as(tmp_path / "verify_export.py")
+    with page.expect_download() as key_info:
+        page.get_by_role("link", name="signing public key").click()
+    key_info.value.save_as(tmp_path / "key.json")
+    run = subprocess.run([sys.executable, str(tmp_path / "verify_export.py"), str(path), "--public-key",
+                          str(tmp_path / "key.json")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
     page.get_by_role("button", name="Verify the chain now").click()
     expect(page.locator("#verify-result")).to_contain_text("Verified: all")
     screenshot(page, "audit-tools")

@@ -120,3 +120,25 @@ def test_guardrails_put__editor_in_production__change_request(planned, people):
     assert client_for("bob").post(f"/api/v1/change-requests/{cr['id']}/approve/", {}, format="json").status_code == 200
     got = client_for("vic").get(f"{STATE}/production/guardrails/").json()
     assert got["config"]["max_error_rate"] == 2.0 and got["config"]["action"] == "kill"
+
+
+def test_advance__resume_after_a_rollback__stage_back_and_pause_lifted_in_one_event(planned, people):
+    """Issue 18: undoing a rollback restores the stage, not only lifts the pause (the UI's Undo uses this)."""
+    from audit.models import AuditEvent
+    from common.actors import Actor
+    from rollout.plans.stages import rollout_rollback
+
+    system = Actor.system("test")
+    rollout_advance(actor=system, flag="invoice-engine", environment="staging")
+    rollout_advance(actor=system, flag="invoice-engine", environment="staging")
+    rollout_rollback(actor=system, flag="invoice-engine", environment="staging", reason="errors")
+    state = FlagState.objects.get(flag=planned, environment__key="staging")
+    ed = client_for("ed")
+    refused = ed.post(f"{STATE}/staging/advance/", {"version": state.version}, format="json")
+    assert refused.status_code == 409 and "paused" in refused.json()["error"]["message"]
+    response = ed.post(f"{STATE}/staging/advance/", {"version": state.version, "resume": True}, format="json")
+    assert response.status_code == 200, response.json()
+    state.refresh_from_db()
+    assert (state.stage, state.paused_at) == (2, None)
+    event = AuditEvent.objects.order_by("-sequence").first()
+    assert event.action == "flag_state.advanced" and event.after["resumed_from_pause"] == "rolled back: errors"
