@@ -4,7 +4,7 @@ from django.urls import path
 
 from audit import views as audit_views
 from cohorts import views as cohort_views
-from rollout import switcher
+from rollout import switcher, team_views
 from rollout import views as rollout_views
 
 # Names live under "ui:" (the management API names its routes flag-detail, cohort-list, ...).
@@ -62,4 +62,14 @@ urlpatterns = [
     path("keys/sdk/<str:prefix>/revoke/", rollout_views.sdk_key_revoke, name="keys-sdk-revoke"),
     path("keys/tokens/", rollout_views.api_token_create, name="keys-token-create"),
     path("keys/tokens/<str:prefix>/revoke/", rollout_views.api_token_revoke, name="keys-token-revoke"),
+    # The team: people, environments, break-glass reviews
+    path("people/", team_views.people, name="people"),
+    path("people/new/", team_views.person_create, name="person-create"),
+    path("people/<str:username>/roles/", team_views.person_roles, name="person-roles"),
+    path("people/<str:username>/deactivate/", team_views.person_deactivate, name="person-deactivate"),
+    path("environments/", team_views.environments, name="environments"),
+    path("environments/new/", team_views.environment_create, name="environment-create"),
+    path("environments/<str:key>/edit/", team_views.environment_update, name="environment-update"),
+    path("reviews/", team_views.reviews, name="reviews"),
+    path("reviews/<int:pk>/acknowledge/", team_views.review_acknowledge, name="review-acknowledge"),
 ]

@@ -18,6 +18,7 @@ class Environment(TimestampedModel):
     name = models.CharField(max_length=100)
     order = models.PositiveIntegerField(default=0)
     requires_approval = models.BooleanField(default=False)
+    description = models.TextField(blank=True, default="", help_text="what this environment is for, who uses it")
     # Grows on every change that alters this environment's ruleset (ETag, stream, SDK caches).
     ruleset_version = models.PositiveBigIntegerField(default=1)
 

@@ -1298,3 +1298,44 @@ def _ui_audit_verify(api: Api) -> EndpointExpect:
     return _ui(api, "/audit/verify/", {}, None, reason="checks a short chain at once and shows the report: reads "
                                                        "every event, changes nothing (a longer chain starts the "
                                                        "background job, recorded as the API's POST above is)")
+
+
+# --- the team pages: people, environments, break-glass review --------------------------------------------
+
+
+@endpoint_scenario("person-create", "POST")
+def _ui_person_create(api: Api) -> EndpointExpect:
+    return _ui(api, "/people/new/", {"username": "vera", "roles": ["approver"]}, "user.created", "user", "vera")
+
+
+@endpoint_scenario("person-roles", "POST")
+def _ui_person_roles(api: Api) -> EndpointExpect:
+    user()
+    return _ui(api, "/people/dana/roles/", {"roles": ["approver"], "reason": "lead"}, "user.roles_changed", "user",
+               "dana")
+
+
+@endpoint_scenario("person-deactivate", "POST")
+def _ui_person_deactivate(api: Api) -> EndpointExpect:
+    user()
+    return _ui(api, "/people/dana/deactivate/", {"reason": "left"}, "user.deactivated", "user", "dana")
+
+
+@endpoint_scenario("environment-create", "POST")
+def _ui_environment_create(api: Api) -> EndpointExpect:
+    return _ui(api, "/environments/new/", {"key": "qa", "name": "QA", "order": 2, "description": "testers"},
+               "environment.created", "environment", "qa")
+
+
+@endpoint_scenario("environment-update", "POST")
+def _ui_environment_update(api: Api) -> EndpointExpect:
+    envs()
+    return _ui(api, "/environments/staging/edit/", {"name": "Staging", "order": 0, "requires_approval": "on"},
+               "environment.updated", "environment", "staging")
+
+
+@endpoint_scenario("review-acknowledge", "POST")
+def _ui_review_acknowledge(api: Api) -> EndpointExpect:
+    item = break_glass_review_item()
+    return _ui(api, f"/reviews/{item.pk}/acknowledge/", {"note": "checked"}, "review_item.acknowledged",
+               "review_item", str(item.pk))
