@@ -54,6 +54,10 @@ class Action(StrEnum):
     CHANGE_REQUEST_CANCELLED = "change_request.cancelled"
     CHANGE_REQUEST_STALE = "change_request.stale"
     REVIEW_ITEM_ACKNOWLEDGED = "review_item.acknowledged"
+    # notifications (a person's own subscriptions)
+    NOTIFICATION_SUBSCRIBED = "notification.subscribed"
+    NOTIFICATION_SUBSCRIPTION_CHANGED = "notification.subscription_changed"
+    NOTIFICATION_UNSUBSCRIBED = "notification.unsubscribed"
     # the audit log itself and sign-in
     AUDIT_EXPORTED = "audit.exported"
     AUDIT_EVIDENCE_EXPORTED = "audit.evidence_exported"

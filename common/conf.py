@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRET": "",
     "WEBHOOK_MAX_RETRIES": 6,
     "WEBHOOK_TIMEOUT": 5.0,
+    # Notifications (notifications/): retries of one delivery, and the first retry's delay in seconds
+    # (doubling after each: 2, 4, 8 ... s by default).
+    "NOTIFY_MAX_RETRIES": 6,
+    "NOTIFY_RETRY_BASE_SECONDS": 2.0,
     # Metrics kept at minute resolution for this many days, then as hourly totals.
     "METRICS_MINUTE_DAYS": 30,
     # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "audit",
     "cohorts",
     "rollout",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -382,6 +383,14 @@ if env.get("TURNOUT_STREAM_DB_POLL_SECONDS"):
 # Outgoing webhooks (guardrail breaches, automatic stage changes): URLs, and the HMAC-SHA256 secret.
 TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
 TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""
+# E-mail notifications go through Django's SMTP backend.
+EMAIL_HOST = env.get("EMAIL_HOST", "localhost") or "localhost"
+EMAIL_PORT = env.get_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env.get("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD = env.get("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env.get_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env.get_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "turnout@localhost") or "turnout@localhost"
 TURNOUT_AUDIT_SIGNING_KEY = env.get("TURNOUT_AUDIT_SIGNING_KEY")
 TURNOUT_AUDIT_PREVIOUS_PUBLIC_KEYS = env.get_list("TURNOUT_AUDIT_PREVIOUS_PUBLIC_KEYS", [])
 TURNOUT_AUDIT_EXPORT_ASYNC_THRESHOLD = env.get_int("TURNOUT_AUDIT_EXPORT_ASYNC_THRESHOLD", 100_000)

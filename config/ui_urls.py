@@ -4,6 +4,7 @@ from django.urls import path
 
 from audit import views as audit_views
 from cohorts import views as cohort_views
+from notifications import views as notification_views
 from rollout import switcher, team_views
 from rollout import views as rollout_views
 
@@ -72,4 +73,10 @@ urlpatterns = [
     path("environments/<str:key>/edit/", team_views.environment_update, name="environment-update"),
     path("reviews/", team_views.reviews, name="reviews"),
     path("reviews/<int:pk>/acknowledge/", team_views.review_acknowledge, name="review-acknowledge"),
+    # Notifications
+    path("notifications/", notification_views.subscriptions, name="notifications"),
+    path("notifications/new/", notification_views.subscription_create, name="subscription-create"),
+    path("notifications/<int:pk>/edit/", notification_views.subscription_update, name="subscription-update"),
+    path("notifications/<int:pk>/delete/", notification_views.subscription_delete, name="subscription-delete"),
+    path("notifications/deliveries/", notification_views.deliveries, name="notification-deliveries"),
 ]

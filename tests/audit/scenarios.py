@@ -1339,3 +1339,73 @@ def _ui_review_acknowledge(api: Api) -> EndpointExpect:
     item = break_glass_review_item()
     return _ui(api, f"/reviews/{item.pk}/acknowledge/", {"note": "checked"}, "review_item.acknowledged",
                "review_item", str(item.pk))
+
+
+# --- notifications: a person's own subscriptions -----------------------------------------------------------
+
+
+def subscription(username: str = "dana") -> Any:
+    from common.actors import Actor as _Actor
+    from notifications.services import subscription_create
+
+    existing = user_model().objects.filter(username=username).first()
+    person = existing if existing is not None else user(username)
+    return subscription_create(actor=_Actor.for_user(person), channel="email", address="dana@example.org",
+                               kinds=["kill_switch.pulled"])
+
+
+@service_scenario("subscription_create")
+def _subscription_create() -> Expect:
+    from notifications.services import subscription_create
+
+    user()
+    return Expect(lambda a: subscription_create(actor=a, channel="email", address="dana@example.org",
+                                                kinds=["kill_switch.pulled"]),
+                  "notification.subscribed", "subscription", lambda sub: str(sub.pk), before=None,
+                  after={"user": "dana", "channel": "email", "kinds": ["kill_switch.pulled"]}, user="dana")
+
+
+@service_scenario("subscription_update")
+def _subscription_update() -> Expect:
+    from notifications.services import subscription_update
+
+    sub = subscription()
+    return Expect(lambda a: subscription_update(actor=a, subscription=sub.pk, kinds=["rollout.rolled_back"]),
+                  "notification.subscription_changed", "subscription", str(sub.pk),
+                  before={"kinds": ["kill_switch.pulled"]}, after={"kinds": ["rollout.rolled_back"]}, user="dana")
+
+
+@service_scenario("subscription_delete")
+def _subscription_delete() -> Expect:
+    from notifications.services import subscription_delete
+
+    sub = subscription()
+    return Expect(lambda a: subscription_delete(actor=a, subscription=sub.pk), "notification.unsubscribed",
+                  "subscription", str(sub.pk), before={"channel": "email"}, after=None, user="dana")
+
+
+@endpoint_scenario("subscription-create", "POST")
+def _ui_subscription_create(api: Api) -> EndpointExpect:
+    return _ui(api, "/notifications/new/", {"channel": "webhook", "address": "https://hooks.example.org/x",
+                                            "kinds": ["kill_switch.pulled"]},
+               "notification.subscribed", "subscription", lambda response: _only_subscription())
+
+
+@endpoint_scenario("subscription-update", "POST")
+def _ui_subscription_update(api: Api) -> EndpointExpect:
+    sub = subscription("root")
+    return _ui(api, f"/notifications/{sub.pk}/edit/", {"kinds": ["rollout.rolled_back"]},
+               "notification.subscription_changed", "subscription", str(sub.pk))
+
+
+@endpoint_scenario("subscription-delete", "POST")
+def _ui_subscription_delete(api: Api) -> EndpointExpect:
+    sub = subscription("root")
+    return _ui(api, f"/notifications/{sub.pk}/delete/", {}, "notification.unsubscribed", "subscription",
+               str(sub.pk))
+
+
+def _only_subscription() -> str:
+    from notifications.models import Subscription
+
+    return str(Subscription.objects.get().pk)
