@@ -45,6 +45,14 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRET": "",
     "WEBHOOK_MAX_RETRIES": 6,
     "WEBHOOK_TIMEOUT": 5.0,
+    # Single sign-on (rollout/access/oidc.py): the claims naming a person and their groups, and which
+    # groups give which roles ("group=role,group=role").
+    "OIDC_USERNAME_CLAIM": "preferred_username",
+    "OIDC_GROUPS_CLAIM": "groups",
+    "OIDC_ROLE_MAP": "",
+    # False: the password form is off (single sign-on only); API tokens are unaffected.
+    "PASSWORD_LOGIN": True,
+    "SSO": False,
     # Notifications (notifications/): retries of one delivery, and the first retry's delay in seconds
     # (doubling after each: 2, 4, 8 ... s by default).
     "NOTIFY_MAX_RETRIES": 6,
