@@ -17,6 +17,8 @@ class Action(StrEnum):
     FLAG_CREATED = "flag.created"
     FLAG_UPDATED = "flag.updated"
     FLAG_DELETED = "flag.deleted"
+    FLAG_ARCHIVED = "flag.archived"
+    FLAG_RESTORED = "flag.restored"
     COHORT_CREATED = "cohort.created"
     COHORT_UPDATED = "cohort.updated"
     COHORT_DELETED = "cohort.deleted"

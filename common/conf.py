@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # False: the password form is off (single sign-on only); API tokens are unaffected.
     "PASSWORD_LOGIN": True,
     "SSO": False,
+    # Days without a change after which a flag is reported stale (rollout/stale.py); archiving is refused
+    # while any SDK evaluated the flag within as many days.
+    "STALE_FLAG_DAYS": 30,
     # Notifications (notifications/): retries of one delivery, and the first retry's delay in seconds
     # (doubling after each: 2, 4, 8 ... s by default).
     "NOTIFY_MAX_RETRIES": 6,

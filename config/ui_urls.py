@@ -73,6 +73,9 @@ urlpatterns = [
     path("environments/<str:key>/edit/", team_views.environment_update, name="environment-update"),
     path("reviews/", team_views.reviews, name="reviews"),
     path("reviews/<int:pk>/acknowledge/", team_views.review_acknowledge, name="review-acknowledge"),
+    path("stale-flags/", team_views.stale_flag_report, name="stale-flags"),
+    path("stale-flags/<str:key>/archive/", team_views.flag_archive, name="stale-flag-archive"),
+    path("stale-flags/<str:key>/restore/", team_views.flag_restore, name="stale-flag-restore"),
     # Notifications
     path("notifications/", notification_views.subscriptions, name="notifications"),
     path("notifications/new/", notification_views.subscription_create, name="subscription-create"),

@@ -89,6 +89,8 @@ class Flag(TimestampedModel):
         max_length=100, blank=True, default="", help_text="Attribute to bucket by (empty: the context key)."
     )
     version = models.PositiveIntegerField(default=1)
+    # Archived: out of every ruleset (nobody evaluates it any more); restorable, never deleted by it.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["key"]

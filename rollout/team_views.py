@@ -18,14 +18,17 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from actions.submit import review_item_acknowledge
+from actions.submit import outcome_message, review_item_acknowledge, submit
 from audit.models import AuditEvent
+from audit.names import Action
+from common.conf import get_setting
 from common.errors import Forbidden, ServiceError
 from common.permissions import Capability, can
 from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
 from rollout.access import users as user_services
 from rollout.models import Environment, ReviewItem
 from rollout.services import environments as environment_services
+from rollout.stale import stale_flags
 from rollout.team_forms import (
     AcknowledgeForm,
     EnvironmentEditForm,
@@ -231,3 +234,49 @@ def review_acknowledge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return HttpResponseRedirect(reverse("ui:reviews"))
     return _reviews_response(request, {"notice": f"Review #{item.pk} acknowledged; your comment is in the audit log."},
                              200)
+
+
+# -- stale flags ------------------------------------------------------------------------------------
+
+
+def _stale_response(request: HtmxHttpRequest, extra: dict[str, Any], status: int) -> HttpResponse:
+    raw = request.GET.get("days") or request.POST.get("days") or ""
+    days = int(raw) if raw.isdigit() and int(raw) <= 3650 else get_setting("STALE_FLAG_DAYS")
+    context: dict[str, Any] = {"rows": stale_flags(days=days), "days": days,
+                               "may_edit": can(request.user, Capability.EDIT)}
+    context.update(extra)
+    template = "team/stale_flags.html#stale-panel" if request.htmx else "team/stale_flags.html"
+    return render(request, template, context, status=status)
+
+
+@require_GET
+@login_required
+def stale_flag_report(request: HtmxHttpRequest) -> HttpResponse:
+    require(request, Capability.READ)
+    return _stale_response(request, {}, 200)
+
+
+def _flag_action(request: HtmxHttpRequest, key: str, action: Action, done: str) -> HttpResponse:
+    require(request, Capability.EDIT)
+    form = ReasonOnlyForm(request.POST)
+    form.is_valid()
+    try:
+        outcome = submit(actor=actor(request), action=action, target=key, reason=form.cleaned_data.get("reason", ""))
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+    except ServiceError as exc:
+        return _stale_response(request, {"error": exc.message}, error_status(exc))
+    return _stale_response(request, {"notice": outcome_message(outcome, done)}, 200)
+
+
+@require_POST
+@login_required
+def flag_archive(request: HtmxHttpRequest, key: str) -> HttpResponse:
+    return _flag_action(request, key, Action.FLAG_ARCHIVED,
+                        f"Flag {key} archived: it has left every ruleset. Restore it here if needed.")
+
+
+@require_POST
+@login_required
+def flag_restore(request: HtmxHttpRequest, key: str) -> HttpResponse:
+    return _flag_action(request, key, Action.FLAG_RESTORED, f"Flag {key} restored to every ruleset.")

@@ -1409,3 +1409,40 @@ def _only_subscription() -> str:
     from notifications.models import Subscription
 
     return str(Subscription.objects.get().pk)
+
+
+# --- stale flags: archive and restore (actions) ------------------------------------------------------------
+
+
+def archived_flag() -> None:
+    from rollout.stale import flag_archive
+
+    flag()
+    flag_archive(actor=SETUP, key="invoice-engine")
+
+
+@endpoint_scenario("flag-archive", "POST")
+def _flag_archive_post(api: Api) -> EndpointExpect:
+    flag()
+    return _json("POST", "/api/v1/flags/invoice-engine/archive/", {"reason": "code deleted"}, 200, api,
+                 "flag.archived", "flag", "invoice-engine")
+
+
+@endpoint_scenario("flag-restore", "POST")
+def _flag_restore_post(api: Api) -> EndpointExpect:
+    archived_flag()
+    return _json("POST", "/api/v1/flags/invoice-engine/restore/", {}, 200, api, "flag.restored", "flag",
+                 "invoice-engine")
+
+
+@endpoint_scenario("stale-flag-archive", "POST")
+def _ui_stale_flag_archive(api: Api) -> EndpointExpect:
+    flag()
+    return _ui(api, "/stale-flags/invoice-engine/archive/", {"reason": "code deleted"}, "flag.archived", "flag",
+               "invoice-engine")
+
+
+@endpoint_scenario("stale-flag-restore", "POST")
+def _ui_stale_flag_restore(api: Api) -> EndpointExpect:
+    archived_flag()
+    return _ui(api, "/stale-flags/invoice-engine/restore/", {}, "flag.restored", "flag", "invoice-engine")
