@@ -93,6 +93,25 @@ def _sign_in(page: Any, turnout: ServerProcess, *, at_provider: bool) -> None:
         raise AssertionError(f"stuck at {page.url}: {page.content()[:1500]}") from None
 
 
+def _break_glass() -> None:
+    """A kill where approval applies, by someone else: a review item for alice."""
+    from common.actors import Actor
+    from rollout.access.users import user_create
+    from rollout.services.environments import environment_create
+    from rollout.services.flags import flag_create, flag_state_kill, flag_state_update
+    from rollout.services.workloads import workload_create
+
+    seed = Actor.system("test")
+    environment_create(actor=seed, key="production", name="Production", order=1, requires_approval=True)
+    workload_create(actor=seed, key="billing", name="Billing")
+    flag_create(actor=seed, key="invoice-engine", workload="billing")
+    flag_state_update(actor=seed, flag="invoice-engine", environment="production", version=None, enabled=True,
+                      percentage_value=25)
+    ed = user_create(actor=seed, username="ed", password=None, roles=["editor"])
+    flag_state_kill(actor=Actor.for_user(ed), flag="invoice-engine", environment="production",
+                    reason="5xx spike after the deploy")
+
+
 def _roles(username: str) -> list[str]:
     from django.contrib.auth import get_user_model
 
@@ -139,6 +158,15 @@ def test_sso__groups_map_to_roles__changed_at_next_sign_in__deactivated_refused(
                                                               {"roles": ["admin"]})
     page.goto(f"{turnout.url}/people/")
     screenshot(page, "people")
+    _break_glass()
+    page.goto(f"{turnout.url}/reviews/")
+    page.get_by_label("Comment").fill("errors confirmed in the dashboard; fix is deployed")
+    page.get_by_role("button", name="Acknowledge").click()
+    page.get_by_text("your comment is in the audit log").wait_for()
+    screenshot(page, "break-glass-review")
+    assert AuditEvent.objects.get(action="review_item.acknowledged").actor == "alice"
+    page.goto(f"{turnout.url}/stale-flags/?days=0")
+    screenshot(page, "stale-flags")
 
     # Deactivated in Turnout: the provider still vouches for alice, Turnout refuses her.
     user_deactivate(actor=Actor.system("test"), username="alice", reason="left the team")
