@@ -21,6 +21,10 @@ def approvers(ok: int) -> dict[str, int]:
     return {"viewer": 403, "editor": 403, "approver": ok, "admin": ok, "compliance": 403}
 
 
+def editors(ok: int) -> dict[str, int]:
+    return {"viewer": 403, "editor": ok, "approver": ok, "admin": ok, "compliance": 403}
+
+
 def readers(ok: int) -> dict[str, int]:
     return dict.fromkeys(ROLES, ok)
 
@@ -37,6 +41,10 @@ MATRIX = [
      admin_only(200)),
     ("GET", "/reviews/", {}, readers(200)),
     ("POST", "/reviews/{review}/acknowledge/", {"note": "checked the error graphs"}, approvers(200)),
+    ("GET", "/stale-flags/", {}, readers(200)),
+    # Off everywhere (killed), so nothing gates it: editors archive directly.
+    ("POST", "/stale-flags/invoice-engine/archive/", {"reason": "code deleted"}, editors(200)),
+    ("POST", "/stale-flags/invoice-engine/restore/", {}, editors(409)),  # not archived
 ]
 
 CASES = [pytest.param(method, path, data, role, statuses[role], id=f"{role}-{method}-{path}")
