@@ -40,7 +40,7 @@ test-server: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict sdk/turnout
-	$(BIN)/mypy --strict config common rollout cohorts audit actions
+	$(BIN)/mypy --strict config common rollout cohorts audit actions notifications
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -25,6 +25,7 @@ from cohorts.services import (
 from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
 from common.services import UNSET
+from rollout import stale
 from rollout.models import Flag, FlagState, TargetType, Workload
 from rollout.plans import guardrails, prometheus, promotion, stages
 from rollout.plans.stages import set_plan_state
@@ -188,6 +189,19 @@ def _flag_update(flag: Flag, *, actor: Actor, approval: Approval | None, version
                                      **fields)
 
 
+def _live_effect(flag: Flag, params: Mapping[str, Any]) -> Effect:
+    """Archiving or restoring moves the decisions wherever the flag is on."""
+    return states_effect(flag.states.filter(enabled=True).select_related("environment", "flag__workload"))
+
+
+def _archive(flag: Flag, *, actor: Actor, approval: Approval | None, version: int | None, reason: str) -> Flag:
+    return stale.flag_archive(actor=actor, key=flag.key, version=version, reason=reason, approval=approval)
+
+
+def _restore(flag: Flag, *, actor: Actor, approval: Approval | None, version: int | None, reason: str) -> Flag:
+    return stale.flag_restore(actor=actor, key=flag.key, version=version, reason=reason, approval=approval)
+
+
 def _workload_update(workload: Workload, *, actor: Actor, approval: Approval | None, version: int | None,
                      reason: str, **fields: Any) -> Workload:
     return workload_services.workload_update(actor=actor, key=workload.key, version=version, reason=reason,
@@ -261,6 +275,10 @@ ACTIONS: dict[Action, ActionSpec] = {spec.name: spec for spec in [
     ActionSpec(Action.FLAG_STATE_PAUSED, STATE, frozenset(), _pause, lambda s, p: f"pause {_where(s)}"),
     ActionSpec(Action.FLAG_UPDATED, TargetType.FLAG, frozenset({"description", "salt", "bucket_by"}),
                _flag_update, lambda f, p: f"change {', '.join(sorted(p))} of flag {f.key}", _flag_effect),
+    ActionSpec(Action.FLAG_ARCHIVED, TargetType.FLAG, frozenset(), _archive,
+               lambda f, p: f"archive flag {f.key} (it leaves every ruleset)", _live_effect),
+    ActionSpec(Action.FLAG_RESTORED, TargetType.FLAG, frozenset(), _restore,
+               lambda f, p: f"restore archived flag {f.key}", _live_effect),
     ActionSpec(Action.WORKLOAD_UPDATED, TargetType.WORKLOAD, frozenset(workload_services.EDITABLE),
                _workload_update, lambda w, p: f"change {', '.join(sorted(p))} of workload {w.key}",
                lambda w, p: workload_effect(w, dict(p))),

@@ -17,6 +17,8 @@ class Action(StrEnum):
     FLAG_CREATED = "flag.created"
     FLAG_UPDATED = "flag.updated"
     FLAG_DELETED = "flag.deleted"
+    FLAG_ARCHIVED = "flag.archived"
+    FLAG_RESTORED = "flag.restored"
     COHORT_CREATED = "cohort.created"
     COHORT_UPDATED = "cohort.updated"
     COHORT_DELETED = "cohort.deleted"
@@ -56,6 +58,10 @@ class Action(StrEnum):
     CHANGE_REQUEST_CANCELLED = "change_request.cancelled"
     CHANGE_REQUEST_STALE = "change_request.stale"
     REVIEW_ITEM_ACKNOWLEDGED = "review_item.acknowledged"
+    # notifications (a person's own subscriptions)
+    NOTIFICATION_SUBSCRIBED = "notification.subscribed"
+    NOTIFICATION_SUBSCRIPTION_CHANGED = "notification.subscription_changed"
+    NOTIFICATION_UNSUBSCRIBED = "notification.unsubscribed"
     # the audit log itself and sign-in
     AUDIT_EXPORTED = "audit.exported"
     AUDIT_EVIDENCE_EXPORTED = "audit.evidence_exported"

@@ -108,7 +108,32 @@ def audit_record(
             "past the chain head, written outside the audit writer. Nothing was changed. Run "
             "'manage.py audit_verify' and restore the chain before making changes.") from exc
     AuditChainHead.objects.filter(pk=1).update(sequence=event.sequence, hash=event.hash)
+    if notifiable(action, event.after):
+        sequence = event.sequence
+        transaction.on_commit(lambda: _announce(sequence))
     return event
+
+
+#: Events people may be told about (notifications/kinds.py turns them into notices): the four-eyes
+#: decisions, the emergency actions, and any change that carries out an approval.
+NOTIFIABLE = frozenset({
+    Action.CHANGE_REQUEST_CREATED, Action.CHANGE_REQUEST_APPROVED, Action.CHANGE_REQUEST_REJECTED,
+    Action.CHANGE_REQUEST_STALE, Action.FLAG_STATE_KILLED, Action.FLAG_STATE_ROLLED_BACK, Action.FLAG_STATE_PAUSED,
+})
+NOTIFY_TASK = "notifications.tasks.notify_event"
+
+
+def notifiable(action: str, after: Any) -> bool:
+    return action in NOTIFIABLE or (isinstance(after, Mapping) and "approval" in after)
+
+
+def _announce(sequence: int) -> None:
+    """After commit: hand the event to the notification task. The change stands whatever happens here,
+    so a broker that cannot take the message is logged, never raised into the request."""
+    try:
+        enqueue(NOTIFY_TASK, sequence)
+    except Exception as exc:  # the change is committed: its notification must not turn it into an error
+        logger.warning("notification.enqueue_failed", extra={"sequence": sequence, "error": type(exc).__name__})
 
 
 _composing: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_composing_action", default=False)

@@ -53,6 +53,21 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRET": "",
     "WEBHOOK_MAX_RETRIES": 6,
     "WEBHOOK_TIMEOUT": 5.0,
+    # Single sign-on (rollout/access/oidc.py): the claims naming a person and their groups, and which
+    # groups give which roles ("group=role,group=role").
+    "OIDC_USERNAME_CLAIM": "preferred_username",
+    "OIDC_GROUPS_CLAIM": "groups",
+    "OIDC_ROLE_MAP": "",
+    # False: the password form is off (single sign-on only); API tokens are unaffected.
+    "PASSWORD_LOGIN": True,
+    "SSO": False,
+    # Days without a change after which a flag is reported stale (rollout/stale.py); archiving is refused
+    # while any SDK evaluated the flag within as many days.
+    "STALE_FLAG_DAYS": 30,
+    # Notifications (notifications/): retries of one delivery, and the first retry's delay in seconds
+    # (doubling after each: 2, 4, 8 ... s by default).
+    "NOTIFY_MAX_RETRIES": 6,
+    "NOTIFY_RETRY_BASE_SECONDS": 2.0,
     # Metrics kept at minute resolution for this many days, then as hourly totals.
     "METRICS_MINUTE_DAYS": 30,
     # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).

@@ -3,10 +3,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.views import LoginView, redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
+from common.conf import get_setting
 from common.errors import json_error
 from common.throttling import AuthThrottle, CacheUnavailable, FailedSignInThrottle
 
@@ -27,7 +29,17 @@ class ThrottledLoginView(LoginView):
 
     template_name = "registration/login.html"
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context: dict[str, Any] = super().get_context_data(**kwargs)
+        context.update(sso=get_setting("SSO"), password_login=get_setting("PASSWORD_LOGIN"),
+                       sso_name=getattr(settings, "OIDC_PROVIDER_NAME", "single sign-on"),
+                       sso_refused=self.request.GET.get("sso") == "refused")
+        return context
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not get_setting("PASSWORD_LOGIN"):
+            return json_error(403, "password_login_disabled",
+                              "Password sign-in is turned off here: sign in with single sign-on.")
         username = str(request.POST.get("username", ""))
         self.failures = FailedSignInThrottle(username)
         try:

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "audit",
     "cohorts",
     "rollout",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -163,6 +164,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Single sign-on with OpenID Connect (mozilla-django-oidc), on when OIDC_RP_CLIENT_ID is set; the
+# provider's endpoints by the library's own names. Roles come from a groups claim (docs/teams.md).
+OIDC_RP_CLIENT_ID = env.get("OIDC_RP_CLIENT_ID", "") or ""
+TURNOUT_SSO = bool(OIDC_RP_CLIENT_ID)
+TURNOUT_PASSWORD_LOGIN = env.get_bool("TURNOUT_PASSWORD_LOGIN", True) or not TURNOUT_SSO
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"] if TURNOUT_PASSWORD_LOGIN else []
+if TURNOUT_SSO:
+    INSTALLED_APPS.append("mozilla_django_oidc")
+    AUTHENTICATION_BACKENDS.insert(0, "rollout.access.oidc.TurnoutOIDCBackend")
+    OIDC_RP_CLIENT_SECRET = env.get("OIDC_RP_CLIENT_SECRET", "") or ""
+    OIDC_OP_AUTHORIZATION_ENDPOINT = env.get("OIDC_OP_AUTHORIZATION_ENDPOINT", "") or ""
+    OIDC_OP_TOKEN_ENDPOINT = env.get("OIDC_OP_TOKEN_ENDPOINT", "") or ""
+    OIDC_OP_USER_ENDPOINT = env.get("OIDC_OP_USER_ENDPOINT", "") or ""
+    OIDC_OP_JWKS_ENDPOINT = env.get("OIDC_OP_JWKS_ENDPOINT", "") or ""
+    OIDC_RP_SIGN_ALGO = env.get("OIDC_RP_SIGN_ALGO", "RS256") or "RS256"
+    OIDC_RP_SCOPES = env.get("OIDC_RP_SCOPES", "openid email profile") or "openid email profile"
+    OIDC_PROVIDER_NAME = env.get("TURNOUT_OIDC_PROVIDER_NAME", "single sign-on") or "single sign-on"
+    LOGIN_REDIRECT_URL_FAILURE = "/login/?sso=refused"
+TURNOUT_OIDC_USERNAME_CLAIM = env.get("TURNOUT_OIDC_USERNAME_CLAIM", "preferred_username") or "preferred_username"
+TURNOUT_OIDC_GROUPS_CLAIM = env.get("TURNOUT_OIDC_GROUPS_CLAIM", "groups") or "groups"
+TURNOUT_OIDC_ROLE_MAP = env.get("TURNOUT_OIDC_ROLE_MAP", "") or ""
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -410,6 +433,14 @@ if env.get("TURNOUT_STREAM_DB_POLL_SECONDS"):
 TURNOUT_PROMETHEUS_URL = env.get("TURNOUT_PROMETHEUS_URL", "") or ""
 TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
 TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""
+# E-mail notifications go through Django's SMTP backend.
+EMAIL_HOST = env.get("EMAIL_HOST", "localhost") or "localhost"
+EMAIL_PORT = env.get_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env.get("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD = env.get("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env.get_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env.get_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "turnout@localhost") or "turnout@localhost"
 TURNOUT_AUDIT_SIGNING_KEY = env.get("TURNOUT_AUDIT_SIGNING_KEY")
 TURNOUT_AUDIT_PREVIOUS_PUBLIC_KEYS = env.get_list("TURNOUT_AUDIT_PREVIOUS_PUBLIC_KEYS", [])
 TURNOUT_AUDIT_EXPORT_ASYNC_THRESHOLD = env.get_int("TURNOUT_AUDIT_EXPORT_ASYNC_THRESHOLD", 100_000)

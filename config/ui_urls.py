@@ -4,7 +4,8 @@ from django.urls import path
 
 from audit import views as audit_views
 from cohorts import views as cohort_views
-from rollout import switcher
+from notifications import views as notification_views
+from rollout import switcher, team_views
 from rollout import views as rollout_views
 
 # Names live under "ui:" (the management API names its routes flag-detail, cohort-list, ...).
@@ -69,4 +70,23 @@ urlpatterns = [
     path("keys/sdk/<str:prefix>/revoke/", rollout_views.sdk_key_revoke, name="keys-sdk-revoke"),
     path("keys/tokens/", rollout_views.api_token_create, name="keys-token-create"),
     path("keys/tokens/<str:prefix>/revoke/", rollout_views.api_token_revoke, name="keys-token-revoke"),
+    # The team: people, environments, break-glass reviews
+    path("people/", team_views.people, name="people"),
+    path("people/new/", team_views.person_create, name="person-create"),
+    path("people/<str:username>/roles/", team_views.person_roles, name="person-roles"),
+    path("people/<str:username>/deactivate/", team_views.person_deactivate, name="person-deactivate"),
+    path("environments/", team_views.environments, name="environments"),
+    path("environments/new/", team_views.environment_create, name="environment-create"),
+    path("environments/<str:key>/edit/", team_views.environment_update, name="environment-update"),
+    path("reviews/", team_views.reviews, name="reviews"),
+    path("reviews/<int:pk>/acknowledge/", team_views.review_acknowledge, name="review-acknowledge"),
+    path("stale-flags/", team_views.stale_flag_report, name="stale-flags"),
+    path("stale-flags/<str:key>/archive/", team_views.flag_archive, name="stale-flag-archive"),
+    path("stale-flags/<str:key>/restore/", team_views.flag_restore, name="stale-flag-restore"),
+    # Notifications
+    path("notifications/", notification_views.subscriptions, name="notifications"),
+    path("notifications/new/", notification_views.subscription_create, name="subscription-create"),
+    path("notifications/<int:pk>/edit/", notification_views.subscription_update, name="subscription-update"),
+    path("notifications/<int:pk>/delete/", notification_views.subscription_delete, name="subscription-delete"),
+    path("notifications/deliveries/", notification_views.deliveries, name="notification-deliveries"),
 ]

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
@@ -26,3 +27,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("ofrep/v1/", include("rollout.delivery.ofrep_urls")),
 ]
+if settings.TURNOUT_SSO:  # single sign-on: /oidc/authenticate/ and /oidc/callback/
+    urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))

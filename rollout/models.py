@@ -18,6 +18,7 @@ class Environment(TimestampedModel):
     name = models.CharField(max_length=100)
     order = models.PositiveIntegerField(default=0)
     requires_approval = models.BooleanField(default=False)
+    description = models.TextField(blank=True, default="", help_text="what this environment is for, who uses it")
     # Grows on every change that alters this environment's ruleset (ETag, stream, SDK caches).
     ruleset_version = models.PositiveBigIntegerField(default=1)
 
@@ -88,6 +89,8 @@ class Flag(TimestampedModel):
         max_length=100, blank=True, default="", help_text="Attribute to bucket by (empty: the context key)."
     )
     version = models.PositiveIntegerField(default=1)
+    # Archived: out of every ruleset (nobody evaluates it any more); restorable, never deleted by it.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["key"]

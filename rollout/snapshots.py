@@ -58,7 +58,8 @@ def _pct(value: Any) -> float:
 
 
 def environment_snapshot(env: Environment) -> dict[str, Any]:
-    return {"key": env.key, "name": env.name, "order": env.order, "requires_approval": env.requires_approval}
+    return {"key": env.key, "name": env.name, "order": env.order, "requires_approval": env.requires_approval,
+            "description": env.description}
 
 
 def workload_snapshot(w: Workload) -> dict[str, Any]:

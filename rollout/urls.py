@@ -6,6 +6,7 @@ from rollout.api import change_requests as cr_api
 from rollout.api import config as config_api
 from rollout.api import environments, flags, keys, promotion, users, workloads
 from rollout.api import rollouts as rollouts_api
+from rollout.api import stale as stale_api
 from rollout.delivery import sdk_api
 from rollout.delivery import stream as stream_api
 
@@ -24,6 +25,9 @@ urlpatterns = [
     path("flags/", flags.FlagListView.as_view(), name="flag-list"),
     path("flags/<str:key>/", flags.FlagDetailView.as_view(), name="flag-detail"),
     path("flags/<str:key>/states/", flags.FlagStateListView.as_view(), name="flag-state-list"),
+    path("flags/<str:key>/archive/", stale_api.FlagArchiveView.as_view(), name="flag-archive"),
+    path("flags/<str:key>/restore/", stale_api.FlagRestoreView.as_view(), name="flag-restore"),
+    path("stale-flags/", stale_api.StaleFlagListView.as_view(), name="stale-flags"),
     path(STATE, flags.FlagStateDetailView.as_view(), name="flag-state-detail"),
     path(STATE + "kill/", flags.FlagStateKillView.as_view(), name="flag-state-kill"),
     path(STATE + "resume/", flags.FlagStateResumeView.as_view(), name="flag-state-resume"),

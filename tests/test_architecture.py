@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "common", "rollout", "cohorts", "audit", "actions")
+PACKAGES = ("config", "common", "rollout", "cohorts", "audit", "actions", "notifications")
 BOTTOM = "common"
-DOMAIN = ("rollout", "cohorts", "audit", "actions")
+DOMAIN = ("rollout", "cohorts", "audit", "actions", "notifications")
 # What does not count as a reason: lint markers alone.
 _MARKERS = re.compile(r"noqa(:\s*[A-Z0-9, ]+)?|type:\s*ignore(\[[^\]]*\])?", re.IGNORECASE)
 

@@ -27,6 +27,7 @@ class EnvironmentOutput(serializers.Serializer[Any]):
     name = serializers.CharField()
     order = serializers.IntegerField()
     requires_approval = serializers.BooleanField()
+    description = serializers.CharField()
     ruleset_version = serializers.IntegerField(help_text="Grows with every change SDKs must see.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -44,6 +45,7 @@ class EnvironmentListView(ManagementListView):
         name = serializers.CharField(max_length=100)
         order = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
         requires_approval = serializers.BooleanField(default=False)
+        description = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
     def get_queryset(self) -> QuerySet[Environment]:
         return selectors.environment_list()
@@ -69,6 +71,7 @@ class EnvironmentDetailView(ManagementView):
         name = serializers.CharField(max_length=100, required=False)
         order = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
         requires_approval = serializers.BooleanField(required=False)
+        description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
         reason = ReasonField()
 
     @extend_schema(operation_id="environments_retrieve", summary="One environment", tags=TAGS,
@@ -81,6 +84,6 @@ class EnvironmentDetailView(ManagementView):
     def patch(self, request: Request, key: str) -> Response:
         data = self.EnvironmentUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        fields = provided(data.validated_data, "name", "order", "requires_approval")
+        fields = provided(data.validated_data, "name", "order", "requires_approval", "description")
         env = environment_update(actor=self.actor(), key=key, reason=data.validated_data["reason"], **fields)
         return Response(EnvironmentOutput(env).data)

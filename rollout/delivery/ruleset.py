@@ -89,7 +89,8 @@ def build_document(env: Environment) -> RulesetDocument:
     """The ruleset for one environment as it stands in the database now (``turnout.wire``)."""
     flags: dict[str, FlagRule] = {}
     used: dict[int, Cohort] = {}
-    for state in FlagState.objects.filter(environment=env).for_ruleset().order_by("flag__key"):
+    states = FlagState.objects.filter(environment=env, flag__archived_at__isnull=True)  # archived: gone
+    for state in states.for_ruleset().order_by("flag__key"):
         include = sorted(state.include_cohorts.all(), key=lambda c: c.key)
         exclude = sorted(state.exclude_cohorts.all(), key=lambda c: c.key)
         for cohort in (*include, *exclude):

@@ -11,13 +11,24 @@ from rollout.models import Environment, Flag, FlagState
 from rollout.policy import enforce
 from rollout.snapshots import environment_snapshot
 
+DESCRIPTION_MAX = 2000
+
+
+def _description(value: str | Unset) -> str | Unset:
+    if isinstance(value, str) and len(value) > DESCRIPTION_MAX:
+        raise ValidationFailed.field("description", f"is at most {DESCRIPTION_MAX} characters")
+    return value
+
 
 def environment_create(
-    *, actor: Actor, key: str, name: str, order: int = 0, requires_approval: bool = False, reason: str = ""
+    *, actor: Actor, key: str, name: str, order: int = 0, requires_approval: bool = False, description: str = "",
+    reason: str = "",
 ) -> Environment:
     enforce(actor, Action.ENVIRONMENT_CREATED)
+    _description(description)
     with audited_atomic():
-        env = Environment(key=key, name=name, order=order, requires_approval=requires_approval)
+        env = Environment(key=key, name=name, order=order, requires_approval=requires_approval,
+                          description=description)
         full_clean(env)
         try:
             env.save(force_insert=True)
@@ -32,19 +43,23 @@ def environment_create(
 
 def environment_update(
     *, actor: Actor, key: str, name: str | Unset = UNSET, order: int | Unset = UNSET,
-    requires_approval: bool | Unset = UNSET, reason: str = "",
+    requires_approval: bool | Unset = UNSET, description: str | Unset = UNSET, reason: str = "",
 ) -> Environment:
     enforce(actor, Action.ENVIRONMENT_UPDATED)
+    _description(description)
     with audited_atomic():
         env = Environment.objects.select_for_update().filter(key=key).first()
         if env is None:
             raise NotFound(f"environment '{key}' does not exist")
         before = environment_snapshot(env)
-        for field, value in (("name", name), ("order", order), ("requires_approval", requires_approval)):
+        for field, value in (("name", name), ("order", order), ("requires_approval", requires_approval),
+                             ("description", description)):
             if value is not UNSET:
                 setattr(env, field, value)
         full_clean(env, validate_unique=False)
-        env.save(update_fields=["name", "order", "requires_approval", "updated_at"])
+        if environment_snapshot(env) == before:
+            return env
+        env.save(update_fields=["name", "order", "requires_approval", "description", "updated_at"])
         audit_record(actor=actor, action=Action.ENVIRONMENT_UPDATED, object_type="environment", object_key=env.key,
                      environment=env.key, before=before, after=environment_snapshot(env), reason=reason)
     return env

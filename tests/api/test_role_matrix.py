@@ -77,6 +77,9 @@ MATRIX = [
     ("GET", "/api/v1/flags/dark-launch/", None, read()),
     ("PATCH", "/api/v1/flags/dark-launch/", {"description": "off for now"}, edit(200)),
     ("DELETE", "/api/v1/flags/dark-launch/", None, edit(204)),
+    ("GET", "/api/v1/stale-flags/", None, read()),
+    ("POST", "/api/v1/flags/dark-launch/archive/", {"reason": "code paths deleted"}, edit(200)),
+    ("POST", "/api/v1/flags/dark-launch/restore/", {}, edit(409)),  # not archived
     ("GET", "/api/v1/flags/invoice-engine/states/", None, read()),
     ("GET", S, None, read()),
     ("PATCH", S, {"version": 2, "percentage": 50}, edit(200)),

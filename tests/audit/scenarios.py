@@ -1364,3 +1364,151 @@ def _rollout_promote_post(api: Api) -> EndpointExpect:
     flag()
     return _json("POST", "/api/v1/flags/invoice-engine/states/production/promote/", {"from_environment": "staging"},
                  200, api, "flag_state.promoted", "flag_state", "invoice-engine@production")
+
+
+# --- the team pages: people, environments, break-glass review --------------------------------------------
+
+
+@endpoint_scenario("person-create", "POST")
+def _ui_person_create(api: Api) -> EndpointExpect:
+    return _ui(api, "/people/new/", {"username": "vera", "roles": ["approver"]}, "user.created", "user", "vera")
+
+
+@endpoint_scenario("person-roles", "POST")
+def _ui_person_roles(api: Api) -> EndpointExpect:
+    user()
+    return _ui(api, "/people/dana/roles/", {"roles": ["approver"], "reason": "lead"}, "user.roles_changed", "user",
+               "dana")
+
+
+@endpoint_scenario("person-deactivate", "POST")
+def _ui_person_deactivate(api: Api) -> EndpointExpect:
+    user()
+    return _ui(api, "/people/dana/deactivate/", {"reason": "left"}, "user.deactivated", "user", "dana")
+
+
+@endpoint_scenario("environment-create", "POST")
+def _ui_environment_create(api: Api) -> EndpointExpect:
+    return _ui(api, "/environments/new/", {"key": "qa", "name": "QA", "order": 2, "description": "testers"},
+               "environment.created", "environment", "qa")
+
+
+@endpoint_scenario("environment-update", "POST")
+def _ui_environment_update(api: Api) -> EndpointExpect:
+    envs()
+    return _ui(api, "/environments/staging/edit/", {"name": "Staging", "order": 0, "requires_approval": "on"},
+               "environment.updated", "environment", "staging")
+
+
+@endpoint_scenario("review-acknowledge", "POST")
+def _ui_review_acknowledge(api: Api) -> EndpointExpect:
+    item = break_glass_review_item()
+    return _ui(api, f"/reviews/{item.pk}/acknowledge/", {"note": "checked"}, "review_item.acknowledged",
+               "review_item", str(item.pk))
+
+
+# --- notifications: a person's own subscriptions -----------------------------------------------------------
+
+
+def subscription(username: str = "dana") -> Any:
+    from common.actors import Actor as _Actor
+    from notifications.services import subscription_create
+
+    existing = user_model().objects.filter(username=username).first()
+    person = existing if existing is not None else user(username)
+    return subscription_create(actor=_Actor.for_user(person), channel="email", address="dana@example.org",
+                               kinds=["kill_switch.pulled"])
+
+
+@service_scenario("subscription_create")
+def _subscription_create() -> Expect:
+    from notifications.services import subscription_create
+
+    user()
+    return Expect(lambda a: subscription_create(actor=a, channel="email", address="dana@example.org",
+                                                kinds=["kill_switch.pulled"]),
+                  "notification.subscribed", "subscription", lambda sub: str(sub.pk), before=None,
+                  after={"user": "dana", "channel": "email", "kinds": ["kill_switch.pulled"]}, user="dana")
+
+
+@service_scenario("subscription_update")
+def _subscription_update() -> Expect:
+    from notifications.services import subscription_update
+
+    sub = subscription()
+    return Expect(lambda a: subscription_update(actor=a, subscription=sub.pk, kinds=["rollout.rolled_back"]),
+                  "notification.subscription_changed", "subscription", str(sub.pk),
+                  before={"kinds": ["kill_switch.pulled"]}, after={"kinds": ["rollout.rolled_back"]}, user="dana")
+
+
+@service_scenario("subscription_delete")
+def _subscription_delete() -> Expect:
+    from notifications.services import subscription_delete
+
+    sub = subscription()
+    return Expect(lambda a: subscription_delete(actor=a, subscription=sub.pk), "notification.unsubscribed",
+                  "subscription", str(sub.pk), before={"channel": "email"}, after=None, user="dana")
+
+
+@endpoint_scenario("subscription-create", "POST")
+def _ui_subscription_create(api: Api) -> EndpointExpect:
+    return _ui(api, "/notifications/new/", {"channel": "webhook", "address": "https://hooks.example.org/x",
+                                            "kinds": ["kill_switch.pulled"]},
+               "notification.subscribed", "subscription", lambda response: _only_subscription())
+
+
+@endpoint_scenario("subscription-update", "POST")
+def _ui_subscription_update(api: Api) -> EndpointExpect:
+    sub = subscription("root")
+    return _ui(api, f"/notifications/{sub.pk}/edit/", {"kinds": ["rollout.rolled_back"]},
+               "notification.subscription_changed", "subscription", str(sub.pk))
+
+
+@endpoint_scenario("subscription-delete", "POST")
+def _ui_subscription_delete(api: Api) -> EndpointExpect:
+    sub = subscription("root")
+    return _ui(api, f"/notifications/{sub.pk}/delete/", {}, "notification.unsubscribed", "subscription",
+               str(sub.pk))
+
+
+def _only_subscription() -> str:
+    from notifications.models import Subscription
+
+    return str(Subscription.objects.get().pk)
+
+
+# --- stale flags: archive and restore (actions) ------------------------------------------------------------
+
+
+def archived_flag() -> None:
+    from rollout.stale import flag_archive
+
+    flag()
+    flag_archive(actor=SETUP, key="invoice-engine")
+
+
+@endpoint_scenario("flag-archive", "POST")
+def _flag_archive_post(api: Api) -> EndpointExpect:
+    flag()
+    return _json("POST", "/api/v1/flags/invoice-engine/archive/", {"reason": "code deleted"}, 200, api,
+                 "flag.archived", "flag", "invoice-engine")
+
+
+@endpoint_scenario("flag-restore", "POST")
+def _flag_restore_post(api: Api) -> EndpointExpect:
+    archived_flag()
+    return _json("POST", "/api/v1/flags/invoice-engine/restore/", {}, 200, api, "flag.restored", "flag",
+                 "invoice-engine")
+
+
+@endpoint_scenario("stale-flag-archive", "POST")
+def _ui_stale_flag_archive(api: Api) -> EndpointExpect:
+    flag()
+    return _ui(api, "/stale-flags/invoice-engine/archive/", {"reason": "code deleted"}, "flag.archived", "flag",
+               "invoice-engine")
+
+
+@endpoint_scenario("stale-flag-restore", "POST")
+def _ui_stale_flag_restore(api: Api) -> EndpointExpect:
+    archived_flag()
+    return _ui(api, "/stale-flags/invoice-engine/restore/", {}, "flag.restored", "flag", "invoice-engine")

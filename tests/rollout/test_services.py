@@ -30,7 +30,8 @@ def test_environment_create__valid__writes_one_exact_audit_event(actor, audit_ev
         "environment.created", "environment", "staging", "staging")
     assert event.actor == "system:test" and event.actor_type == "system"
     assert event.before is None
-    assert event.after == {"key": "staging", "name": "Staging", "order": 2, "requires_approval": False}
+    assert event.after == {"key": "staging", "name": "Staging", "order": 2, "requires_approval": False,
+                           "description": ""}
     assert env.ruleset_version == 1
 
 
