@@ -444,11 +444,12 @@ class Migration(Generic[T]):
                     other.value = self._timed(d, origin, operation, fn)
                 except BaseException as exc:
                     other.error = exc
-                other.done.set()
                 other.auth_ready.wait()
                 self._settle(d, key, origin, operation, other, check, identifier)
             except BaseException:  # pragma: no cover - a job never raises into the pool
-                other.done.set()
+                pass
+            finally:
+                other.done.set()  # after the check or the divergence is recorded
 
         return job
 

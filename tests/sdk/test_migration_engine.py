@@ -117,10 +117,10 @@ def _stages_of(rs: Any, keys: list[str]) -> dict[str, int]:
 def test_splits__raising_any_share__only_moves_subjects_forward(base: Stage, a: float, b: float, c: float) -> None:
     ahead = [s for s in MOVABLE if s.position > base.position][:2]
     shares = sorted((a, b), reverse=True)[: len(ahead)]
-    low = {"stage": base.value, "splits": [{"stage": s.value, "percentage": p} for s, p in zip(ahead, shares)]}
+    low = {"stage": base.value, "splits": [{"stage": s.value, "percentage": p} for s, p in zip(ahead, shares, strict=True)]}
     raised = [min(100.0, p + c) for p in shares]
     raised = [max(raised[i], raised[i + 1]) if i + 1 < len(raised) else raised[i] for i in range(len(raised))]
-    high = {"stage": base.value, "splits": [{"stage": s.value, "percentage": p} for s, p in zip(ahead, raised)]}
+    high = {"stage": base.value, "splits": [{"stage": s.value, "percentage": p} for s, p in zip(ahead, raised, strict=True)]}
     keys = KEYS[:500]
     before, after = _stages_of(compile_ruleset(doc(low)), keys), _stages_of(compile_ruleset(doc(high)), keys)
     assert all(after[k] >= before[k] for k in keys)
