@@ -15,7 +15,7 @@ from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, Unset, check_version, full_clean, percentage
 from rollout.delivery.rulesets import ruleset_changed
-from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
+from rollout.models import Environment, Flag, FlagKind, FlagState, ReviewItem, Workload
 from rollout.plans.phases import sync_workload_phase
 from rollout.policy import (
     NO_EFFECT,
@@ -49,12 +49,16 @@ def _attribute_name(value: str, *, field: str) -> str:
 
 
 def flag_create(
-    *, actor: Actor, key: str, workload: str, description: str = "", salt: str | None = None, bucket_by: str = ""
+    *, actor: Actor, key: str, workload: str, description: str = "", salt: str | None = None, bucket_by: str = "",
+    kind: str = FlagKind.RELEASE,
 ) -> Flag:
+    """A new flag, off in every environment. ``kind`` ``migration``: a data migration (read/write stages)."""
     enforce(actor, Action.FLAG_CREATED)
+    if kind not in FlagKind.values:
+        raise ValidationFailed.field("kind", f"must be one of {', '.join(FlagKind.values)}")
     with audited_atomic():
         flag = Flag(key=key, workload=_workload(workload), description=description, salt=salt or key,
-                    bucket_by=_attribute_name(bucket_by, field="bucket_by"))
+                    bucket_by=_attribute_name(bucket_by, field="bucket_by"), kind=kind)
         full_clean(flag)
         try:
             flag.save(force_insert=True)

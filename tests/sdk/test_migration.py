@@ -317,3 +317,16 @@ def test_migration__batch_without_migrations__carries_no_new_fields(client: Turn
 
 def test_migration__handle_type(client: Turnout) -> None:
     assert isinstance(client.migration("m-live"), Migration)
+
+
+def test_testing_client__migration__inline_and_divergences_listed() -> None:
+    from turnout.testing import TestClient
+
+    client = TestClient(flags={"m": {"percentage": 0.0, "migration": {"stage": "live"}}})
+
+    def down() -> None:
+        raise OSError("legacy down")
+
+    m = client.migration("m", identify=lambda row: row)
+    assert m.write("k", legacy=down, parallel=lambda: "row-1") == "row-1"
+    assert [(d["identifier"], d["origin"]) for d in client.divergences] == [("row-1", "legacy")]
