@@ -603,6 +603,8 @@ class MigrationState(models.Model):
     # When parallel last became authoritative for anyone (entering live): divergences since then are
     # what a rollback puts at risk.
     authoritative_since = models.DateTimeField(null=True, blank=True)
+    # Guardrail: more divergences than this since the stage began roll the migration back (None: unchecked).
+    max_divergences = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [

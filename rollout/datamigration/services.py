@@ -64,7 +64,16 @@ def migration_snapshot(m: MigrationState | None) -> dict[str, Any]:
     config = Config.of(m)
     return {"stage": config.stage, "splits": list(config.splits), "cohorts": list(config.cohorts),
             "authoritative_since": (m.authoritative_since.isoformat() if m is not None and m.authoritative_since
-                                    else None)}
+                                    else None),
+            "max_divergences": m.max_divergences if m is not None else None}
+
+
+def _limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10**9:
+        raise ValidationFailed.field("max_divergences", "must be a whole number from 0, or null")
+    return value
 
 
 def divergence_summary(state: FlagState, *, since: Any = None) -> dict[str, Any]:
@@ -85,8 +94,8 @@ def unresolved_divergences(state: FlagState) -> int:
 
 
 def set_migration_state(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
-                        reason: str = "", stage: Any = UNSET, splits: Any = UNSET, cohorts: Any = UNSET
-                        ) -> AuditEvent | None:
+                        reason: str = "", stage: Any = UNSET, splits: Any = UNSET, cohorts: Any = UNSET,
+                        max_divergences: Any = UNSET) -> AuditEvent | None:
     """Move a migration forward (inside the caller's transaction); None when nothing changes."""
     check_version(state, version, what=f"flag state '{state.flag.key}@{state.environment.key}'")
     m = require_migration(state)
@@ -97,7 +106,8 @@ def set_migration_state(state: FlagState, *, actor: Actor, approval: Approval | 
     new = _new_config(old, stage=stage, splits=splits, cohorts=cohorts)
     enforce(actor, Action.MIGRATION_STAGE_SET, _effect(state, old, new), approval=approval,
             what=f"{Action.MIGRATION_STAGE_SET} of '{state.flag.key}' in {state.environment.key}")
-    if new == old:
+    limit = m.max_divergences if max_divergences is UNSET else _limit(max_divergences)
+    if new == old and limit == m.max_divergences:
         return None
     problems = backward_moves(old, new)
     if problems:
@@ -124,6 +134,7 @@ def set_migration_state(state: FlagState, *, actor: Actor, approval: Approval | 
     if new.parallel_authoritative and not old.parallel_authoritative:
         m.authoritative_since = now
     m.stage, m.splits, m.cohort_stages = new.stage, list(new.splits), list(new.cohorts)
+    m.max_divergences = limit
     m.save()
     if new.stage != MigrationStage.OFF and not state.enabled and old.stage == MigrationStage.OFF:
         state.enabled = True  # a migration under way is switched on; kill still turns every subject off

@@ -166,9 +166,10 @@ def test_stage_set__audit_event__exact(migration: str, actor: Actor, audit_event
     [event] = audit_events()
     assert (event.action, event.object_type, event.object_key, event.environment) == (
         "migration.stage_set", "flag_state", f"{FLAG}@staging", "staging")
-    assert event.before["migration"] == {"stage": "off", "splits": [], "cohorts": [], "authoritative_since": None}
+    assert event.before["migration"] == {"stage": "off", "splits": [], "cohorts": [], "authoritative_since": None,
+                                         "max_divergences": None}
     assert event.after["migration"] == {"stage": "dual_write", "splits": [], "cohorts": [],
-                                        "authoritative_since": None}
+                                        "authoritative_since": None, "max_divergences": None}
     assert event.after["enabled"] is True and event.before["enabled"] is False
 
 
@@ -269,3 +270,125 @@ def test_sdk_batch__end_to_end__counted_per_origin_and_operation(migration: str,
     [div] = Divergence.objects.all()
     assert (div.identifier, div.key_hash, div.stage) == ("5", key_hash("u-1"), "shadow")
     assert FlagState.objects.get(flag__key=FLAG, environment__key="staging").divergences.count() == 1
+
+
+# -- the API -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(people: dict[str, Actor]) -> Client:
+    from django.contrib.auth import get_user_model
+
+    c = Client()
+    c.force_login(get_user_model().objects.get(username="root"))
+    return c
+
+
+URL = f"/api/v1/flags/{FLAG}/states/staging/migration/"
+
+
+def test_api__status_list_export_resolve(migration: str, actor: Actor, api: Client, client: Client,
+                                        sdk_key: str) -> None:
+    walk(actor, "dual_write", "shadow")
+    post_batch(client, sdk_key, divergences=[report("shadow", "parallel", identifier="=cmd()"),
+                                             report("shadow", "parallel", key="t-2", identifier="row-2")])
+    status = api.get(URL).json()
+    assert (status["stage"], status["next_stage"], status["unresolved_divergences"]) == ("shadow", "live", 2)
+    assert status["complete"]["ready"] is False
+    assert [(d["origin"], d["records"]) for d in status["divergences"]] == [("parallel", 2)]
+    listed = api.get(URL + "divergences/?resolved=false").json()
+    assert sorted(d["identifier"] for d in listed) == ["=cmd()", "row-2"]
+    csv_body = b"".join(api.get(URL + "divergences/export?format=csv").streaming_content).decode()
+    assert csv_body.splitlines()[0].startswith("id,flag,environment,origin")
+    assert "'=cmd()" in csv_body  # a formula-looking identifier is defused
+    lines = b"".join(api.get(URL + "divergences/export?format=jsonl").streaming_content).decode().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["flag"] == FLAG
+    assert api.get(URL + "divergences/export?format=xml").status_code == 400
+    assert api.get(URL + "divergences/?resolvd=false").status_code == 400
+    resolved = api.post(URL + "divergences/resolve/", {"divergences": "all", "reason": "backfilled"},
+                        content_type="application/json")
+    assert resolved.status_code == 200 and resolved.json()["migration"]["unresolved_divergences"] == 0
+
+
+def test_api__stage_set_and_rollback(migration: str, api: Client) -> None:
+    version = FlagState.objects.get(flag__key=FLAG, environment__key="staging").version
+    moved = api.post(URL, {"version": version, "stage": "dual_write"}, content_type="application/json")
+    assert moved.status_code == 200 and moved.json()["migration"]["stage"] == "dual_write"
+    skipped = api.post(URL, {"version": version + 1, "stage": "live"}, content_type="application/json")
+    assert skipped.status_code == 400 and "stage" in skipped.json()["error"]["fields"]
+    assert api.post(URL + "rollback/", {}, content_type="application/json").status_code == 400  # no reason
+    back = api.post(URL + "rollback/", {"reason": "check"}, content_type="application/json")
+    assert back.status_code == 200 and back.json()["migration"]["stage"] == "off"
+
+
+# -- guardrails, the demo ---------------------------------------------------------------------------
+
+
+def _minutes(env: str, *, checks: int, inconsistent: int, parallel_calls: int = 0, parallel_errors: int = 0) -> None:
+    from common import clock
+    from rollout.models import MigrationMinute
+
+    minute = clock.now().replace(second=0, microsecond=0)
+    environment = Environment.objects.get(key=env)
+    MigrationMinute.objects.create(environment=environment, flag_key=FLAG, stage="shadow", origin="legacy",
+                                   operation="read", minute=minute, calls=checks, checks=checks,
+                                   inconsistent=inconsistent, latency_ms=[0] * 16)
+    MigrationMinute.objects.create(environment=environment, flag_key=FLAG, stage="shadow", origin="parallel",
+                                   operation="read", minute=minute, calls=parallel_calls, errors=parallel_errors,
+                                   latency_ms=[0] * 16)
+
+
+def _guard(actor: Actor, **limits: Any) -> None:
+    from rollout.plans.guardrails import guardrail_set
+
+    guardrail_set(actor=actor, flag=FLAG, environment="staging", version=None, **limits)
+
+
+def test_guardrail__inconsistency_above_limit__system_rolls_back_one_stage(migration: str, actor: Actor,
+                                                                           audit_events: Any) -> None:
+    from rollout.datamigration.guardrails import migration_guardrail_check
+
+    walk(actor, "dual_write", "shadow")
+    _guard(actor, max_mismatch_rate=2, min_sample_size=50, window_seconds=300, action="rollback")
+    _minutes("staging", checks=100, inconsistent=5)
+    state = FlagState.objects.get(flag__key=FLAG, environment__key="staging")
+    health = migration_guardrail_check(flag_state_id=state.pk)
+    assert health.status == "breached" and health.figures["inconsistency_rate"] == 5.0
+    event = audit_events()[-1]
+    assert (event.action, event.actor) == ("migration.rolled_back", "system:guardrail")
+    assert event.reason.startswith("guardrail: inconsistency rate 5.00% of 100 reads above 2%")
+    assert rule()["migration"]["stage"] == "dual_write"
+    # the stage began again: the same minutes are not judged twice
+    assert migration_guardrail_check(flag_state_id=state.pk).status in {"inactive", "insufficient_data"}
+
+
+def test_guardrail__few_checks__insufficient_data_and_nothing_done(migration: str, actor: Actor) -> None:
+    from rollout.datamigration.guardrails import migration_guardrail_check
+
+    walk(actor, "dual_write", "shadow")
+    _guard(actor, max_mismatch_rate=2, min_sample_size=500, window_seconds=300, action="rollback")
+    _minutes("staging", checks=100, inconsistent=50)
+    state = FlagState.objects.get(flag__key=FLAG, environment__key="staging")
+    assert migration_guardrail_check(flag_state_id=state.pk).status == "insufficient_data"
+    assert rule()["migration"]["stage"] == "shadow"
+
+
+def test_guardrail__divergences_above_limit__rolls_back(migration: str, actor: Actor, client: Client,
+                                                        sdk_key: str) -> None:
+    from rollout.datamigration.guardrails import migration_guardrail_check
+
+    walk(actor, "dual_write", "shadow")
+    stage_set(actor, max_divergences=1)
+    post_batch(client, sdk_key, divergences=[report("shadow", "parallel", key=f"t-{i}") for i in range(3)])
+    state = FlagState.objects.get(flag__key=FLAG, environment__key="staging")
+    health = migration_guardrail_check(flag_state_id=state.pk)
+    assert health.breaches == ["3 divergences since the stage began, above 1"]
+    assert rule()["migration"]["stage"] == "dual_write"
+
+
+def test_seed_migration_demo__one_migration_in_shadow__idempotent(envs: dict[str, Any]) -> None:
+    from rollout.datamigration.demo import seed_migration_demo
+
+    assert seed_migration_demo() is True
+    assert rule()["migration"]["stage"] == "shadow"
+    assert seed_migration_demo() is False
