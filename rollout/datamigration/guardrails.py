@@ -57,8 +57,13 @@ def judge(state: FlagState, m: MigrationState, *, now: datetime | None = None) -
         return MigrationHealth("inactive")
     window = guard.window_seconds if guard is not None else 300
     since = max(filter(None, [m.stage_started_at, now - timedelta(seconds=window)]))
+    # Counts are kept per minute: the minute in which the stage began also holds calls made before it, so
+    # only whole minutes after it are judged (a check may wait up to a minute after a stage change).
+    first_minute = since.replace(second=0, microsecond=0)
+    if first_minute < since:
+        first_minute += timedelta(minutes=1)
     rows = MigrationMinute.objects.filter(environment_id=state.environment_id, flag_key=state.flag.key,
-                                          minute__gte=since.replace(second=0, microsecond=0))
+                                          minute__gte=first_minute)
     checks = inconsistent = parallel_calls = parallel_errors = 0
     for row in rows:
         if row.operation == "read":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from actions.submit import submit_state
+from common import clock
 from common.actors import Actor
 from rollout.models import Divergence, MigrationState
 from tests.integration.test_guardrail_worker import celery_beat_process  # noqa: F401  (the fixture)
@@ -65,11 +67,12 @@ def test_migration__off_to_complete__guardrail_rollback_and_divergence_resolved(
         call_command("simulate_migration", url=server_process.url, sdk_key=secret, flag=FLAG, requests=300,
                      tenants=40, seed=11, flush_interval=0.3, **rates)
 
-    move("dual_write")
-    move("shadow")
+    with clock.frozen(clock.now() - timedelta(minutes=2)):  # the stage began before the traffic's minute
+        move("dual_write")
+        move("shadow")
     # 1. inconsistent reads in shadow: the worker rolls the migration back to dual_write
     simulate(inconsistency_rate=0.3)
-    assert _wait_for(lambda: _stage() == "dual_write", timeout=45), "the guardrail did not roll the stage back"
+    assert _wait_for(lambda: _stage() == "dual_write", timeout=60), "the guardrail did not roll the stage back"
     rollback = AuditEvent.objects.get(action="migration.rolled_back")
     assert (rollback.actor, rollback.after["from_stage"], rollback.after["to_stage"]) == (
         "system:guardrail", "shadow", "dual_write")
@@ -86,8 +89,10 @@ def test_migration__off_to_complete__guardrail_rollback_and_divergence_resolved(
     url = f"/api/v1/flags/{FLAG}/states/staging/migration/"
     listed = api.get(url + "divergences/?resolved=false").json()
     assert listed and all(d["origin"] == "legacy" and d["identifier"].startswith("acct-") for d in listed)
+    assert _stage() == "rampdown"
     blocked = api.post(url, {"stage": "complete", "version": _version()}, content_type="application/json")
-    assert blocked.status_code == 409 and "unresolved divergence" in blocked.json()["error"]["message"]
+    assert blocked.status_code == 409, blocked.json()
+    assert "unresolved divergence" in blocked.json()["error"]["message"]
 
     # 3. reconciled, resolved (audited), then complete
     resolved = api.post(url + "divergences/resolve/", {"divergences": "all", "reason": "replayed into legacy"},

@@ -16,6 +16,7 @@ from turnout.engine import compile_ruleset
 from turnout.wire import key_hash
 
 from actions.submit import submit_state
+from common import clock
 from common.actors import Actor
 from common.errors import Conflict, ValidationFailed
 from rollout.access.keys import sdk_key_create
@@ -348,7 +349,8 @@ def test_guardrail__inconsistency_above_limit__system_rolls_back_one_stage(migra
                                                                            audit_events: Any) -> None:
     from rollout.datamigration.guardrails import migration_guardrail_check
 
-    walk(actor, "dual_write", "shadow")
+    with clock.frozen(clock.now() - timedelta(minutes=3)):  # the stage began minutes before the traffic
+        walk(actor, "dual_write", "shadow")
     _guard(actor, max_mismatch_rate=2, min_sample_size=50, window_seconds=300, action="rollback")
     _minutes("staging", checks=100, inconsistent=5)
     state = FlagState.objects.get(flag__key=FLAG, environment__key="staging")
@@ -362,10 +364,25 @@ def test_guardrail__inconsistency_above_limit__system_rolls_back_one_stage(migra
     assert migration_guardrail_check(flag_state_id=state.pk).status in {"inactive", "insufficient_data"}
 
 
+def test_guardrail__traffic_in_the_minute_the_stage_began__not_judged(migration: str, actor: Actor) -> None:
+    """Counts are per minute: calls from before the stage began share its first minute, so that minute is
+    left out (a stage moved back and forth is not judged on the old stage's reads)."""
+    from rollout.datamigration.guardrails import migration_guardrail_check
+
+    _guard(actor, max_mismatch_rate=2, min_sample_size=50, window_seconds=300, action="rollback")
+    with clock.frozen(clock.now().replace(second=30)):
+        walk(actor, "dual_write", "shadow")
+        _minutes("staging", checks=100, inconsistent=50)
+        state = FlagState.objects.get(flag__key=FLAG, environment__key="staging")
+        assert migration_guardrail_check(flag_state_id=state.pk).status == "insufficient_data"
+    assert rule()["migration"]["stage"] == "shadow"
+
+
 def test_guardrail__few_checks__insufficient_data_and_nothing_done(migration: str, actor: Actor) -> None:
     from rollout.datamigration.guardrails import migration_guardrail_check
 
-    walk(actor, "dual_write", "shadow")
+    with clock.frozen(clock.now() - timedelta(minutes=3)):
+        walk(actor, "dual_write", "shadow")
     _guard(actor, max_mismatch_rate=2, min_sample_size=500, window_seconds=300, action="rollback")
     _minutes("staging", checks=100, inconsistent=50)
     state = FlagState.objects.get(flag__key=FLAG, environment__key="staging")
