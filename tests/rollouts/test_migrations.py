@@ -409,3 +409,18 @@ def test_seed_migration_demo__one_migration_in_shadow__idempotent(envs: dict[str
     assert seed_migration_demo() is True
     assert rule()["migration"]["stage"] == "shadow"
     assert seed_migration_demo() is False
+
+
+def test_flag_page__migration_flag__stage_card_with_figures_and_export(migration: str, actor: Actor, api: Client,
+                                                                      client: Client, sdk_key: str) -> None:
+    walk(actor, "dual_write")
+    post_batch(client, sdk_key, divergences=[report("dual_write", "parallel")])
+    page = api.get(f"/flags/{FLAG}/").content.decode()
+    assert "Data migration" in page and 'aria-current="step"><strong>dual_write</strong>' in page
+    assert "Next step</dt><dd>shadow" in page
+    assert f"/api/v1/flags/{FLAG}/states/staging/migration/divergences/export?format=csv" in page
+    assert "1 unresolved divergence" in page
+
+
+def test_flag_page__release_flag__no_stage_card(flag: Any, api: Client) -> None:
+    assert "Data migration" not in api.get("/flags/invoice-engine/").content.decode()
