@@ -99,7 +99,6 @@ class OriginFiguresOutput(serializers.Serializer[Any]):
     origin = serializers.CharField()
     operation = serializers.CharField()
     calls = serializers.IntegerField()
-    errors = serializers.IntegerField()
     error_rate = serializers.FloatField(allow_null=True)
     late = serializers.IntegerField()
     skipped = serializers.IntegerField()
@@ -109,6 +108,11 @@ class OriginFiguresOutput(serializers.Serializer[Any]):
     check_errors = serializers.IntegerField()
     consistency_rate = serializers.FloatField(allow_null=True)
     divergences = serializers.IntegerField()
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        fields["errors"] = serializers.IntegerField()  # ``errors`` is a Serializer attribute: declared here
+        return fields
 
 
 class DivergenceCountOutput(serializers.Serializer[Any]):
