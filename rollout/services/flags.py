@@ -338,6 +338,11 @@ def retire_state(state: FlagState, *, actor: Actor, version: int | None = None, 
     if not state.enabled or state.percentage != Decimal(100):
         raise Conflict(f"'{flag}' in {environment} must be enabled at 100% before legacy is retired",
                        current_version=state.version)
+    if state.flag.kind == FlagKind.MIGRATION:  # the reconciliation trail first (docs/migrations.md)
+        unresolved = state.divergences.filter(resolved_at__isnull=True).count()
+        if unresolved:
+            raise Conflict(f"'{flag}' in {environment} has {unresolved} unresolved divergence(s): resolve them "
+                           "before legacy is retired", current_version=state.version)
     state.retired = True
     state.compare_percentage = Decimal(0)
     retire_stage = state.stages.filter(retires_legacy=True).order_by("position").first()

@@ -424,3 +424,17 @@ def test_flag_page__migration_flag__stage_card_with_figures_and_export(migration
 
 def test_flag_page__release_flag__no_stage_card(flag: Any, api: Client) -> None:
     assert "Data migration" not in api.get("/flags/invoice-engine/").content.decode()
+
+
+def test_retire__migration_flag_with_unresolved_divergence__409_until_resolved(
+        migration: str, actor: Actor, client: Client, sdk_key: str) -> None:
+    from rollout.services.flags import flag_state_retire, flag_state_update
+
+    walk(actor, "dual_write")
+    post_batch(client, sdk_key, divergences=[report("dual_write", "parallel")])
+    flag_state_update(actor=actor, flag=FLAG, environment="staging", version=None, percentage_value=100)
+    with pytest.raises(Conflict, match="unresolved divergence"):
+        flag_state_retire(actor=actor, flag=FLAG, environment="staging")
+    submit_state(actor=actor, flag=FLAG, environment="staging", action="migration.divergences_resolved",
+                 params={"divergences": "all"}, reason="backfilled")
+    assert flag_state_retire(actor=actor, flag=FLAG, environment="staging").retired
