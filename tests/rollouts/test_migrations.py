@@ -438,3 +438,15 @@ def test_retire__migration_flag_with_unresolved_divergence__409_until_resolved(
     submit_state(actor=actor, flag=FLAG, environment="staging", action="migration.divergences_resolved",
                  params={"divergences": "all"}, reason="backfilled")
     assert flag_state_retire(actor=actor, flag=FLAG, environment="staging").retired
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"url": "http://example.com"}, "loopback"),
+    ({"url": "http://127.0.0.1:9", "requests": 0}, "--requests"),
+    ({"url": "http://127.0.0.1:9", "tenants": 0}, "--tenants"),
+])
+def test_simulate_migration__bad_options__command_error(options: dict[str, Any], message: str) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=message):
+        call_command("simulate_migration", sdk_key="sdk_x", flag=FLAG, **options)
