@@ -26,6 +26,7 @@ from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
 from common.services import UNSET
 from rollout import stale
+from rollout.datamigration import services as migration_services
 from rollout.models import Flag, FlagState, TargetType, Workload
 from rollout.plans import guardrails, prometheus, promotion, stages
 from rollout.plans.stages import set_plan_state
@@ -168,6 +169,33 @@ def _pause(state: FlagState, *, actor: Actor, approval: Approval | None, version
     return stages.pause_state(state, actor=actor, reason=reason, version=version)
 
 
+def _migration_stage(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
+                     reason: str, **config: Any) -> AuditEvent | None:
+    return migration_services.set_migration_state(state, actor=actor, approval=approval, version=version,
+                                                  reason=reason, **config)
+
+
+def _migration_rollback(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
+                        reason: str) -> AuditEvent:
+    return migration_services.rollback_migration_state(state, actor=actor, version=version, reason=reason)
+
+
+def _divergences_resolved(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None,
+                          reason: str, divergences: Any = ()) -> AuditEvent:
+    return migration_services.resolve_divergences_state(state, actor=actor, approval=approval, version=version,
+                                                        reason=reason, divergences=divergences)
+
+
+def _describe_stage(state: FlagState, params: Mapping[str, Any]) -> str:
+    if params.get("stage") == "complete":
+        return f"complete the migration of {_where(state)} (irreversible: legacy is no longer written)"
+    return f"move the migration of {_where(state)} forward ({', '.join(sorted(params))})"
+
+
+def _resolving(params: Mapping[str, Any]) -> str:
+    return "every unresolved" if params.get("divergences") == "all" else str(_count(params, "divergences"))
+
+
 def _where(state: FlagState) -> str:
     return state_key(state)
 
@@ -273,6 +301,13 @@ ACTIONS: dict[Action, ActionSpec] = {spec.name: spec for spec in [
     ActionSpec(Action.FLAG_STATE_ROLLED_BACK, STATE, frozenset(), _rollback,
                lambda s, p: f"roll {_where(s)} back one stage"),
     ActionSpec(Action.FLAG_STATE_PAUSED, STATE, frozenset(), _pause, lambda s, p: f"pause {_where(s)}"),
+    ActionSpec(Action.MIGRATION_STAGE_SET, STATE, frozenset({"stage", "splits", "cohorts", "max_divergences"}),
+               _migration_stage,
+               _describe_stage, migration_services.stage_change_effect),
+    ActionSpec(Action.MIGRATION_ROLLED_BACK, STATE, frozenset(), _migration_rollback,
+               lambda s, p: f"roll the migration of {_where(s)} back one stage"),
+    ActionSpec(Action.MIGRATION_DIVERGENCES_RESOLVED, STATE, frozenset({"divergences"}), _divergences_resolved,
+               lambda s, p: f"resolve {_resolving(p)} divergence(s) of {_where(s)}"),
     ActionSpec(Action.FLAG_UPDATED, TargetType.FLAG, frozenset({"description", "salt", "bucket_by"}),
                _flag_update, lambda f, p: f"change {', '.join(sorted(p))} of flag {f.key}", _flag_effect),
     ActionSpec(Action.FLAG_ARCHIVED, TargetType.FLAG, frozenset(), _archive,

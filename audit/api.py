@@ -195,7 +195,7 @@ EXPORT_PARAMS = [
 ]
 
 
-class _FormatIsOurs(DefaultContentNegotiation):
+class FormatIsOurs(DefaultContentNegotiation):
     """``?format=csv|jsonl`` names the export's format here, not a DRF renderer."""
 
     # DRF passes the view's renderer list; the stub widens it to any Iterable.
@@ -205,7 +205,7 @@ class _FormatIsOurs(DefaultContentNegotiation):
 
 
 class ExportView(AuditView):
-    content_negotiation_class = _FormatIsOurs
+    content_negotiation_class = FormatIsOurs
 
     @extend_schema(
         tags=["audit"], summary="Export events as CSV or JSON Lines (streamed; large ranges run in the background)",

@@ -43,6 +43,10 @@ class Action(StrEnum):
     MISMATCH_GROUP_KNOWN = "mismatch_group.known"
     MISMATCH_GROUP_UNKNOWN = "mismatch_group.unknown"
     COHORT_RULES_NEUTRALISED = "cohort.rules_neutralised"  # by migration cohorts/0002 only
+    # data migrations (migration flags)
+    MIGRATION_STAGE_SET = "migration.stage_set"
+    MIGRATION_ROLLED_BACK = "migration.rolled_back"
+    MIGRATION_DIVERGENCES_RESOLVED = "migration.divergences_resolved"
     # access
     SDK_KEY_CREATED = "sdk_key.created"
     SDK_KEY_REVOKED = "sdk_key.revoked"

@@ -308,6 +308,8 @@ SPECTACULAR_SETTINGS = {
         "DecisionPathEnum": ["legacy", "parallel"],
         "BreachActionEnum": "rollout.models.BreachAction",
         "ChangeActionEnum": "actions.registry.ACTION_CHOICES",
+        "FlagKindEnum": "rollout.models.FlagKind",
+        "MemberKindEnum": "cohorts.models.MemberKind",
     },
 }
 
@@ -376,6 +378,9 @@ CELERY_BEAT_SCHEDULE = {
     "rollup-metrics": {"task": "rollout.tasks.rollup_metrics", "schedule": 60.0},
     # Every active rollout's guardrails (a breach acts at once) and auto stages whose soak has passed.
     "check-guardrails": {"task": "rollout.tasks.check_guardrails", "schedule": TURNOUT_GUARDRAIL_INTERVAL},
+    # Every data migration under way: inconsistency, parallel errors, divergences (rollout/datamigration).
+    "check-migration-guardrails": {"task": "rollout.tasks.check_migration_guardrails",
+                                   "schedule": TURNOUT_GUARDRAIL_INTERVAL},
     # Stages with a scheduled start.
     "start-scheduled-stages": {"task": "rollout.tasks.start_scheduled_stages", "schedule": 15.0},
     # Mismatch samples into their groups.

@@ -78,10 +78,17 @@ class Workload(TimestampedModel):
         return self.key
 
 
+class FlagKind(models.TextChoices):
+    RELEASE = "release", "Release (one path per call)"
+    MIGRATION = "migration", "Data migration (read/write stages)"
+
+
 class Flag(TimestampedModel):
     """The switch a service asks about: legacy or parallel for this subject?"""
 
     key = KeyField(unique=True)
+    # A migration flag moves data: its states carry a stage (MigrationState), read by client.migration().
+    kind = models.CharField(max_length=9, choices=FlagKind.choices, default=FlagKind.RELEASE)
     workload = models.ForeignKey(Workload, on_delete=models.PROTECT, related_name="flags")
     description = models.TextField(blank=True, default="")
     salt = models.CharField(max_length=100)
@@ -94,6 +101,9 @@ class Flag(TimestampedModel):
 
     class Meta:
         ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(kind__in=FlagKind.values), name="flag_kind_valid"),
+        ]
 
     def __str__(self) -> str:
         return self.key
@@ -101,7 +111,7 @@ class Flag(TimestampedModel):
 
 class FlagStateQuerySet(models.QuerySet["FlagState"]):
     def for_ruleset(self) -> FlagStateQuerySet:
-        return self.select_related("flag").prefetch_related("include_cohorts", "exclude_cohorts")
+        return self.select_related("flag", "migration").prefetch_related("include_cohorts", "exclude_cohorts")
 
 
 class FlagState(models.Model):
@@ -591,3 +601,141 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"announce {self.environment} v{self.version}"
+
+
+# -- data migrations (docs/migrations.md) ----------------------------------------------------------
+
+
+class MigrationStage(models.TextChoices):
+    """The stages of a data migration, in order (``turnout.types.Stage``)."""
+
+    OFF = "off", "Off: legacy only"
+    DUAL_WRITE = "dual_write", "Dual write: write both, legacy authoritative, read legacy"
+    SHADOW = "shadow", "Shadow: write both, read both and compare, return legacy"
+    LIVE = "live", "Live: write both, parallel authoritative, read both and compare, return parallel"
+    RAMPDOWN = "rampdown", "Ramp-down: write both, parallel authoritative, read parallel"
+    COMPLETE = "complete", "Complete: parallel only (irreversible)"
+
+
+class MigrationState(models.Model):
+    """Where a migration flag's data move stands in one environment: the base stage, shares of
+    subjects further ahead (``splits``) and cohorts placed at a stage (``cohort_stages``)."""
+
+    flag_state = models.OneToOneField(FlagState, on_delete=models.CASCADE, related_name="migration")
+    stage = models.CharField(max_length=10, choices=MigrationStage.choices, default=MigrationStage.OFF)
+    # [{"stage": "live", "percentage": 10.0}, ...]: stages beyond the base in order, shares not growing
+    splits = models.JSONField(default=list, blank=True)
+    # [{"cohort": "pilot", "stage": "live"}, ...]: the first listed cohort a subject is in decides
+    cohort_stages = models.JSONField(default=list, blank=True)
+    stage_started_at = models.DateTimeField(null=True, blank=True)
+    # When parallel last became authoritative for anyone (entering live): divergences since then are
+    # what a rollback puts at risk.
+    authoritative_since = models.DateTimeField(null=True, blank=True)
+    # Guardrail: more divergences than this since the stage began roll the migration back (None: unchecked).
+    max_divergences = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(stage__in=MigrationStage.values),
+                                   name="migration_state_stage_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_state_id}: {self.stage}"
+
+
+class MigrationOrigin(models.TextChoices):
+    LEGACY = "legacy", "Legacy"
+    PARALLEL = "parallel", "Parallel"
+
+
+class Divergence(models.Model):
+    """A write that reached the authoritative origin but not the other one (reported by SDKs), counted
+    per subject (key hash), origin, operation and identifier until someone resolves it."""
+
+    flag_state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="divergences")
+    key_hash = models.CharField(max_length=64)
+    origin = models.CharField(max_length=8, choices=MigrationOrigin.choices)
+    operation = models.CharField(max_length=5, default="write")
+    identifier = models.CharField(max_length=200, blank=True, default="")
+    stage = models.CharField(max_length=10, help_text="the subject's stage when last seen")
+    count = models.PositiveBigIntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    last_error = models.CharField(max_length=300, blank=True, default="")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True, default="")
+    resolution = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-last_seen", "id"]
+        indexes = [models.Index(fields=["flag_state", "resolved_at"], name="divergence_open_idx")]
+        constraints = [
+            # One row per diverged record: repeats count on it (and reopen it when it was resolved).
+            models.UniqueConstraint(fields=["flag_state", "key_hash", "origin", "operation", "identifier"],
+                                    name="divergence_unique_record"),
+            models.CheckConstraint(condition=models.Q(origin__in=MigrationOrigin.values),
+                                   name="divergence_origin_valid"),
+            # A resolution always says who and why.
+            models.CheckConstraint(condition=models.Q(resolved_at__isnull=True)
+                                   | (~models.Q(resolved_by="") & ~models.Q(resolution="")),
+                                   name="divergence_resolved_has_reason"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_state_id}:{self.origin}/{self.identifier or self.key_hash[:12]} ×{self.count}"
+
+
+class MigrationMinute(models.Model):
+    """What SDKs reported for one migration flag, stage, origin and operation in one minute."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="migration_minutes")
+    flag_key = models.CharField(max_length=100)
+    stage = models.CharField(max_length=10)
+    origin = models.CharField(max_length=8, choices=MigrationOrigin.choices)
+    operation = models.CharField(max_length=5)
+    minute = models.DateTimeField()
+    calls = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    late = models.PositiveBigIntegerField(default=0)
+    skipped = models.PositiveBigIntegerField(default=0)
+    checks = models.PositiveBigIntegerField(default=0)
+    inconsistent = models.PositiveBigIntegerField(default=0)
+    check_errors = models.PositiveBigIntegerField(default=0)
+    divergences = models.PositiveBigIntegerField(default=0)
+    latency_ms = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["minute", "flag_key", "origin", "operation"]
+        constraints = [
+            # One row per flag, stage, origin, operation and minute: counts are added to it.
+            models.UniqueConstraint(fields=["environment", "flag_key", "stage", "origin", "operation", "minute"],
+                                    name="migration_minute_unique"),
+            models.CheckConstraint(condition=models.Q(origin__in=MigrationOrigin.values),
+                                   name="migration_minute_origin_valid"),
+            models.CheckConstraint(condition=models.Q(operation__in=["read", "write"]),
+                                   name="migration_minute_operation_valid"),
+        ]
+        indexes = [models.Index(fields=["environment", "flag_key", "minute"], name="migration_minute_flag_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.flag_key}/{self.origin}.{self.operation}@{self.minute:%Y-%m-%d %H:%M}"
+
+
+class ConsistencySample(models.Model):
+    """A few reads per minute whose origins disagreed, redacted by the host (subject as ``key_hash``)."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="consistency_samples")
+    flag_key = models.CharField(max_length=100)
+    stage = models.CharField(max_length=10)
+    key_hash = models.CharField(max_length=64)
+    authoritative = models.CharField(max_length=8)
+    legacy = models.JSONField(null=True)
+    parallel = models.JSONField(null=True)
+    truncated = models.BooleanField(default=False)
+    at = models.DateTimeField()
+    minute = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-minute", "flag_key"]
+        indexes = [models.Index(fields=["environment", "flag_key", "minute"], name="consistency_sample_flag_idx")]

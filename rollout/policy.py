@@ -13,7 +13,10 @@ so a new entrance cannot skip it. The rules (docs/rollouts.md):
   gated; a gated change needs a second person's approval, except an admin's;
 * some changes always need approval, for admins too: advancing an ``irreversible`` workload, and
   making a workload ``irreversible`` or no longer ``irreversible``;
-* marking a mismatch group as a known difference is gated by the environment's approval only;
+* marking a mismatch group as a known difference, and resolving divergences, are gated by the
+  environment's approval only;
+* a migration's stage change is gated only when parallel becomes authoritative for more subjects
+  (``live``) or the migration completes (``migration_stage_effect``); its rollback never waits;
 * the system (guardrails, the scheduler, auto-advance) acts without a change request: it only
   carries out a plan that was itself set through one where approval is required.
 """
@@ -36,7 +39,8 @@ from rollout.models import Environment, FlagState, Reversibility, Risk, Workload
 HIGH_RISK = frozenset({Risk.HIGH, Risk.CRITICAL})
 
 #: Actions that move toward safety: they never wait for approval.
-EMERGENCY = frozenset({Action.FLAG_STATE_KILLED, Action.FLAG_STATE_ROLLED_BACK, Action.FLAG_STATE_PAUSED})
+EMERGENCY = frozenset({Action.FLAG_STATE_KILLED, Action.FLAG_STATE_ROLLED_BACK, Action.FLAG_STATE_PAUSED,
+                       Action.MIGRATION_ROLLED_BACK})
 #: Actions that change who administers what: admins only, applied at once.
 ADMINISTRATION = frozenset({
     Action.ENVIRONMENT_CREATED, Action.ENVIRONMENT_UPDATED, Action.SDK_KEY_CREATED, Action.SDK_KEY_REVOKED,
@@ -48,6 +52,7 @@ STATE_CHANGES = frozenset({
     Action.FLAG_STATE_UPDATED, Action.FLAG_STATE_RESUMED, Action.FLAG_STATE_RETIRED, Action.FLAG_STATE_PLAN_SET,
     Action.FLAG_STATE_ADVANCED, Action.FLAG_STATE_GUARDRAILS_SET, Action.MISMATCH_GROUP_KNOWN,
     Action.FLAG_STATE_PROMOTED, Action.FLAG_STATE_GUARDRAIL_QUERIES_SET,
+    Action.MIGRATION_STAGE_SET, Action.MIGRATION_DIVERGENCES_RESOLVED,
 })
 
 
@@ -134,8 +139,23 @@ def state_effect(state: FlagState, action: Action) -> Effect:
     always = ""
     if action == Action.FLAG_STATE_ADVANCED and workload.reversibility == Reversibility.IRREVERSIBLE:
         always = f"workload '{workload.key}' is irreversible: advancing it always needs a second person"
-    if action == Action.MISMATCH_GROUP_KNOWN:  # a judgement about evidence, not a change of exposure
+    if action in (Action.MISMATCH_GROUP_KNOWN, Action.MIGRATION_DIVERGENCES_RESOLVED):
+        # a judgement about evidence, not a change of exposure
         return Effect(environments=(state.environment,), always_approval=always)
+    return Effect(environments=(state.environment,), workloads=(exposure(workload),), always_approval=always)
+
+
+def migration_stage_effect(state: FlagState, *, authoritative_for_more: bool, completes: bool) -> Effect:
+    """A migration moving forward: gated (environment, risk) only when parallel becomes authoritative for
+    more subjects (entering ``live``) or the migration completes; ``complete`` of an irreversible workload
+    always needs a second person, like advancing one. Other moves (dual writes, shadow reads) do not
+    change which side's data is the truth, so they apply at once for whoever may change the environment."""
+    if not (authoritative_for_more or completes):
+        return Effect(environments=(state.environment,), decides=False)
+    workload = state.flag.workload
+    always = ""
+    if completes and workload.reversibility == Reversibility.IRREVERSIBLE:
+        always = f"workload '{workload.key}' is irreversible: completing its migration always needs a second person"
     return Effect(environments=(state.environment,), workloads=(exposure(workload),), always_approval=always)
 
 

@@ -73,7 +73,7 @@ def workload_snapshot(w: Workload) -> dict[str, Any]:
 def flag_snapshot(f: Flag) -> dict[str, Any]:
     return {
         "key": f.key, "workload": f.workload.key, "description": f.description, "salt": f.salt,
-        "bucket_by": f.bucket_by, "version": f.version,
+        "bucket_by": f.bucket_by, "kind": f.kind, "version": f.version,
     }
 
 

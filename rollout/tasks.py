@@ -9,6 +9,7 @@ from celery import Task, shared_task
 
 from common.conf import get_setting
 from common.heartbeats import beat_schedule_ran
+from rollout.datamigration.guardrails import active_migration_ids, migration_guardrail_check
 from rollout.delivery.publish import outbox_drain
 from rollout.delivery.ruleset import get_ruleset
 from rollout.plans.guardrails import active_rollout_ids, guardrail_check, scheduled_rollout_ids, scheduled_start
@@ -59,6 +60,21 @@ def check_guardrail(flag_state_id: int) -> str | None:
 def enqueue_check(flag_state_id: int) -> None:
     """Hand one check to the broker; no retries on the request path (the periodic check remains)."""
     check_guardrail.apply_async(args=(flag_state_id,), retry=False)
+
+
+@shared_task
+def check_migration_guardrails() -> dict[str, int]:
+    """Beat (every TURNOUT_GUARDRAIL_INTERVAL s): judge every data migration under way (docs/migrations.md)."""
+    acted = checked = 0
+    for state_id in active_migration_ids():
+        try:
+            health = migration_guardrail_check(flag_state_id=state_id)
+        except Exception:  # one migration's trouble never stops the others' checks
+            logger.exception("migration.guardrail_check_failed", extra={"flag_state": state_id})
+            continue
+        checked += 1
+        acted += health.status == "breached"
+    return {"checked": checked, "acted": acted}
 
 
 @shared_task

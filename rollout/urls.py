@@ -7,6 +7,7 @@ from rollout.api import config as config_api
 from rollout.api import environments, flags, keys, promotion, users, workloads
 from rollout.api import rollouts as rollouts_api
 from rollout.api import stale as stale_api
+from rollout.datamigration import api as migration_api
 from rollout.delivery import sdk_api
 from rollout.delivery import stream as stream_api
 
@@ -58,6 +59,14 @@ urlpatterns = [
     path(STATE + "mismatches/<str:group>/known/", rollouts_api.MismatchKnownView.as_view(),
          name="rollout-mismatch-known"),
     path("gates/<str:flag>/<str:env>", rollouts_api.GateView.as_view(), name="deployment-gate"),
+    # Data migrations: stages, rollback, the divergence list (docs/migrations.md).
+    path(STATE + "migration/", migration_api.MigrationView.as_view(), name="migration"),
+    path(STATE + "migration/rollback/", migration_api.MigrationRollbackView.as_view(), name="migration-rollback"),
+    path(STATE + "migration/divergences/", migration_api.DivergenceListView.as_view(), name="migration-divergences"),
+    path(STATE + "migration/divergences/export", migration_api.DivergenceExportView.as_view(),
+         name="migration-divergences-export"),
+    path(STATE + "migration/divergences/resolve/", migration_api.DivergenceResolveView.as_view(),
+         name="migration-divergences-resolve"),
     # Four eyes.
     path("change-requests/", cr_api.ChangeRequestListView.as_view(), name="change-requests"),
     path("change-requests/<str:pk>/", cr_api.ChangeRequestDetailView.as_view(), name="change-request"),

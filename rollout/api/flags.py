@@ -23,7 +23,7 @@ from rollout.api.change_requests import outcome_response
 from rollout.api.fields import OverridesField
 from rollout.api.rollout_outputs import PendingOutput
 from rollout.filters import FlagFilter
-from rollout.models import Flag, FlagState
+from rollout.models import Flag, FlagKind, FlagState
 from rollout.services.flags import flag_create, flag_delete
 
 TAGS = ["flags"]
@@ -38,6 +38,7 @@ class FlagOutput(serializers.Serializer[Any]):
     description = serializers.CharField()
     salt = serializers.CharField()
     bucket_by = serializers.CharField(help_text="Attribute to bucket by (empty: the context key).")
+    kind = serializers.ChoiceField(choices=FlagKind.choices, help_text="`migration`: a data migration.")
     version = serializers.IntegerField(help_text="Send it back with a change (or If-Match); a stale one gets 409.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -91,6 +92,9 @@ class FlagListView(ManagementListView):
         salt = serializers.CharField(max_length=100, required=False, allow_blank=True, default="",
                                      help_text="Bucketing salt; defaults to the flag key.")
         bucket_by = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        kind = serializers.ChoiceField(choices=FlagKind.choices, required=False, default=FlagKind.RELEASE,
+                                       help_text="`migration`: a data migration with read/write stages "
+                                                 "(docs/migrations.md).")
 
     def get_queryset(self) -> QuerySet[Flag]:
         return selectors.flag_list()

@@ -30,6 +30,7 @@ from cohorts.models import Cohort, CohortMember, MemberKind
 from common import metrics
 from common.conf import get_setting
 from common.redis import degrade, get_redis
+from rollout.datamigration.rules import migration_rule
 from rollout.models import Environment, FlagState
 
 logger = logging.getLogger("turnout.ruleset")
@@ -89,6 +90,7 @@ def build_document(env: Environment) -> RulesetDocument:
     """The ruleset for one environment as it stands in the database now (``turnout.wire``)."""
     flags: dict[str, FlagRule] = {}
     used: dict[int, Cohort] = {}
+    staged: set[str] = set()
     states = FlagState.objects.filter(environment=env, flag__archived_at__isnull=True)  # archived: gone
     for state in states.for_ruleset().order_by("flag__key"):
         include = sorted(state.include_cohorts.all(), key=lambda c: c.key)
@@ -107,6 +109,13 @@ def build_document(env: Environment) -> RulesetDocument:
             "compare_percentage": float(state.compare_percentage),
             "stage": state.stage,
         }
+        migration = migration_rule(state)  # a migration flag's stages (docs/migrations.md), its own field
+        if migration is not None:
+            flags[state.flag.key]["migration"] = migration
+            staged.update(c["cohort"] for c in migration.get("cohorts", ()))
+    if staged:
+        for cohort in Cohort.objects.filter(key__in=staged):
+            used.setdefault(cohort.pk, cohort)
     cohorts = {c.key: _cohort_doc(c) for c in sorted(used.values(), key=lambda c: c.key)}
     return {"schema": SCHEMA, "environment": env.key, "version": env.ruleset_version, "cohorts": cohorts,
             "flags": flags}

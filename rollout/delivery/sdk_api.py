@@ -14,6 +14,7 @@ from turnout.types import Reason
 from common import metrics as prometheus
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES, AttributeValueField
+from rollout.datamigration.telemetry import migration_record, parse_migration_batch
 from rollout.delivery.evaluation import acompiled_ruleset, compiled_ruleset, decision_body
 from rollout.delivery.lean import (
     BadRequest,
@@ -225,11 +226,14 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return guarded
     principal = guarded[0]
     try:
-        batch = parse_batch(read_json(request, max_bytes=get_setting("METRICS_MAX_BODY")))
+        data = read_json(request, max_bytes=get_setting("METRICS_MAX_BODY"))
+        batch = parse_batch(data)
+        migrations = parse_migration_batch(data)  # the data-migration fields (optional)
     except BadRequest as exc:
         prometheus.record_sdk_report(environment=principal.environment, outcome="rejected")
         return bad_request(exc)
     metrics_record(environment_id=principal.environment_id, batch=batch)
     trigger_checks(principal.environment_id, batch, enqueue_check)  # never raises; at most an enqueue
+    migration_record(environment_id=principal.environment_id, batch=migrations)
     prometheus.record_sdk_report(environment=principal.environment, outcome="accepted")
     return json_response({"accepted": True}, status=202)

@@ -15,7 +15,7 @@ from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
 from common.services import UNSET, Unset, check_version, full_clean, percentage
 from rollout.delivery.rulesets import ruleset_changed
-from rollout.models import Environment, Flag, FlagState, ReviewItem, Workload
+from rollout.models import Environment, Flag, FlagKind, FlagState, ReviewItem, Workload
 from rollout.plans.phases import sync_workload_phase
 from rollout.policy import (
     NO_EFFECT,
@@ -51,11 +51,15 @@ def _attribute_name(value: str, *, field: str) -> str:
 def flag_create(
     *, actor: Actor, key: str, workload: str, description: str = "", salt: str | None = None, bucket_by: str = "",
     reason: str = "",
+    kind: str = FlagKind.RELEASE,
 ) -> Flag:
+    """A new flag, off in every environment. ``kind`` ``migration``: a data migration (read/write stages)."""
     enforce(actor, Action.FLAG_CREATED)
+    if kind not in FlagKind.values:
+        raise ValidationFailed.field("kind", f"must be one of {', '.join(FlagKind.values)}")
     with audited_atomic():
         flag = Flag(key=key, workload=_workload(workload), description=description, salt=salt or key,
-                    bucket_by=_attribute_name(bucket_by, field="bucket_by"))
+                    bucket_by=_attribute_name(bucket_by, field="bucket_by"), kind=kind)
         full_clean(flag)
         try:
             flag.save(force_insert=True)
@@ -335,6 +339,11 @@ def retire_state(state: FlagState, *, actor: Actor, version: int | None = None, 
     if not state.enabled or state.percentage != Decimal(100):
         raise Conflict(f"'{flag}' in {environment} must be enabled at 100% before legacy is retired",
                        current_version=state.version)
+    if state.flag.kind == FlagKind.MIGRATION:  # the reconciliation trail first (docs/migrations.md)
+        unresolved = state.divergences.filter(resolved_at__isnull=True).count()
+        if unresolved:
+            raise Conflict(f"'{flag}' in {environment} has {unresolved} unresolved divergence(s): resolve them "
+                           "before legacy is retired", current_version=state.version)
     state.retired = True
     state.compare_percentage = Decimal(0)
     retire_stage = state.stages.filter(retires_legacy=True).order_by("position").first()

@@ -13,15 +13,19 @@ from __future__ import annotations
 from ._breaker import Breaker
 from ._options import Options
 from .client import Turnout, TurnoutError, __version__
-from .types import Decision, ErrorCode, Path, Reason
+from .migration import Migration
+from .types import Decision, ErrorCode, Path, Reason, Stage, StageDecision
 
 __all__ = [
     "Breaker",
     "Decision",
     "ErrorCode",
+    "Migration",
     "Options",
     "Path",
     "Reason",
+    "Stage",
+    "StageDecision",
     "Turnout",
     "TurnoutError",
     "__version__",

@@ -170,6 +170,7 @@ class CallCore:
         self.start_lock = threading.Lock()
         self.async_lock = threading.Lock()
         self.pool: ShadowPool | None = None
+        self.migration_pool: ShadowPool | None = None
         self.async_inflight = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -180,9 +181,37 @@ class CallCore:
 
     def close(self) -> None:
         self.closed = True
-        pool = self.pool
-        if pool is not None:
-            pool.close(timeout=min(self.options.compare_timeout, 1.0))
+        for pool in (self.pool, self.migration_pool):
+            if pool is not None:
+                pool.close(timeout=min(self.options.compare_timeout, 1.0))
+
+    # -- where a data migration's non-authoritative runs go (turnout.migration) -----------
+
+    def migration_workers(self) -> ShadowPool:
+        """The bounded pool of migration runs (its own: a slow origin never starves shadows)."""
+        with self.start_lock:
+            if self.migration_pool is None:
+                self.migration_pool = ShadowPool(workers=self.options.shadow_workers,
+                                                 queue_size=self.options.shadow_queue, name="turnout-migration")
+            return self.migration_pool
+
+    def task_slot(self) -> bool:
+        """Take one of the ``async_shadow_limit`` task slots (False when none is free)."""
+        with self.async_lock:
+            if self.closed or self.async_inflight >= self.options.async_shadow_limit:
+                return False
+            self.async_inflight += 1
+            return True
+
+    def track_task(self, task: asyncio.Task[None]) -> None:
+        """Keep a task started in a slot alive until it ends, then free the slot."""
+        def finished(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            with self.async_lock:
+                self.async_inflight -= 1
+
+        self.tasks.add(task)
+        task.add_done_callback(finished)
 
     # -- the plan of a call -------------------------------------------------------------
 

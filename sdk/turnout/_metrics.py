@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from .migration import MigrationRecorder
 from .wire import (
     _BOUNDS_NS,
     LATENCY_BUCKETS_MS,
@@ -111,6 +112,7 @@ class Recorder:
         self._init()
 
     def _init(self) -> None:
+        self.migration = MigrationRecorder(max_samples=self.max_samples, max_sample_bytes=self.max_sample_bytes)
         self._lock = threading.Lock()
         #: the current epoch; decide() counts into ``current.local.counts`` (its thread's shard)
         self.current = Epoch(None)
@@ -302,10 +304,14 @@ class Recorder:
                     "error_codes": dict(row.codes),
                 }
             )
-        if not out and not samples and not events and not dropped:
+        migrations, consistency, divergences, migration_dropped = self.migration.drain()
+        for what, n in migration_dropped.items():
+            dropped[what] = dropped.get(what, 0) + n
+        if not out and not samples and not events and not dropped and not migrations and not divergences \
+                and not consistency:
             self._start = start  # nothing happened: keep the window open
             return None
-        return {
+        batch: MetricsBatch = {
             "sdk": {"name": SDK_NAME, "version": sdk_version, "code_version": code_version},
             "window": {"start": _iso(start), "end": _iso(now)},
             "flags": out,
@@ -313,6 +319,11 @@ class Recorder:
             "breaker_events": events,
             "dropped": dropped,
         }
+        if migrations or consistency or divergences:  # only when there are: older servers see the same batch
+            batch["migrations"] = migrations
+            batch["consistency_samples"] = consistency
+            batch["divergences"] = divergences
+        return batch
 
 
 def _sendable(flag: str) -> bool:

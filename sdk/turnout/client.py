@@ -46,7 +46,8 @@ from ._problems import MAX_PROBLEMS, Problems, TurnoutError, label
 from ._switch import switch_decorator
 from ._sync import MetricsShipper, RulesetSync
 from ._transport import Transport
-from .types import Decision, ErrorCode, Path, Reason
+from .migration import Compare, Identify, Migration, Order
+from .types import Decision, ErrorCode, Path, Reason, StageDecision
 from .wire import SDK_NAME
 
 __all__ = ["Options", "Turnout", "TurnoutError"]
@@ -338,6 +339,36 @@ class Turnout:
         if d.error_code is not None or d.detail is not None:
             self._decision_problem(d)
         return d
+
+    def decide_stage(
+        self, flag: str, key: str | None, attributes: Mapping[str, Any] | None = None
+    ) -> StageDecision:
+        """Where ``key`` stands in the data migration ``flag`` (docs/migrations.md). Never raises:
+        before any ruleset, or for an unknown flag, the stage is ``off`` (legacy only)."""
+        if self._dormant:
+            self._wake()
+        real = self._real
+        try:
+            if real is None:
+                return _engine.evaluate_stage(None, str(flag), key, attributes)
+            return real.decide_stage(flag, key, attributes)
+        except Exception as exc:  # the engine promises not to raise; do not trust it
+            self._problems.report("internal:engine", f"the engine raised {type(exc).__name__}", "internal", exc)
+            return _engine.evaluate_stage(None, "", key, attributes)
+
+    def migration(
+        self,
+        flag: str,
+        *,
+        order: Order = "serial",
+        budget: float = 0.25,
+        compare: Compare = operator.eq,
+        identify: Identify | None = None,
+        redact: Redactor | None = None,
+    ) -> Migration[Any]:
+        """The reads and writes of a data-migration flag (``turnout.migration.Migration``). Bad
+        options raise ``ValueError`` here; the calls never raise beyond the authoritative origin."""
+        return Migration(self, flag, order=order, budget=budget, compare=compare, identify=identify, redact=redact)
 
     def _not_a_flag(self, flag: object) -> Decision:
         """A flag key that is not a string: legacy, not counted, reported once per type."""

@@ -44,7 +44,7 @@ from itertools import chain
 from typing import Any
 
 from turnout._rules import RuleError, compile_rules, explain_rules, pattern_warnings, rules_are_empty, validate_rules
-from turnout.types import Decision, ErrorCode, Path, Reason
+from turnout.types import Decision, ErrorCode, Path, Reason, Stage, StageDecision
 
 __all__ = [
     "RuleError",
@@ -53,7 +53,9 @@ __all__ = [
     "bucket",
     "compile_ruleset",
     "evaluate",
+    "evaluate_stage",
     "explain_cohort",
+    "validate_migration",
     "validate_rules",
     "validate_ruleset",
 ]
@@ -256,6 +258,8 @@ def _validate_flag(flag: object, path: str, cohorts: Mapping[str, Any]) -> None:
         for i, ckey in enumerate(keys):
             if ckey not in cohorts:
                 raise RulesetError(f"{path}.{field}[{i}]: unknown cohort {ckey!r}")
+    # ``migration`` is not checked here: a field this host cannot read makes the flag's stage
+    # decisions 'off' with a warning, never the whole document unusable (``_compile_stages``).
 
 
 # -- compilation ---------------------------------------------------------------------------
@@ -437,10 +441,150 @@ def _compile_flag(
     return decide_flag
 
 
+# -- data migrations: the ``migration`` field of a flag (docs/migrations.md) -----------------------
+#
+# ``{"stage": "shadow", "splits": [{"stage": "live", "percentage": 10}], "cohorts": [{"cohort": "pilot",
+# "stage": "live"}]}``. A subject's stage: the first listed cohort it is in; else the furthest split whose
+# share its bucket falls under (the flag's own bucket: same salt, ``bucket_by`` and key); else the base
+# ``stage``. Splits name stages beyond the base in order, with shares that do not grow, so raising a share
+# only moves subjects forward. A killed flag is ``off`` (``DISABLED``), a retired one ``complete``
+# (``STATIC``), and a flag without the field follows its path (legacy ``off``, parallel ``complete``).
+# A field this host cannot read (a newer server's stage, say) does not make the document invalid: the
+# flag's stage decisions are ``off`` with ``PARSE_ERROR`` and ``Ruleset.warnings`` names it.
+
+StageFn = Callable[[str, Any], StageDecision]
+_STAGES = {s.value: s for s in Stage}
+
+
+def _stage_error(flag: str, code: ErrorCode, version: int | None = None) -> StageDecision:
+    return StageDecision(flag, Stage.OFF, Reason.ERROR, code, "error", None, version)
+
+
+def migration_cohorts(migration: object) -> list[str]:
+    """The cohort keys a ``migration`` field names (none when it is not readable)."""
+    if not isinstance(migration, Mapping):
+        return []
+    entries = migration.get("cohorts")
+    if not isinstance(entries, list):
+        return []
+    return [e["cohort"] for e in entries if isinstance(e, Mapping) and isinstance(e.get("cohort"), str)]
+
+
+def validate_migration(migration: object, path: str, cohorts: Mapping[str, Any]) -> None:
+    """Raise RulesetError naming the bad part of a flag's ``migration`` field."""
+    if not isinstance(migration, Mapping):
+        raise RulesetError(f"{path}: must be an object")
+    base = migration.get("stage")
+    if base not in _STAGES or not isinstance(base, str):
+        raise RulesetError(f"{path}.stage: must be one of {', '.join(_STAGES)}, got {base!r}")
+    base_stage = _STAGES[base]
+    splits = migration.get("splits")
+    if splits is not None:
+        if not isinstance(splits, list):
+            raise RulesetError(f"{path}.splits: must be a list")
+        previous_stage, previous_share = base_stage, 100.0
+        for i, split in enumerate(splits):
+            where = f"{path}.splits[{i}]"
+            if not isinstance(split, Mapping):
+                raise RulesetError(f"{where}: must be an object")
+            stage = split.get("stage")
+            if stage not in _STAGES or not isinstance(stage, str) or stage == Stage.COMPLETE:
+                raise RulesetError(f"{where}.stage: must be a stage from dual_write to rampdown, got {stage!r}")
+            if _STAGES[stage].position <= previous_stage.position:
+                raise RulesetError(f"{where}.stage: '{stage}' must come after '{previous_stage}' (splits go forward)")
+            _check_percentage(split.get("percentage"), f"{where}.percentage")
+            if split["percentage"] > previous_share:
+                raise RulesetError(f"{where}.percentage: a later stage cannot hold more subjects than an earlier "
+                                   f"one ({split['percentage']} > {previous_share})")
+            previous_stage, previous_share = _STAGES[stage], float(split["percentage"])
+    entries = migration.get("cohorts")
+    if entries is not None:
+        if not isinstance(entries, list):
+            raise RulesetError(f"{path}.cohorts: must be a list")
+        for i, entry in enumerate(entries):
+            where = f"{path}.cohorts[{i}]"
+            if not isinstance(entry, Mapping):
+                raise RulesetError(f"{where}: must be an object")
+            ckey, stage = entry.get("cohort"), entry.get("stage")
+            if not isinstance(ckey, str) or ckey not in cohorts:
+                raise RulesetError(f"{where}.cohort: unknown cohort {ckey!r}")
+            if stage not in _STAGES or not isinstance(stage, str) or stage == Stage.COMPLETE:
+                raise RulesetError(f"{where}.stage: must be a stage from off to rampdown, got {stage!r}")
+
+
+def _compile_stages(
+    fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Matcher], version: int, decide: FlagFn,
+    problems: list[str],
+) -> StageFn:
+    migration = flag.get("migration")
+    if migration is None:
+        def by_path(key: str, attrs: Any) -> StageDecision:
+            d = decide(key, attrs)
+            stage = Stage.COMPLETE if d.path is _PARALLEL else Stage.OFF
+            return StageDecision(fkey, stage, d.reason, d.error_code, "error" if d.error_code else "path", d.bucket,
+                                 version)
+
+        return by_path
+    try:
+        validate_migration(migration, f"flags.{fkey}.migration", {c: None for c in matchers})
+    except RulesetError as exc:
+        problems.append(f"{exc}: stage decisions for '{fkey}' are 'off'")
+        unreadable = _stage_error(fkey, ErrorCode.PARSE_ERROR, version)
+        return lambda key, attrs: unreadable
+    if not flag["enabled"]:
+        disabled = StageDecision(fkey, Stage.OFF, Reason.DISABLED, None, "disabled", None, version)
+        return lambda key, attrs: disabled
+    base = _STAGES[migration["stage"]]
+    if flag.get("retired") or base is Stage.COMPLETE:
+        complete = StageDecision(fkey, Stage.COMPLETE, Reason.STATIC, None, "retired" if flag.get("retired")
+                                 else "stage", None, version)
+        return lambda key, attrs: complete
+    by_cohort = tuple(
+        (matchers[e["cohort"]], StageDecision(fkey, _STAGES[e["stage"]], Reason.TARGETING_MATCH, None,
+                                               f"cohort:{e['cohort']}", None, version))
+        for e in migration.get("cohorts") or ()
+    )
+    # furthest first: the first threshold a bucket is under names its stage
+    splits = tuple(
+        (_threshold(s["percentage"]), _STAGES[s["stage"]], f"split:{s['stage']}")
+        for s in reversed(migration.get("splits") or ())
+    )
+    salt: str = flag.get("salt") or fkey
+    bucket_by: str | None = flag.get("bucket_by")
+    split_hasher = hashlib.sha256(f"{salt}/".encode())
+    standing = StageDecision(fkey, base, Reason.DEFAULT, None, "stage", None, version)
+
+    def decide_stage(key: str, attrs: Any) -> StageDecision:
+        if attrs is None:
+            attrs = _EMPTY
+        for matcher, fixed in by_cohort:
+            if matcher(key, attrs):
+                return fixed
+        if not splits:
+            return standing
+        if bucket_by is None:
+            value: Any = key
+        else:
+            value = attrs.get(bucket_by)
+            if value is None:
+                return standing
+            if value.__class__ is not str:
+                value = str(value)
+        h = split_hasher.copy()
+        h.update(value.encode())
+        b = _unpack_u64(h.digest())[0] % BUCKETS
+        for threshold, stage, rule in splits:
+            if b < threshold:
+                return StageDecision(fkey, stage, Reason.SPLIT, None, rule, b, version)
+        return StageDecision(fkey, base, Reason.DEFAULT, None, "stage", b, version)
+
+    return decide_stage
+
+
 class Ruleset:
     """A validated, precompiled ruleset document. Immutable; safe to share across threads."""
 
-    __slots__ = ("_cohorts", "_fns", "_keyless", "doc", "environment", "flag_keys", "version", "warnings")
+    __slots__ = ("_cohorts", "_fns", "_keyless", "_stages", "doc", "environment", "flag_keys", "version", "warnings")
 
     environment: str
     version: int
@@ -461,15 +605,20 @@ class Ruleset:
         used = {
             c for f in flags.values() for c in chain(f.get("exclude_cohorts") or (), f.get("include_cohorts") or ())
         }
+        used |= {c for f in flags.values() for c in migration_cohorts(f.get("migration")) if c in cohorts}
         matchers = {c: _compile_cohort(cohorts[c]) for c in used}
         self._fns: dict[str, FlagFn] = {k: _compile_flag(k, f, matchers, version) for k, f in flags.items()}
+        stage_problems: list[str] = []
+        self._stages: dict[str, StageFn] = {
+            k: _compile_stages(k, f, matchers, version, self._fns[k], stage_problems) for k, f in flags.items()
+        }
         self._keyless = {
             k: _error(k, ErrorCode.TARGETING_KEY_MISSING, version, f.get("stage")) for k, f in flags.items()
         }
         self.flag_keys = frozenset(flags)
         self.warnings = tuple(
             w for ckey, c in cohorts.items() for w in pattern_warnings(c.get("rules"), f"cohorts.{ckey}.rules")
-        )
+        ) + tuple(stage_problems)
 
     def __repr__(self) -> str:
         return f"<Ruleset {self.environment!r} v{self.version} ({len(self.flag_keys)} flags)>"
@@ -488,6 +637,22 @@ class Ruleset:
             return fn(key, attributes)
         except Exception:
             return self._failed(flag, attributes)
+
+    def decide_stage(self, flag: str, key: str | None, attributes: Mapping[str, Any] | None = None) -> StageDecision:
+        """Where this subject stands in the data migration ``flag``, and why. Never raises."""
+        try:
+            fn = self._stages.get(flag)
+            if fn is None:
+                return _stage_error(flag, ErrorCode.FLAG_NOT_FOUND, self.version)
+            if key.__class__ is not str or not key:
+                code = ErrorCode.TARGETING_KEY_MISSING if key is None or key == "" else ErrorCode.INVALID_CONTEXT
+                return _stage_error(flag, code, self.version)
+            return fn(key, attributes)
+        except Exception:
+            code = ErrorCode.GENERAL
+            if attributes is not None and not isinstance(attributes, Mapping):
+                code = ErrorCode.INVALID_CONTEXT
+            return _stage_error(str(flag), code, self.version)
 
     def _failed(self, flag: Any, attributes: object) -> Decision:
         try:
@@ -576,6 +741,35 @@ def evaluate(
             return _error(flag, ErrorCode.GENERAL)
         except Exception:  # pragma: no cover
             return _error("", ErrorCode.GENERAL)
+
+
+def evaluate_stage(
+    ruleset: Mapping[str, Any] | Ruleset | None,
+    flag: str,
+    key: str | None,
+    attributes: Mapping[str, Any] | None = None,
+) -> StageDecision:
+    """``evaluate`` for a data migration: where the subject stands. Never raises.
+
+    ``None`` -> off/ERROR/PROVIDER_NOT_READY; an invalid document -> off/ERROR/PARSE_ERROR."""
+    try:
+        if isinstance(ruleset, Ruleset):
+            return ruleset.decide_stage(flag, key, attributes)
+        if ruleset is None:
+            return _stage_error(flag, ErrorCode.PROVIDER_NOT_READY)
+        entry = _cache.get(id(ruleset))
+        if (entry is not None and entry[0] is ruleset and ruleset.get("version") == entry[1]
+                and ruleset.get("environment") == entry[2]):
+            compiled = entry[3]
+        elif isinstance(ruleset, Mapping):
+            compiled = _compile_and_cache(ruleset)
+        else:
+            return _stage_error(flag, ErrorCode.PARSE_ERROR)
+        if compiled is None:
+            return _stage_error(flag, ErrorCode.PARSE_ERROR)
+        return compiled.decide_stage(flag, key, attributes)
+    except Exception:
+        return _stage_error(str(flag), ErrorCode.GENERAL)
 
 
 # -- explain_cohort(): the server's "test a subject" box -------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 from ._problems import label
 from .client import Turnout
 from .types import Decision, Path, Reason
-from .wire import SCHEMA, FlagRule, MetricsBatch, MismatchSample, RulesetDocument
+from .wire import SCHEMA, DivergenceReport, FlagRule, MetricsBatch, MismatchSample, RulesetDocument
 
 __all__ = ["TestClient", "client", "forced", "ruleset"]
 
@@ -203,6 +203,11 @@ class TestClient(Turnout):
         """Mismatch samples recorded since the last ``metrics()`` (redacted, as they would be
         sent)."""
         return self._recorder.pending_samples()
+
+    @property
+    def divergences(self) -> list[DivergenceReport]:
+        """Failed non-authoritative writes of ``migration()`` calls recorded since the last ``metrics()``."""
+        return self._recorder.migration.pending_divergences()
 
     def metrics(self) -> MetricsBatch | None:
         """Take the metrics counted so far, as the batch that would be sent."""

@@ -25,13 +25,19 @@ __all__ = [
     "STREAM_PATH",
     "BreakerEvent",
     "CohortRule",
+    "ConsistencySample",
+    "DivergenceReport",
     "FlagRow",
     "FlagRule",
     "MetricsBatch",
+    "MigrationRow",
+    "MigrationRule",
+    "MigrationSplit",
     "MismatchSample",
     "PathName",
     "RulesetDocument",
     "RulesetPatch",
+    "StageCohort",
     "apply_patch",
     "key_hash",
     "latency_bucket",
@@ -106,6 +112,57 @@ class BreakerEvent(TypedDict):
     at: str
 
 
+class MigrationRow(TypedDict):
+    """Counts for one (flag, ruleset version, stage, origin, operation) of a data migration in a window.
+    ``late`` counts non-authoritative runs that outlasted the budget (the call did not wait for them);
+    ``checks``/``inconsistent``/``check_errors`` (reads, on the authoritative origin's row) count
+    consistency checks; ``divergences`` (writes, on the non-authoritative origin's row) failed writes."""
+
+    flag: str
+    version: int | None
+    stage: str
+    origin: str
+    operation: str
+    calls: int
+    errors: int
+    late: int
+    skipped: int
+    latency_ms: list[int]
+    checks: int
+    inconsistent: int
+    check_errors: int
+    divergences: int
+
+
+class ConsistencySample(TypedDict):
+    """A read whose two origins disagreed, as the host's redaction hook left the results."""
+
+    flag: str
+    version: int | None
+    stage: str
+    key_hash: str
+    authoritative: str
+    legacy: Any
+    parallel: Any
+    truncated: bool
+    at: str
+
+
+class DivergenceReport(TypedDict):
+    """A write that reached the authoritative origin but not the other one: the reconciliation trail.
+    ``identifier`` is what the host's hook chose (a row id...), or null."""
+
+    flag: str
+    version: int | None
+    stage: str
+    key_hash: str
+    origin: str
+    operation: str
+    identifier: str | None
+    error: str
+    at: str
+
+
 class MetricsBatch(TypedDict):
     sdk: dict[str, str | None]
     window: dict[str, str]
@@ -113,6 +170,9 @@ class MetricsBatch(TypedDict):
     mismatch_samples: list[MismatchSample]
     breaker_events: list[BreakerEvent]
     dropped: dict[str, int]
+    migrations: NotRequired[list[MigrationRow]]
+    consistency_samples: NotRequired[list[ConsistencySample]]
+    divergences: NotRequired[list[DivergenceReport]]
 
 
 # -- the ruleset document (GET /api/v1/sdk/ruleset; DESIGN.md, "The evaluation engine") -------
@@ -131,6 +191,27 @@ class CohortRule(TypedDict):
     exclude: NotRequired[list[str]]
 
 
+class MigrationSplit(TypedDict):
+    """A share of subjects (0-100) at ``stage`` or beyond."""
+
+    stage: str
+    percentage: float
+
+
+class StageCohort(TypedDict):
+    cohort: str
+    stage: str
+
+
+class MigrationRule(TypedDict):
+    """A data migration's stages (docs/migrations.md): the base ``stage``, ``splits`` further ahead by
+    share (in stage order, shares not growing), ``cohorts`` placed at a stage (first match wins)."""
+
+    stage: str
+    splits: NotRequired[list[MigrationSplit]]
+    cohorts: NotRequired[list[StageCohort]]
+
+
 class FlagRule(TypedDict):
     """One flag's rollout in the document's environment. ``enabled`` and ``percentage`` are
     required; the others default as in DESIGN.md (``retired`` false, ``salt`` the flag key...)."""
@@ -145,6 +226,7 @@ class FlagRule(TypedDict):
     include_cohorts: NotRequired[list[str]]
     compare_percentage: NotRequired[float]
     stage: NotRequired[int | None]
+    migration: NotRequired[MigrationRule]
 
 
 class RulesetDocument(TypedDict):

@@ -1512,3 +1512,54 @@ def _ui_stale_flag_archive(api: Api) -> EndpointExpect:
 def _ui_stale_flag_restore(api: Api) -> EndpointExpect:
     archived_flag()
     return _ui(api, "/stale-flags/invoice-engine/restore/", {}, "flag.restored", "flag", "invoice-engine")
+
+
+# --- data migrations (docs/migrations.md) ----------------------------------------------------------------
+
+MIGRATION_URL = "/api/v1/flags/accounts-store/states/staging/migration/"
+
+
+def migration_flag(stage: str = "off") -> None:
+    """accounts-store, a migration flag, walked forward to ``stage`` in staging."""
+    from actions.submit import submit_state
+    from rollout.services.flags import flag_create
+    from rollout.services.workloads import workload_create
+
+    envs()
+    workload_create(actor=SETUP, key="accounts", name="Accounts")
+    flag_create(actor=SETUP, key="accounts-store", workload="accounts", kind="migration")
+    for step in ("dual_write", "shadow", "live", "rampdown")[:["off", "dual_write", "shadow", "live",
+                                                                 "rampdown"].index(stage)]:
+        submit_state(actor=SETUP, flag="accounts-store", environment="staging", action="migration.stage_set",
+                     params={"stage": step})
+
+
+def divergence() -> int:
+    from common import clock
+    from rollout.models import Divergence, FlagState
+
+    state = FlagState.objects.get(flag__key="accounts-store", environment__key="staging")
+    return Divergence.objects.create(flag_state=state, key_hash="0" * 64, origin="parallel", identifier="row-1",
+                                     stage="shadow", count=1, first_seen=clock.now(), last_seen=clock.now()).pk
+
+
+@endpoint_scenario("migration", "POST")
+def _migration_post(api: Api) -> EndpointExpect:
+    migration_flag()
+    return _json("POST", MIGRATION_URL, {"version": 1, "stage": "dual_write"}, 200, api, "migration.stage_set",
+                 "flag_state", "accounts-store@staging")
+
+
+@endpoint_scenario("migration-rollback", "POST")
+def _migration_rollback_post(api: Api) -> EndpointExpect:
+    migration_flag("shadow")
+    return _json("POST", MIGRATION_URL + "rollback/", {"reason": "inconsistent"}, 200, api, "migration.rolled_back",
+                 "flag_state", "accounts-store@staging")
+
+
+@endpoint_scenario("migration-divergences-resolve", "POST")
+def _migration_divergences_resolve_post(api: Api) -> EndpointExpect:
+    migration_flag("dual_write")
+    pk = divergence()
+    return _json("POST", MIGRATION_URL + "divergences/resolve/", {"divergences": [pk], "reason": "backfilled"}, 200,
+                 api, "migration.divergences_resolved", "flag_state", "accounts-store@staging")

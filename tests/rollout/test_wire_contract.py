@@ -10,9 +10,20 @@ import pytest
 from turnout import Breaker
 from turnout.engine import compile_ruleset
 from turnout.testing import TestClient
-from turnout.wire import CohortRule, FlagRow, FlagRule, MetricsBatch, MismatchSample, RulesetDocument
+from turnout.wire import (
+    CohortRule,
+    ConsistencySample,
+    DivergenceReport,
+    FlagRow,
+    FlagRule,
+    MetricsBatch,
+    MigrationRow,
+    MismatchSample,
+    RulesetDocument,
+)
 
 from cohorts.services import cohort_create
+from rollout.datamigration import telemetry as migration_telemetry
 from rollout.delivery.ruleset import build_document
 from rollout.models import Environment
 from rollout.services.flags import flag_state_update
@@ -21,10 +32,20 @@ from rollout.telemetry.batches import COUNTERS, parse_batch
 pytestmark = pytest.mark.django_db
 
 
+def _required(typed: Any) -> set[str]:
+    """The keys a TypedDict requires. Read from the annotations themselves: under ``from __future__ import
+    annotations`` Python 3.11 counts a ``NotRequired[...]`` string as required in ``__required_keys__``."""
+    def text(v: Any) -> str:
+        return v if isinstance(v, str) else str(getattr(v, "__forward_arg__", v))
+
+    return {k for k, v in typed.__annotations__.items()
+            if not text(v).startswith("NotRequired[") and k in typed.__required_keys__}
+
+
 def _fits(value: dict[str, Any], typed: Any) -> None:
     """Every key of ``value`` is declared by the TypedDict, and every required one is there."""
     assert set(value) <= set(typed.__annotations__), set(value) - set(typed.__annotations__)
-    assert typed.__required_keys__ <= set(value), typed.__required_keys__ - set(value)
+    assert _required(typed) <= set(value), _required(typed) - set(value)
 
 
 def test_ruleset_document__built_by_the_server__is_the_wire_type_and_compiles(flag, actor):
@@ -55,7 +76,7 @@ def test_metrics_batch__sent_by_the_sdk__parsed_by_the_server_field_for_field():
     batch = client.metrics()
     assert batch is not None and batch["mismatch_samples"] and batch["breaker_events"]
     _fits(dict(batch), MetricsBatch)
-    assert set(MetricsBatch.__annotations__) == set(batch)
+    assert _required(MetricsBatch) == set(batch)  # no migration call: none of the migration fields
     for row in batch["flags"]:
         assert set(row) == set(FlagRow.__annotations__)
     for sample in batch["mismatch_samples"]:
@@ -72,3 +93,34 @@ def test_metrics_batch__sent_by_the_sdk__parsed_by_the_server_field_for_field():
     assert [s.key_hash for s in parsed.samples] == [s["key_hash"] for s in batch["mismatch_samples"]]
     assert [e["state"] for e in parsed.breaker_events] == [e["state"] for e in batch["breaker_events"]]
     assert parsed.sdk["code_version"] == "abc"
+
+
+def test_metrics_batch__migration_fields__sent_by_the_sdk_parsed_by_the_server():
+    client = TestClient(flags={"m": {"percentage": 0.0, "migration": {"stage": "shadow"}}})
+    m = client.migration("m", budget=5.0, identify=str)
+
+    def fail() -> int:
+        raise OSError("down")
+
+    m.read("u-1", legacy=lambda: 1, parallel=lambda: 2)
+    m.write("u-1", legacy=lambda: 7, parallel=fail)
+    batch = client.metrics()
+    assert batch is not None
+    _fits(dict(batch), MetricsBatch)
+    assert set(MetricsBatch.__annotations__) == set(batch)
+    for row in batch["migrations"]:
+        assert set(row) == set(MigrationRow.__annotations__)
+    assert set(migration_telemetry.COUNTERS) | {"flag", "version", "stage", "origin", "operation", "latency_ms"} \
+        == set(MigrationRow.__annotations__)
+    [sample] = batch["consistency_samples"]
+    assert set(sample) == set(ConsistencySample.__annotations__)
+    [div] = batch["divergences"]
+    assert set(div) == set(DivergenceReport.__annotations__)
+
+    parsed = migration_telemetry.parse_migration_batch(json.loads(json.dumps(batch)))
+    sent = {(r["origin"], r["operation"]): r for r in batch["migrations"]}
+    assert {(r.origin, r.operation): r.counts for r in parsed.rows} == {
+        k: {name: v[name] for name in migration_telemetry.COUNTERS} for k, v in sent.items()}
+    assert [(d.key_hash, d.identifier, d.origin) for d in parsed.divergences] == [
+        (div["key_hash"], "7", "parallel")]
+    assert [s.key_hash for s in parsed.samples] == [sample["key_hash"]]
