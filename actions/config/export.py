@@ -22,7 +22,7 @@ import yaml
 
 from actions.config.files import FORMAT
 from cohorts.models import Cohort, CohortMember, MemberKind
-from rollout.models import Environment, Flag, FlagState, Guardrail, GuardrailQuery, RolloutStage, Workload
+from rollout.models import Environment, Flag, FlagKind, FlagState, Guardrail, GuardrailQuery, RolloutStage, Workload
 from rollout.snapshots import environment_snapshot, guardrail_snapshot, stage_snapshot, workload_snapshot
 
 WORKLOAD_FIELDS = ("key", "name", "description", "owner", "risk", "phase", "reversibility", "legacy_system",
@@ -50,7 +50,7 @@ class Current:
 
 def environment_version(snapshot: dict[str, Any]) -> str:
     """Environments carry no version column: their fields stand in for one."""
-    return "{name}|{order}|{requires_approval}".format(**snapshot)
+    return "{name}|{order}|{requires_approval}|{description}".format(**snapshot)
 
 
 def _members(cohort_ids: list[int]) -> dict[int, dict[str, list[str]]]:
@@ -103,6 +103,8 @@ def current() -> Current:
     for flag in Flag.objects.select_related("workload").order_by("key"):
         now.flags[flag.key] = {"key": flag.key, "workload": flag.workload.key, "description": flag.description,
                                "salt": flag.salt, "bucket_by": flag.bucket_by, "environments": {}}
+        if flag.kind != FlagKind.RELEASE:  # release is the default: files of release flags stay as they were
+            now.flags[flag.key]["kind"] = flag.kind
         now.versions[f"flag:{flag.key}"] = flag.version
     states = (FlagState.objects.select_related("flag", "environment")
               .prefetch_related("include_cohorts", "exclude_cohorts").order_by("flag__key", "environment__order",

@@ -36,7 +36,7 @@ from cohorts.services import MAX_MEMBERS_PER_REQUEST, cohort_create, cohort_dele
 from common import clock
 from common.actors import Actor
 from common.errors import Conflict, Forbidden, ServiceError, ValidationFailed
-from rollout.models import Environment, Flag, FlagState, MetricMinute, Workload
+from rollout.models import Environment, Flag, FlagKind, FlagState, MetricMinute, Workload
 from rollout.policy import NO_EFFECT, Ruling, Verdict, decide
 from rollout.services.environments import environment_create, environment_update
 from rollout.services.flags import flag_create, flag_delete
@@ -262,13 +262,17 @@ class _Planner:
                                      diff={k: {"before": None, "after": v} for k, v in fields.items()})
                 _ruled(change, self.create_ruling(Action.FLAG_CREATED))
                 flag_obj = Flag(key=key, workload=workload, salt=fields.get("salt") or key,
-                                bucket_by=fields.get("bucket_by", ""))
+                                bucket_by=fields.get("bucket_by", ""), kind=fields.get("kind", FlagKind.RELEASE))
             else:
                 if fields.get("workload", existing["workload"]) != existing["workload"]:
                     self.problem(where, "flags.workload", f"flag '{key}' belongs to workload '{existing['workload']}'; "
                                  "a flag does not move between workloads")
                     continue
                 fields.pop("workload", None)
+                if fields.pop("kind", "release") != existing.get("kind", "release"):
+                    self.problem(where, "flags.kind", f"flag '{key}' is a {existing.get('kind', 'release')} flag; a "
+                                 "flag's kind is set when it is created and does not change")
+                    continue
                 diff = _diff(existing, fields)
                 if diff:
                     params = {k: v["after"] for k, v in diff.items()}

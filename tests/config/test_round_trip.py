@@ -65,7 +65,8 @@ def _generate(seed: int) -> None:
     system = Actor.system("generate")
     envs = [f"env-{i}" for i in range(3)]
     for i, key in enumerate(envs):
-        environment_create(actor=system, key=key, name=f"Environment {i}", order=i, requires_approval=i == 2)
+        environment_create(actor=system, key=key, name=f"Environment {i}", order=i, requires_approval=i == 2,
+                           description=f"environment {i}: described" if i else "")
     risks = ["low", "medium", "high", "critical"]
     for w in range(4):
         workload_create(actor=system, key=f"w{w}", name=f"Workload {w}", risk=risks[w],
@@ -85,7 +86,8 @@ def _generate(seed: int) -> None:
     for f in range(12):
         key = f"flag-{f}"
         flag_create(actor=system, key=key, workload=f"w{f % 4}", bucket_by=rng.choice(["", "tenant_id"]),
-                    description=f"flag {f}", salt=key if f % 3 else f"salt-{f}")
+                    description=f"flag {f}", salt=key if f % 3 else f"salt-{f}",
+                    kind="migration" if f == 5 else "release")
         for env in envs:
             pct = rng.choice([0, 5, 12.5, 50, 100])
             inc = rng.sample(cohorts, rng.randint(0, 2))
@@ -116,5 +118,7 @@ def test_round_trip__generated_data__same_files_and_rulesets(db: Any, actors: di
     _generate(seed)
     files, again, before, after = _round_trip(actors["admin"])
 
+    assert "kind: migration" in files["flags/flag-5.yaml"] and "kind:" not in files["flags/flag-4.yaml"]
+    assert "environment 1: described" in files["environments.yaml"]
     assert again == files
     assert canonical(after) == canonical(before)
