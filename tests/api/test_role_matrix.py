@@ -61,6 +61,11 @@ A_S = "/api/v1/flags/plan-a/states/staging/"
 A_P = "/api/v1/flags/plan-a/states/production/"
 B_S = "/api/v1/flags/plan-b/states/staging/"
 B_P = "/api/v1/flags/plan-b/states/production/"
+# A data migration: staging at dual_write, production at shadow, each with one unresolved divergence.
+M_S = "/api/v1/flags/move-store/states/staging/migration/"
+M_P = "/api/v1/flags/move-store/states/production/migration/"
+# Configuration as code: files that create one workload (a global object), planned against nothing yet.
+CONFIG = {"files": {"workloads.yaml": "turnout: 1\nworkloads:\n- key: search\n  name: Search\n"}}
 
 MATRIX = [
     ("GET", "/api/v1/environments/", None, read()),
@@ -139,6 +144,26 @@ MATRIX = [
     ("POST", "/api/v1/change-requests/{cr}/cancel/", {}, {**edit(403), "editor": 200}),
     ("GET", "/api/v1/review-items/", None, read()),
     ("POST", "/api/v1/review-items/{review}/acknowledge/", {}, approvers(200)),
+    # Promotion copies staging's plan onto production: an environment change like any other.
+    ("POST", "/api/v1/flags/plan-a/states/staging/promote/", {"from_environment": "production"}, edit(200)),
+    ("POST", A_P + "promote/", {"from_environment": "staging"}, propose(200)),
+    # Data migrations: dual writes and shadow reads apply at once; parallel becoming authoritative (live)
+    # waits for a second person where approval applies; rollback never waits; resolving is gated by the
+    # environment's approval only.
+    ("GET", M_S, None, read()),
+    ("POST", M_S, {"version": 2, "stage": "shadow"}, edit(200)),
+    ("POST", M_P, {"version": 3, "splits": [{"stage": "live", "percentage": 10}]}, propose(200)),
+    ("POST", M_S + "rollback/", {"version": 2, "reason": "parallel store corrupt"}, edit(200)),
+    ("POST", M_P + "rollback/", {"version": 3, "reason": "parallel store corrupt"}, edit(200)),
+    ("GET", M_S + "divergences/", None, read()),
+    ("GET", M_S + "divergences/export", None, read()),
+    ("POST", M_S + "divergences/resolve/", {"divergences": "all", "reason": "backfilled"}, edit(200)),
+    ("POST", M_P + "divergences/resolve/", {"divergences": "all", "reason": "backfilled"}, propose(200)),
+    # Configuration as code: a plan reads only, so any role may ask (refusals are in its rulings).
+    ("GET", "/api/v1/config/schema", None, read()),
+    ("GET", "/api/v1/config/export", None, read()),
+    ("POST", "/api/v1/config/plan", CONFIG, anyone(200)),
+    ("POST", "/api/v1/config/apply", {**CONFIG, "versions": {}}, edit(200)),
 ]
 
 CASES = [
@@ -149,7 +174,8 @@ CASES = [
 
 
 @pytest.fixture
-def matrix_world(world: dict[str, Any], tokens: dict[str, str], actor: Any) -> dict[str, str]:
+def matrix_world(request: pytest.FixtureRequest, world: dict[str, Any], tokens: dict[str, str],
+                 actor: Any) -> dict[str, str]:
     from cohorts.services import cohort_create
     from rollout.access.keys import api_token_create, sdk_key_create
     from rollout.services.flags import flag_create, flag_state_update
@@ -163,7 +189,27 @@ def matrix_world(world: dict[str, Any], tokens: dict[str, str], actor: Any) -> d
                           percentage_value=100)
     sdk, _ = sdk_key_create(actor=actor, environment="staging", name="billing-svc")
     token, _ = api_token_create(actor=actor, username="viewer", name="second")
+    if "move-store" in request.node.callspec.params["path"]:  # only the migration rows pay for it
+        _migration_world(actor)
     return {"sdk": sdk.prefix, "token": token.prefix, **_rollout_world(actor)}
+
+
+def _migration_world(actor: Any) -> None:
+    from datetime import UTC, datetime
+
+    from actions.submit import submit_state
+    from rollout.models import Divergence, FlagState
+    from rollout.services.flags import flag_create
+
+    flag_create(actor=actor, key="move-store", workload="billing", bucket_by="tenant_id", kind="migration")
+    for env, stages in (("staging", ("dual_write",)), ("production", ("dual_write", "shadow"))):
+        for stage in stages:
+            submit_state(actor=actor, flag="move-store", environment=env, action="migration.stage_set",
+                         params={"stage": stage})
+        now = datetime.now(UTC)
+        Divergence.objects.create(flag_state=FlagState.objects.get(flag__key="move-store", environment__key=env),
+                                  key_hash="0" * 64, origin="parallel", identifier="row-7", stage=stages[-1],
+                                  count=1, first_seen=now, last_seen=now)
 
 
 def _rollout_world(actor: Any) -> dict[str, str]:
