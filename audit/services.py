@@ -33,7 +33,7 @@ from audit.names import Action
 from common.actors import Actor
 from common.conf import get_setting
 from common.errors import AuditUnavailable, NotFound, ValidationFailed
-from common.jobs import enqueue
+from common.jobs import enqueue, enqueue_or_drop
 from common.request_context import current_request_id
 
 logger = logging.getLogger("turnout.audit")
@@ -131,7 +131,7 @@ def _announce(sequence: int) -> None:
     """After commit: hand the event to the notification task. The change stands whatever happens here,
     so a broker that cannot take the message is logged, never raised into the request."""
     try:
-        enqueue(NOTIFY_TASK, sequence)
+        enqueue_or_drop(NOTIFY_TASK, sequence)  # never waits on a broker that is down or hung
     except Exception as exc:  # the change is committed: its notification must not turn it into an error
         logger.warning("notification.enqueue_failed", extra={"sequence": sequence, "error": type(exc).__name__})
 

@@ -14,8 +14,20 @@ from typing import Any
 
 from celery import current_app
 
+from common.redis import breaker
+
 
 def enqueue(task: str, *args: Any) -> None:
     """``task.delay(*args)`` for the task registered under ``task`` (its dotted name). Call it inside
     ``transaction.on_commit`` when the work reads what the caller's transaction writes."""
     current_app.tasks[task].delay(*args)
+
+
+def enqueue_or_drop(task: str, *args: Any) -> None:
+    """Queue ``task`` on the request path without ever waiting on the broker: refused at once while this
+    process has seen Redis fail (its breaker is open), and sent without Celery's publish retries otherwise
+    (one attempt, bounded by the broker's connect and socket timeouts). Raises when it could not queue —
+    the caller decides what a lost message costs; for work that must not be lost, use the outbox."""
+    if breaker.is_open and str(current_app.conf.broker_url or "").startswith(("redis://", "rediss://")):
+        raise ConnectionError("broker unavailable: Redis is down for this process")
+    current_app.tasks[task].apply_async(args=args, retry=False)

@@ -25,7 +25,7 @@ PASSWORD = "a-long-test-passphrase-42"
 VIEWPORT = {"width": 1366, "height": 900}  # a laptop screen
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not the session: its event loop runs in this thread while it lives
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         service_missing(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
