@@ -256,7 +256,8 @@ class DivergenceExportView(ManagementView):
     @extend_schema(operation_id="migration_divergences_export", summary="Export the divergence list",
                    tags=TAGS, parameters=[*STATE_PARAMS, RESOLVED, OpenApiParameter(
                        "format", OpenApiTypes.STR, enum=["csv", "jsonl"], description="csv (default) or jsonl")],
-                   responses={(200, "text/csv"): OpenApiTypes.STR, **errors(400, 404)},
+                   responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR,
+                              **errors(400, 404)},
                    description="Every divergence, streamed: CSV with a header row, or JSON Lines.")
     def get(self, request: Request, key: str, env: str) -> HttpResponseBase:
         fmt = request.query_params.get("format", "csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,15 @@ def test_demo_run__server_up__prints_the_block_then_drives_the_workloads_through
     server_process.start()
     started = clock.now()
     out = io.StringIO()
+    server_logs = logging.getLogger("turnout.http").getEffectiveLevel()
 
     # no worker in this test: the wait for its heartbeat ends after --wait, and the block is printed anyway
     call_command("demo_run", url=server_process.url, var=tmp_path, wait=3, duration=30, rate=60, seed=5, stdout=out)
 
     assert f"Turnout is running:  {server_process.url}" in out.getvalue()
+    # quieting the SDK's warnings for the demo leaves the server's own loggers (request lines, say) as they were
+    assert logging.getLogger("turnout.http").getEffectiveLevel() == server_logs
+    assert logging.getLogger("turnout").filters == []
     state = FlagState.objects.get(flag__key="invoice-engine", environment__key="production")
     stats = window_stats(state, start=started - timedelta(minutes=1), end=clock.now() + timedelta(minutes=1))
     legacy, parallel = stats["legacy"], stats["parallel"]

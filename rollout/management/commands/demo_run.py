@@ -25,6 +25,10 @@ from rollout.management.commands.simulate_traffic import is_loopback
 logger = logging.getLogger("turnout.demo")
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def _all_up(url: str, timeout: float = 2.0) -> bool:
     """The web process answers /readyz and sees the worker's and beat's heartbeats (so their start-up lines
     are printed before the block)."""
@@ -81,7 +85,17 @@ class Command(BaseCommand):
 
     def traffic(self, url: str, var: Path, *, rate: float, stop: threading.Event, duration: float | None,
                 seed: int | None) -> None:
-        logging.getLogger("turnout").setLevel(logging.ERROR)
+        # The SDK logs on ``turnout`` itself: keep its warnings (a slow compare, say) out of the demo's
+        # output. A logger's filter sees only records logged on it, so ``turnout.*`` (the server) is untouched.
+        sdk_log = logging.getLogger("turnout")
+        sdk_log.addFilter(_errors_only)
+        try:
+            self._traffic(url, var, rate=rate, stop=stop, duration=duration, seed=seed)
+        finally:
+            sdk_log.removeFilter(_errors_only)
+
+    def _traffic(self, url: str, var: Path, *, rate: float, stop: threading.Event, duration: float | None,
+                 seed: int | None) -> None:
         clients: dict[str, Any] = {}
         for environment, name in SDK_KEYS.items():
             path = var / name
