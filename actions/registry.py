@@ -24,13 +24,13 @@ from cohorts.services import (
 )
 from common.actors import Actor
 from common.errors import NotFound, ValidationFailed
-from common.services import UNSET
+from common.services import UNSET, check_version
 from rollout import stale
 from rollout.datamigration import services as migration_services
 from rollout.models import Flag, FlagState, TargetType, Workload
 from rollout.plans import guardrails, prometheus, promotion, stages
 from rollout.plans.stages import set_plan_state
-from rollout.policy import NO_EFFECT, Approval, Effect, state_effect, states_effect, workload_effect
+from rollout.policy import NO_EFFECT, Approval, Effect, enforce, state_effect, states_effect, workload_effect
 from rollout.services import flags as flag_services
 from rollout.services import workloads as workload_services
 from rollout.services.flags import get_state_for_update
@@ -186,6 +186,66 @@ def _divergences_resolved(state: FlagState, *, actor: Actor, approval: Approval 
                                                         reason=reason, divergences=divergences)
 
 
+MAX_STEPS = 50
+
+
+def _steps(params: Mapping[str, Any]) -> list[tuple[ActionSpec, dict[str, Any]]]:
+    """The changes one ``flag_state.configured`` carries, each checked against its own spec."""
+    raw = params.get("steps")
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_STEPS:
+        raise ValidationFailed.field("steps", f"must be a list of 1 to {MAX_STEPS} changes of the flag state")
+    out: list[tuple[ActionSpec, dict[str, Any]]] = []
+    for index, step in enumerate(raw):
+        if not isinstance(step, Mapping) or set(step) - {"action", "params"} or not isinstance(step.get("action"), str):
+            raise ValidationFailed.field(f"steps[{index}]", "must be an object {action, params}")
+        spec = spec_for(step["action"], dict(step.get("params") or {}))
+        if spec.target != TargetType.FLAG_STATE or spec.name == Action.FLAG_STATE_CONFIGURED:
+            raise ValidationFailed.field(f"steps[{index}].action", f"'{spec.name}' is not a change of a flag state")
+        out.append((spec, dict(step.get("params") or {})))
+    return out
+
+
+def _configured_effect(state: FlagState, params: Mapping[str, Any]) -> Effect:
+    """Everything the steps do: every environment and workload any of them reaches, and an always-approval
+    reason when one of them has it (so the whole never needs less than its strictest step)."""
+    effects = [spec.effect_of(state, p) for spec, p in _steps(params)]
+    envs = {e.pk: e for effect in effects for e in effect.environments}
+    workloads = {w.key: w for effect in effects for w in effect.workloads}
+    always = "; ".join(dict.fromkeys(e.always_approval for e in effects if e.always_approval))
+    return Effect(environments=tuple(envs.values()), workloads=tuple(workloads.values()), always_approval=always,
+                  decides=any(e.decides for e in effects))
+
+
+def _configured(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+                steps: Any = ()) -> list[Any]:
+    """The steps in order on the one locked row, in the one transaction: each is policed by its own rule
+    (with the approval of the request that carries them all) and writes its own audit event."""
+    check_version(state, version, what=f"flag state '{_where(state)}'")
+    events = []
+    for spec, params in _steps({"steps": steps}):
+        enforce(actor, spec.name, spec.effect_of(state, params), approval=approval,
+                what=f"{spec.name} of '{_where(state)}'")
+        events.append(spec.perform(state, actor=actor, approval=approval, version=state.version, reason=reason,
+                                   **params))
+    return events
+
+
+def _describe_configured(state: FlagState, params: Mapping[str, Any]) -> str:
+    try:
+        steps = _steps(params)
+    except ValidationFailed:
+        return f"change {_where(state)}"
+    runs: list[list[Any]] = []  # [description, count]: repeated steps (advance, advance) said once
+    for spec, p in steps:
+        text = "advance one stage" if spec.name == Action.FLAG_STATE_ADVANCED else spec.describe(state, p)
+        if runs and runs[-1][0] == text:
+            runs[-1][1] += 1
+        else:
+            runs.append([text, 1])
+    return f"{len(steps)} changes of {_where(state)} together: " + "; ".join(
+        f"{text} (x{count})" if count > 1 else str(text) for text, count in runs)
+
+
 def _describe_stage(state: FlagState, params: Mapping[str, Any]) -> str:
     if params.get("stage") == "complete":
         return f"complete the migration of {_where(state)} (irreversible: legacy is no longer written)"
@@ -294,6 +354,8 @@ ACTIONS: dict[Action, ActionSpec] = {spec.name: spec for spec in [
     ActionSpec(Action.FLAG_STATE_PROMOTED, STATE, promotion.PARAMS, _promote,
                lambda s, p: f"promote the plan, guardrails and targeting of {s.flag.key} from {p.get('source')} "
                             f"to {s.environment.key}"),
+    ActionSpec(Action.FLAG_STATE_CONFIGURED, STATE, frozenset({"steps"}), _configured, _describe_configured,
+               _configured_effect),
     ActionSpec(Action.MISMATCH_GROUP_KNOWN, STATE, frozenset({"group", "known"}), _known,
                lambda s, p: f"mark mismatch group {p.get('group')} of {_where(s)} as "
                             f"{'a known difference' if p.get('known', True) else 'unexplained'}"),
