@@ -6,8 +6,12 @@ lays it out as a repository would keep it::
 
     environments.yaml   workloads.yaml   cohorts.yaml   cohorts/<key>.include.csv   flags/<key>.yaml
 
-Rollout *progress* — the stage a plan stands on, a pause — is not configuration: it is moved by ``advance``,
-``rollback`` and ``pause`` (and the guardrails), never by files, so it is not exported.
+Rollout *progress* — the stage a plan stands on, a pause — is written as a state's optional ``progress``
+block (``{stage: <stage name>, paused: true}``) once a plan has started or the rollout is paused, so an
+export applied to an empty installation stands where the original stands. Applying a file whose
+``progress`` differs moves the rollout through the action layer, as the API's ``advance``, ``rollback``,
+``pause`` and ``resume`` do — with the same policy (an advance in an environment that requires approval
+is a change request; a rollback never waits). A file without the block leaves progress alone.
 """
 
 from __future__ import annotations
@@ -125,6 +129,11 @@ def current() -> Current:
         }
         now.versions[f"flag_state:{key}"] = state.version
         now.progress[key] = {"stage": state.stage, "paused": state.paused_at is not None}
+        if state.stage or state.paused_at is not None:
+            plan = stages.get(state.pk, [])
+            name = plan[state.stage - 1].name if 0 < state.stage <= len(plan) else None
+            now.flags[state.flag.key]["environments"][state.environment.key]["progress"] = {
+                "stage": name, "paused": state.paused_at is not None}
     return now
 
 
@@ -178,4 +187,24 @@ def export_files(now: Current | None = None) -> Iterator[tuple[str, str]]:
     yield "cohorts.yaml", dump({"turnout": FORMAT, "cohorts": cohorts})
     yield from lists
     for key, flag in now.flags.items():
+        flag = {**flag, "environments": {env: _without_stage_split(state) for env, state in
+                                         flag["environments"].items()}}
         yield f"flags/{key}.yaml", dump({"turnout": FORMAT, "flags": [flag]})
+
+
+STAGE_SPLIT = ("enabled", "retired", "percentage", "compare_percentage", "include_cohorts")
+
+
+def _without_stage_split(state: dict[str, Any]) -> dict[str, Any]:
+    """A started rollout's file names its stage (``progress.stage``) and leaves out the fields that stage
+    sets — on, retired, percentages, included cohorts — unless the state differs from the stage (killed, or
+    a field changed since): moving ``progress.stage`` in the file then moves them with it, and a plan of the
+    file after the apply is empty."""
+    name = (state.get("progress") or {}).get("stage")
+    stage = next((s for s in state["plan"] if s["name"] == name), None) if name is not None else None
+    if stage is None:
+        return state
+    split = {"enabled": True, "retired": stage["retires_legacy"], "percentage": float(stage["percentage"]),
+             "compare_percentage": float(stage["compare_percentage"]),
+             "include_cohorts": sorted(stage["include_cohorts"])}
+    return {k: v for k, v in state.items() if not (k in STAGE_SPLIT and v == split[k])}

@@ -90,6 +90,7 @@ class Desired:
     cohorts: dict[str, dict[str, Any]] = field(default_factory=dict)
     flags: dict[str, dict[str, Any]] = field(default_factory=dict)
     where: dict[tuple[str, str], Where] = field(default_factory=dict)
+    nodes: dict[tuple[str, str], tuple[yaml.Node, str]] = field(default_factory=dict)  # (object's node, "flags[0]")
 
     def section(self, name: str) -> dict[str, dict[str, Any]]:
         section: dict[str, dict[str, Any]] = getattr(self, name)
@@ -97,6 +98,17 @@ class Desired:
 
     def located(self, kind: str, key: str) -> Where:
         return self.where.get((kind, key), Where("", 0))
+
+    def locate(self, kind: str, key: str, *path: str | int) -> tuple[Where, str]:
+        """Where a field inside an object is written — the file, the line of the deepest part of ``path``
+        the file holds (a key's own line) — and the field's path in the file (``flags[0].environments.
+        production.plan[1].include_cohorts``)."""
+        where = self.located(kind, key)
+        found = self.nodes.get((kind, key))
+        if found is None:
+            return where, _field_name([f"{kind}s", *path])
+        node, prefix = found
+        return Where(where.file, _line_along(node, list(path))), _field_name([prefix, *path])
 
 
 # --- YAML with line numbers ------------------------------------------------------------------------
@@ -122,6 +134,24 @@ def _node_at(node: yaml.Node, path: list[Any]) -> yaml.Node:
         else:
             return node
     return node
+
+
+def _line_along(node: yaml.Node, path: list[Any]) -> int:
+    """The line of the deepest part of ``path`` found under ``node`` (for a mapping's key: the key's line)."""
+    line = _line(node)
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)),
+                        None)
+            if pair is None:
+                return line
+            line, node = _line(pair[0]), pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = _line(node)
+        else:
+            return line
+    return line
 
 
 def _key_node(node: yaml.Node, name: str) -> yaml.Node | None:
@@ -283,7 +313,8 @@ def read_configuration(files: Mapping[str, str]) -> Desired:
         for section in SECTIONS:
             for index, item in enumerate(data.get(section) or []):
                 key = item["key"]
-                line = _line(_node_at(root, [section, index]))
+                item_node = _node_at(root, [section, index])
+                line = _line(item_node)
                 where = Where(path, line)
                 kind = section[:-1]
                 if key in desired.section(section):
@@ -299,6 +330,7 @@ def read_configuration(files: Mapping[str, str]) -> Desired:
                                        for kind_, ref in sorted(refs.items())}
                 desired.section(section)[key] = item
                 desired.where[(kind, key)] = where
+                desired.nodes[(kind, key)] = (item_node, f"{section}[{index}]")
     if problems:
         raise ConfigInvalid(problems)
     return desired

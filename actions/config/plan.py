@@ -65,6 +65,7 @@ class Change:
     file: str = ""
     line: int = 0
     stage: str = "flag_state"  # the order of application (ORDER)
+    together: int = 0  # > 1: one of that many consecutive changes of this flag state carried by one change request
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -134,8 +135,9 @@ class _Planner:
         self.changes.append(change)
         return change
 
-    def problem(self, where: Where, field_name: str, message: str) -> None:
-        self.problems.append(Problem(where.file, where.line, field_name, message))
+    def problem(self, kind: str, key: str, path: tuple[str | int, ...], message: str) -> None:
+        where, name = self.desired.locate(kind, key, *path)
+        self.problems.append(Problem(where.file, where.line, name, message))
 
     def create_ruling(self, action: Action) -> Ruling:
         return decide(self.actor, action, NO_EFFECT)
@@ -148,8 +150,9 @@ class _Planner:
             existing = self.now.environments.get(key)
             if existing is None:
                 if not self.create_environments:
-                    self.problem(where, "environments.key", f"environment '{key}' does not exist in this installation "
-                                 "(files for another installation?); pass --create-environments to create it")
+                    self.problem("environment", key, ("key",),
+                                 f"environment '{key}' does not exist in this installation (files for another "
+                                 "installation?); pass --create-environments to create it")
                     continue
                 params = {k: v for k, v in env.items() if k != "key"}
                 self.new_envs[key] = Environment(key=key, **params)
@@ -198,7 +201,7 @@ class _Planner:
             members = cohort.get("members")
             if members is not None and set(members.get("include", [])) & set(members.get("exclude", [])):
                 both = sorted(set(members["include"]) & set(members["exclude"]))[0]
-                self.problem(where, "cohorts.members", f"subject '{both}' is both included and excluded")
+                self.problem("cohort", key, ("members",), f"subject '{both}' is both included and excluded")
                 continue
             fields = {k: v for k, v in cohort.items() if k not in {"key", "members"}}
             existing = self.now.cohorts.get(key)
@@ -252,8 +255,8 @@ class _Planner:
             where = self.desired.located("flag", key)
             workload = self.workload(flag["workload"])
             if workload is None:
-                self.problem(where, "flags.workload", f"workload '{flag['workload']}' is neither in the files nor in "
-                             "the installation")
+                self.problem("flag", key, ("workload",),
+                             f"workload '{flag['workload']}' is neither in the files nor in the installation")
                 continue
             fields = {k: v for k, v in flag.items() if k not in {"key", "environments"}}
             existing = self.now.flags.get(key)
@@ -265,13 +268,15 @@ class _Planner:
                                 bucket_by=fields.get("bucket_by", ""), kind=fields.get("kind", FlagKind.RELEASE))
             else:
                 if fields.get("workload", existing["workload"]) != existing["workload"]:
-                    self.problem(where, "flags.workload", f"flag '{key}' belongs to workload '{existing['workload']}'; "
-                                 "a flag does not move between workloads")
+                    self.problem("flag", key, ("workload",),
+                                 f"flag '{key}' belongs to workload '{existing['workload']}'; a flag does not move "
+                                 "between workloads")
                     continue
                 fields.pop("workload", None)
                 if fields.pop("kind", "release") != existing.get("kind", "release"):
-                    self.problem(where, "flags.kind", f"flag '{key}' is a {existing.get('kind', 'release')} flag; a "
-                                 "flag's kind is set when it is created and does not change")
+                    self.problem("flag", key, ("kind",),
+                                 f"flag '{key}' is a {existing.get('kind', 'release')} flag; a flag's kind is set "
+                                 "when it is created and does not change")
                     continue
                 diff = _diff(existing, fields)
                 if diff:
@@ -282,21 +287,26 @@ class _Planner:
                 flag_obj = Flag.objects.select_related("workload").get(key=key)
             states_changed = False
             for env_key, state in (flag.get("environments") or {}).items():
+                unknown = False
                 for listed in ("include_cohorts", "exclude_cohorts"):
-                    for cohort in state.get(listed, []):
+                    for n, cohort in enumerate(state.get(listed, [])):
                         if cohort not in cohorts:
-                            self.problem(where, f"flags.environments.{env_key}.{listed}",
-                                         f"cohort '{cohort}' is neither in the files nor in the installation")
+                            unknown = True
+                            self.state_problem(key, env_key, (listed, n),
+                                               f"cohort '{cohort}' is neither in the files nor in the installation")
                 for index, stage in enumerate(state.get("plan") or []):
-                    for cohort in stage.get("include_cohorts", []):
+                    for n, cohort in enumerate(stage.get("include_cohorts", [])):
                         if cohort not in cohorts:
-                            self.problem(where, f"flags.environments.{env_key}.plan[{index}].include_cohorts",
-                                         f"cohort '{cohort}' is neither in the files nor in the installation")
+                            unknown = True
+                            self.state_problem(key, env_key, ("plan", index, "include_cohorts", n),
+                                               f"cohort '{cohort}' is neither in the files nor in the installation")
                 env = self.environment(env_key)
                 if env is None:
-                    self.problem(where, f"flags.environments.{env_key}",
-                                 f"environment '{env_key}' does not exist in this installation (files for another "
-                                 "installation?)")
+                    self.state_problem(key, env_key, (),
+                                       f"environment '{env_key}' does not exist in this installation (files for "
+                                       "another installation?)")
+                    continue
+                if unknown:
                     continue
                 before = (existing or {}).get("environments", {}).get(env_key)
                 states_changed |= self.state(flag_obj, env, state, before, where)
@@ -304,83 +314,177 @@ class _Planner:
                     c.kind == "flag" and c.key == key for c in self.changes):
                 self.change("flag", key, "unchanged", where)
 
+    def at(self, flag: str, env: str, *path: str | int) -> tuple[Where, str]:
+        """File, line and field path of a field inside one flag's block for one environment."""
+        return self.desired.locate("flag", flag, "environments", env, *path)
+
+    def state_problem(self, flag: str, env: str, path: tuple[str | int, ...], message: str) -> None:
+        where, name = self.at(flag, env, *path)
+        self.problems.append(Problem(where.file, where.line, name, message))
+
     def state(self, flag: Flag, env: Environment, wanted: Mapping[str, Any], before: Mapping[str, Any] | None,
               where: Where) -> bool:
+        """The changes of one flag state, in the order they are made on the row: rollbacks (a file moving the
+        rollout back), plan, guardrails, Prometheus queries, advances (forward), pause or resume, the split
+        and targeting, retirement. Each is compared with what the row holds *after* the steps before it (an
+        advance sets the stage's split, so a file at that stage asks no further update)."""
         key = f"{flag.key}@{env.key}"
         before = before or {"enabled": False, "retired": False, "percentage": 0.0, "compare_percentage": 0.0,
                             "include_cohorts": [], "exclude_cohorts": [], "overrides": {}, "plan": [],
                             "guardrails": None, "prometheus": []}
+        progress = self.now.progress.get(key, {"stage": 0, "paused": False})
         exists = flag.pk is not None and env.pk is not None
-        obj: Any = None
-        if not exists:
-            obj = FlagState(flag=flag, environment=env)
+        obj: Any = None if exists else FlagState(flag=flag, environment=env)
+        steps: list[Change] = []
 
-        def ruled(change: Change) -> None:
+        def step(action: Action, params: dict[str, Any], diff: dict[str, Any], at: tuple[str | int, ...]) -> Change:
+            place, _name = self.at(flag.key, env.key, *at)
+            change = self.change("flag_state", key, "update", place, action=action, params=params, diff=diff)
             if exists:
                 _ruled(change, preview(actor=self.actor, action=change.action, target=key, params=change.params))
             else:
                 _ruled(change, preview(actor=self.actor, action=change.action, obj=obj, params=change.params))
+            steps.append(change)
+            return change
 
         wanted_sorted = {k: (sorted(v) if k in {"include_cohorts", "exclude_cohorts"} else v)
-                         for k, v in wanted.items()}
+                         for k, v in wanted.items() if k != "progress"}
         diff = _diff(before, wanted_sorted)
-        changed = False
-        if "plan" in diff:
-            plan = [_stage(s) for s in wanted["plan"]]
-            if not plan:
-                self.problem(where, f"flags.environments.{env.key}.plan",
-                             "a plan cannot be removed from files (a plan has 1 to 20 stages)")
-            elif _norm(plan) != _norm(before["plan"]):
-                change = self.change("flag_state", key, "update", where, action=Action.FLAG_STATE_PLAN_SET,
-                                     params={"stages": plan}, diff={"plan": diff["plan"]})
-                ruled(change)
-                stage = self.now.progress.get(key, {}).get("stage", 0)
-                if stage:
-                    change.ruling, change.why = str(Verdict.REFUSE), (
-                        f"the plan has started (stage {stage}); roll it back to the start to edit it")
-                changed = True
+        old_plan: list[dict[str, Any]] = list(before["plan"])
+        new_plan = [_stage(s) for s in wanted["plan"]] if wanted.get("plan") else old_plan
+        plan_changes = "plan" in diff and bool(new_plan) and _norm(new_plan) != _norm(old_plan)
+        if "plan" in diff and not wanted["plan"]:
+            self.state_problem(flag.key, env.key, ("plan",),
+                               "a plan cannot be removed from files (a plan has 1 to 20 stages)")
+
+        # where the rollout should stand: progress.stage names a stage of the plan the file ends with
+        stage_now, paused_now = int(progress["stage"]), bool(progress["paused"])
+        target, want_paused = stage_now, None
+        wanted_progress = wanted.get("progress")
+        if wanted_progress is not None:
+            if "stage" in wanted_progress:
+                name = wanted_progress["stage"]
+                names = [s["name"] for s in new_plan]
+                if name is None:
+                    target = 0
+                elif name in names:
+                    target = names.index(name) + 1
+                else:
+                    self.state_problem(flag.key, env.key, ("progress", "stage"),
+                                       f"'{name}' is not a stage of the plan "
+                                       f"({', '.join(names) if names else 'the flag state has no plan'})")
+            want_paused = wanted_progress.get("paused")
+
+        def stage_name(plan: list[dict[str, Any]], position: int) -> str | None:
+            return plan[position - 1]["name"] if 0 < position <= len(plan) else None
+
+        expected = {k: before[k] for k in ("enabled", "retired", "percentage", "compare_percentage",
+                                           "include_cohorts", "exclude_cohorts", "overrides")}
+
+        def at_stage(plan: list[dict[str, Any]], position: int, *, enabled: bool) -> None:
+            if position == 0:
+                expected.update(enabled=False, retired=False, percentage=0.0, compare_percentage=0.0,
+                                include_cohorts=[])
+                return
+            st = plan[position - 1]
+            expected.update(enabled=enabled, retired=st["retires_legacy"], percentage=float(st["percentage"]),
+                            compare_percentage=float(st["compare_percentage"]),
+                            include_cohorts=sorted(st["include_cohorts"]))
+
+        stage, paused = stage_now, paused_now
+        # 1. back: a rollback per stage (it never waits; it pauses the rollout, as the API's rollback does)
+        back_to = 0 if plan_changes and target == 0 else target
+        if back_to < stage and not (plan_changes and target > 0):
+            for position in range(stage, back_to, -1):
+                step(Action.FLAG_STATE_ROLLED_BACK, {}, {"progress.stage": {
+                    "before": stage_name(old_plan, position), "after": stage_name(old_plan, position - 1)}},
+                     ("progress", "stage"))
+            at_stage(old_plan, back_to, enabled=bool(expected["enabled"]))
+            stage, paused = back_to, True
+        # 2. the plan (only while it has not started), guardrails, Prometheus queries
+        if plan_changes:
+            change = step(Action.FLAG_STATE_PLAN_SET, {"stages": new_plan}, {"plan": diff["plan"]}, ("plan",))
+            if stage:
+                change.ruling, change.why = str(Verdict.REFUSE), (
+                    f"the plan has started (stage {stage}); roll it back to the start to edit it "
+                    "(progress.stage: null in the same file does)")
         if "guardrails" in diff:
             limits = wanted["guardrails"]
             if limits is None:
-                self.problem(where, f"flags.environments.{env.key}.guardrails",
-                             "guardrails cannot be removed from files; set each limit to null instead")
+                self.state_problem(flag.key, env.key, ("guardrails",),
+                                   "guardrails cannot be removed from files; set each limit to null instead")
             else:
                 full = {**GUARDRAIL_DEFAULTS, **(before["guardrails"] or {}), **limits}
                 if _norm(full) != _norm(before["guardrails"]):
-                    change = self.change("flag_state", key, "update", where,
-                                         action=Action.FLAG_STATE_GUARDRAILS_SET, params=dict(limits),
-                                         diff={"guardrails": {"before": before["guardrails"], "after": full}})
-                    ruled(change)
-                    changed = True
+                    step(Action.FLAG_STATE_GUARDRAILS_SET, dict(limits),
+                         {"guardrails": {"before": before["guardrails"], "after": full}}, ("guardrails",))
         if "prometheus" in diff:
-            change = self.change("flag_state", key, "update", where, action=Action.FLAG_STATE_GUARDRAIL_QUERIES_SET,
-                                 params={"queries": [dict(q) for q in wanted["prometheus"]]},
-                                 diff={"prometheus": diff["prometheus"]})
-            ruled(change)
-            changed = True
-        simple = {k: v for k, v in diff.items() if k not in {"plan", "guardrails", "retired", "prometheus"}}
-        retire = diff.get("retired")
+            step(Action.FLAG_STATE_GUARDRAIL_QUERIES_SET, {"queries": [dict(q) for q in wanted["prometheus"]]},
+                 {"prometheus": diff["prometheus"]}, ("prometheus",))
+        # 3. forward: an advance per stage, with the policy of the API's advance
+        if target > stage:
+            killed = stage > 0 and not expected["enabled"]
+            for position in range(stage, target):
+                params = {"resume": True} if paused and position == stage else {}
+                change = step(Action.FLAG_STATE_ADVANCED, params, {"progress.stage": {
+                    "before": stage_name(new_plan, position), "after": stage_name(new_plan, position + 1)}},
+                              ("progress", "stage"))
+                if killed and change.ruling != Verdict.REFUSE:
+                    change.ruling, change.why = str(Verdict.REFUSE), (
+                        f"'{key}' is killed at stage {stage}: switch it back on (turnout resume) before advancing "
+                        "it from files")
+            at_stage(new_plan, target, enabled=True)
+            stage, paused = target, False
+        # 4. pause or resume
+        if want_paused is not None and want_paused != paused:
+            if want_paused:
+                step(Action.FLAG_STATE_PAUSED, {}, {"progress.paused": {"before": False, "after": True}},
+                     ("progress", "paused"))
+            else:
+                step(Action.FLAG_STATE_RESUMED, {}, {"progress.paused": {"before": True, "after": False}},
+                     ("progress", "paused"))
+                expected["enabled"] = True
+        # 5. the split and targeting, then retirement, compared with the row after the steps above
+        rest = _diff(expected, {k: v for k, v in wanted_sorted.items()
+                                if k not in {"plan", "guardrails", "prometheus"}})
+        simple = {k: v for k, v in rest.items() if k != "retired"}
+        retire = rest.get("retired")
         if retire is not None and simple.get("compare_percentage") and wanted.get("retired"):
-            # Retiring legacy ends the comparison by itself.
-            simple.pop("compare_percentage")
+            simple.pop("compare_percentage")  # retiring legacy ends the comparison by itself
         if simple:
-            params = {k: v["after"] for k, v in simple.items()}
-            change = self.change("flag_state", key, "update", where, action=Action.FLAG_STATE_UPDATED, params=params,
-                                 diff=simple)
-            ruled(change)
-            changed = True
+            step(Action.FLAG_STATE_UPDATED, {k: v["after"] for k, v in simple.items()}, simple, (next(iter(simple)),))
         if retire is not None:
             if not retire["after"]:
-                self.problem(where, f"flags.environments.{env.key}.retired",
-                             "legacy, once retired, is not brought back from files")
+                self.state_problem(flag.key, env.key, ("retired",),
+                                   "legacy, once retired, is not brought back from files")
             else:
-                change = self.change("flag_state", key, "update", where, action=Action.FLAG_STATE_RETIRED,
-                                     diff={"retired": retire})
-                ruled(change)
-                changed = True
-        if not changed and self.now.flags.get(flag.key) is not None:
+                step(Action.FLAG_STATE_RETIRED, {}, {"retired": retire}, ("retired",))
+        self.together(key, steps, obj if not exists else None)
+        if not steps and self.now.flags.get(flag.key) is not None:
             self.change("flag_state", key, "unchanged", where)
-        return changed
+        return bool(steps)
+
+    def together(self, key: str, steps: list[Change], obj: Any) -> None:
+        """Several changes of one flag state, once one of them needs a second person, become **one** change
+        request (``flag_state.configured``, its steps in order on one row): separate requests would each be
+        based on the same version, so approving one would make the others stale. The changes before the
+        first that waits apply at once, as they would alone."""
+        first = next((i for i, c in enumerate(steps) if c.ruling == Verdict.REQUEST), None)
+        if first is None or len(steps) - first < 2 or any(c.ruling == Verdict.REFUSE for c in steps[first:]):
+            return
+        group = steps[first:]
+        params = {"steps": [{"action": str(c.action), "params": c.params} for c in group]}
+        if obj is None:
+            ruling = preview(actor=self.actor, action=Action.FLAG_STATE_CONFIGURED, target=key, params=params)
+        else:
+            ruling = preview(actor=self.actor, action=Action.FLAG_STATE_CONFIGURED, obj=obj, params=params)
+        for change in group:
+            change.together = len(group)
+            if ruling.verdict is Verdict.REFUSE or change.ruling != Verdict.REFUSE:
+                change.ruling = str(ruling.verdict)
+            change.why = f"{ruling.message or change.why} (one change request for these {len(group)} changes " \
+                         f"of {key})"
+
 
     # -- deletions --------------------------------------------------------------------------------
 
@@ -511,21 +615,48 @@ def apply(*, actor: Actor, files: Any, versions: Any, delete: bool = False, crea
     results: list[dict[str, Any]] = []
     versions_now: dict[str, Any] = dict(planned.versions)
     failed = False
-    for change in planned.pending:
-        entry = {**change.as_json(), "result": "not_attempted"}
-        results.append(entry)
+    pending = planned.pending
+    index = 0
+    while index < len(pending):
+        group = pending[index:index + max(pending[index].together, 1)]
+        index += len(group)
+        entries = [{**change.as_json(), "result": "not_attempted"} for change in group]
+        results.extend(entries)
         if failed:
             continue
         try:
-            entry.update(_perform(actor, change, versions_now, context))
+            outcome = _perform(actor, group[0], versions_now, context) if len(group) == 1 else _together(
+                actor, group, versions_now, context)
         except ServiceError as exc:
             failed = True
-            entry.update({"result": "failed", "error": exc.as_body()["error"]})
+            outcome = {"result": "failed", "error": exc.as_body()["error"]}
+        for entry in entries:
+            entry.update(outcome)
     counts: dict[str, int] = {}
     for entry in results:
         counts[entry["result"]] = counts.get(entry["result"], 0) + 1
     return {"results": results, "summary": counts, "complete": not failed,
             "origin": {"commit": context.commit, "path": context.path}}
+
+
+def _submitted(outcome: Any, versions: dict[str, Any], vkey: str) -> dict[str, Any]:
+    if outcome.change_request is not None:
+        cr = outcome.change_request
+        return {"result": "change_request", "change_request": {
+            "id": cr.pk, "summary": cr.summary, "url": f"/api/v1/change-requests/{cr.pk}/",
+            "page": f"/changes/{cr.pk}/"}}
+    versions[vkey] = getattr(outcome.target, "version", versions.get(vkey))
+    return {"result": "applied"}
+
+
+def _together(actor: Actor, group: list[Change], versions: dict[str, Any], context: Context) -> dict[str, Any]:
+    """Consecutive changes of one flag state carried by one ``flag_state.configured`` (one change request)."""
+    first = group[0]
+    vkey = f"{first.kind}:{first.key}"
+    steps = [{"action": str(c.action), "params": c.params} for c in group]
+    outcome = submit(actor=actor, action=Action.FLAG_STATE_CONFIGURED, target=first.key, params={"steps": steps},
+                     version=versions.get(vkey), reason=context.reason_for(first))
+    return _submitted(outcome, versions, vkey)
 
 
 def _perform(actor: Actor, change: Change, versions: dict[str, Any], context: Context) -> dict[str, Any]:
@@ -553,13 +684,7 @@ def _perform(actor: Actor, change: Change, versions: dict[str, Any], context: Co
         return {"result": "applied"}
     outcome = submit(actor=actor, action=change.action, target=change.key, params=p, version=versions.get(vkey),
                      reason=reason)
-    if outcome.change_request is not None:
-        cr = outcome.change_request
-        return {"result": "change_request", "change_request": {
-            "id": cr.pk, "summary": cr.summary, "url": f"/api/v1/change-requests/{cr.pk}/",
-            "page": f"/changes/{cr.pk}/"}}
-    versions[vkey] = getattr(outcome.target, "version", versions.get(vkey))
-    return {"result": "applied"}
+    return _submitted(outcome, versions, vkey)
 
 
 def _delete(actor: Actor, change: Change, reason: str) -> dict[str, Any]:

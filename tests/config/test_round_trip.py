@@ -7,8 +7,14 @@ import random
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.config.conftest import canonical, rulesets, wipe
+
+
+def rulesets_stages(documents: dict[str, Any]) -> dict[str, int]:
+    return {f"{flag}@{env}": rule["stage"] for env, doc in documents.items() for flag, rule in doc["flags"].items()
+            if rule["stage"]}
 
 
 def _export() -> dict[str, str]:
@@ -37,6 +43,20 @@ def test_round_trip__demo_data__same_files_and_rulesets(demo: None, actors: dict
     assert canonical(after) == canonical(before)
     assert {"environments.yaml", "workloads.yaml", "cohorts.yaml", "flags/invoice-engine.yaml",
             "cohorts/beta-testers.include.csv"} <= set(files)
+
+
+def test_round_trip__demo_story_started_plan__same_progress_files_and_rulesets(
+        demo: None, actors: dict[str, Any]) -> None:
+    from rollout.demo import seed_story
+
+    seed_story()  # invoice-engine in production advanced to its 25% stage (as dev_setup leaves it)
+    files, again, before, after = _round_trip(actors["admin"])
+
+    production = yaml.safe_load(files["flags/invoice-engine.yaml"])["flags"][0]["environments"]["production"]
+    assert production["progress"] == {"stage": "25%", "paused": False}
+    assert again == files
+    assert canonical(after) == canonical(before)
+    assert rulesets_stages(after)["invoice-engine@production"] > 0
 
 
 def test_round_trip__applied_again__plan_has_no_changes(demo: None, actors: dict[str, Any]) -> None:
@@ -111,6 +131,35 @@ def _generate(seed: int) -> None:
             flag_state_update(actor=system, flag=key, environment=envs[0], version=None, enabled=True,
                               percentage_value=100)
             flag_state_retire(actor=system, flag=key, environment=envs[0])
+    if seed == 1:  # one seed carries started rollouts (CI time: each advance is a real action)
+        _progress(rng, envs, system)
+
+
+def _progress(rng: random.Random, envs: list[str], system: Any) -> None:
+    """Started rollouts in every shape the files must carry: running, paused, killed, rolled back (paused
+    one stage lower), paused before the start, in an environment that requires approval and not."""
+    from actions.submit import submit_state
+    from rollout.models import FlagState
+    from rollout.plans.stages import plan_set, plan_template
+
+    shapes = ["running", "paused", "killed", "rolled_back", "killed_paused", "running", "paused_at_start"]
+    for f, shape in enumerate(shapes):
+        key, env = f"flag-{f}", envs[1 + f % 2]
+        state = FlagState.objects.get(flag__key=key, environment__key=env)
+        if not state.stages.exists():
+            plan_set(actor=system, flag=key, environment=env, version=None,
+                     stages=plan_template(soak_seconds=rng.choice([0, 600])))
+        if shape == "paused_at_start":
+            submit_state(actor=system, flag=key, environment=env, action="flag_state.paused", reason="hold")
+            continue
+        for _ in range(rng.randint(1, 3)):
+            submit_state(actor=system, flag=key, environment=env, action="flag_state.advanced", reason="onwards")
+        if shape in {"paused", "killed_paused"}:
+            submit_state(actor=system, flag=key, environment=env, action="flag_state.paused", reason="hold")
+        if shape in {"killed", "killed_paused"}:
+            submit_state(actor=system, flag=key, environment=env, action="flag_state.killed", reason="stop")
+        if shape == "rolled_back":
+            submit_state(actor=system, flag=key, environment=env, action="flag_state.rolled_back", reason="back")
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -122,3 +171,11 @@ def test_round_trip__generated_data__same_files_and_rulesets(db: Any, actors: di
     assert "environment 1: described" in files["environments.yaml"]
     assert again == files
     assert canonical(after) == canonical(before)
+    if seed == 1:  # killed, paused, rolled back and running rollouts kept their progress
+        progress = {k: yaml.safe_load(files[f"flags/{k}.yaml"])["flags"][0]["environments"][e].get("progress")
+                    for k, e in (("flag-0", "env-1"), ("flag-1", "env-2"), ("flag-2", "env-1"), ("flag-3", "env-2"),
+                                 ("flag-6", "env-1"))}
+        assert progress["flag-0"]["paused"] is False and progress["flag-1"]["paused"] is True
+        assert progress["flag-6"] == {"stage": None, "paused": True}
+        assert "enabled: false" in files["flags/flag-2.yaml"]
+        assert rulesets_stages(before) == rulesets_stages(after) and any(rulesets_stages(before).values())
