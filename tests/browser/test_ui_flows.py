@@ -370,6 +370,62 @@ def test_plan__built_from_a_template__advanced_stage_by_stage_and_rolled_back(si
     expect(card.locator("header .badge.paused")).to_have_count(0)
 
 
+def test_promote__staging_to_production__change_request_approved_then_the_card_shows_the_copy(site: Site) -> None:
+    """The promote button on production's card copies staging's plan, guardrails and targeting — not the
+    stage or percentage reached — as one change request; approved, production's card shows the copy."""
+    _live_flag(percentage=0, risk="medium")
+    from actions.submit import submit_state
+    from cohorts.services import cohort_create
+    from common.actors import Actor
+    from rollout.plans.guardrails import guardrail_set
+    from rollout.plans.stages import plan_set, plan_template
+
+    seed = Actor.system("test")
+    cohort_create(actor=seed, key="internal-staff", name="Internal staff",
+                  rules={"all": [{"attr": "email", "op": "ends_with", "values": ["@example.com"]}]})
+    plan_set(actor=seed, flag="invoice-engine", environment="staging", version=None,
+             stages=plan_template(internal_cohorts=["internal-staff"], soak_seconds=0))
+    guardrail_set(actor=seed, flag="invoice-engine", environment="staging", version=None, max_error_rate=2,
+                  action="pause")
+    for _ in range(4):  # staging is at 5%: production starts its own rollout from the beginning
+        submit_state(actor=seed, flag="invoice-engine", environment="staging", action="flag_state.advanced")
+
+    requester = site.session_for("eddie")
+    requester.goto(f"{site.url}/flags/invoice-engine/?env=production")
+    card = requester.locator("#state-production")
+    expect(card.get_by_role("list", name="Rollout stages")).to_have_count(0)
+    card.get_by_role("button", name="Request: Promote from Staging").click()
+    expect(card.get_by_role("status")).to_contain_text("Waiting for approval: change request #")
+    expect(card.locator(".msg-warning a", has_text="promote the plan, guardrails and targeting")).to_be_visible()
+    expect(card.get_by_role("list", name="Rollout stages")).to_have_count(0)  # nothing copied yet
+
+    approver = site.session_for("abby")
+    approver.get_by_role("navigation", name="Main").get_by_role("link", name="Change requests").click()
+    inbox = approver.get_by_role("region", name=re.compile("Waiting for you"))
+    inbox.get_by_role("link", name=re.compile("promote the plan, guardrails and targeting of invoice-engine "
+                                              "from staging to production")).click()
+    expect(approver.locator("table.diff tr", has_text="plan")).to_contain_text("retire legacy")
+    expect(approver.locator("table.diff tr", has_text="guardrails")).to_contain_text('"max_error_rate": 2.0')
+    screenshot(approver, "promotion-change-request")
+    approver.get_by_label("Comment").fill("same plan as staging")
+    approver.get_by_role("button", name="Approve and apply").click()
+    expect(approver.get_by_role("status")).to_contain_text("Approved and applied.")
+
+    requester.goto(f"{site.url}/flags/invoice-engine/?env=production#state-production")
+    timeline = card.get_by_role("list", name="Rollout stages")
+    expect(timeline.get_by_role("listitem")).to_have_count(8)
+    expect(card.locator(".badge", has_text="stage 0 of 8")).to_be_visible()
+    expect(card.locator(".big")).to_have_text("0%")  # the percentage reached in staging is not promoted
+    expect(card.locator(".chips .include")).to_contain_text("internal-staff")
+    expect(card.get_by_role("link", name="flag_state.promoted")).to_be_visible()
+    screenshot(requester, "promotion-applied")
+
+    from rollout.models import Guardrail
+
+    copied = Guardrail.objects.get(flag_state__flag__key="invoice-engine", flag_state__environment__key="production")
+    assert (float(copied.max_error_rate or 0), copied.action) == (2.0, "pause")
+
+
 def test_change_request__approved_by_a_second_user__applied_and_requester_sees_it(site: Site) -> None:
     _live_flag(percentage=10, environment="production", risk="medium")
     requester = site.session_for("eddie")
