@@ -83,11 +83,17 @@ class Plan:
         return [c for c in self.changes if c.op != "unchanged"]
 
     def summary(self) -> dict[str, int]:
-        counts = {"create": 0, "update": 0, "delete": 0, "unchanged": 0, "apply": 0, "request": 0, "refuse": 0}
+        counts = {"create": 0, "update": 0, "delete": 0, "unchanged": 0, "apply": 0, "request": 0, "refuse": 0,
+                  "change_requests": 0}
+        carried = 0  # changes still to come of the change request being counted
         for c in self.changes:
             counts[c.op] += 1
             if c.ruling:
                 counts[c.ruling] += 1
+            if c.ruling == Verdict.REQUEST and not carried:
+                counts["change_requests"] += 1
+                carried = max(c.together, 1)
+            carried = max(carried - 1, 0)
         return counts
 
     def as_json(self) -> dict[str, Any]:

@@ -135,8 +135,10 @@ def print_plan(plan: dict[str, Any], out: IO[str]) -> None:
         why = f" — {change['why']}" if change["why"] else ""
         out.write(f"    policy: {RULING.get(change['ruling'], change['ruling'])}{why}\n")
     s = plan["summary"]
+    requests = s.get("change_requests", s["request"])
+    carrying = f" carrying {s['request']} changes" if s["request"] != requests else ""
     out.write(f"Plan: {s['create']} to create, {s['update']} to change, {s['delete']} to delete, "
-              f"{s['unchanged']} unchanged; {s['apply']} direct, {s['request']} change request(s), "
+              f"{s['unchanged']} unchanged; {s['apply']} direct, {requests} change request(s){carrying}, "
               f"{s['refuse']} refused.\n")
 
 

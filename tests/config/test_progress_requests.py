@@ -164,6 +164,7 @@ def test_apply__several_changes_of_one_state__one_request_each_approved_in_any_o
 
     files = _several_changes(_files())
     planned = plan(actor=actors["editor"], files=files)
+    assert (planned.summary()["request"], planned.summary()["change_requests"]) == (6, 3)
     result = apply(actor=actors["editor"], files=files, versions=planned.versions,
                    context=Context(commit="0a1b2c3", path="turnout"))
 
