@@ -156,7 +156,9 @@ def _several_changes(files: dict[str, str]) -> dict[str, str]:
 
 @pytest.mark.parametrize("order", ["as_requested", "reversed"])
 def test_apply__several_changes_of_one_state__one_request_each_approved_in_any_order(
-        demo: None, actors: dict[str, Any], order: str) -> None:
+        demo: None, actors: dict[str, Any], order: str, client: Any) -> None:
+    from django.contrib.auth import get_user_model
+
     from actions.config.plan import Context, apply, plan
     from actions.submit import change_request_approve
     from audit.models import AuditEvent
@@ -177,6 +179,9 @@ def test_apply__several_changes_of_one_state__one_request_each_approved_in_any_o
     assert [s["action"] for s in search.params["steps"]] == ["flag_state.plan_set", "flag_state.guardrails_set",
                                                              "flag_state.updated"]
     assert search.summary.startswith("3 changes of customer-search@production together: set the rollout plan")
+    client.force_login(get_user_model().objects.get(pk=actors["approver"].user_id))
+    page = client.get(f"/changes/{search.pk}/")
+    assert page.status_code == 200 and "flag_state.guardrails_set" in page.content.decode()
 
     for pk in (requests if order == "as_requested" else requests[::-1]):
         change_request_approve(actor=actors["approver"], change_request=pk)
