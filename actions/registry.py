@@ -196,8 +196,9 @@ def _steps(params: Mapping[str, Any]) -> list[tuple[ActionSpec, dict[str, Any]]]
         raise ValidationFailed.field("steps", f"must be a list of 1 to {MAX_STEPS} changes of the flag state")
     out: list[tuple[ActionSpec, dict[str, Any]]] = []
     for index, step in enumerate(raw):
-        if not isinstance(step, Mapping) or set(step) - {"action", "params"} or not isinstance(step.get("action"), str):
-            raise ValidationFailed.field(f"steps[{index}]", "must be an object {action, params}")
+        if (not isinstance(step, Mapping) or set(step) - {"action", "params"} or not isinstance(step.get("action"), str)
+                or not isinstance(step.get("params", {}), Mapping)):
+            raise ValidationFailed.field(f"steps[{index}]", "must be an object {action, params: {…}}")
         spec = spec_for(step["action"], dict(step.get("params") or {}))
         if spec.target != TargetType.FLAG_STATE or spec.name == Action.FLAG_STATE_CONFIGURED:
             raise ValidationFailed.field(f"steps[{index}].action", f"'{spec.name}' is not a change of a flag state")

@@ -193,3 +193,17 @@ def test_apply__several_changes_of_one_state__one_request_each_approved_in_any_o
     assert [e.action for e in steps] == ["flag_state.plan_set", "flag_state.guardrails_set", "flag_state.updated"]
     assert all("turnout apply of turnout/flags/customer-search.yaml" in e.reason and "0a1b2c3" in e.reason
                for e in steps)
+
+
+def test_submit__configured_with_bad_steps__400_naming_the_step(demo: None, actors: dict[str, Any]) -> None:
+    from actions.submit import submit
+    from common.errors import ValidationFailed
+
+    target = "customer-search@staging"
+    for steps, field in (([], "steps"), ([{"action": "flag_state.updated", "params": [1]}], "steps[0]"),
+                         ([{"action": "flag.updated", "params": {}}], "steps[0].action"),
+                         ([{"action": "flag_state.configured", "params": {}}], "steps[0].action"),
+                         ([{"action": "flag_state.updated", "params": {"colour": 1}}], "params.colour")):
+        with pytest.raises(ValidationFailed) as caught:
+            submit(actor=actors["admin"], action="flag_state.configured", target=target, params={"steps": steps})
+        assert field in caught.value.as_body()["error"]["fields"], (steps, caught.value.as_body())
