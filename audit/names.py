@@ -19,6 +19,7 @@ class Action(StrEnum):
     FLAG_DELETED = "flag.deleted"
     FLAG_ARCHIVED = "flag.archived"
     FLAG_RESTORED = "flag.restored"
+    FLAGS_STALE_DETECTED = "flags.stale_detected"  # the stale-flag report found newly stale flags
     COHORT_CREATED = "cohort.created"
     COHORT_UPDATED = "cohort.updated"
     COHORT_DELETED = "cohort.deleted"
@@ -47,6 +48,7 @@ class Action(StrEnum):
     MIGRATION_STAGE_SET = "migration.stage_set"
     MIGRATION_ROLLED_BACK = "migration.rolled_back"
     MIGRATION_DIVERGENCES_RESOLVED = "migration.divergences_resolved"
+    MIGRATION_DIVERGENCES_DETECTED = "migration.divergences_detected"  # new ones, told to subscribers
     # access
     SDK_KEY_CREATED = "sdk_key.created"
     SDK_KEY_REVOKED = "sdk_key.revoked"

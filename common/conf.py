@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     # (doubling after each: 2, 4, 8 ... s by default).
     "NOTIFY_MAX_RETRIES": 6,
     "NOTIFY_RETRY_BASE_SECONDS": 2.0,
+    # Seconds a flag state's divergence notices are quiet after one (a burst is one notice; what comes
+    # meanwhile is counted into the next).
+    "NOTIFY_DIVERGENCE_INTERVAL": 900.0,
     # Metrics kept at minute resolution for this many days, then as hourly totals.
     "METRICS_MINUTE_DAYS": 30,
     # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).

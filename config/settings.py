@@ -391,6 +391,12 @@ CELERY_BEAT_SCHEDULE = {
     "drain-outbox": {"task": "rollout.tasks.drain_outbox", "schedule": TURNOUT_OUTBOX_DRAIN_INTERVAL},
     # Proof that beat's schedule reaches a worker (what guardrail checks depend on): /readyz, the UI.
     "heartbeat": {"task": "rollout.tasks.heartbeat", "schedule": TURNOUT_HEARTBEAT_SECONDS},
+    # Notifications the broker could not take when their change committed (notifications/outbox.py).
+    "drain-notification-outbox": {"task": "notifications.tasks.drain_notification_outbox",
+                                  "schedule": TURNOUT_OUTBOX_DRAIN_INTERVAL},
+    # New divergences of data migrations, and newly stale flags, for their subscribers (notifications/watch.py).
+    "watch-divergences": {"task": "notifications.tasks.watch_divergences", "schedule": 60.0},
+    "watch-stale-flags": {"task": "notifications.tasks.watch_stale_flags", "schedule": 3600.0},
 }
 
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below (JSON in production)
@@ -438,6 +444,7 @@ if env.get("TURNOUT_STREAM_DB_POLL_SECONDS"):
 TURNOUT_PROMETHEUS_URL = env.get("TURNOUT_PROMETHEUS_URL", "") or ""
 TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
 TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""
+TURNOUT_NOTIFY_DIVERGENCE_INTERVAL = env.get_float("TURNOUT_NOTIFY_DIVERGENCE_INTERVAL", 900.0)
 # E-mail notifications go through Django's SMTP backend.
 EMAIL_HOST = env.get("EMAIL_HOST", "localhost") or "localhost"
 EMAIL_PORT = env.get_int("EMAIL_PORT", 25)
