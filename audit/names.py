@@ -57,6 +57,8 @@ class Action(StrEnum):
     USER_CREATED = "user.created"
     USER_ROLES_CHANGED = "user.roles_changed"
     USER_DEACTIVATED = "user.deactivated"
+    USER_INVITED = "user.invited"  # an e-mail with a set-password (or single sign-on) link
+    USER_PASSWORD_SET = "user.password_set"  # by the person, through the invitation's one-time link
     # four eyes
     CHANGE_REQUEST_CREATED = "change_request.created"
     CHANGE_REQUEST_APPROVED = "change_request.approved"

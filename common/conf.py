@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a flag state's divergence notices are quiet after one (a burst is one notice; what comes
     # meanwhile is counted into the next).
     "NOTIFY_DIVERGENCE_INTERVAL": 900.0,
+    # The address people reach Turnout at, for links in e-mails (invitations); empty: the inviting request's.
+    "PUBLIC_URL": "",
     # Metrics kept at minute resolution for this many days, then as hourly totals.
     "METRICS_MINUTE_DAYS": 30,
     # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).

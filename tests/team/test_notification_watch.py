@@ -4,7 +4,6 @@ time moved with the injected clock. And the outbox every notifiable event leaves
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
