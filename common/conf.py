@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_USERNAME_CLAIM": "preferred_username",
     "OIDC_GROUPS_CLAIM": "groups",
     "OIDC_ROLE_MAP": "",
+    # The provider's discovery document: seconds it is kept, and seconds a fetch may take.
+    "OIDC_DISCOVERY_CACHE_SECONDS": 3600.0,
+    "OIDC_DISCOVERY_TIMEOUT": 5.0,
     # False: the password form is off (single sign-on only); API tokens are unaffected.
     "PASSWORD_LOGIN": True,
     "SSO": False,
