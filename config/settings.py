@@ -466,6 +466,7 @@ TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
 TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""
 TURNOUT_NOTIFY_DIVERGENCE_INTERVAL = env.get_float("TURNOUT_NOTIFY_DIVERGENCE_INTERVAL", 900.0)
 TURNOUT_PUBLIC_URL = env.get("TURNOUT_PUBLIC_URL", "") or ""
+PASSWORD_RESET_TIMEOUT = env.get_int("PASSWORD_RESET_TIMEOUT", 3 * 24 * 3600)  # an invitation's link
 # E-mail notifications go through Django's SMTP backend.
 EMAIL_HOST = env.get("EMAIL_HOST", "localhost") or "localhost"
 EMAIL_PORT = env.get_int("EMAIL_PORT", 25)
