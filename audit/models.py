@@ -91,6 +91,22 @@ class AuditChainHead(models.Model):
         ]
 
 
+class NotificationOutbox(models.Model):
+    """An audit event people may have to be told about, not yet handed to the notification task.
+
+    Written by ``audit_record`` in the event's own transaction, so a committed change always leaves it;
+    deleted by whoever hands the event to the broker (the request after commit, or the notification
+    outbox drain on Celery beat and on Redis's recovery). Both lock the row (``SKIP LOCKED``) while
+    they publish, so an event is handed over once.
+    """
+
+    sequence = models.BigIntegerField(primary_key=True, help_text="the audit event's sequence")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["sequence"]
+
+
 class ExportKind(models.TextChoices):
     EVENTS = "events", "Events"
     EVIDENCE = "evidence", "Evidence pack"

@@ -19,6 +19,7 @@ class Action(StrEnum):
     FLAG_DELETED = "flag.deleted"
     FLAG_ARCHIVED = "flag.archived"
     FLAG_RESTORED = "flag.restored"
+    FLAGS_STALE_DETECTED = "flags.stale_detected"  # the stale-flag report found newly stale flags
     COHORT_CREATED = "cohort.created"
     COHORT_UPDATED = "cohort.updated"
     COHORT_DELETED = "cohort.deleted"
@@ -48,6 +49,7 @@ class Action(StrEnum):
     MIGRATION_STAGE_SET = "migration.stage_set"
     MIGRATION_ROLLED_BACK = "migration.rolled_back"
     MIGRATION_DIVERGENCES_RESOLVED = "migration.divergences_resolved"
+    MIGRATION_DIVERGENCES_DETECTED = "migration.divergences_detected"  # new ones, told to subscribers
     # access
     SDK_KEY_CREATED = "sdk_key.created"
     SDK_KEY_REVOKED = "sdk_key.revoked"
@@ -56,6 +58,8 @@ class Action(StrEnum):
     USER_CREATED = "user.created"
     USER_ROLES_CHANGED = "user.roles_changed"
     USER_DEACTIVATED = "user.deactivated"
+    USER_INVITED = "user.invited"  # an e-mail with a set-password (or single sign-on) link
+    USER_PASSWORD_SET = "user.password_set"  # by the person, through the invitation's one-time link
     # four eyes
     CHANGE_REQUEST_CREATED = "change_request.created"
     CHANGE_REQUEST_APPROVED = "change_request.approved"

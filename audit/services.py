@@ -27,6 +27,7 @@ from audit.models import (
     ExportKind,
     ExportStatus,
     LoginFailureWindow,
+    NotificationOutbox,
     VerificationStatus,
 )
 from audit.names import Action
@@ -109,6 +110,8 @@ def audit_record(
             "'manage.py audit_verify' and restore the chain before making changes.") from exc
     AuditChainHead.objects.filter(pk=1).update(sequence=event.sequence, hash=event.hash)
     if notifiable(action, event.after):
+        # Durably, in the change's own transaction: a broker that is down when it commits loses nothing.
+        NotificationOutbox.objects.create(sequence=event.sequence, created_at=event.occurred_at)
         sequence = event.sequence
         transaction.on_commit(lambda: _announce(sequence))
     return event
@@ -119,6 +122,7 @@ def audit_record(
 NOTIFIABLE = frozenset({
     Action.CHANGE_REQUEST_CREATED, Action.CHANGE_REQUEST_APPROVED, Action.CHANGE_REQUEST_REJECTED,
     Action.CHANGE_REQUEST_STALE, Action.FLAG_STATE_KILLED, Action.FLAG_STATE_ROLLED_BACK, Action.FLAG_STATE_PAUSED,
+    Action.MIGRATION_DIVERGENCES_DETECTED, Action.FLAGS_STALE_DETECTED, Action.USER_INVITED,
 })
 NOTIFY_TASK = "notifications.tasks.notify_event"
 
@@ -127,13 +131,28 @@ def notifiable(action: str, after: Any) -> bool:
     return action in NOTIFIABLE or (isinstance(after, Mapping) and "approval" in after)
 
 
+def notification_hand_over(sequence: int, *, on_request_path: bool = True) -> bool:
+    """Hand the outbox row of event ``sequence`` to the notification task, then delete it; False when the
+    row is gone or another process holds it (``SKIP LOCKED``: an event is handed over once). Raises when
+    the broker does not take it, and the row stays for the drain. On the request path the broker is never
+    waited on (``enqueue_or_drop``); a worker's drain uses Celery's publish retries."""
+    with transaction.atomic():
+        row = NotificationOutbox.objects.select_for_update(skip_locked=True).filter(sequence=sequence).first()
+        if row is None:
+            return False
+        (enqueue_or_drop if on_request_path else enqueue)(NOTIFY_TASK, sequence)
+        row.delete()
+    return True
+
+
 def _announce(sequence: int) -> None:
     """After commit: hand the event to the notification task. The change stands whatever happens here,
-    so a broker that cannot take the message is logged, never raised into the request."""
+    so a broker that cannot take the message is logged, never raised into the request; its outbox row
+    waits for the drain (``notifications.tasks.drain_notification_outbox``)."""
     try:
-        enqueue_or_drop(NOTIFY_TASK, sequence)  # never waits on a broker that is down or hung
+        notification_hand_over(sequence)  # never waits on a broker that is down or hung
     except Exception as exc:  # the change is committed: its notification must not turn it into an error
-        logger.warning("notification.enqueue_failed", extra={"sequence": sequence, "error": type(exc).__name__})
+        logger.warning("notification.enqueue_deferred", extra={"sequence": sequence, "error": type(exc).__name__})
 
 
 _composing: contextvars.ContextVar[bool] = contextvars.ContextVar("turnout_composing_action", default=False)

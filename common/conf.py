@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_USERNAME_CLAIM": "preferred_username",
     "OIDC_GROUPS_CLAIM": "groups",
     "OIDC_ROLE_MAP": "",
+    # The provider's discovery document: seconds it is kept, and seconds a fetch may take.
+    "OIDC_DISCOVERY_CACHE_SECONDS": 3600.0,
+    "OIDC_DISCOVERY_TIMEOUT": 5.0,
     # False: the password form is off (single sign-on only); API tokens are unaffected.
     "PASSWORD_LOGIN": True,
     "SSO": False,
@@ -68,6 +71,11 @@ DEFAULTS: dict[str, Any] = {
     # (doubling after each: 2, 4, 8 ... s by default).
     "NOTIFY_MAX_RETRIES": 6,
     "NOTIFY_RETRY_BASE_SECONDS": 2.0,
+    # Seconds a flag state's divergence notices are quiet after one (a burst is one notice; what comes
+    # meanwhile is counted into the next).
+    "NOTIFY_DIVERGENCE_INTERVAL": 900.0,
+    # The address people reach Turnout at, for links in e-mails (invitations); empty: the inviting request's.
+    "PUBLIC_URL": "",
     # Metrics kept at minute resolution for this many days, then as hourly totals.
     "METRICS_MINUTE_DAYS": 30,
     # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -174,10 +175,22 @@ if TURNOUT_SSO:
     INSTALLED_APPS.append("mozilla_django_oidc")
     AUTHENTICATION_BACKENDS.insert(0, "rollout.access.oidc.TurnoutOIDCBackend")
     OIDC_RP_CLIENT_SECRET = env.get("OIDC_RP_CLIENT_SECRET", "") or ""
+    # The provider's endpoints come from its discovery document (OIDC_OP_ISSUER); one set here wins.
+    OIDC_OP_ISSUER = env.get("OIDC_OP_ISSUER", "") or ""
     OIDC_OP_AUTHORIZATION_ENDPOINT = env.get("OIDC_OP_AUTHORIZATION_ENDPOINT", "") or ""
     OIDC_OP_TOKEN_ENDPOINT = env.get("OIDC_OP_TOKEN_ENDPOINT", "") or ""
     OIDC_OP_USER_ENDPOINT = env.get("OIDC_OP_USER_ENDPOINT", "") or ""
     OIDC_OP_JWKS_ENDPOINT = env.get("OIDC_OP_JWKS_ENDPOINT", "") or ""
+    OIDC_OP_LOGOUT_ENDPOINT = env.get("OIDC_OP_LOGOUT_ENDPOINT", "") or ""
+    if not OIDC_OP_ISSUER and not (OIDC_OP_AUTHORIZATION_ENDPOINT and OIDC_OP_TOKEN_ENDPOINT
+                                   and OIDC_OP_JWKS_ENDPOINT):
+        raise ImproperlyConfiguredEnv("single sign-on (OIDC_RP_CLIENT_ID) needs OIDC_OP_ISSUER, or the "
+                                      "provider's authorization, token and JWKS endpoints")
+    OIDC_AUTHENTICATE_CLASS = "rollout.access.oidc.TurnoutAuthenticateView"
+    OIDC_CALLBACK_CLASS = "rollout.access.oidc.TurnoutCallbackView"
+    # Sign-out ends the provider's session too (RP-initiated logout), which needs the ID token.
+    OIDC_STORE_ID_TOKEN = True
+    OIDC_OP_LOGOUT_URL_METHOD = "rollout.access.oidc.provider_logout_url"
     OIDC_RP_SIGN_ALGO = env.get("OIDC_RP_SIGN_ALGO", "RS256") or "RS256"
     OIDC_RP_SCOPES = env.get("OIDC_RP_SCOPES", "openid email profile") or "openid email profile"
     OIDC_PROVIDER_NAME = env.get("TURNOUT_OIDC_PROVIDER_NAME", "single sign-on") or "single sign-on"
@@ -185,6 +198,8 @@ if TURNOUT_SSO:
 TURNOUT_OIDC_USERNAME_CLAIM = env.get("TURNOUT_OIDC_USERNAME_CLAIM", "preferred_username") or "preferred_username"
 TURNOUT_OIDC_GROUPS_CLAIM = env.get("TURNOUT_OIDC_GROUPS_CLAIM", "groups") or "groups"
 TURNOUT_OIDC_ROLE_MAP = env.get("TURNOUT_OIDC_ROLE_MAP", "") or ""
+TURNOUT_OIDC_DISCOVERY_CACHE_SECONDS = env.get_float("TURNOUT_OIDC_DISCOVERY_CACHE_SECONDS", 3600.0)
+TURNOUT_OIDC_DISCOVERY_TIMEOUT = env.get_float("TURNOUT_OIDC_DISCOVERY_TIMEOUT", 5.0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
@@ -237,6 +252,11 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     },
 }
+if TURNOUT_SSO:
+    # Sign-out is a form post answered by a redirect to the identity provider's end-session endpoint
+    # (rollout/access/oidc.py), and browsers hold redirects of a form post to form-action: allow its origin.
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["form-action"] += sorted(
+        {f"{p.scheme}://{p.netloc}" for p in map(urlsplit, (OIDC_OP_ISSUER, OIDC_OP_LOGOUT_ENDPOINT)) if p.netloc})
 
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", True)
@@ -391,6 +411,12 @@ CELERY_BEAT_SCHEDULE = {
     "drain-outbox": {"task": "rollout.tasks.drain_outbox", "schedule": TURNOUT_OUTBOX_DRAIN_INTERVAL},
     # Proof that beat's schedule reaches a worker (what guardrail checks depend on): /readyz, the UI.
     "heartbeat": {"task": "rollout.tasks.heartbeat", "schedule": TURNOUT_HEARTBEAT_SECONDS},
+    # Notifications the broker could not take when their change committed (notifications/outbox.py).
+    "drain-notification-outbox": {"task": "notifications.tasks.drain_notification_outbox",
+                                  "schedule": TURNOUT_OUTBOX_DRAIN_INTERVAL},
+    # New divergences of data migrations, and newly stale flags, for their subscribers (notifications/watch.py).
+    "watch-divergences": {"task": "notifications.tasks.watch_divergences", "schedule": 60.0},
+    "watch-stale-flags": {"task": "notifications.tasks.watch_stale_flags", "schedule": 3600.0},
 }
 
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below (JSON in production)
@@ -438,6 +464,9 @@ if env.get("TURNOUT_STREAM_DB_POLL_SECONDS"):
 TURNOUT_PROMETHEUS_URL = env.get("TURNOUT_PROMETHEUS_URL", "") or ""
 TURNOUT_WEBHOOK_URLS = env.get_list("TURNOUT_WEBHOOK_URLS", [])
 TURNOUT_WEBHOOK_SECRET = env.get("TURNOUT_WEBHOOK_SECRET", "") or ""
+TURNOUT_NOTIFY_DIVERGENCE_INTERVAL = env.get_float("TURNOUT_NOTIFY_DIVERGENCE_INTERVAL", 900.0)
+TURNOUT_PUBLIC_URL = env.get("TURNOUT_PUBLIC_URL", "") or ""
+PASSWORD_RESET_TIMEOUT = env.get_int("PASSWORD_RESET_TIMEOUT", 3 * 24 * 3600)  # an invitation's link
 # E-mail notifications go through Django's SMTP backend.
 EMAIL_HOST = env.get("EMAIL_HOST", "localhost") or "localhost"
 EMAIL_PORT = env.get_int("EMAIL_PORT", 25)

@@ -75,6 +75,9 @@ urlpatterns = [
     path("people/new/", team_views.person_create, name="person-create"),
     path("people/<str:username>/roles/", team_views.person_roles, name="person-roles"),
     path("people/<str:username>/deactivate/", team_views.person_deactivate, name="person-deactivate"),
+    path("people/<str:username>/invite/", team_views.person_invite, name="person-invite"),
+    # An invitation's one-time link: the invited person chooses their password (rollout/team_views.py).
+    path("password/set/<uidb64>/<token>/", team_views.PasswordSetView.as_view(), name="password-set"),
     path("environments/", team_views.environments, name="environments"),
     path("environments/new/", team_views.environment_create, name="environment-create"),
     path("environments/<str:key>/edit/", team_views.environment_update, name="environment-update"),

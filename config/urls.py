@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, include, path
+from django.utils.module_loading import import_string
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from common import views as common_views
@@ -19,7 +20,9 @@ api_v1: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("", include("config.ui_urls")),
     path("login/", common_views.ThrottledLoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # With single sign-on, sign-out ends the provider's session too (rollout/access/oidc.py).
+    path("logout/", import_string("rollout.access.oidc.TurnoutLogoutView").as_view() if settings.TURNOUT_SSO
+         else auth_views.LogoutView.as_view(), name="logout"),
     path("metrics", metrics_view, name="metrics"),  # /healthz and /readyz: common.health
     # The admin signs in through the app's login (one form, one throttle); its own form is never served.
     path("admin/login/", common_views.admin_login, name="admin-login"),

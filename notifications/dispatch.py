@@ -10,22 +10,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.tokens import default_token_generator
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
 from audit.models import AuditEvent
+from audit.names import Action
 from common.conf import get_setting
 from common.jobs import enqueue
 from common.permissions import Capability, can
 from notifications.channels import send
 from notifications.kinds import Audience, Notice, notices
-from notifications.models import Delivery, DeliveryStatus, Subscription
+from notifications.models import Channel, Delivery, DeliveryStatus, Subscription
 from rollout.models import ChangeRequest, ReviewItem
 from rollout.services.webhooks import DeliveryFailed, notify
 
 logger = logging.getLogger("turnout.notifications")
 
 DELIVER_TASK = "notifications.tasks.deliver_notification"
+INVITATION = "user.invitation"  # the kind of an invitation's delivery (nobody subscribes to it)
 
 
 def _excluded_user(notice: Notice, event: AuditEvent) -> int | None:
@@ -59,6 +67,8 @@ def notices_queue(sequence: int) -> list[int]:
     event = AuditEvent.objects.filter(sequence=sequence).first()
     if event is None:
         return []
+    if event.action == Action.USER_INVITED:
+        return _invitation_queue(event)
     found = notices(action=event.action, actor=event.actor, object_key=event.object_key,
                     environment=event.environment, before=event.before, after=event.after, reason=event.reason)
     if not found:
@@ -85,6 +95,43 @@ def notices_queue(sequence: int) -> list[int]:
     return queued
 
 
+def _invitation_queue(event: AuditEvent) -> list[int]:
+    """The invitation's one delivery: to the invited person's address, outside any subscription."""
+    after = event.after if isinstance(event.after, dict) else {}
+    with transaction.atomic():
+        if Delivery.objects.filter(audit_sequence=event.sequence, kind=INVITATION).exists():
+            return []  # queued by an earlier run of this task
+        delivery = Delivery.objects.create(
+            subscription=None, username=event.object_key, channel=Channel.EMAIL, address=str(after.get("email", "")),
+            kind=INVITATION, audit_sequence=event.sequence, subject="You are invited to Turnout",
+            text=f"{event.actor} invited {event.object_key} (the sign-in link is made when it is sent).")
+        transaction.on_commit(lambda: enqueue(DELIVER_TASK, delivery.pk))
+    return [delivery.pk]
+
+
+def _invitation_text(delivery: Delivery, event: AuditEvent) -> str:
+    """The invitation's words, with a fresh link: a one-time set-password link (Django's password reset
+    token, spent when the password changes and expiring after PASSWORD_RESET_TIMEOUT), or the single
+    sign-on link where password sign-in is off. Raises ``DeliveryFailed`` when the person is gone."""
+    user = get_user_model().objects.filter(username=delivery.username, is_active=True).first()
+    if user is None:
+        raise DeliveryFailed(f"'{delivery.username}' was deactivated: the invitation is not sent")
+    after = event.after if isinstance(event.after, dict) else {}
+    base = str(after.get("url", "")).rstrip("/")
+    roles = ", ".join(sorted(g for g in user.groups.values_list("name", flat=True))) or "no role yet"
+    inviter = event.actor.split(" via ", 1)[0]  # the person, not their API token
+    head = (f"{inviter} invited you to Turnout, where releases move from legacy to new systems step by step.\n\n"
+            f"Your username: {user.get_username()}\nYour roles: {roles}\n\n")
+    if get_setting("PASSWORD_LOGIN"):
+        link = base + reverse("ui:password-set", kwargs={"uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+                                                         "token": default_token_generator.make_token(user)})
+        days = max(1, round(settings.PASSWORD_RESET_TIMEOUT / 86400))
+        return (head + f"Choose your password here (the link works once, within {days} day(s)):\n{link}\n\n"
+                f"Then sign in at {base}/login/")
+    name = getattr(settings, "OIDC_PROVIDER_NAME", "single sign-on")
+    return head + f"Sign in with {name}:\n{base}/oidc/authenticate/"
+
+
 def delivery_attempt(delivery_id: int) -> bool:
     """Send one delivery once; True when sent (or sent before), raises ``DeliveryFailed`` otherwise."""
     delivery = Delivery.objects.filter(pk=delivery_id).first()
@@ -97,7 +144,8 @@ def delivery_attempt(delivery_id: int) -> bool:
                    "environment": event.environment, "actor": event.actor, "reason": event.reason,
                    "occurred_at": event.occurred_at.isoformat()} if event else {})}
     Delivery.objects.filter(pk=delivery_id).update(attempts=delivery.attempts + 1, updated_at=timezone.now())
-    send(channel=delivery.channel, address=delivery.address, subject=delivery.subject, text=delivery.text,
+    text = _invitation_text(delivery, event) if delivery.kind == INVITATION and event else delivery.text
+    send(channel=delivery.channel, address=delivery.address, subject=delivery.subject, text=text,
          payload=payload)
     Delivery.objects.filter(pk=delivery_id).update(status=DeliveryStatus.SENT, sent_at=timezone.now(),
                                                    last_error="", updated_at=timezone.now())

@@ -19,6 +19,8 @@ class Kind(StrEnum):
     ROLLED_BACK = "rollout.rolled_back"  # by a person or a guardrail
     GUARDRAIL_BREACHED = "guardrail.breached"
     REVIEW_WAITING = "break_glass.review_waiting"  # for me (an approver other than who did it)
+    DIVERGENCES = "migration.divergences"  # new unresolved divergences of a data migration
+    STALE_FLAGS = "flags.stale"  # the stale-flag report found flags whose code paths should go
 
 
 LABELS: dict[Kind, str] = {
@@ -30,6 +32,8 @@ LABELS: dict[Kind, str] = {
     Kind.ROLLED_BACK: "A rollout was rolled back (by a person or a guardrail)",
     Kind.GUARDRAIL_BREACHED: "A guardrail was breached",
     Kind.REVIEW_WAITING: "A break-glass action waits for my review",
+    Kind.DIVERGENCES: "A data migration has new divergences (one notice per burst)",
+    Kind.STALE_FLAGS: "Flags became stale (their code paths should be deleted)",
 }
 
 
@@ -54,6 +58,7 @@ class Notice:
 WATCHED = frozenset({
     Action.CHANGE_REQUEST_CREATED, Action.CHANGE_REQUEST_APPROVED, Action.CHANGE_REQUEST_REJECTED,
     Action.CHANGE_REQUEST_STALE, Action.FLAG_STATE_KILLED, Action.FLAG_STATE_ROLLED_BACK, Action.FLAG_STATE_PAUSED,
+    Action.MIGRATION_DIVERGENCES_DETECTED, Action.FLAGS_STALE_DETECTED, Action.USER_INVITED,
 })
 
 
@@ -102,6 +107,18 @@ def notices(*, action: str, actor: str, object_key: str, environment: str, befor
     if action == Action.FLAG_STATE_ROLLED_BACK:
         out.append(Notice(Kind.ROLLED_BACK, Audience.EVERYONE, f"Rolled back: {where}",
                           f"{actor} rolled {where} back to stage {after.get('stage')}.{why}"))
+    if action == Action.MIGRATION_DIVERGENCES_DETECTED:
+        origins = ", ".join(f"{n} {what}" for what, n in (after.get("by_origin") or {}).items())
+        out.append(Notice(Kind.DIVERGENCES, Audience.EVERYONE, f"New divergences: {where}",
+                          f"{after.get('new')} new unresolved divergence(s) in the data migration of {where}"
+                          f" ({origins}); {after.get('open')} unresolved in all. Reconcile them and resolve them "
+                          "on the flag's migration page."))
+    if action == Action.FLAGS_STALE_DETECTED:
+        new = [row for row in after.get("new") or [] if isinstance(row, Mapping)]
+        lines = "\n".join(f"- {row.get('key')} ({row.get('workload')}): {row.get('why')}" for row in new)
+        out.append(Notice(Kind.STALE_FLAGS, Audience.EVERYONE, f"{len(new)} flag(s) became stale",
+                          f"Unchanged, retired or at 100% for {after.get('days')} days — delete their code paths, "
+                          f"then archive them on the stale-flag report:\n{lines}"))
     if after.get("break_glass"):
         out.append(Notice(Kind.REVIEW_WAITING, Audience.APPROVERS, f"Break-glass review waiting: {where}",
                           f"{actor} made an emergency change ({action}) of {where} where approval applies; an "

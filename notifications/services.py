@@ -9,20 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator, URLValidator
 from django.db import IntegrityError
 
+from audit.models import AuditEvent
 from audit.names import Action
 from audit.services import audit_record, audited_atomic
 from common.actors import Actor
-from common.errors import Forbidden, NotFound, ValidationFailed
+from common.conf import get_setting
+from common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from common.permissions import Capability, can
 from notifications.channels import HTTP_CHANNELS, shown_address
 from notifications.kinds import Kind
 from notifications.models import Channel, Subscription
+from rollout.policy import enforce
 
 
 def _kinds(kinds: Iterable[str]) -> list[str]:
@@ -103,3 +108,53 @@ def subscription_delete(*, actor: Actor, subscription: int) -> None:
         sub.delete()
         audit_record(actor=actor, action=Action.NOTIFICATION_UNSUBSCRIBED, object_type="subscription",
                      object_key=str(subscription), before=before)
+
+
+# -- invitations: an e-mail with a one-time set-password link (or the single sign-on link) -----------------
+
+
+def _base_url(base_url: str) -> str:
+    base = (get_setting("PUBLIC_URL") or base_url or "").strip().rstrip("/")
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:  # any host name: internal ones have no TLD
+        raise ValidationFailed.field("base_url", "must be the http(s) address people reach Turnout at")
+    return base
+
+
+def invitation_send(*, actor: Actor, username: str, base_url: str = "") -> AuditEvent:
+    """E-mail ``username`` an invitation (``user.invited``): a one-time link to set their password, or the
+    single sign-on link where password sign-in is off. Sent by the notification worker after commit, through
+    the outbox, retried and logged like any notice; the link is made when it is sent and stored nowhere.
+    ``base_url``: where the inviting request came from, unless ``TURNOUT_PUBLIC_URL`` says otherwise."""
+    base = _base_url(base_url)
+    enforce(actor, Action.USER_INVITED)
+    with audited_atomic():
+        user = get_user_model().objects.select_for_update().filter(username=username).first()
+        if user is None:
+            raise NotFound(f"user '{username}' does not exist")
+        if not user.is_active:
+            raise Conflict(f"'{username}' is deactivated: nobody invites them")
+        if not user.email:
+            raise ValidationFailed.field("email", f"'{username}' has no e-mail address to send the invitation to")
+        return audit_record(actor=actor, action=Action.USER_INVITED, object_type="user", object_key=username,
+                            after={"email": user.email, "sign_in": "password" if get_setting("PASSWORD_LOGIN")
+                                   else "single sign-on", "url": base})
+
+
+def invitation_accept(*, actor: Actor, username: str, password: str) -> Any:
+    """The invited person sets their password (``user.password_set``); the caller has checked the one-time
+    token, which this change spends (the token is made from the password it replaces)."""
+    with audited_atomic():
+        user = get_user_model().objects.select_for_update().filter(username=username, is_active=True).first()
+        if user is None:
+            raise NotFound(f"user '{username}' does not exist")
+        try:
+            validate_password(password, user)
+        except DjangoValidationError as exc:
+            raise ValidationFailed.field("new_password1", " ".join(exc.messages)) from None
+        had_password = user.has_usable_password()
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        audit_record(actor=actor, action=Action.USER_PASSWORD_SET, object_type="user", object_key=username,
+                     before={"password": had_password}, after={"password": True, "via": "invitation"})
+    return user

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, shared_task
 
 from common.conf import get_setting
 from notifications.dispatch import DeliveryFailed, delivery_attempt, delivery_failed, notices_queue, retry_countdown
+from notifications.outbox import outbox_drain
+from notifications.watch import divergences_watch, stale_flags_watch
+
+logger = logging.getLogger("turnout.notifications")
 
 
 @shared_task
@@ -27,3 +33,27 @@ def deliver_notification(self: Task[[int], str], delivery_id: int) -> str:
         if final:
             return "failed"
         raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries)) from None
+
+
+@shared_task
+def drain_notification_outbox() -> int:
+    """Beat (every TURNOUT_OUTBOX_DRAIN_INTERVAL s): hand over the audit events whose notification the
+    broker could not take when they were made. Broker still away: nothing is lost, the next run tries."""
+    try:
+        return outbox_drain()
+    except Exception as exc:  # kombu's and redis's errors alike: the rows wait
+        logger.warning("notification.outbox_waiting", extra={"error": type(exc).__name__})
+        return 0
+
+
+@shared_task
+def watch_divergences() -> int:
+    """Beat (every minute): one notice per flag state with new unresolved divergences, at most once per
+    TURNOUT_NOTIFY_DIVERGENCE_INTERVAL; how many flag states were reported."""
+    return len(divergences_watch())
+
+
+@shared_task
+def watch_stale_flags() -> int:
+    """Beat (hourly): one notice when the stale-flag report finds flags that were not stale before."""
+    return len(stale_flags_watch())

@@ -45,7 +45,7 @@ EMERGENCY = frozenset({Action.FLAG_STATE_KILLED, Action.FLAG_STATE_ROLLED_BACK, 
 ADMINISTRATION = frozenset({
     Action.ENVIRONMENT_CREATED, Action.ENVIRONMENT_UPDATED, Action.SDK_KEY_CREATED, Action.SDK_KEY_REVOKED,
     Action.API_TOKEN_CREATED, Action.API_TOKEN_REVOKED, Action.USER_CREATED, Action.USER_ROLES_CHANGED,
-    Action.USER_DEACTIVATED,
+    Action.USER_DEACTIVATED, Action.USER_INVITED,
 })
 #: Actions on one environment's rollout of a flag.
 STATE_CHANGES = frozenset({

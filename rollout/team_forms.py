@@ -17,7 +17,17 @@ class UserCreateForm(ServiceForm):
     email = forms.EmailField(required=False, help_text="Where notifications go.")
     roles = forms.MultipleChoiceField(choices=ROLE_CHOICES, required=False, widget=forms.CheckboxSelectMultiple)
     password = forms.CharField(required=False, strip=False, widget=forms.PasswordInput(render_value=False),
-                               help_text="Leave empty for single sign-on only (no password sign-in).")
+                               help_text="Leave empty for single sign-on only, or to let them choose it "
+                                         "through the invitation.")
+    invite = forms.BooleanField(required=False, initial=True, label="E-mail them an invitation",
+                                help_text="A one-time link to choose their password (the single sign-on link "
+                                          "where password sign-in is off).")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if cleaned.get("invite") and not cleaned.get("email"):
+            self.add_error("email", "An invitation needs their e-mail address.")
+        return cleaned
 
 
 class UserRolesForm(ServiceForm):

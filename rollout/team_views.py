@@ -11,20 +11,23 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import INTERNAL_RESET_SESSION_TOKEN, PasswordResetConfirmView
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from actions.submit import outcome_message, review_item_acknowledge, submit
 from audit.models import AuditEvent
 from audit.names import Action
+from common.actors import Actor
 from common.conf import get_setting
 from common.errors import Forbidden, ServiceError
 from common.permissions import Capability, can
 from common.ui import INVALID, HtmxHttpRequest, actor, error_status, require
+from notifications.services import invitation_accept, invitation_send
 from rollout.access import users as user_services
 from rollout.models import Environment, ReviewItem
 from rollout.services import environments as environment_services
@@ -70,14 +73,68 @@ def person_create(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Capability.ADMINISTER)
     form = UserCreateForm(request.POST)
     if form.is_valid():
+        values = dict(form.cleaned_data)
+        invite = values.pop("invite")
         try:
-            user = user_services.user_create(actor=actor(request), **form.cleaned_data)
+            user = user_services.user_create(actor=actor(request), **values)
         except ServiceError as exc:
             form.add_service_error(exc)
             return _people_response(request, {"create_form": form}, error_status(exc))
         roles = ", ".join(user_services.user_roles(user)) or "no role yet"
-        return _people_response(request, {"notice": f"{user.get_username()} can sign in now ({roles})."}, 200)
+        notice = f"{user.get_username()} can sign in now ({roles})."
+        if invite:
+            try:
+                invitation_send(actor=actor(request), username=user.get_username(),
+                                base_url=request.build_absolute_uri("/"))
+            except ServiceError as exc:  # the person exists: say why no invitation went
+                return _people_response(request, {"notice": notice, "error": exc.message}, error_status(exc))
+            notice += f" An invitation is on its way to {user.email}."
+        return _people_response(request, {"notice": notice}, 200)
     return _people_response(request, {"create_form": form}, INVALID)
+
+
+@require_POST
+@login_required
+def person_invite(request: HtmxHttpRequest, username: str) -> HttpResponse:
+    """(Again) e-mail a person their invitation: a fresh one-time link; an earlier one keeps working until
+    the password is set."""
+    require(request, Capability.ADMINISTER)
+    try:
+        event = invitation_send(actor=actor(request), username=username, base_url=request.build_absolute_uri("/"))
+    except ServiceError as exc:
+        return _people_response(request, {"error": exc.message}, error_status(exc))
+    email = event.after.get("email") if isinstance(event.after, dict) else ""
+    return _people_response(request, {"notice": f"An invitation is on its way to {email}."}, 200)
+
+
+class PasswordSetView(PasswordResetConfirmView):
+    """Where an invitation's one-time link leads: choose a password (Django's reset token checks the link;
+    the change goes through ``invitation_accept``, audited as ``user.password_set``). Not found while
+    password sign-in is off; a deactivated person's link is invalid."""
+
+    template_name = "team/password_set.html"
+    success_url = reverse_lazy("login")
+
+    def dispatch(self, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not get_setting("PASSWORD_LOGIN"):
+            raise Http404("password sign-in is turned off")
+        return super().dispatch(*args, **kwargs)
+
+    def get_user(self, uidb64: str) -> Any:
+        user = super().get_user(uidb64)
+        return user if user is not None and user.is_active else None
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        user = form.user
+        try:
+            invitation_accept(actor=Actor.for_user(user), username=user.get_username(),
+                              password=form.cleaned_data["new_password1"])
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+            return self.form_invalid(form)
+        self.request.session.pop(INTERNAL_RESET_SESSION_TOKEN, None)
+        messages.success(self.request, "Your password is set: sign in with it.")
+        return HttpResponseRedirect(str(self.success_url))
 
 
 @require_POST

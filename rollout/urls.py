@@ -47,6 +47,7 @@ urlpatterns = [
     path("users/", users.UserListView.as_view(), name="user-list"),
     path("users/<str:username>/", users.UserDetailView.as_view(), name="user-detail"),
     path("users/<str:username>/deactivate/", users.UserDeactivateView.as_view(), name="user-deactivate"),
+    path("users/<str:username>/invite/", users.UserInviteView.as_view(), name="user-invite"),
     # Rollouts: plans, actions, guardrails, readiness, mismatch evidence.
     path(STATE + "stages/", rollouts_api.StagesView.as_view(), name="rollout-stages"),
     path(STATE + "advance/", rollouts_api.AdvanceView.as_view(), name="rollout-advance"),

@@ -16,6 +16,7 @@ from common.fields import ReasonField
 from common.inputs import Input
 from common.permissions import Capability
 from common.schema import errors
+from notifications.services import invitation_send
 from rollout import selectors
 from rollout.access.users import ROLES, user_create, user_deactivate, user_update_roles
 from rollout.filters import UserFilter
@@ -56,6 +57,15 @@ class UserListView(ManagementListView):
                                          write_only=True, help_text="Empty: no password login (tokens only).")
         roles = serializers.ListField(child=serializers.ChoiceField(choices=ROLE_CHOICES), max_length=5,
                                       required=False, default=list)
+        invite = serializers.BooleanField(
+            required=False, default=False,
+            help_text="E-mail them an invitation (user.invited): a one-time link to choose their password, or the "
+                      "single sign-on link where password sign-in is off. Needs an e-mail address.")
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if attrs.get("invite") and not attrs.get("email"):
+                raise serializers.ValidationError({"email": "An invitation needs their e-mail address."})
+            return attrs
 
     def get_queryset(self) -> QuerySet[User]:
         return selectors.user_list()
@@ -73,6 +83,8 @@ class UserListView(ManagementListView):
         values = data.validated_data
         user = user_create(actor=self.actor(), username=values["username"], email=values["email"],
                            password=values["password"] or None, roles=values["roles"])
+        if values["invite"]:
+            invitation_send(actor=self.actor(), username=user.username, base_url=request.build_absolute_uri("/"))
         return _user_response(user.username, status.HTTP_201_CREATED)
 
 
@@ -114,3 +126,15 @@ class UserDeactivateView(ManagementView):
         user_deactivate(actor=self.actor(), username=username, reason=data.validated_data["reason"])
         return _user_response(username)
 
+
+
+class UserInviteView(ManagementView):
+    write_capability = Capability.ADMINISTER
+
+    @extend_schema(operation_id="users_invite", summary="E-mail a user an invitation (admin)", tags=TAGS,
+                   description="A one-time link to choose their password (or the single sign-on link where password "
+                               "sign-in is off), sent by the notification worker; recorded as user.invited.",
+                   request=None, responses={200: UserOutput, **errors(400, 404, 409)})
+    def post(self, request: Request, username: str) -> Response:
+        invitation_send(actor=self.actor(), username=username, base_url=request.build_absolute_uri("/"))
+        return _user_response(username)

@@ -1450,6 +1450,78 @@ def _subscription_delete() -> Expect:
                   "subscription", str(sub.pk), before={"channel": "email"}, after=None, user="dana")
 
 
+# --- invitations (notifications/services.py): the e-mail, and the password it lets the person choose -------
+
+
+def invited(username: str = "nia") -> Any:
+    from rollout.access.users import user_create
+
+    return user_create(actor=SETUP, username=username, password=None, roles=["editor"],
+                       email=f"{username}@example.org")
+
+
+@service_scenario("invitation_send")
+def _invitation_send() -> Expect:
+    from notifications.services import invitation_send
+
+    invited()
+    return Expect(lambda a: invitation_send(actor=a, username="nia", base_url="https://turnout.example.org/"),
+                  "user.invited", "user", "nia", before=None,
+                  after={"email": "nia@example.org", "sign_in": "password", "url": "https://turnout.example.org"})
+
+
+@service_scenario("invitation_accept")
+def _invitation_accept() -> Expect:
+    from notifications.services import invitation_accept
+
+    invited()
+    return Expect(lambda a: invitation_accept(actor=a, username="nia", password="long enough passphrase 7"),
+                  "user.password_set", "user", "nia", before={"password": False},
+                  after={"password": True, "via": "invitation"}, user="nia")
+
+
+@endpoint_scenario("user-invite", "POST")
+def _user_invite_post(api: Api) -> EndpointExpect:
+    invited()
+    return _json("POST", "/api/v1/users/nia/invite/", None, 200, api, "user.invited", "user", "nia")
+
+
+@endpoint_scenario("person-invite", "POST")
+def _ui_person_invite(api: Api) -> EndpointExpect:
+    invited()
+    return _ui(api, "/people/nia/invite/", {}, "user.invited", "user", "nia")
+
+
+def _password_set_form(api: Api) -> str:
+    """The invitation's link, visited once: Django moves the token into the session and redirects to the
+    form's own address, which the POST goes to."""
+    from django.contrib.auth.tokens import default_token_generator
+    from django.utils.encoding import force_bytes
+    from django.utils.http import urlsafe_base64_encode
+
+    user = invited()
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    response = api.client.get(f"/password/set/{uid}/{default_token_generator.make_token(user)}/")
+    return str(response["Location"])
+
+
+@endpoint_scenario("password-set", "POST")
+def _ui_password_set(api: Api) -> EndpointExpect:
+    path = _password_set_form(api)
+    return EndpointExpect("POST", path, {"new_password1": "long enough passphrase 7",
+                                         "new_password2": "long enough passphrase 7"}, status=302, form=True,
+                          action="user.password_set", object_type="user", object_key="nia", actor="nia")
+
+
+@endpoint_scenario("password-set", "PUT")
+def _ui_password_set_put(api: Api) -> EndpointExpect:
+    path = _password_set_form(api)
+    return EndpointExpect("PUT", path, "new_password1=x&new_password2=x", status=200, form=True,
+                          reason="the form view answers PUT like POST, but Django parses no form body for PUT: the "
+                                 "form is empty, invalid, and nothing is set",
+                          touches=("sessions.Session",))
+
+
 @endpoint_scenario("subscription-create", "POST")
 def _ui_subscription_create(api: Api) -> EndpointExpect:
     return _ui(api, "/notifications/new/", {"channel": "webhook", "address": "https://hooks.example.org/x",

@@ -1,8 +1,10 @@
 """Single sign-on end to end: Chromium, a real Turnout server process and a real OpenID provider
 (django-oauth-toolkit, tests/oidc_provider) in its own process on loopback — no token is mocked.
 
-Covers: first sign-in creates the person with the roles their groups map to; a group change at the
-provider becomes a role change at the next sign-in (audited); a deactivated person is refused; sign-out.
+Covers: Turnout configured by the issuer alone (the provider's discovery document); first sign-in creates the
+person with the roles their groups map to; sign-out ends the provider's session too (RP-initiated logout);
+a group change at the provider becomes a role change at the next sign-in (audited); a deactivated person is
+refused.
 """
 
 from __future__ import annotations
@@ -67,13 +69,12 @@ def provider(tmp_path: Path) -> Iterator[Provider]:
 
 @pytest.fixture
 def turnout(provider: Provider, transactional_db: Any) -> Iterator[ServerProcess]:
+    # The issuer only: every endpoint comes from the provider's discovery document.
     server = ServerProcess(
-        OIDC_RP_CLIENT_ID=CLIENT_ID, OIDC_RP_CLIENT_SECRET=CLIENT_SECRET,
-        OIDC_OP_AUTHORIZATION_ENDPOINT=f"{provider.url}/o/authorize/",
-        OIDC_OP_TOKEN_ENDPOINT=f"{provider.url}/o/token/", OIDC_OP_USER_ENDPOINT=f"{provider.url}/o/userinfo/",
-        OIDC_OP_JWKS_ENDPOINT=f"{provider.url}/o/.well-known/jwks.json", OIDC_RP_SCOPES="openid email profile",
-        TURNOUT_OIDC_ROLE_MAP=ROLE_MAP, TURNOUT_OIDC_PROVIDER_NAME="Example Identity Provider")
-    provider.cli("app", CLIENT_ID, CLIENT_SECRET, f"{server.url}/oidc/callback/")
+        OIDC_RP_CLIENT_ID=CLIENT_ID, OIDC_RP_CLIENT_SECRET=CLIENT_SECRET, OIDC_OP_ISSUER=f"{provider.url}/o",
+        OIDC_RP_SCOPES="openid email profile", TURNOUT_OIDC_ROLE_MAP=ROLE_MAP,
+        TURNOUT_OIDC_PROVIDER_NAME="Example Identity Provider")
+    provider.cli("app", CLIENT_ID, CLIENT_SECRET, f"{server.url}/oidc/callback/", f"{server.url}/login/")
     server.start()
     yield server
     server.stop()
@@ -147,11 +148,21 @@ def test_sso__groups_map_to_roles__changed_at_next_sign_in__deactivated_refused(
     assert (created.actor, created.after["roles"]) == ("system:oidc", ["approver"])
     assert AuditEvent.objects.filter(action="auth.login", object_key="alice").count() == 1
 
-    # Sign out; the provider moves alice to the admins; the next sign-in applies it (audited).
+    # Sign out — of the provider too (RP-initiated logout): through its end-session endpoint and back.
+    provider_pages: list[str] = []
+    page.on("request", lambda r: provider_pages.append(r.url) if r.url.startswith(provider.url) else None)
     page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url(lambda url: "/login/" in url)
+    try:
+        page.wait_for_url(lambda url: url.startswith(turnout.url) and "/login/" in url)
+    except Exception:
+        raise AssertionError(f"stuck at {page.url}: {page.content()[:1500]}") from None
+    [end_session] = [url for url in provider_pages if "/o/logout/" in url]
+    assert "id_token_hint=" in end_session and "post_logout_redirect_uri=" in end_session
+    assert AuditEvent.objects.filter(action="auth.logout", object_key="alice").count() == 1
+    # The provider moves alice to the admins; the next sign-in asks for her password again (its session
+    # ended) and applies the new group (audited).
     provider.cli("groups", "alice", "turnout-admins")
-    _sign_in(page, turnout, at_provider=False)  # still signed in at the provider: straight back
+    _sign_in(page, turnout, at_provider=True)
     assert page.locator(".who .badge").inner_text() == "admin"
     changed = AuditEvent.objects.get(action="user.roles_changed", object_key="alice")
     assert (changed.actor, changed.before, changed.after) == ("system:oidc", {"roles": ["approver"]},
@@ -168,7 +179,7 @@ def test_sso__groups_map_to_roles__changed_at_next_sign_in__deactivated_refused(
     page.goto(f"{turnout.url}/stale-flags/?days=0")
     screenshot(page, "stale-flags")
 
-    # Deactivated in Turnout: the provider still vouches for alice, Turnout refuses her.
+    # Deactivated in Turnout: the provider still vouches for alice (signed in there), Turnout refuses her.
     user_deactivate(actor=Actor.system("test"), username="alice", reason="left the team")
     page.goto(f"{turnout.url}/")
     page.wait_for_url(lambda url: "/login/" in url)

@@ -1,6 +1,7 @@
 """Set the provider up from a test: ``python -m tests.oidc_provider.admin_cli <command> ...``.
 
-  app CLIENT_ID SECRET REDIRECT_URI    register Turnout as a confidential client (RS256, no consent screen)
+  app CLIENT_ID SECRET REDIRECT_URI POST_LOGOUT_URI
+                                       register Turnout as a confidential client (RS256, no consent screen)
   user USERNAME PASSWORD EMAIL GROUPS  create a person (GROUPS comma-separated)
   groups USERNAME GROUPS               replace a person's groups
 """
@@ -21,11 +22,12 @@ def main(argv: list[str]) -> None:
 
     command, *args = argv
     if command == "app":
-        client_id, secret, redirect = args
+        client_id, secret, redirect, post_logout = args
         Application.objects.create(name="Turnout", client_id=client_id, client_secret=secret,
                                    client_type=Application.CLIENT_CONFIDENTIAL,
                                    authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-                                   redirect_uris=redirect, skip_authorization=True,
+                                   redirect_uris=redirect, post_logout_redirect_uris=post_logout,
+                                   skip_authorization=True,
                                    algorithm=Application.RS256_ALGORITHM)
     elif command == "user":
         username, password, email, groups = args

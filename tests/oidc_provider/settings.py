@@ -37,4 +37,9 @@ OAUTH2_PROVIDER = {
     "PKCE_REQUIRED": False,
     "SCOPES": {"openid": "OpenID Connect", "email": "e-mail", "profile": "profile", "groups": "groups"},
     "OAUTH2_VALIDATOR_CLASS": "tests.oidc_provider.validators.GroupsValidator",
+    # RP-initiated logout: Turnout's sign-out ends the session here too (end_session_endpoint in discovery),
+    # straight back to Turnout when the id_token_hint names the client (no confirmation page).
+    "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+    "OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT": False,
+    "OIDC_RP_INITIATED_LOGOUT_STRICT_REDIRECT_URIS": True,
 }

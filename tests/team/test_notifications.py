@@ -6,54 +6,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
-from email import message_from_bytes
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from common.actors import Actor
 from tests.conftest import free_port
 from tests.rollouts.test_webhooks import Receiver
+from tests.team.conftest import Mailbox
 from tests.ui_support import HTMX, signed_in, text
 
 pytestmark = pytest.mark.django_db
 
 KILL, REVIEW, WAITING, REJECTED = ("kill_switch.pulled", "break_glass.review_waiting", "change_request.waiting",
                                    "change_request.rejected")
-
-
-class Mailbox:
-    """aiosmtpd's handler: keeps every message it is given."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def mailbox(settings: Any) -> Iterator[Mailbox]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
-    try:
-        yield box
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture(autouse=True)
