@@ -11,8 +11,8 @@ from typing import Any
 from django.core.management import call_command
 
 from common import clock
-from rollout.devsetup import dev_setup
 from rollout.datamigration.guardrails import judge
+from rollout.devsetup import dev_setup
 from rollout.models import Divergence, FlagState, MigrationMinute
 from rollout.plans.health import evaluate_state
 from rollout.telemetry.reads import window_stats
