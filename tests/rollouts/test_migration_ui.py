@@ -186,10 +186,17 @@ def test_migration_card__stale_version__409_and_nothing_changes(world: dict[str,
 
 def test_migration_card__complete__blocked_then_says_irreversible_and_needs_the_confirmation(
         world: dict[str, Client], actor: Actor) -> None:
+    submit_state(actor=actor, flag=FLAG, environment="staging", action="migration.stage_set",
+                 params={"cohorts": [{"cohort": "pilot-eu", "stage": "dual_write"}]})  # held back
     walk(actor, "live", "rampdown")
     editor = world["editor"]
     blocked = card(editor)
-    assert "Not yet: 1 unresolved divergence(s)." in blocked and 'name="confirm_irreversible"' not in blocked
+    assert "Not yet: cohort(s) pilot-eu are not at &#x27;rampdown&#x27;; 1 unresolved divergence(s)." in blocked
+    assert 'name="confirm_irreversible"' not in blocked
+    # the held-back cohort catches up from the same card
+    caught_up = post(editor, "staging", "advance", {"move": "cohort", "cohort": "pilot-eu", "stage": "rampdown",
+                                                    "version": state().version})
+    assert "Cohorts placed in Staging: pilot-eu at &#x27;rampdown&#x27;" in text(caught_up)
     Divergence.objects.all().delete()
     page = card(editor)
     assert "Complete the migration (irreversible)" in page and "no rollback and no later stage change" in page
