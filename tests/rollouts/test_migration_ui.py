@@ -249,6 +249,9 @@ def test_migration_card__resolve_ticked__only_those_with_the_reason(world: dict[
     assert f'name="divergences" value="{other.pk}"' in card(editor)
     nothing = post(editor, "staging", "resolve", {"scope": "selected", "reason": "backfilled"})
     assert nothing.status_code == 422 and "Tick the divergences" in text(nothing)
+    # without JavaScript the form posts and the flag page comes back with the outcome
+    plain = editor.post(f"/flags/{FLAG}/staging/migration/resolve/", {"scope": "selected", "reason": "x"})
+    assert (plain.status_code, plain["Location"]) == (302, f"/flags/{FLAG}/?env=staging#state-staging")
     no_reason = post(editor, "staging", "resolve", {"scope": "selected", "divergences": [other.pk], "reason": ""})
     assert no_reason.status_code == 422 and "say how the divergences were reconciled" in text(no_reason)
     done = post(editor, "staging", "resolve", {"scope": "selected", "divergences": [other.pk],
@@ -325,3 +328,33 @@ def test_migration_card__charts__per_origin_and_operation_and_consistency(world:
     assert charts["calls"]["series"][0]["data"] == [40, 40]
     assert charts["errors"]["series"][3]["data"] == [1, 1]
     assert charts["consistency"]["series"][0]["data"] == [97.5, 97.5]
+
+
+def test_migration_card__many_divergences_and_minutes__same_number_of_queries(
+        world: dict[str, Client], django_assert_num_queries: Any) -> None:
+    """The card is rendered by every state-card poll (every 5 s per open flag page): its queries do not grow
+    with the divergences or the minutes reported."""
+    from django.contrib.auth import get_user_model
+
+    from rollout.datamigration.cards import migration_card
+
+    editor = get_user_model().objects.get(username="editor")
+    migration_card(editor, state())  # the user's roles are read once and kept on the user, as in a request
+    queries = _card_queries(editor)
+    minute_rows()
+    for n in range(60):
+        divergence("staging", f"row-{n + 10}")
+    with django_assert_num_queries(queries):
+        context = migration_card(editor, state())
+    assert len(context["unresolved"]) == 50 and context["charts"][0]["labels"]
+
+
+def _card_queries(user: Any) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from rollout.datamigration.cards import migration_card
+
+    with CaptureQueriesContext(connection) as captured:
+        migration_card(user, state())
+    return len(captured.captured_queries)
