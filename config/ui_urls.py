@@ -7,6 +7,7 @@ from cohorts import views as cohort_views
 from notifications import views as notification_views
 from rollout import switcher, team_views
 from rollout import views as rollout_views
+from rollout.datamigration import views as migration_views
 
 # Names live under "ui:" (the management API names its routes flag-detail, cohort-list, ...).
 app_name = "ui"
@@ -37,6 +38,13 @@ urlpatterns = [
     path("flags/<str:key>/<str:env>/rollback/undo/", rollout_views.state_undo_rollback, name="state-undo-rollback"),
     path("flags/<str:key>/<str:env>/guardrails/", rollout_views.state_guardrails, name="state-guardrails"),
     path("flags/<str:key>/<str:env>/readiness/", rollout_views.state_readiness, name="state-readiness"),
+    # The migration stage card (docs/migrations.md)
+    path("flags/<str:key>/<str:env>/migration/advance/", migration_views.migration_advance,
+         name="migration-card-advance"),
+    path("flags/<str:key>/<str:env>/migration/rollback/", migration_views.migration_rollback,
+         name="migration-card-rollback"),
+    path("flags/<str:key>/<str:env>/migration/resolve/", migration_views.migration_resolve,
+         name="migration-card-resolve"),
     # Change requests (four eyes)
     path("changes/", rollout_views.change_list, name="change-list"),
     path("changes/<int:pk>/", rollout_views.change_detail, name="change-detail"),

@@ -14,7 +14,11 @@ The behaviour is made to tell the demo's story and to stay put while it does:
 * ``customer-search`` (pilot: staff and beta testers): OpenSearch orders ties differently now and then;
 * ``payment-routing`` (shadow comparison only): the new router picks another acquirer in one
   comparison in 25 (4%, under its 6% guardrail);
-* ``report-export`` (legacy retired): every call on the parallel path.
+* ``report-export`` (legacy retired): every call on the parallel path;
+* ``accounts-store`` (a data migration in ``shadow`` in staging), through ``client.migration()``: a third
+  of the calls are writes to both stores, the rest reads of both, compared. The store that is not
+  authoritative refuses one write in 50 (a divergence, identified by the account: the reconciliation
+  trail) and the parallel store answers one compared read in 100 differently (1%, under its 2% guardrail).
 
 Failures and differences come from counters, not coin flips, so a window's rates stay where they
 are set and the guardrails do not trip by chance; subjects and latencies are random.
@@ -139,7 +143,7 @@ def export(key: str, attributes: Mapping[str, Any], differ: bool) -> dict[str, A
     return {"format": "csv", "rows": int(key.rsplit("-", 1)[-1]) % 500}
 
 
-def scenarios() -> list[Scenario]:
+def scenarios() -> list[Scenario | MigrationScenario]:
     """The demo workloads' calls (fresh counters each time)."""
     rare = Every(5)  # one difference in five is the missing field: one in 500 comparisons
     return [
@@ -154,7 +158,71 @@ def scenarios() -> list[Scenario]:
         Scenario("payment-routing", "production", 0.20, merchant, route, legacy_ms=6, parallel_ms=4,
                  differs=Every(25, offset=5)),
         Scenario("report-export", "production", 0.05, reporter, export, legacy_ms=40, parallel_ms=15),
+        # the first refused write and the first inconsistent read come early, so a short run shows both
+        MigrationScenario("accounts-store", "staging", 0.10, other_write_fails=Every(50, offset=45),
+                          inconsistent=Every(100, offset=92)),
     ]
+
+
+@dataclass
+class MigrationScenario:
+    """One data migration's calls through ``client.migration()``: reads and writes of a tenant's account in
+    two stores. What each store answers is a function of the account (so a refused write does not drift the
+    stores apart and the consistency rate stays where it is set); the store that is not authoritative runs on
+    the SDK's pool, which is how a call tells the two apart."""
+
+    flag: str
+    environment: str
+    weight: float
+    legacy_ms: float = 8.0
+    parallel_ms: float = 5.0
+    writes: Every = field(default_factory=lambda: Every(3))  # every third call is a write
+    other_write_fails: Every = field(default_factory=lambda: Every(0))  # counted over the other store's writes
+    inconsistent: Every = field(default_factory=lambda: Every(0))  # counted over parallel's compared reads
+    migrations: dict[int, Any] = field(default_factory=dict)  # per SDK client: its ``client.migration(flag)``
+
+    def migration(self, client: Any) -> Any:
+        found = self.migrations.get(id(client))
+        if found is None:
+            found = self.migrations[id(client)] = client.migration(self.flag, budget=0.5,
+                                                                   identify=lambda saved: saved["account"])
+        return found
+
+
+def account_balance(account: str) -> int:
+    return sum(map(ord, account)) * 37 % 10_000
+
+
+def _store(scenario: MigrationScenario, rng: random.Random, side: str, account: str, caller: int, *,
+           write: bool) -> Callable[[], Any]:
+    """One store's side of a migration call (the other store's runs on the SDK's pool)."""
+    def call() -> Any:
+        time.sleep((scenario.parallel_ms if side == "parallel" else scenario.legacy_ms) * rng.uniform(0.6, 1.6)
+                   / 1000)
+        other = threading.get_ident() != caller
+        if write:
+            if other and scenario.other_write_fails():
+                raise DemoFailure(f"{scenario.flag}: the {side} store refused the write of {account}")
+            return {"account": account, "balance": account_balance(account)}
+        if other and side == "parallel" and scenario.inconsistent():
+            return account_balance(account) + 1
+        return account_balance(account)
+    return call
+
+
+def migration_call_once(client: Any, scenario: MigrationScenario, rng: random.Random) -> None:
+    """One read or write of a tenant's account through ``client.migration()`` (the authoritative store never
+    fails here, so nothing reaches the caller)."""
+    key, attributes = tenant(rng)
+    account = f"acct-{attributes['tenant_id'].rsplit('-', 1)[-1]}"
+    accounts, caller = scenario.migration(client), threading.get_ident()
+    write = scenario.writes()
+    legacy = _store(scenario, rng, "legacy", account, caller, write=write)
+    parallel = _store(scenario, rng, "parallel", account, caller, write=write)
+    if write:
+        accounts.write(key, attributes, legacy=legacy, parallel=parallel)
+    else:
+        accounts.read(key, attributes, legacy=legacy, parallel=parallel)
 
 
 # -- running them -------------------------------------------------------------------------------
@@ -184,10 +252,16 @@ def _path(scenario: Scenario, rng: random.Random, parallel: bool, key: str, attr
     return call
 
 
-def call_once(clients: Mapping[str, Any], scenario: Scenario, rng: random.Random, totals: Totals) -> None:
-    """One call of a workload through ``Turnout.run()`` (legacy failures are the host's: counted here)."""
+def call_once(clients: Mapping[str, Any], scenario: Scenario | MigrationScenario, rng: random.Random,
+              totals: Totals) -> None:
+    """One call of a workload through ``Turnout.run()`` (legacy failures are the host's: counted here), or of
+    the data migration through ``client.migration()``."""
     client = clients.get(scenario.environment)
     if client is None:
+        return
+    if isinstance(scenario, MigrationScenario):
+        migration_call_once(client, scenario, rng)
+        totals.calls += 1
         return
     key, attributes = scenario.subject(rng)
     caller = threading.get_ident()

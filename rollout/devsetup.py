@@ -1,6 +1,7 @@
 """`make run`'s first-run setup and the block it ends with (development only).
 
-``dev_setup`` loads the demo (``rollout.demo``), creates one person per role with a random password,
+``dev_setup`` loads the demo (``rollout.demo``) and its data migration (``rollout.datamigration.demo``:
+``accounts-store`` in ``shadow`` in staging), creates one person per role with a random password,
 an SDK key per environment and an API token for the editor, the approver and the compliance reviewer;
 the secrets are kept in ``var/`` (mode 0600, never committed) so every later ``make run`` prints the
 same ones. The block
@@ -20,6 +21,7 @@ from common.actors import Actor
 from common.conf import get_setting
 from config.env import VAR_DIR
 from rollout.access.keys import api_token_create, sdk_key_create
+from rollout.datamigration.demo import seed_migration_demo
 from rollout.demo import PEOPLE, seed_demo, seed_people, seed_story
 
 SETUP = Actor.system("make run")
@@ -66,6 +68,10 @@ def dev_setup(*, url: str | None = None, var: Path | None = None) -> DevAccess:
     var = var or VAR_DIR
     var.mkdir(parents=True, exist_ok=True)
     seed_demo()
+    # The data migration is seeded here, not in ``seed_demo``: configuration files carry a migration flag's
+    # kind but not its stages (those move only through ``migration.stage_set``), so the demo the
+    # configuration round trip is checked on stays free of them.
+    seed_migration_demo(environment="staging")
     User = get_user_model()
     passwords = _passwords(var)
     for person in PEOPLE:
@@ -122,6 +128,7 @@ def welcome(access: DevAccess, *, traffic: bool) -> str:
              "", f"  Try:  curl -H 'Authorization: Bearer {staging}' {access.url}/api/v1/sdk/ruleset",
              "  The docs' examples read TURNOUT_URL, TURNOUT_SDK_KEY and TURNOUT_TOKEN:  . var/demo.env",
              "  Waiting for april: a change request to widen invoice-engine in production (Change requests page).",
+             "  Data migration: accounts-store in shadow in staging (writes both stores, compares reads).",
              "  Demo traffic: " + ("on, through the SDK (TURNOUT_DEMO_TRAFFIC=0 make run: off)" if traffic
                                    else "off (TURNOUT_DEMO_TRAFFIC=0)"),
              "  Ctrl-C stops the web server, the worker, beat and the demo.", rule]

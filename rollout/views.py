@@ -280,6 +280,13 @@ def _render_card(request: HtmxHttpRequest, key: str, env: str, *, status: int = 
     return response
 
 
+def state_card_response(request: HtmxHttpRequest, key: str, env: str, *, status: int = 200,
+                        **extra: Any) -> HttpResponse:
+    """The state card after a change made from a card inside it (the migration card's forms): the card
+    with ``message`` or ``error`` for htmx, else a redirect to the flag page with the message."""
+    return _render_card(request, key, env, status=status, **extra)
+
+
 @require_GET
 @login_required
 def state_card(request: HtmxHttpRequest, key: str, env: str) -> HttpResponse:

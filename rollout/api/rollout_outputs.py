@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from actions.submit import target_version
 from rollout.api.fields import OverridesField
+from rollout.datamigration.outputs import MigrationReadinessOutput
 from rollout.models import (
     BreachAction,
     ChangeRequest,
@@ -249,6 +250,9 @@ class ReadinessOutput(serializers.Serializer[Any]):
     mismatches = ReadinessMismatchesOutput()
     verdict = serializers.ChoiceField(choices=["ready", "not_yet", "failing"])
     reasons = serializers.ListField(child=serializers.CharField())
+    migration = MigrationReadinessOutput(allow_null=True, help_text="a migration flag's SDK figures per origin × "
+                                                                    "operation and its divergences (null for a "
+                                                                    "release flag)")
 
 
 class GateErrorOutput(serializers.Serializer[Any]):

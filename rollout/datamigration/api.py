@@ -27,6 +27,7 @@ from common.inputs import Input
 from common.permissions import Capability
 from common.schema import IF_MATCH, errors
 from rollout.api.change_requests import outcome_response
+from rollout.datamigration.outputs import CompleteReadinessOutput, DivergenceCountOutput, OriginFiguresOutput
 from rollout.datamigration.reports import (
     DEFAULT_WINDOW,
     divergence_list,
@@ -93,41 +94,6 @@ class MigrationCohortOutput(serializers.Serializer[Any]):
 class StageMeaningOutput(serializers.Serializer[Any]):
     stage = serializers.CharField()
     meaning = serializers.CharField()
-
-
-class OriginFiguresOutput(serializers.Serializer[Any]):
-    origin = serializers.CharField()
-    operation = serializers.CharField()
-    calls = serializers.IntegerField()
-    error_rate = serializers.FloatField(allow_null=True)
-    late = serializers.IntegerField()
-    skipped = serializers.IntegerField()
-    p95_ms = serializers.FloatField(allow_null=True, help_text="upper bound of the p95 latency bucket")
-    checks = serializers.IntegerField()
-    inconsistent = serializers.IntegerField()
-    check_errors = serializers.IntegerField()
-    consistency_rate = serializers.FloatField(allow_null=True)
-    divergences = serializers.IntegerField()
-
-    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
-        fields = super().get_fields()
-        fields["errors"] = serializers.IntegerField()  # ``errors`` is a Serializer attribute: declared here
-        return fields
-
-
-class DivergenceCountOutput(serializers.Serializer[Any]):
-    origin = serializers.CharField()
-    operation = serializers.CharField()
-    records = serializers.IntegerField()
-    unresolved = serializers.IntegerField()
-    failed_writes = serializers.IntegerField()
-    first_seen = serializers.CharField(allow_null=True)
-    last_seen = serializers.CharField(allow_null=True)
-
-
-class CompleteReadinessOutput(serializers.Serializer[Any]):
-    ready = serializers.BooleanField()
-    reasons = serializers.ListField(child=serializers.CharField())
 
 
 class MigrationStatusOutput(serializers.Serializer[Any]):

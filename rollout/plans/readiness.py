@@ -18,6 +18,7 @@ from typing import Any, Literal, TypedDict
 
 from audit.names import Action
 from common import clock
+from rollout.datamigration.reports import MigrationReadiness, migration_readiness
 from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
 from rollout.plans.health import Health, HealthFigures, LastCheck, evaluate_state, last_check
 from rollout.policy import approval_gated, state_effect
@@ -109,6 +110,8 @@ class ReadinessReport(TypedDict):
     mismatches: MismatchesReport
     verdict: Verdict
     reasons: list[str]
+    # A migration flag's figures per origin × operation and its divergences (None for a release flag).
+    migration: MigrationReadiness | None
 
 
 class GuardrailJudgement(TypedDict):
@@ -229,6 +232,7 @@ def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: 
              "parallel": s.parallel, "truncated": s.truncated} for s in samples]},
         "verdict": verdict_name,
         "reasons": reasons,
+        "migration": migration_readiness(state, start=start, end=end),
     }
 
 

@@ -1635,3 +1635,29 @@ def _migration_divergences_resolve_post(api: Api) -> EndpointExpect:
     pk = divergence()
     return _json("POST", MIGRATION_URL + "divergences/resolve/", {"divergences": [pk], "reason": "backfilled"}, 200,
                  api, "migration.divergences_resolved", "flag_state", "accounts-store@staging")
+
+
+# The migration stage card on the flag page: the same actions through the UI.
+UI_MIGRATION = "/flags/accounts-store/staging/migration/"
+
+
+@endpoint_scenario("migration-card-advance", "POST")
+def _ui_migration_advance(api: Api) -> EndpointExpect:
+    migration_flag()
+    return _ui(api, UI_MIGRATION + "advance/", {"move": "base", "stage": "dual_write", "version": 1},
+               "migration.stage_set", "flag_state", "accounts-store@staging")
+
+
+@endpoint_scenario("migration-card-rollback", "POST")
+def _ui_migration_rollback(api: Api) -> EndpointExpect:
+    migration_flag("shadow")
+    return _ui(api, UI_MIGRATION + "rollback/", {"reason": "inconsistent"}, "migration.rolled_back", "flag_state",
+               "accounts-store@staging")
+
+
+@endpoint_scenario("migration-card-resolve", "POST")
+def _ui_migration_resolve(api: Api) -> EndpointExpect:
+    migration_flag("dual_write")
+    pk = divergence()
+    return _ui(api, UI_MIGRATION + "resolve/", {"divergences": [pk], "reason": "backfilled"},
+               "migration.divergences_resolved", "flag_state", "accounts-store@staging")

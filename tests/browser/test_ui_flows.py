@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Site, screenshot
+from tests.browser.conftest import SCREENSHOTS, Site, screenshot
 
 pytestmark = pytest.mark.browser
 ROWS = 20_000
@@ -546,3 +546,115 @@ def test_readiness__traffic_reported_by_the_sdk__charts_legacy_against_parallel(
     page.wait_for_function("document.querySelectorAll('canvas[data-chart]').length === 3 && "
                            "[...document.querySelectorAll('canvas[data-chart]')].every(c => Chart.getChart(c))")
     screenshot(page, "readiness")
+
+
+def _migration_traffic(site: Site, *, calls: int = 120, sdk_key: str | None = None) -> str:
+    """Reads and writes of ``accounts-store`` through ``client.migration()``: every 10th write fails on the
+    non-authoritative store (a divergence, identified by the account), every 20th compared read disagrees."""
+    import turnout
+
+    from common.actors import Actor
+    from rollout.access.keys import sdk_key_create
+
+    secret = sdk_key or sdk_key_create(actor=Actor.system("test"), environment="staging", name="accounts-svc")[1]
+    stores: dict[str, dict[str, int]] = {"legacy": {}, "parallel": {}}
+    client = turnout.Turnout(site.url, secret, stream=False, flush_interval=3600)
+    try:
+        assert client.wait_until_ready(10)
+        accounts = client.migration("accounts-store", budget=2.0, identify=lambda saved: saved[0])
+        for n in range(calls):
+            key, attrs, account = f"user-{n}", {"tenant_id": f"tenant-{n % 30}"}, f"acct-{n % 40}"
+            authoritative = accounts.stage(key, attrs).authoritative.value
+
+            def save(side: str, n: int = n, account: str = account, authoritative: str = authoritative
+                     ) -> tuple[str, int]:
+                if side != authoritative and n % 20 == 0:
+                    raise OSError(f"{side} store refused the write")
+                stores[side][account] = n
+                return account, n
+
+            def load(side: str, n: int = n, account: str = account) -> int:
+                return stores[side].get(account, 0) + (1 if side == "parallel" and n % 40 == 1 else 0)
+
+            if n % 2 == 0:
+                accounts.write(key, attrs, legacy=lambda: save("legacy"), parallel=lambda: save("parallel"))
+            else:
+                accounts.read(key, attrs, legacy=lambda: load("legacy"), parallel=lambda: load("parallel"))
+    finally:
+        client.close()  # waits for the other origins, then sends the last metrics batch
+    return secret
+
+
+def _migration_history(minutes: int = 20) -> None:
+    """Earlier minutes of accounts-store reports, as the SDK's batches leave them (the charts' history)."""
+    from datetime import timedelta
+
+    from common import clock
+    from rollout.models import Environment, MigrationMinute
+
+    staging = Environment.objects.get(key="staging")
+    now = clock.now().replace(second=0, microsecond=0)
+    for m in range(minutes, 0, -1):
+        for origin, operation, calls, bucket, extra in (
+                ("legacy", "read", 60 + m % 7 * 5, 8, {"checks": 60 + m % 7 * 5, "inconsistent": m % 3}),
+                ("parallel", "read", 60 + m % 7 * 5, 6, {}),
+                ("legacy", "write", 20 + m % 5, 9, {}),
+                ("parallel", "write", 20 + m % 5, 7, {"errors": m % 4 // 3, "divergences": m % 4 // 3})):
+            latency = [0] * 16
+            latency[bucket] = calls
+            MigrationMinute.objects.create(environment=staging, flag_key="accounts-store", stage="shadow",
+                                           origin=origin, operation=operation, minute=now - timedelta(minutes=m),
+                                           calls=calls, latency_ms=latency, **extra)
+
+
+def test_migration_card__advance_rollback_with_reason_resolve__charts_and_divergence_list(site: Site) -> None:
+    """The data migration on the flag page: per-origin charts and the divergence list from real SDK traffic;
+    the editor moves everyone to live, rolls back with a reason (seeing the divergences written since parallel
+    became authoritative) and marks a divergence resolved."""
+    from rollout.datamigration.demo import seed_migration_demo
+
+    seed_migration_demo()  # accounts-store in shadow in staging
+    _migration_history()
+    sdk_key = _migration_traffic(site)
+    page = site.session_for("eddie")
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(f"{site.url}/flags/accounts-store/?env=staging")
+    card = page.locator("#migration-staging")
+    expect(card.locator("header .badge").first).to_have_text("shadow")
+    expect(card.locator("canvas[data-chart]")).to_have_count(4)
+    page.wait_for_function("[...document.querySelectorAll('#migration-staging canvas[data-chart]')]"
+                           ".every(c => Chart.getChart(c))")
+    expect(card.locator("table.divergences")).to_contain_text("parallel")
+
+    card.get_by_text("Move forward").click()
+    card.get_by_role("button", name="Move everyone to live").click()
+    expect(page.locator("#state-staging .msg-success")).to_contain_text("Everyone in Staging moved to 'live'.")
+    expect(card.locator("header .badge").first).to_have_text("live")
+
+    _migration_traffic(site, calls=40, sdk_key=sdk_key)  # in live legacy is the other origin: its failed writes
+    page.reload()
+    card.get_by_text("Roll back one stage").click()
+    panel = card.locator("details.migration-rollback")
+    expect(panel).to_contain_text("since parallel became authoritative")
+    expect(panel.locator("table.at-risk")).to_contain_text("legacy")
+    reason = panel.get_by_label("Reason")
+    expect(reason).to_have_attribute("required", "")
+    reason.fill("legacy writes failing: reconcile before live again")
+    panel.get_by_role("button", name="Roll back now").click()
+    expect(page.locator("#state-staging .msg-success")).to_contain_text("Rolled back one stage in Staging.")
+    expect(card.locator("header .badge").first).to_have_text("shadow")
+
+    listed = card.locator("details.migration-divergences summary")
+    before = int(re.search(r"\((\d+)\)", listed.inner_text()).group(1))  # type: ignore[union-attr]
+    listed.click()
+    card.locator("table.divergence-list input[type=checkbox]").first.check()
+    card.get_by_label("How were they reconciled?").fill("copied by the backfill job")
+    card.get_by_role("button", name="Mark resolved").click()
+    expect(page.locator("#state-staging .msg-success")).to_contain_text("Marked 1 divergence(s) resolved")
+    expect(card.locator("details.migration-divergences summary")).to_have_text(
+        f"Unresolved divergences ({before - 1})")
+    card.locator("details.migration-divergences summary").click()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    card.screenshot(path=str(SCREENSHOTS / "migration.png"))
+    assert not problems, problems

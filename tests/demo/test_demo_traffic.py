@@ -11,8 +11,9 @@ from typing import Any
 from django.core.management import call_command
 
 from common import clock
+from rollout.datamigration.guardrails import judge
 from rollout.devsetup import dev_setup
-from rollout.models import FlagState
+from rollout.models import Divergence, FlagState, MigrationMinute
 from rollout.plans.health import evaluate_state
 from rollout.telemetry.reads import window_stats
 
@@ -46,3 +47,17 @@ def test_demo_run__server_up__prints_the_block_then_drives_the_workloads_through
     shadow = FlagState.objects.get(flag__key="payment-routing", environment__key="production")
     shadow_stats = window_stats(shadow, start=started - timedelta(minutes=1), end=clock.now() + timedelta(minutes=1))
     assert shadow_stats["legacy"].calls > 0 and shadow_stats["parallel"].calls == 0
+    # the data migration in shadow (staging), through client.migration(): both stores read and written, one
+    # compared read in 100 inconsistent, one write in 50 refused by parallel (a divergence, named by its
+    # account), under its guardrails
+    minutes = list(MigrationMinute.objects.filter(flag_key="accounts-store", environment__key="staging"))
+    assert {(m.origin, m.operation) for m in minutes if m.calls} == {
+        ("legacy", "read"), ("parallel", "read"), ("legacy", "write"), ("parallel", "write")}
+    checks = sum(m.checks for m in minutes)
+    assert checks >= 8 and 1 <= sum(m.inconsistent for m in minutes) <= checks // 100 + 1
+    divergences = list(Divergence.objects.filter(flag_state__flag__key="accounts-store"))
+    assert divergences and {(d.origin, d.stage) for d in divergences} == {("parallel", "shadow")}
+    assert all(d.identifier.startswith("acct-") for d in divergences)
+    migration = FlagState.objects.select_related("migration").get(flag__key="accounts-store",
+                                                                  environment__key="staging")
+    assert judge(migration, migration.migration).status != "breached"

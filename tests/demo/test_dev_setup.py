@@ -19,7 +19,7 @@ from audit.models import AuditEvent
 from common.actors import Actor
 from common.permissions import can_decide, roles_of
 from rollout.access.auth import sdk_principal
-from rollout.devsetup import PEOPLE, dev_setup
+from rollout.devsetup import PEOPLE, dev_setup, welcome
 from rollout.models import ChangeRequest, FlagState, Guardrail
 from tests.conftest import ROOT
 
@@ -66,9 +66,20 @@ def test_dev_setup__run_twice__same_sign_ins_and_keys_and_no_new_events(tmp_path
     assert AuditEvent.objects.count() == count
 
 
-def test_dev_setup__fresh__invoice_engine_mid_rollout_with_guardrails_and_a_request_waiting_for_april(
+def test_dev_setup__fresh__invoice_engine_mid_rollout_request_for_april_and_a_data_migration_in_shadow(
         tmp_path: Path, django_user_model: Any) -> None:
-    dev_setup(var=tmp_path)
+    access = dev_setup(var=tmp_path)
+
+    # the data migration: accounts-store in shadow in staging, one stage at a time through the action layer
+    moving = FlagState.objects.select_related("flag__workload", "migration").get(flag__key="accounts-store",
+                                                                                  environment__key="staging")
+    assert (moving.flag.kind, moving.migration.stage, moving.enabled) == ("migration", "shadow", True)
+    assert (moving.flag.bucket_by, moving.flag.workload.key, moving.migration.max_divergences) == (
+        "tenant_id", "accounts", 50)
+    assert float(Guardrail.objects.get(flag_state=moving).max_mismatch_rate or 0) == 2.0
+    assert list(AuditEvent.objects.filter(action="migration.stage_set", actor="system:seed_demo")
+                .order_by("sequence").values_list("after__migration__stage", flat=True)) == ["dual_write", "shadow"]
+    assert "Data migration: accounts-store in shadow in staging" in welcome(access, traffic=True)
 
     state = FlagState.objects.get(flag__key="invoice-engine", environment__key="production")
     names = list(state.stages.order_by("position").values_list("name", flat=True))
