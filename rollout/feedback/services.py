@@ -13,6 +13,7 @@ from turnout.feedback import SCORE_MAX, SCORE_MIN
 
 from audit.models import AuditEvent
 from audit.names import Action
+from audit.services import audited_atomic
 from common import clock
 from common.actors import Actor
 from common.conf import get_setting
@@ -22,7 +23,7 @@ from rollout.feedback.models import Feedback, FeedbackRule
 from rollout.feedback.reads import FeedbackRuleConfig, rule_config
 from rollout.models import FlagState
 from rollout.policy import Approval, require_approval_if_needed
-from rollout.services.flags import write_state
+from rollout.services.flags import get_state_for_update, write_state
 from rollout.snapshots import flag_state_snapshot
 
 RULE_FIELDS = frozenset({"max_score_drop", "min_responses", "window_days"})
@@ -86,6 +87,15 @@ def set_feedback_rule_state(state: FlagState, *, actor: Actor, version: int | No
     # The rule judges readiness; SDK decisions do not change, so the ruleset stays as it is.
     return write_state(state, actor=actor, action=Action.FLAG_STATE_FEEDBACK_RULE_SET, before=before,
                        reason=reason, extra=extra, ruleset=False)
+
+
+def feedback_rule_set(*, actor: Actor, flag: str, environment: str, version: int | None, reason: str = "",
+                      approval: Approval | None = None, **fields: Any) -> FeedbackRule | None:
+    """Create, change or remove the feedback rule of a flag state (None once removed)."""
+    with audited_atomic():
+        state = get_state_for_update(flag, environment)
+        set_feedback_rule_state(state, actor=actor, version=version, reason=reason, approval=approval, **fields)
+        return FeedbackRule.objects.filter(flag_state=state).first()
 
 
 @dataclass(frozen=True)
