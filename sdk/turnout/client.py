@@ -46,7 +46,7 @@ from ._problems import MAX_PROBLEMS, Problems, TurnoutError, label
 from ._switch import switch_decorator
 from ._sync import MetricsShipper, RulesetSync
 from ._transport import Transport
-from .feedback import FeedbackSender
+from .feedback import BATCH_DELAY, FeedbackSender
 from .migration import Compare, Identify, Migration, Order
 from .types import Decision, ErrorCode, Path, Reason, StageDecision
 from .wire import SDK_NAME
@@ -186,7 +186,9 @@ class Turnout:
             self._transport, self._recorder, opts, self._problems, self._stop, sdk_version=__version__
         )
         self._feedback = FeedbackSender(self._transport, self._problems, sdk_version=__version__,
-                                        code_version=opts.code_version, redact=opts.redact)
+                                        code_version=opts.code_version, redact=opts.redact,
+                                        gather=min(BATCH_DELAY, opts.flush_interval),
+                                        backoff=(opts.backoff_base, opts.backoff_max))
         self._sync: RulesetSync | None = None
         if self._transport is not None:
             self._sync = RulesetSync(

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .types import Decision
 
 __all__ = [
+    "BATCH_DELAY",
     "FEEDBACK_PATH",
     "MAX_ATTRIBUTES",
     "MAX_ATTRIBUTE_CHARS",
@@ -68,7 +69,8 @@ MAX_ATTRIBUTE_CHARS: Final = 200
 MAX_NAME: Final = 100
 MAX_PENDING: Final = 1000
 MAX_BATCH: Final = 100
-#: seconds the sender waits after the first feedback of a batch for more to join it
+#: seconds the sender waits after the first feedback of a batch for more to join it (at most; the
+#: client's ``flush_interval`` when shorter)
 BATCH_DELAY: Final = 0.5
 #: tries of one batch (a 4xx refusal is never retried)
 MAX_TRIES: Final = 3
@@ -174,8 +176,13 @@ class FeedbackSender:
         sdk_version: str,
         code_version: str | None,
         redact: Callable[[str, Any], Any] | None,
+        gather: float = BATCH_DELAY,
+        backoff: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         self.transport = transport
+        #: seconds a batch gathers before it is posted; the retry delays (base, doubling up to max)
+        self.gather = gather
+        self.backoff = backoff
         self.problems = problems
         self.sdk_version = sdk_version
         self.code_version = code_version
@@ -335,13 +342,14 @@ class FeedbackSender:
             self._wake.wait()
             if stop.is_set():
                 return
-            stop.wait(BATCH_DELAY)  # let a burst gather into one batch
+            stop.wait(self.gather)  # let a burst gather into one batch
             self._wake.clear()
             try:
                 while self.send() and self._pending and not stop.is_set():
                     pass
                 if self._pending and not stop.is_set():  # it failed: try again later
-                    stop.wait(min(30.0, 2.0 ** self._tries))
+                    base, most = self.backoff
+                    stop.wait(min(most, base * 2.0 ** max(self._tries - 1, 0)))
                     self._wake.set()
             except Exception as exc:  # pragma: no cover - a bug here must not kill the thread
                 self.problems.report("internal:feedback", f"feedback loop error: {exc!r}", "internal", exc)
