@@ -21,7 +21,7 @@ from audit.names import Action
 from common.conf import get_setting
 from common.errors import ValidationFailed
 from common.permissions import Capability
-from common.schema import ERROR_RESPONSES, IF_MATCH, errors
+from common.schema import ERROR_RESPONSES, IF_MATCH, AttributeValueField, errors
 from rollout.api.rollouts import STATE_PARAMS, SUBMIT_RESPONSES, ChangeInput, RolloutView
 from rollout.delivery.evaluation import compiled_ruleset
 from rollout.delivery.lean import BadRequest, bad_request, described, json_response, read_json, sdk_guard
@@ -48,7 +48,7 @@ _ENTRY_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
     "version": serializers.IntegerField(required=False, allow_null=True),
     "score": serializers.IntegerField(min_value=SCORE_MIN, max_value=SCORE_MAX, required=False, allow_null=True),
     "comment": serializers.CharField(required=False, allow_null=True, max_length=2000),
-    "attributes": serializers.DictField(required=False, allow_null=True),
+    "attributes": serializers.DictField(child=AttributeValueField(), required=False, allow_null=True),
     "truncated": serializers.BooleanField(required=False),
     "at": serializers.DateTimeField(required=False),
 }
@@ -63,7 +63,7 @@ _ENTRY_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
                    "key's environment does not have are skipped and named. A bad field answers `400` naming it "
                    "(`feedback[2].score`), a body over the limit `413`. Throttled like every SDK endpoint.",
     "request": inline_serializer(name="SdkFeedbackBatch", fields={
-        "sdk": serializers.DictField(required=False),
+        "sdk": serializers.DictField(child=serializers.CharField(allow_null=True), required=False),
         "feedback": inline_serializer(name="SdkFeedbackEntry", fields=_ENTRY_FIELDS, many=True)}),
     "responses": {202: inline_serializer(name="SdkFeedbackAccepted", fields={
         "accepted": serializers.IntegerField(),

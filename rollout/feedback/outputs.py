@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.schema import AttributeValueField
+
 
 class PathFeedbackOutput(serializers.Serializer[Any]):
     responses = serializers.IntegerField()
@@ -53,7 +55,7 @@ class FeedbackEntryOutput(serializers.Serializer[Any]):
     version = serializers.IntegerField(allow_null=True)
     score = serializers.IntegerField(allow_null=True)
     comment = serializers.CharField()
-    attributes = serializers.DictField()
+    attributes = serializers.DictField(child=AttributeValueField(), help_text="as sent, redacted and scrubbed")
     truncated = serializers.BooleanField()
     at = serializers.DateTimeField()
     received_at = serializers.DateTimeField()
