@@ -7,6 +7,7 @@ from cohorts import views as cohort_views
 from notifications import views as notification_views
 from rollout import switcher, team_views
 from rollout import views as rollout_views
+from rollout.feedback import views as feedback_views
 
 # Names live under "ui:" (the management API names its routes flag-detail, cohort-list, ...).
 app_name = "ui"
@@ -37,6 +38,7 @@ urlpatterns = [
     path("flags/<str:key>/<str:env>/rollback/undo/", rollout_views.state_undo_rollback, name="state-undo-rollback"),
     path("flags/<str:key>/<str:env>/guardrails/", rollout_views.state_guardrails, name="state-guardrails"),
     path("flags/<str:key>/<str:env>/readiness/", rollout_views.state_readiness, name="state-readiness"),
+    path("flags/<str:key>/<str:env>/feedback-rule/", feedback_views.feedback_rule, name="feedback-rule"),
     # Change requests (four eyes)
     path("changes/", rollout_views.change_list, name="change-list"),
     path("changes/<int:pk>/", rollout_views.change_detail, name="change-detail"),

@@ -1194,6 +1194,13 @@ def _ui_state_guardrails(api: Api) -> EndpointExpect:
                                       "action": "rollback", "version": 2}, "flag_state.guardrails_set")
 
 
+@endpoint_scenario("feedback-rule", "POST")
+def _ui_feedback_rule(api: Api) -> EndpointExpect:
+    planned()
+    return _state(api, "feedback-rule", {"max_score_drop": "0.5", "min_responses": 20, "window_days": 14,
+                                         "version": 2}, "flag_state.feedback_rule_set")
+
+
 @endpoint_scenario("change-approve", "POST")
 def _ui_change_approve(api: Api) -> EndpointExpect:
     cr = pending_change_request()

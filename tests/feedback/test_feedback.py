@@ -283,3 +283,37 @@ def test_schema__lists_the_feedback_endpoints(admin_client):
     assert "post" in paths["/api/v1/sdk/feedback"]
     assert "get" in paths["/api/v1/flags/{key}/states/{env}/feedback/"]
     assert "put" in paths["/api/v1/flags/{key}/states/{env}/feedback/rule/"]
+
+
+def test_feedback_rule_form__readiness_page__set_refused_and_requested_like_the_api(planned, people, client):
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects
+    url = "/flags/invoice-engine/{env}/feedback-rule/"
+    htmx = {"HTTP_HX_REQUEST": "true"}
+    client.force_login(users.get(username="vic"))
+    page = client.get("/flags/invoice-engine/staging/readiness/")
+    assert page.status_code == 200 and b"User feedback" in page.content and b"Add a feedback rule" not in page.content
+    assert client.post(url.format(env="staging"), {"max_score_drop": "1", "version": 2}, **htmx).status_code == 403
+
+    client.force_login(users.get(username="ed"))
+    assert b"Add a feedback rule" in client.get("/flags/invoice-engine/staging/readiness/").content
+    bad = client.post(url.format(env="staging"), {"max_score_drop": "9", "min_responses": 20, "window_days": 14,
+                                                  "version": 2}, **htmx)
+    assert bad.status_code == 422 and b"feedback-rule-staging-max_score_drop" in bad.content
+    saved = client.post(url.format(env="staging"), {"max_score_drop": "0.75", "min_responses": 10, "window_days": 7,
+                                                    "version": 2, "reason": "pilot"}, **htmx)
+    assert saved.status_code == 200 and b"Feedback rule saved" in saved.content
+    assert b"not enough user feedback yet" in saved.content
+    rule = FeedbackRule.objects.get(flag_state=staging())
+    assert (str(rule.max_score_drop), rule.min_responses, rule.window_days) == ("0.75", 10, 7)
+    # production requires approval: the same change request the API opens
+    prod = FlagState.objects.get(flag__key="invoice-engine", environment__key="production")
+    pending = client.post(url.format(env="production"), {"max_score_drop": "1", "min_responses": 5, "window_days": 14,
+                                                         "version": prod.version}, **htmx)
+    assert pending.status_code == 200 and b"Waiting for approval" in pending.content
+    # without htmx: back to the readiness page
+    removed = client.post(url.format(env="staging"), {"max_score_drop": "", "min_responses": 10, "window_days": 7,
+                                                      "version": staging().version})
+    assert removed.status_code == 302 and removed["Location"].endswith("/flags/invoice-engine/staging/readiness/")
+    assert not FeedbackRule.objects.filter(flag_state=staging()).exists()
