@@ -81,7 +81,8 @@ SENSITIVE_NAME: Final = re.compile(
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _NUMBER = re.compile(r"(?<![\w])\+?\d(?:[\d ().-]{5,}\d)(?![\w])")
 _TOKEN = re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}\b")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # in text: tabs and line breaks stay
+_NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # in names: none at all (the server refuses them)
 
 Scalar = str | int | float | bool | None
 PathSource = Literal["decided", "given"]
@@ -136,7 +137,7 @@ def scrub_attributes(attributes: Mapping[Any, Any]) -> tuple[dict[str, Scalar], 
             cut = True
             break
         value = attributes[name]
-        short, clipped = _cap(_CONTROL.sub("", name), MAX_NAME)
+        short, clipped = _cap(_NAME_CONTROL.sub("", name), MAX_NAME)
         cut = cut or clipped
         if not short:
             continue
@@ -254,7 +255,7 @@ class FeedbackSender:
         path: object,
         redact: Callable[[str, Any], Any] | None,
     ) -> FeedbackEntry | None:
-        if not isinstance(flag, str) or not 0 < len(flag) <= MAX_NAME or _CONTROL.search(flag) or "\n" in flag:
+        if not isinstance(flag, str) or not 0 < len(flag) <= MAX_NAME or _NAME_CONTROL.search(flag):
             self._bad("flag", "needs a flag key (1 to 100 printable characters)")
             return None
         flag = str.__str__(flag)

@@ -317,3 +317,23 @@ def test_feedback_rule_form__readiness_page__set_refused_and_requested_like_the_
                                                       "version": staging().version})
     assert removed.status_code == 302 and removed["Location"].endswith("/flags/invoice-engine/staging/readiness/")
     assert not FeedbackRule.objects.filter(flag_state=staging()).exists()
+
+
+def test_sdk_entries__hostile_input__always_accepted_by_the_server_parser():
+    """The SDK's caps and scrubbing match the server's limits: what it sends is never refused (a refusal
+    would drop a whole batch)."""
+    from turnout import Turnout
+
+    from rollout.feedback.ingest import parse_feedback
+
+    sdk = Turnout.offline({"schema": 1, "environment": "staging", "version": 1,
+                           "flags": {"invoice-engine": {"enabled": True, "percentage": 100}}})
+    assert not sdk.feedback("invoice\tengine", "u", score=3)  # a name the server refuses: not recorded
+    hostile = {"na\tme\n": "v" * 500, "nan": float("nan"), "inf": float("-inf"), "nested": {"a": 1},
+               "x" * 300: "long name", 7: "not a name", **{f"k{i:02}": "z\x00" * 90 for i in range(40)}}
+    assert sdk.feedback("invoice-engine", "u\x00\n" * 400, score=5, comment="a\x00b\r\n\t" * 600, attributes=hostile)
+    assert sdk.feedback("invoice-engine", 12345, comment="ok", path="legacy")
+    sent = json.loads(json.dumps({"sdk": {"name": "turnout-python"}, "feedback": sdk._feedback.pending()}))
+    entries = parse_feedback(sent)
+    assert len(entries) == 2 and entries[0].truncated and len(entries[0].attributes) <= 20
+    assert entries[1].key_hash == key_hash("12345")
