@@ -80,7 +80,9 @@ SENSITIVE_NAME: Final = re.compile(
     r"pass(word)?|secret|token|api[_-]?key|auth|e-?mail|phone|ssn|iban|card|address|name$", re.I)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _NUMBER = re.compile(r"(?<![\w])\+?\d(?:[\d ().-]{5,}\d)(?![\w])")
-_TOKEN = re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}\b")
+_WORD = re.compile(r"[A-Za-z0-9_-]{24,}")  # a token candidate: long, no spaces
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[A-Za-z]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # in text: tabs and line breaks stay
 _NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # in names: none at all (the server refuses them)
 
@@ -113,9 +115,18 @@ def scrub_text(text: str) -> str:
     """``text`` with e-mail addresses, long digit runs and token-like strings replaced by placeholders
     (and control characters removed)."""
     text = _CONTROL.sub("", text)
-    text = _EMAIL.sub("[email]", text)
-    text = _TOKEN.sub("[token]", text)
-    return _NUMBER.sub("[number]", text)
+    if "@" in text:  # the patterns only where they can match: most comments skip them all
+        text = _EMAIL.sub("[email]", text)
+    if _DIGIT.search(text):  # tokens and numbers both hold a digit
+        text = _WORD.sub(_token, text)
+        text = _NUMBER.sub("[number]", text)
+    return text
+
+
+def _token(match: re.Match[str]) -> str:
+    """A long run of letters and digits mixed (an API key, a session id) becomes ``[token]``."""
+    word = match.group()
+    return "[token]" if _DIGIT.search(word) and _LETTER.search(word) else word
 
 
 def _cap(text: str, limit: int) -> tuple[str, bool]:

@@ -214,6 +214,10 @@ def test_feedback_rule_put__bad_values_and_production__400_and_change_request(pl
     assert pending.status_code == 202
     assert pending.json()["change_request"]["action"] == "flag_state.feedback_rule_set"
     assert not FeedbackRule.objects.exists()
+    cr = pending.json()["change_request"]["id"]
+    approved = client_for("ann").post(f"/api/v1/change-requests/{cr}/approve/", {"reason": "agreed"}, format="json")
+    assert approved.status_code == 200 and approved.json()["status"] == "applied"
+    assert float(FeedbackRule.objects.get(flag_state__environment__key="production").max_score_drop) == 1.0
 
 
 def test_feedback_rule__failing__holds_an_automatic_advance(planned, actor):
