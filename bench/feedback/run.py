@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from turnout import Turnout  # noqa: E402
+from turnout import Turnout
 
-from bench.machine import machine  # noqa: E402
+from bench.machine import machine
 
 DOC = {"schema": 1, "environment": "bench", "version": 1,
        "flags": {"checkout": {"enabled": True, "percentage": 50.0, "bucket_by": "tenant_id"}}}
