@@ -402,8 +402,8 @@ class FeedbackSender:
             self._tries += 1
             give_up = permanent or final or self._tries >= MAX_TRIES
             if give_up:
+                self.dropped += len(batch)  # counted before the entries leave the list (readers wait on it)
                 self._forget(len(batch))
-                self.dropped += len(batch)
             self.problems.report("feedback:send", f"{problem}; " + ("dropped" if give_up else "retrying"),
                                  "feedback", event="feedback.send_failed")
             return False
