@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 from turnout.wire import key_hash
 
+from audit.models import AuditEvent
 from common import clock
 from rollout.feedback.models import Feedback, FeedbackRule
 from rollout.models import FlagState
@@ -251,7 +252,10 @@ def test_feedback_rule__failing__holds_an_automatic_advance(planned, actor):
     assert guardrail_check(flag_state_id=state.pk, now=now).acted is None
     submit_state(actor=actor, flag="invoice-engine", environment="staging", action="flag_state.feedback_rule_set",
                  params={"max_score_drop": 1})
-    assert guardrail_check(flag_state_id=state.pk, now=now).acted == "advanced"
+    advanced = guardrail_check(flag_state_id=state.pk, now=now)
+    assert advanced.acted == "advanced"
+    event = AuditEvent.objects.get(sequence=advanced.audit_sequence)
+    assert event.after["readiness"]["feedback"]["status"] == "pass"  # the rule's say, kept with the advance
 
 
 def test_feedback_view__list_and_filters__entries_newest_first_with_the_report(flag, people):
