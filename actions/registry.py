@@ -27,6 +27,7 @@ from common.errors import NotFound, ValidationFailed
 from common.services import UNSET, check_version
 from rollout import stale
 from rollout.datamigration import services as migration_services
+from rollout.feedback import services as feedback_services
 from rollout.models import Flag, FlagState, TargetType, Workload
 from rollout.plans import guardrails, prometheus, promotion, stages
 from rollout.plans.stages import set_plan_state
@@ -146,6 +147,16 @@ def _queries(state: FlagState, *, actor: Actor, approval: Approval | None, versi
              queries: Any = ()) -> AuditEvent:
     return prometheus.set_queries_state(state, actor=actor, approval=approval, version=version, reason=reason,
                                         queries=queries)
+
+
+def _feedback_rule(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
+                   **fields: Any) -> AuditEvent:
+    return feedback_services.set_feedback_rule_state(state, actor=actor, approval=approval, version=version,
+                                                     reason=reason, **fields)
+
+
+def _removes_rule(params: Mapping[str, Any]) -> bool:
+    return "max_score_drop" in params and params["max_score_drop"] is None
 
 
 def _known(state: FlagState, *, actor: Actor, approval: Approval | None, version: int | None, reason: str,
@@ -357,6 +368,8 @@ ACTIONS: dict[Action, ActionSpec] = {spec.name: spec for spec in [
                             f"to {s.environment.key}"),
     ActionSpec(Action.FLAG_STATE_CONFIGURED, STATE, frozenset({"steps"}), _configured, _describe_configured,
                _configured_effect),
+    ActionSpec(Action.FLAG_STATE_FEEDBACK_RULE_SET, STATE, feedback_services.RULE_FIELDS, _feedback_rule,
+               lambda s, p: f"{'remove' if _removes_rule(p) else 'set'} the user-feedback rule of {_where(s)}"),
     ActionSpec(Action.MISMATCH_GROUP_KNOWN, STATE, frozenset({"group", "known"}), _known,
                lambda s, p: f"mark mismatch group {p.get('group')} of {_where(s)} as "
                             f"{'a known difference' if p.get('known', True) else 'unexplained'}"),

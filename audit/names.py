@@ -42,6 +42,7 @@ class Action(StrEnum):
     FLAG_STATE_GUARDRAIL_QUERIES_SET = "flag_state.guardrail_queries_set"  # Prometheus guardrail queries
     FLAG_STATE_PROMOTED = "flag_state.promoted"  # plan, guardrails and targeting copied from another environment
     FLAG_STATE_CONFIGURED = "flag_state.configured"  # several changes of one flag state as one change request
+    FLAG_STATE_FEEDBACK_RULE_SET = "flag_state.feedback_rule_set"  # the user-feedback readiness rule
     MISMATCH_GROUP_KNOWN = "mismatch_group.known"
     MISMATCH_GROUP_UNKNOWN = "mismatch_group.unknown"
     COHORT_RULES_NEUTRALISED = "cohort.rules_neutralised"  # by migration cohorts/0002 only

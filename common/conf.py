@@ -78,6 +78,10 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_URL": "",
     # Metrics kept at minute resolution for this many days, then as hourly totals.
     "METRICS_MINUTE_DAYS": 30,
+    # User feedback (rollout/feedback): entries kept this many days, then deleted (hourly beat task); the
+    # largest feedback batch accepted, in bytes.
+    "FEEDBACK_DAYS": 90,
+    "FEEDBACK_MAX_BODY": 512 * 1024,
     # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).
     "METRICS_TOKEN": None,
     # A Celery worker serves its own /metrics (task durations) on this port when set (0: off).

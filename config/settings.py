@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "cohorts",
     "rollout",
     "notifications",
+    "rollout.feedback",
 ]
 
 MIDDLEWARE = [
@@ -407,6 +408,8 @@ CELERY_BEAT_SCHEDULE = {
     "group-mismatches": {"task": "rollout.tasks.group_mismatches", "schedule": 60.0},
     # Metrics retention: minutes older than TURNOUT_METRICS_MINUTE_DAYS become hours.
     "metrics-retention": {"task": "rollout.tasks.metrics_retention", "schedule": 3600.0},
+    # Feedback retention: entries older than TURNOUT_FEEDBACK_DAYS are deleted (rollout/feedback).
+    "feedback-retention": {"task": "rollout.feedback.tasks.feedback_retention", "schedule": 3600.0},
     # Ruleset announcements Redis could not take when they were made (rollout/delivery/publish.py).
     "drain-outbox": {"task": "rollout.tasks.drain_outbox", "schedule": TURNOUT_OUTBOX_DRAIN_INTERVAL},
     # Proof that beat's schedule reaches a worker (what guardrail checks depend on): /readyz, the UI.
@@ -456,6 +459,7 @@ PROMETHEUS_MULTIPROC_DIR = env.get("PROMETHEUS_MULTIPROC_DIR")
 TURNOUT_REQUIRE_SERVICES = env.get_bool("TURNOUT_REQUIRE_SERVICES", False)
 TURNOUT_DEMO_TRAFFIC = env.get_bool("TURNOUT_DEMO_TRAFFIC", not PRODUCTION)
 TURNOUT_DEMO_TRAFFIC_RATE = env.get_float("TURNOUT_DEMO_TRAFFIC_RATE", 12.0)
+TURNOUT_FEEDBACK_DAYS = env.get_int("TURNOUT_FEEDBACK_DAYS", 90)
 if env.get("TURNOUT_STREAM_HEARTBEAT_SECONDS"):
     TURNOUT_STREAM_HEARTBEAT_SECONDS = env.get_float("TURNOUT_STREAM_HEARTBEAT_SECONDS", 15.0)
 if env.get("TURNOUT_STREAM_DB_POLL_SECONDS"):

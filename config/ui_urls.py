@@ -8,6 +8,7 @@ from notifications import views as notification_views
 from rollout import switcher, team_views
 from rollout import views as rollout_views
 from rollout.datamigration import views as migration_views
+from rollout.feedback import views as feedback_views
 
 # Names live under "ui:" (the management API names its routes flag-detail, cohort-list, ...).
 app_name = "ui"
@@ -45,6 +46,7 @@ urlpatterns = [
          name="migration-card-rollback"),
     path("flags/<str:key>/<str:env>/migration/resolve/", migration_views.migration_resolve,
          name="migration-card-resolve"),
+    path("flags/<str:key>/<str:env>/feedback-rule/", feedback_views.feedback_rule, name="feedback-rule"),
     # Change requests (four eyes)
     path("changes/", rollout_views.change_list, name="change-list"),
     path("changes/<int:pk>/", rollout_views.change_detail, name="change-detail"),

@@ -225,6 +225,29 @@ def migration_call_once(client: Any, scenario: MigrationScenario, rng: random.Ra
         accounts.read(key, attributes, legacy=legacy, parallel=parallel)
 
 
+# -- user feedback (rollout/feedback): now and then a subject tells how the call felt ---------------
+
+FEEDBACK_EVERY = 25  # one call in 25 leaves feedback
+FEEDBACK_COMMENTS = {
+    "parallel": ["Much quicker than before.", "Looks the same, loads faster.", "The totals look right to me.",
+                 "Had to retry once, then fine."],
+    "legacy": ["Slow as usual.", "Works, but takes a while.", "Fine."],
+}
+
+
+def leave_feedback(client: Any, scenario: Scenario, rng: random.Random, key: str,
+                   attributes: Mapping[str, Any]) -> None:
+    """A score (the faster parallel path scores a little better) and sometimes a comment, through
+    ``client.feedback()``; the path is the one the SDK decides for the subject, read without counting a call."""
+    ruleset = client.ruleset
+    if ruleset is None:
+        return
+    path = str(ruleset.decide(scenario.flag, key, attributes).path)
+    score = rng.choices([5, 4, 3, 2], [5, 4, 1, 0.3] if path == "parallel" else [3, 4, 2, 0.5])[0]
+    comment = rng.choice(FEEDBACK_COMMENTS[path]) if rng.random() < 0.3 else None
+    client.feedback(scenario.flag, key, score=score, comment=comment, attributes=attributes)
+
+
 # -- running them -------------------------------------------------------------------------------
 
 
@@ -271,6 +294,8 @@ def call_once(clients: Mapping[str, Any], scenario: Scenario | MigrationScenario
     except DemoFailure:
         totals.unrecovered += 1
     totals.calls += 1
+    if totals.calls % FEEDBACK_EVERY == 0 and scenario.flag in ("invoice-engine", "customer-search"):
+        leave_feedback(client, scenario, rng, key, attributes)
 
 
 def drive(clients: Mapping[str, Any], *, rate: float, stop: threading.Event, seed: int | None = None,

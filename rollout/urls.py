@@ -10,6 +10,7 @@ from rollout.api import stale as stale_api
 from rollout.datamigration import api as migration_api
 from rollout.delivery import sdk_api
 from rollout.delivery import stream as stream_api
+from rollout.feedback import api as feedback_api
 
 STATE = "flags/<str:key>/states/<str:env>/"
 
@@ -19,6 +20,7 @@ urlpatterns = [
     path("sdk/evaluate/bulk", sdk_api.evaluate_bulk, name="sdk-evaluate-bulk"),
     path("sdk/stream", stream_api.stream, name="sdk-stream"),
     path("sdk/metrics", sdk_api.metrics, name="sdk-metrics"),
+    path("sdk/feedback", feedback_api.sdk_feedback, name="sdk-feedback"),
     path("environments/", environments.EnvironmentListView.as_view(), name="environment-list"),
     path("environments/<str:key>/", environments.EnvironmentDetailView.as_view(), name="environment-detail"),
     path("workloads/", workloads.WorkloadListView.as_view(), name="workload-list"),
@@ -59,6 +61,9 @@ urlpatterns = [
     path(STATE + "mismatches/", rollouts_api.MismatchesView.as_view(), name="rollout-mismatches"),
     path(STATE + "mismatches/<str:group>/known/", rollouts_api.MismatchKnownView.as_view(),
          name="rollout-mismatch-known"),
+    # User feedback as readiness evidence (docs/feedback.md).
+    path(STATE + "feedback/", feedback_api.FeedbackView.as_view(), name="rollout-feedback"),
+    path(STATE + "feedback/rule/", feedback_api.FeedbackRuleView.as_view(), name="rollout-feedback-rule"),
     path("gates/<str:flag>/<str:env>", rollouts_api.GateView.as_view(), name="deployment-gate"),
     # Data migrations: stages, rollback, the divergence list (docs/migrations.md).
     path(STATE + "migration/", migration_api.MigrationView.as_view(), name="migration"),

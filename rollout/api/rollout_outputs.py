@@ -14,6 +14,7 @@ from rest_framework import serializers
 from actions.submit import target_version
 from rollout.api.fields import OverridesField
 from rollout.datamigration.outputs import MigrationReadinessOutput
+from rollout.feedback.outputs import FeedbackReportOutput
 from rollout.models import (
     BreachAction,
     ChangeRequest,
@@ -248,6 +249,7 @@ class ReadinessOutput(serializers.Serializer[Any]):
     plan = RolloutOutput()
     soak_seconds_left = serializers.IntegerField(allow_null=True)
     mismatches = ReadinessMismatchesOutput()
+    feedback = FeedbackReportOutput(help_text="User feedback per path and its readiness rule (docs/feedback.md)")
     verdict = serializers.ChoiceField(choices=["ready", "not_yet", "failing"])
     reasons = serializers.ListField(child=serializers.CharField())
     migration = MigrationReadinessOutput(allow_null=True, help_text="a migration flag's SDK figures per origin × "

@@ -37,6 +37,7 @@ from common.actors import Actor
 from common.errors import ValidationFailed
 from common.metrics import record_guardrail_action
 from common.services import check_version, full_clean, percentage
+from rollout.feedback.reads import feedback_holds
 from rollout.models import BreachAction, FlagState, Gate, Guardrail, Reversibility
 from rollout.plans.health import Health, evaluate_state
 from rollout.plans.stages import advance_state, pause_state, rollback_state
@@ -183,6 +184,8 @@ def guardrail_check(*, flag_state_id: int, now: datetime | None = None) -> Check
         if current is None or not has_next or current.gate != Gate.AUTO or not _soaked(state, current.min_soak_seconds,
                                                                                       now):
             return CheckOutcome(health.status)
+        if feedback_holds(state, now=now):  # the user-feedback rule fails or lacks responses: a person decides
+            return CheckOutcome(health.status)
         event = advance_state(state, actor=Actor.system("auto-advance"), now=now,
                               reason=f"soaked {current.min_soak_seconds}s with every guardrail healthy",
                               extra={"guardrail": {"figures": health.figures()}})
@@ -209,6 +212,8 @@ def scheduled_start(*, flag_state_id: int, now: datetime | None = None) -> Check
             current = state.stages.get(position=state.stage)
             health = evaluate_state(state, now=now)
             if health.status != "healthy" or not _soaked(state, current.min_soak_seconds, now):
+                return CheckOutcome(health.status)
+            if feedback_holds(state, now=now):  # as for an automatic advance
                 return CheckOutcome(health.status)
         event = advance_state(state, actor=Actor.system("schedule"), now=now,
                               reason=f"scheduled for {nxt.scheduled_at.isoformat()}")

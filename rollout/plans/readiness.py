@@ -14,11 +14,18 @@ are, and every reader in Python gets its keys checked by mypy.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from audit.names import Action
 from common import clock
 from rollout.datamigration.reports import MigrationReadiness, migration_readiness
+from rollout.feedback.reads import (
+    FeedbackReport,
+    FeedbackRuleStatus,
+    feedback_report,
+    feedback_rule_status,
+    feedback_verdict,
+)
 from rollout.models import ChangeRequestStatus, FlagState, Guardrail, MismatchSample, ReviewItem
 from rollout.plans.health import Health, HealthFigures, LastCheck, evaluate_state, last_check
 from rollout.policy import approval_gated, state_effect
@@ -108,6 +115,7 @@ class ReadinessReport(TypedDict):
     plan: PlanStatus
     soak_seconds_left: int | None
     mismatches: MismatchesReport
+    feedback: FeedbackReport  # user feedback per path and its rule (rollout/feedback)
     verdict: Verdict
     reasons: list[str]
     # A migration flag's figures per origin × operation and its divergences (None for a release flag).
@@ -135,6 +143,7 @@ class ReadinessAtAdvance(TypedDict):
     guardrails: GuardrailJudgement
     soak_seconds_left: int | None
     mismatches: MismatchCounts
+    feedback: NotRequired[FeedbackRuleStatus]  # only when the flag state has a feedback rule
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -210,6 +219,9 @@ def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: 
     samples = list(MismatchSample.objects.filter(environment_id=state.environment_id, flag_key=state.flag.key,
                                                  minute__gte=start).order_by("-pk")
                    .only("at", "version", "served", "legacy", "parallel", "truncated")[:RECENT_SAMPLES])
+    # User feedback (rollout/feedback): shown per path; its optional rule has a say in the verdict.
+    feedback = feedback_report(state, now=now)
+    verdict_name, reasons = _with_feedback(verdict_name, reasons, feedback["rule"])
     return {
         "flag": state.flag.key,
         "environment": state.environment.key,
@@ -230,6 +242,7 @@ def readiness(state: FlagState, *, now: datetime | None = None, window_seconds: 
         "mismatches": {**mismatch_summary(state), "recent_samples": [
             {"at": s.at.isoformat(), "version": s.version, "served": s.served, "legacy": s.legacy,
              "parallel": s.parallel, "truncated": s.truncated} for s in samples]},
+        "feedback": feedback,
         "verdict": verdict_name,
         "reasons": reasons,
         "migration": migration_readiness(state, start=start, end=end),
@@ -243,7 +256,10 @@ def readiness_at_advance(state: FlagState, *, now: datetime, health: Health | No
     plan = plan_status(state, now=now)
     verdict_name, reasons = verdict(state, health.status, health.breaches, plan)
     mismatches = mismatch_summary(state)
-    return {
+    feedback_rule = feedback_rule_status(state, now=now)
+    if feedback_rule is not None:
+        verdict_name, reasons = _with_feedback(verdict_name, reasons, feedback_rule)
+    compact: ReadinessAtAdvance = {
         "generated_at": now.isoformat(),
         "verdict": verdict_name,
         "reasons": reasons,
@@ -252,4 +268,13 @@ def readiness_at_advance(state: FlagState, *, now: datetime, health: Health | No
         "mismatches": {"kinds": mismatches["kinds"], "samples": mismatches["samples"],
                        "known_samples": mismatches["known_samples"]},
     }
+    if feedback_rule is not None:
+        compact["feedback"] = feedback_rule
+    return compact
+
+
+def _with_feedback(verdict_name: Verdict, reasons: list[str], rule: FeedbackRuleStatus) -> tuple[Verdict, list[str]]:
+    """The verdict with the feedback rule's say (``rollout.feedback.reads.feedback_verdict``)."""
+    name, out = feedback_verdict(verdict_name, reasons, rule)
+    return ("failing" if name == "failing" else "not_yet" if name == "not_yet" else "ready"), out
 

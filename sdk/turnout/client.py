@@ -46,6 +46,7 @@ from ._problems import MAX_PROBLEMS, Problems, TurnoutError, label
 from ._switch import switch_decorator
 from ._sync import MetricsShipper, RulesetSync
 from ._transport import Transport
+from .feedback import BATCH_DELAY, FeedbackSender
 from .migration import Compare, Identify, Migration, Order
 from .types import Decision, ErrorCode, Path, Reason, StageDecision
 from .wire import SDK_NAME
@@ -184,6 +185,10 @@ class Turnout:
         self._shipper = MetricsShipper(
             self._transport, self._recorder, opts, self._problems, self._stop, sdk_version=__version__
         )
+        self._feedback = FeedbackSender(self._transport, self._problems, sdk_version=__version__,
+                                        code_version=opts.code_version, redact=opts.redact,
+                                        gather=min(BATCH_DELAY, opts.flush_interval),
+                                        backoff=(opts.backoff_base, opts.backoff_max))
         self._sync: RulesetSync | None = None
         if self._transport is not None:
             self._sync = RulesetSync(
@@ -227,6 +232,7 @@ class Turnout:
         if self._sync is not None:
             self._sync.after_fork_in_child(self._stop)
         self._shipper.after_fork_in_child(self._stop)
+        self._feedback.after_fork_in_child()
         self._core.after_fork_in_child()
         self._recorder.after_fork_in_child()
         self._epoch = self._recorder.epoch(self.version)
@@ -407,6 +413,40 @@ class Turnout:
                 self._problems.report(key, msg, "decision", notify=True)
         except Exception:  # pragma: no cover - never let bookkeeping escape
             pass
+
+    # -- feedback ------------------------------------------------------------------------
+
+    def feedback(
+        self,
+        flag: str,
+        key: str | None,
+        *,
+        score: int | None = None,
+        comment: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        path: Path | str | None = None,
+        redact: Redactor | None = None,
+    ) -> bool:
+        """Record a subject's feedback on ``flag``: ``score`` (a whole number from 1 to 5) and/or a
+        ``comment``, with the path the subject is on — ``path`` when given, else decided now (the
+        answer ``decide()`` gives, not counted as a decision). The comment and ``attributes`` pass
+        ``redact`` (else the client's hook), are scrubbed and capped, and are sent in the background
+        (``turnout.feedback``, docs/feedback.md). True when recorded; never raises."""
+        try:
+            return self._feedback.record(self._feedback_decision, flag, key, score=score, comment=comment,
+                                         attributes=attributes, path=path, redact=redact)
+        except Exception as exc:  # pragma: no cover - never let bookkeeping escape
+            self._problems.report("internal:feedback", f"feedback() failed: {exc!r}", "internal", exc)
+            return False
+
+    def _feedback_decision(self, flag: str, key: str, attributes: Mapping[str, Any] | None) -> Decision:
+        """The path ``key`` is on now, as ``decide()`` answers, without counting it (a breaker that is
+        not closed keeps its flag on legacy)."""
+        d = self._ruleset.decide(flag, key, attributes)
+        breaker = self._tripped.get(flag) if self._tripped else None
+        if breaker is not None and d.path is _PARALLEL and breaker.state != "closed":
+            return Decision(flag, _LEGACY, d.reason, error_code=ErrorCode.CIRCUIT_OPEN, version=d.version)
+        return d
 
     # -- running -------------------------------------------------------------------------
 
@@ -613,7 +653,8 @@ class Turnout:
         """Send the metrics counted so far now (blocking, bounded by ``timeout``).
         True when everything pending was delivered. Never raises."""
         try:
-            return self._shipper.flush_once()
+            sent = self._feedback.flush()
+            return self._shipper.flush_once() and sent
         except Exception as exc:  # pragma: no cover
             self._problems.report("internal:metrics", f"flush error: {exc!r}", "internal", exc)
             return False
@@ -639,6 +680,7 @@ class Turnout:
                 if t is not None and t is not threading.current_thread():
                     t.join(1.0)
             self._core.close()
+            self._feedback.close()
             if self._shipper.send:
                 self._shipper.flush_once(final=True)
             if self._transport is not None:

@@ -132,6 +132,10 @@ MATRIX = [
     ("GET", A_S + "readiness/", None, read()),
     ("GET", A_S + "mismatches/", None, read()),
     ("POST", A_S + "mismatches/{group}/known/", {"reason": "rounding, as agreed"}, edit(200)),
+    # User feedback: anyone may read it; its readiness rule is changed like the guardrails (production's
+    # change request: tests/feedback).
+    ("GET", A_S + "feedback/", None, read()),
+    ("PUT", A_S + "feedback/rule/", {"version": 2, "max_score_drop": 0.5}, edit(200)),
     # The gate answers 409 while the rollout is not ready (here: the plan has not started).
     ("GET", "/api/v1/gates/plan-a/staging", None, {**read(), **dict.fromkeys(ROLE_ORDER[1:], 409)}),
     ("GET", "/api/v1/change-requests/", None, read()),

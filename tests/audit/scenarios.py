@@ -787,6 +787,18 @@ def _guardrail_set() -> Expect:
                   after={"version": 3})
 
 
+@service_scenario("feedback_rule_set")
+def _feedback_rule_set() -> Expect:
+    from rollout.feedback.services import feedback_rule_set
+
+    planned()
+    return Expect(lambda a: feedback_rule_set(actor=a, flag="invoice-engine", environment="staging", version=2,
+                                              max_score_drop="0.5", min_responses=10),
+                  "flag_state.feedback_rule_set", "flag_state", "invoice-engine@staging", environment="staging",
+                  before={"feedback_rule": None, "version": 2},
+                  after={"version": 3, "feedback_rule": {"max_score_drop": 0.5, "min_responses": 10, "window_days": 14}})
+
+
 @service_scenario("mismatch_group_mark_known")
 def _mismatch_group_mark_known() -> Expect:
     from rollout.telemetry.mismatches import mismatch_group_mark_known
@@ -911,6 +923,13 @@ def _rollout_guardrails_put(api: Api) -> EndpointExpect:
                  "flag_state.guardrails_set", "flag_state", "invoice-engine@staging")
 
 
+@endpoint_scenario("rollout-feedback-rule", "PUT")
+def _rollout_feedback_rule_put(api: Api) -> EndpointExpect:
+    planned()
+    return _json("PUT", STATE_URL + "feedback/rule/", {"version": 2, "max_score_drop": 0.5}, 200, api,
+                 "flag_state.feedback_rule_set", "flag_state", "invoice-engine@staging")
+
+
 @endpoint_scenario("rollout-mismatch-known", "POST")
 def _rollout_mismatch_known_post(api: Api) -> EndpointExpect:
     group = mismatch_group()
@@ -1009,6 +1028,16 @@ def _sdk_metrics(api: Api) -> EndpointExpect:
                           reason="telemetry from services (call counts, latencies, mismatches), not a change to "
                                  "configuration; what it triggers (a guardrail pause) is audited by that service",
                           touches=KEY_USED)
+
+
+@endpoint_scenario("sdk-feedback", "POST")
+def _sdk_feedback(api: Api) -> EndpointExpect:
+    batch = {"feedback": [{"flag": "invoice-engine", "key": "t1", "path": "parallel", "score": 4,
+                           "comment": "faster than before"}]}
+    return EndpointExpect("POST", "/api/v1/sdk/feedback", batch, status=202, headers=_sdk_headers(),
+                          reason="feedback from the subjects of services (telemetry, like metrics), not a change to "
+                                 "configuration; the readiness rule that judges it is set through an audited action",
+                          touches=(*KEY_USED, "feedback.Feedback"))
 
 
 # --- the web UI (config/ui_urls.py): form posts by a person signed in by session ---------------------
@@ -1163,6 +1192,13 @@ def _ui_state_guardrails(api: Api) -> EndpointExpect:
     planned()
     return _state(api, "guardrails", {"max_error_rate": "2", "min_sample_size": 100, "window_seconds": 300,
                                       "action": "rollback", "version": 2}, "flag_state.guardrails_set")
+
+
+@endpoint_scenario("feedback-rule", "POST")
+def _ui_feedback_rule(api: Api) -> EndpointExpect:
+    planned()
+    return _state(api, "feedback-rule", {"max_score_drop": "0.5", "min_responses": 20, "window_days": 14,
+                                         "version": 2}, "flag_state.feedback_rule_set")
 
 
 @endpoint_scenario("change-approve", "POST")

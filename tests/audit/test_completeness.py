@@ -38,7 +38,7 @@ NOT_ENTRY_POINTS = {
     **dict.fromkeys(
         ("write_state", "write_state_break_glass", "update_state", "kill_state", "resume_state", "retire_state",
          "advance_state", "rollback_state", "pause_state", "set_plan_state", "set_guardrail_state",
-         "mark_known_state", "promote_state", "set_queries_state"),
+         "mark_known_state", "promote_state", "set_queries_state", "set_feedback_rule_state"),
         "an in-transaction helper taking a locked FlagState, not an entry point (no transaction of its own)"),
 }
 

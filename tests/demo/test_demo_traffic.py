@@ -13,6 +13,7 @@ from django.core.management import call_command
 from common import clock
 from rollout.datamigration.guardrails import judge
 from rollout.devsetup import dev_setup
+from rollout.feedback.models import Feedback
 from rollout.models import Divergence, FlagState, MigrationMinute
 from rollout.plans.health import evaluate_state
 from rollout.telemetry.reads import window_stats
@@ -44,6 +45,8 @@ def test_demo_run__server_up__prints_the_block_then_drives_the_workloads_through
     assert 0 < parallel.errors <= parallel.calls // 80 + 1
     health = evaluate_state(state)
     assert health.status != "breached", health.breaches
+    # now and then a subject leaves feedback through client.feedback() (rollout/feedback)
+    assert Feedback.objects.filter(flag_state__flag__key__in=["invoice-engine", "customer-search"]).exists()
     shadow = FlagState.objects.get(flag__key="payment-routing", environment__key="production")
     shadow_stats = window_stats(shadow, start=started - timedelta(minutes=1), end=clock.now() + timedelta(minutes=1))
     assert shadow_stats["legacy"].calls > 0 and shadow_stats["parallel"].calls == 0

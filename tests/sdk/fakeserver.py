@@ -236,6 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if self.path == "/api/v1/sdk/feedback":
+            self._feedback(raw)
+            return
         if self.path != "/api/v1/sdk/metrics":
             self._json(404, {"error": {"code": "not_found", "message": self.path}})
             return
@@ -256,6 +259,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(202, {"accepted": True})
 
 
+    def _feedback(self, raw: bytes) -> None:
+        fake = self.fake
+        fake.counts["feedback_posts"] += 1
+        if fake.feedback_mode == "hang":
+            self._hold("feedback")
+            return
+        if not self._authorized():
+            return
+        if fake.feedback_mode in ("500", "400"):
+            self._json(int(fake.feedback_mode), {"error": {"code": "refused", "message": "no"}})
+            return
+        with fake._lock:
+            fake.feedback.append(json.loads(raw))
+        self._json(202, {"accepted": len(fake.feedback[-1]["feedback"]), "unknown_flags": []})
+
+
 class FakeServer:
     def __init__(self, doc: RulesetDocument | None = None, *, heartbeat: float = 0.2) -> None:
         self.sdk_key = SDK_KEY
@@ -263,6 +282,9 @@ class FakeServer:
         self.mode = "ok"  # ok | 500 | malformed | invalid | truncated | hang
         self.stream_mode = "ok"  # ok | 404 | 500 | silent | hang | drop
         self.metrics_mode = "ok"  # ok | 500 | 400 | hang
+        self.feedback_mode = "ok"  # ok | 500 | 400 | hang
+        #: the feedback batches received (POST /api/v1/sdk/feedback)
+        self.feedback: list[dict[str, Any]] = []
         #: when set, the ruleset answer's body as it is (any bytes), in place of ``doc``
         self.body: bytes | None = None
         #: when set, how the ruleset body is encoded for a client that accepts gzip (the encoder)
