@@ -29,6 +29,12 @@ def service_missing(reason: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
+    forget_process_state()
+    yield
+
+
+def forget_process_state() -> None:
+    """What one test (or one rolled-back subtest) leaves in Redis and in this process's memory."""
     from django.core.cache import cache
 
     from common.redis import breaker
@@ -48,7 +54,6 @@ def _clear_cache() -> Iterator[None]:
     patches.clear()
     auth._local_keys.clear()
     auth._touched.clear()
-    yield
 
 
 @pytest.fixture
