@@ -120,6 +120,7 @@ MATRIX = [
     ("GET", "/api/v1/users/viewer/", None, admin_only(200)),
     ("PATCH", "/api/v1/users/editor/", {"roles": ["editor", "approver"]}, admin_only(200)),
     ("POST", "/api/v1/users/editor/deactivate/", {"reason": "left"}, admin_only(200)),
+    ("POST", "/api/v1/users/invitee/invite/", {}, admin_only(200)),
     ("GET", A_S + "stages/", None, read()),
     ("PUT", A_S + "stages/", {"version": 2, "template": "standard"}, edit(200)),
     ("PUT", A_P + "stages/", {"version": 2, "template": "standard"}, propose(200)),
@@ -181,6 +182,7 @@ def matrix_world(request: pytest.FixtureRequest, world: dict[str, Any], tokens: 
                  actor: Any) -> dict[str, str]:
     from cohorts.services import cohort_create
     from rollout.access.keys import api_token_create, sdk_key_create
+    from rollout.access.users import user_create
     from rollout.services.flags import flag_create, flag_state_update
     from rollout.services.workloads import workload_create
 
@@ -192,6 +194,7 @@ def matrix_world(request: pytest.FixtureRequest, world: dict[str, Any], tokens: 
                           percentage_value=100)
     sdk, _ = sdk_key_create(actor=actor, environment="staging", name="billing-svc")
     token, _ = api_token_create(actor=actor, username="viewer", name="second")
+    user_create(actor=actor, username="invitee", password=None, roles=["viewer"], email="invitee@example.org")
     if "move-store" in request.node.callspec.params["path"]:  # only the migration rows pay for it
         _migration_world(actor)
     return {"sdk": sdk.prefix, "token": token.prefix, **_rollout_world(actor)}

@@ -60,7 +60,7 @@ def test_force_login__test_helper__is_not_a_sign_in(client, dana, audit_events):
 def test_role_change__through_the_admin__impossible(admin_client, dana):
     from django.contrib.auth.models import Group
 
-    group = Group.objects.get(name="admin")
+    group = Group.objects.get_or_create(name="admin")[0]
     response = admin_client.post(f"/admin/auth/user/{dana.pk}/change/", {"username": "dana", "groups": [group.pk]})
     assert response.status_code == 403
     assert list(dana.groups.values_list("name", flat=True)) == ["viewer"]

@@ -222,7 +222,7 @@ def test_actor_for_user__user__labels_event_with_username(django_user_model, fla
     from django.contrib.auth.models import Group
 
     user = django_user_model.objects.create_user("alice")
-    user.groups.add(Group.objects.get(name="editor"))  # services refuse a person without the role
+    user.groups.add(Group.objects.get_or_create(name="editor")[0])  # services refuse a person without the role
     flag_state_update(actor=Actor.for_user(user), flag=flag.key, environment="staging", version=1,
                       percentage_value=1)
     assert audit_events()[-1].actor == "alice"
