@@ -176,6 +176,18 @@ def _accept_call(environment_id: int, body: bytes, batch: Batch, ts: float) -> t
             [environment_id, repr(ts), body, remember, get_setting("METRICS_BACKLOG_MAX"), DRAIN_QUEUED_MS])
 
 
+_scripts: dict[int, tuple[Any, Any]] = {}
+
+
+def _accept_script(client: Any) -> Any:
+    """The accept script registered on ``client`` (sync or asyncio), made once per client."""
+    found = _scripts.get(id(client))
+    if found is None or found[0] is not client:
+        found = (client, client.register_script(_ACCEPT))
+        _scripts[id(client)] = found
+    return found[1]
+
+
 def _accepted(outcome: int) -> tuple[bool, bool]:
     """(new batch, queue a roll-up) from the accept script's answer; Backlog when refused."""
     if outcome == -2:
@@ -198,7 +210,7 @@ def metrics_accept(*, environment_id: int, body: bytes, batch: Batch, migrations
         _record_in_database(environment_id, batch, migrations, _minute_of(ts))
         return True, False
     keys, args = _accept_call(environment_id, body, batch, ts)
-    new, drain = _accepted(int(client.register_script(_ACCEPT)(keys=keys, args=args)))
+    new, drain = _accepted(int(_accept_script(client)(keys=keys, args=args)))
     if drain and queue_drain:
         queue_metrics_drain()
     return new, drain
@@ -210,7 +222,7 @@ async def ametrics_accept(client: Any, *, environment_id: int, body: bytes, batc
     ts = clock.now().timestamp()
     _log_events(environment_id, batch)
     keys, args = _accept_call(environment_id, body, batch, ts)
-    return _accepted(int(await client.register_script(_ACCEPT)(keys=keys, args=args)))
+    return _accepted(int(await _accept_script(client)(keys=keys, args=args)))
 
 
 def queue_metrics_drain() -> None:
@@ -354,9 +366,9 @@ def _after(entry_id: str) -> str:
 def metrics_drain(*, wait: bool = True, budget_seconds: float | None = None, chunk: int | None = None,
                   now: float | None = None) -> DrainResult:
     """Apply the batches waiting in the stream (see the module docstring), up to the newest one when the
-    run first held the cursor, in chunks of ``METRICS_DRAIN_CHUNK`` entries, for at most ``METRICS_DRAIN_BUDGET_SECONDS``
-    (then it queues the next run). ``wait`` False: return at once (``busy``) when another run holds the
-    cursor — that run takes these entries too."""
+    run first held the cursor, in chunks of ``METRICS_DRAIN_CHUNK`` entries, for at most
+    ``METRICS_DRAIN_BUDGET_SECONDS`` (then it queues the next run). ``wait`` False: return at once
+    (``busy``) when another run holds the cursor — that run takes these entries too."""
     result = DrainResult()
     client = get_redis()
     if client is None:

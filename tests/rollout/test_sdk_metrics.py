@@ -211,6 +211,19 @@ def test_metrics__embedded__counted_in_minute_rows(client, key, embedded, envs):
         ("invoice-engine", KEY_HASH, {"total": 11}), ("invoice-engine", KEY_HASH, {"total": 12})]
 
 
+def test_metrics__embedded__migration_fields_counted_at_once_without_a_roll_up(client, key, embedded, envs):
+    from rollout.models import MigrationMinute
+
+    body = {**_batch(1), "migrations": [{"flag": "accounts-store", "stage": "shadow", "origin": "parallel",
+                                          "operation": "read", "calls": 9, "errors": 2, "checks": 9,
+                                          "inconsistent": 1, "latency_ms": [0, 9] + [0] * (HISTOGRAM_SIZE - 2)}]}
+    assert _post(client, key, body).status_code == 202
+    row = MigrationMinute.objects.get()
+    assert (row.environment, row.calls, row.errors, row.inconsistent, row.latency_ms[1]) == (
+        envs["staging"], 9, 2, 1, 9)
+    assert _stored() == _expected([_batch(1)])
+
+
 def test_metrics__embedded__samples_capped_per_minute(client, key, embedded, settings):
     settings.TURNOUT_METRICS_SAMPLES_PER_MINUTE = 3
     for _ in range(3):
@@ -453,9 +466,11 @@ def test_metrics__real_worker_killed_and_restarted__sent_equals_stored(celery_wo
     worker = _start_worker()
     try:
         repeats = [drain_metrics.delay() for _ in range(3)]
-        assert rollup_metrics.delay(include_open=True).get(timeout=60)["recovered"] == 0
+        # (disable_sync_subtasks: tasks ran eagerly in this process before, which leaves Celery's
+        # "inside a task" guard set; these calls wait on a real worker, not on a task of their own)
+        assert rollup_metrics.delay(include_open=True).get(timeout=60, disable_sync_subtasks=False)["recovered"] == 0
         for repeat in repeats:
-            repeat.get(timeout=60)
+            repeat.get(timeout=60, disable_sync_subtasks=False)
     finally:
         worker.terminate()
         worker.wait(timeout=15)
