@@ -161,6 +161,53 @@ class Turnout:
         return out.stdout.strip()
 
 
+    def drain(self) -> dict[str, Any]:
+        """One roll-up run over everything waiting, timed inside the process (no Django start-up)."""
+        script = ("import django, json, time; django.setup(); from rollout.telemetry.ingest import metrics_drain; "
+                  "t = time.perf_counter(); c = time.process_time(); r = metrics_drain(budget_seconds=3600); "
+                  "print(json.dumps({'seconds': time.perf_counter() - t, 'cpu_seconds': time.process_time() - c, "
+                  "'batches': r.batches, 'rows': r.rows}))")
+        env = {**self.env, "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        out = subprocess.run([sys.executable, "-c", script], cwd=self.code, env=env, capture_output=True, text=True,
+                             check=True, timeout=1800)
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+
+
+def capacity(server: Turnout, redis_url: str, flags: list[str], environment_id: int, batches: int) -> dict[str, Any]:
+    """How fast the roll-up takes a backlog: ``batches`` realistic batches appended straight to the stream
+    (no web process running), then one roll-up run, timed; then sent = stored."""
+    import redis
+
+    from rollout.models import MetricMinute
+
+    MetricMinute.objects.filter(environment_id=environment_id).delete()
+    client = redis.Redis.from_url(redis_url)
+    rng = random.Random(11)
+    profiles = []
+    for _ in range(64):
+        batch, sent = make_batch(rng, flags, batch_id="@BATCH_ID@")
+        profiles.append((json.dumps(batch, separators=(",", ":")).encode(), sent))
+    total: Counter[str] = Counter()
+    pipe = client.pipeline(transaction=False)
+    for i in range(batches):
+        template, sent = profiles[i % len(profiles)]
+        pipe.xadd(STREAM, {"e": environment_id, "t": repr(time.time()),
+                           "b": template.replace(b"@BATCH_ID@", uuid.uuid4().hex.encode())})
+        total.update(sent)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    load_before = os.getloadavg()[0]
+    run = server.drain()
+    stored = stored_calls(environment_id)
+    return {"batches": batches, **run, "batches_per_s": run["batches"] / run["seconds"],
+            "cpu_ms_per_batch": run["cpu_seconds"] / max(1, run["batches"]) * 1000,
+            "calls_sent": sum(total.values()), "calls_stored": sum(stored[f] for f in total),
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0]}
+
+
 def stored_calls(environment_id: int) -> Counter[str]:
     from django.db.models import Sum
 
@@ -207,6 +254,8 @@ class Load:
         self.sent: Counter[str] = Counter()
         self.lateness: list[float] = []
         self.not_sent = 0
+        self.retries = 0
+        self.given_up = 0
 
 
 async def _connection(host: str, port: int, head: bytes, profiles: list[tuple[bytes, Counter[str]]],
@@ -225,35 +274,44 @@ async def _connection(host: str, port: int, head: bytes, profiles: list[tuple[by
         template, sent = random.choice(profiles)
         body = template.replace(b"@BATCH_ID@", uuid.uuid4().hex.encode())
         request = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-        t0 = time.monotonic()
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
-            assert reader is not None
-            writer.write(request)
-            await writer.drain()
-            status_line = await reader.readuntil(b"\r\n")
-            headers = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", headers).group(1))  # type: ignore[union-attr]
-            answer = await reader.readexactly(length)
-            if re.search(rb"(?i)connection: *close", headers):
-                writer.close()
+        for attempt in range(4):  # as the SDK: a failed batch is sent again (same batch_id) up to 3 times
+            if attempt:
+                load.retries += 1
+                await asyncio.sleep(1.0)
+            t0 = time.monotonic()
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                assert reader is not None
+                writer.write(request)
+                await writer.drain()
+                status_line = await reader.readuntil(b"\r\n")
+                headers = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", headers).group(1))  # type: ignore[union-attr]
+                answer = await reader.readexactly(length)
+                if re.search(rb"(?i)connection: *close", headers):
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, AttributeError) as exc:
+                load.errors[type(exc).__name__] += 1
+                if writer is not None:
+                    writer.close()
                 writer = None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, AttributeError) as exc:
-            load.errors[type(exc).__name__] += 1
-            if writer is not None:
-                writer.close()
-            writer = None
-            continue
-        load.latencies.append(time.monotonic() - t0)
-        status = status_line.split()[1].decode()
-        load.statuses[status] += 1
-        if status == "202":
-            if b"duplicate" in answer:
-                load.duplicates += 1
-            else:
-                load.accepted += 1
+                continue
+            load.latencies.append(time.monotonic() - t0)
+            status = status_line.split()[1].decode()
+            load.statuses[status] += 1
+            if status == "202":
+                if b"duplicate" in answer:
+                    load.duplicates += 1  # taken by an earlier try whose answer was a 503 (a timeout)
+                else:
+                    load.accepted += 1
                 load.sent.update(sent)
+                break
+            if not status.startswith("5"):
+                break  # refused for good: not counted
+        else:
+            load.given_up += 1
     if writer is not None:
         writer.close()
 
@@ -317,8 +375,9 @@ async def sustained(url: str, key: str, flags: list[str], *, rate: float, second
     steady = [s for s in samples if s["t"] > 10]
     return {
         "rate_asked": rate, "seconds": seconds, "connections": connections, "batches_asked": total,
-        "accepted": load.accepted, "not_sent": load.not_sent, "duplicates": load.duplicates, "statuses": dict(load.statuses),
-        "errors": dict(load.errors), "accepted_per_s": load.accepted / elapsed,
+        "accepted": load.accepted, "not_sent": load.not_sent, "duplicates": load.duplicates,
+        "retries": load.retries, "given_up": load.given_up, "statuses": dict(load.statuses),
+        "errors": dict(load.errors), "accepted_per_s": (load.accepted + load.duplicates) / elapsed,
         "p50_ms": lats[len(lats) // 2] * 1000 if lats else None,
         "p99_ms": lats[int(len(lats) * 0.99)] * 1000 if lats else None,
         "late_sends": len(load.lateness), "late_p99_s": sorted(load.lateness)[int(len(load.lateness) * 0.99)]
@@ -345,6 +404,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="sustained batches/s (0: skip)")
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--load-connections", type=int, default=50, help="connections of the sustained client")
+    parser.add_argument("--capacity", type=int, default=20_000, help="batches for the roll-up capacity run (0: skip)")
     parser.add_argument("--before-ref", default="", help="also measure this git ref's code (ratio only)")
     parser.add_argument("--port", type=int, default=8750)
     parser.add_argument("--out", default=str(HERE / "results.json"))
@@ -416,6 +476,9 @@ def main() -> None:
         # sent = stored after the wrk rounds (every 202 of every round and the warm-up counted the same body)
         expected_posts = warmed + sum(r["status_2xx"] for name, rs in runs.items() if name.startswith("metrics")
                                       for r in rs)
+        for name in [n for n in servers if n != "after"]:  # no request of theirs may land after the roll-up
+            servers[name].stop()
+        time.sleep(2)
         rollups = {name: server.rollup() for name, server in servers.items()}
         stored = stored_calls(seeded.environment_id)
         results["ratio"]["rollups"] = rollups
@@ -423,8 +486,6 @@ def main() -> None:
         results["ratio"]["acknowledged_calls"] = expected_posts * sum(body_sent.values())
         print(f"after the rounds: acknowledged {expected_posts * sum(body_sent.values()):,} calls (every 202, "
               f"warm-ups included), stored {sum(stored.values()):,}", flush=True)
-        for name in [n for n in servers if n != "after"]:  # the sustained run has the machine to itself
-            servers[name].stop()
         # 2. sustained
         if args.rate > 0:
             from rollout.models import MetricMinute
@@ -434,6 +495,12 @@ def main() -> None:
             results["sustained"] = asyncio.run(sustained(
                 servers["after"].url, key, seeded.flags, rate=args.rate, seconds=args.minutes * 60,
                 connections=args.load_connections, redis_url=redis_url, environment_id=seeded.environment_id))
+        # 3. roll-up capacity
+        if args.capacity > 0:
+            servers["after"].stop()
+            print(f"roll-up capacity: {args.capacity:,} batches", flush=True)
+            results["capacity"] = capacity(servers["after"], redis_url, seeded.flags, seeded.environment_id,
+                                           args.capacity)
     finally:
         bare.stop()
         for server in servers.values():
@@ -463,6 +530,12 @@ def report(results: dict[str, Any]) -> str:
                   f"| {s['p50_ms']:.0f} / {s['p99_ms']:.0f} ms | {s['backlog_max']:,} "
                   f"| {s['rollup_lag_p50_s']:.1f} / {s['rollup_lag_max_s']:.1f} s | {s['drained_after_end_s']:.0f} s "
                   f"| {s['calls_sent']:,} / {s['calls_stored']:,} | {sum(s['errors'].values())} |"]
+    c = results.get("capacity")
+    if c:
+        lines += ["", "| roll-up of a backlog | seconds | batches/s | worker CPU / batch | calls sent / stored |",
+                  "|---|---:|---:|---:|---:|",
+                  f"| {c['batches']:,} batches | {c['seconds']:.1f} | {c['batches_per_s']:.0f} "
+                  f"| {c['cpu_ms_per_batch']:.2f} ms | {c['calls_sent']:,} / {c['calls_stored']:,} |"]
     return "\n".join(lines)
 
 

@@ -222,7 +222,8 @@ def evaluate_bulk(request: HttpRequest) -> HttpResponse:
                    "same `batch_id` is answered `202` with `duplicate: true` and not counted again. A bad "
                    "field answers `400` naming it (`flags[2].latency_ms`), a body over the limit `413`; "
                    "`503` (`redis_unavailable`, or `metrics_backlog` when the roll-up is far behind) with "
-                   "`Retry-After`: nothing was counted, send the batch again later.",
+                   "`Retry-After`: send the batch again later, with its `batch_id` (after a Redis timeout it "
+                   "may have been taken; the retry is then counted once).",
     "request": OpenApiTypes.OBJECT,
     "responses": {202: inline_serializer(name="SdkMetricsAccepted", fields={
                       "accepted": serializers.BooleanField(),

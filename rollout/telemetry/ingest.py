@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from celery import current_app
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -106,7 +107,8 @@ redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 't', ARGV[2], 'b', ARGV[3])
 if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then return 1 end
 return 0
 """
-DRAIN_QUEUED_MS = 10_000  # a queued roll-up that never ran (a lost enqueue) is queued again after this
+DRAIN_QUEUED_MS = 10_000
+DRAIN_TASK = "rollout.tasks.drain_metrics"  # a queued roll-up that never ran (a lost enqueue) is queued again after this
 
 Counts = dict[str, Any]  # counter -> int, plus "latency_ms" -> list[int], "error_codes" -> dict
 RowKey = tuple[int, str, str, int]  # environment id, flag key, path, minute (epoch minutes)
@@ -230,9 +232,8 @@ def queue_metrics_drain() -> None:
     flag that stops other requests from queuing one expires in ``DRAIN_QUEUED_MS``, and beat runs one
     every minute anyway."""
     try:
-        from rollout.tasks import drain_metrics  # the tasks module imports this one
-
-        drain_metrics.apply_async(retry=False)
+        # By name from the app's registry: rollout.tasks imports this module (no import cycle).
+        current_app.tasks[DRAIN_TASK].apply_async(retry=False)
     except Exception as exc:
         logger.warning("metrics.drain_not_queued", extra={"error": type(exc).__name__})
 
