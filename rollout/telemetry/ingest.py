@@ -107,8 +107,8 @@ redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 't', ARGV[2], 'b', ARGV[3])
 if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[6]) then return 1 end
 return 0
 """
-DRAIN_QUEUED_MS = 10_000
-DRAIN_TASK = "rollout.tasks.drain_metrics"  # a queued roll-up that never ran (a lost enqueue) is queued again after this
+DRAIN_QUEUED_MS = 10_000  # a queued roll-up that never ran (a lost enqueue) is queued again after this
+DRAIN_TASK = "rollout.tasks.drain_metrics"
 
 Counts = dict[str, Any]  # counter -> int, plus "latency_ms" -> list[int], "error_codes" -> dict
 RowKey = tuple[int, str, str, int]  # environment id, flag key, path, minute (epoch minutes)
