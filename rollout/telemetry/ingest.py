@@ -52,8 +52,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import current_app
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Field
 from django.utils import timezone
 
 from common import clock
@@ -545,10 +545,27 @@ def _add_counts_bulk(rows: dict[RowKey, Counts]) -> None:
         obj.updated_at = now
         changed.append(obj)
     if changed:
-        MetricMinute.objects.bulk_update(changed, [*COUNTERS, "latency_ms", "error_codes", "updated_at"],
-                                         batch_size=500)
+        _update_rows(changed)
     if new:
         MetricMinute.objects.bulk_create(new, batch_size=500)
+
+
+_UPDATED = [*COUNTERS, "latency_ms", "error_codes", "updated_at"]
+
+
+def _update_rows(rows: list[MetricMinute]) -> None:
+    """Write the new totals of rows already locked: one prepared UPDATE run for every row (``bulk_update``
+    builds a CASE per row and field, which cost more CPU than the rest of the roll-up together)."""
+    meta = MetricMinute._meta
+    fields = [field for field in (meta.get_field(name) for name in _UPDATED) if isinstance(field, Field)]
+    pk = meta.pk
+    assert pk is not None and len(fields) == len(_UPDATED)
+    quote = connection.ops.quote_name
+    sql = (f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} "
+           f"WHERE {quote(pk.column)} = %s")
+    params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 @dataclass(frozen=True)
