@@ -447,45 +447,46 @@ def main() -> None:
             server.start()
         bare.start()
         # 1. ratio
-        scenarios = {"bare POST (baseline)": (bare.url, "/bare/post", bare.proc.pid if bare.proc else 0)}
-        for name, server in servers.items():
-            scenarios[f"metrics batch ({name})"] = (server.url, "/api/v1/sdk/metrics", server.web_pid)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in scenarios}
-        common = {"key": key, "body_file": body_file, "connections": args.connections, "threads": 2}
-        warmed = 0
-        for name, (url, path, pid) in scenarios.items():
-            warm = run_wrk(url, path=path, duration=2, pid=pid, **common)  # warm-up (its 202s count too)
-            warmed += warm["status_2xx"] if name.startswith("metrics") else 0
-        for round_no in range(args.rounds):
+        if args.rounds > 0:
+            scenarios = {"bare POST (baseline)": (bare.url, "/bare/post", bare.proc.pid if bare.proc else 0)}
+            for name, server in servers.items():
+                scenarios[f"metrics batch ({name})"] = (server.url, "/api/v1/sdk/metrics", server.web_pid)
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in scenarios}
+            common = {"key": key, "body_file": body_file, "connections": args.connections, "threads": 2}
+            warmed = 0
             for name, (url, path, pid) in scenarios.items():
-                result = run_wrk(url, path=path, duration=args.duration, pid=pid, **common)
-                runs[name].append(result)
-                print(f"round {round_no + 1} {name}: {result['rps']:,.0f} req/s, errors {result['errors']}, "
-                      f"load {result['loadavg_before']:.1f}", flush=True)
-        baseline = runs["bare POST (baseline)"]
-        summary = {}
-        for name, rs in runs.items():
-            pairs = [r["rps"] / b["rps"] for r, b in zip(rs, baseline, strict=True)]
-            summary[name] = {"rps": statistics.median(r["rps"] for r in rs), "ratio": statistics.median(pairs),
-                             "ratio_rounds": [round(p, 2) for p in pairs],
-                             "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-                             "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                             "web_cpu_ms_per_request": statistics.median(r["web_cpu_ms_per_request"] for r in rs),
-                             "errors": sum(r["errors"] for r in rs), "accepted": sum(r["status_2xx"] for r in rs)}
-        results["ratio"] = {"runs": runs, "summary": summary}
-        # sent = stored after the wrk rounds (every 202 of every round and the warm-up counted the same body)
-        expected_posts = warmed + sum(r["status_2xx"] for name, rs in runs.items() if name.startswith("metrics")
-                                      for r in rs)
-        for name in [n for n in servers if n != "after"]:  # no request of theirs may land after the roll-up
-            servers[name].stop()
-        time.sleep(2)
-        rollups = {name: server.rollup() for name, server in servers.items()}
-        stored = stored_calls(seeded.environment_id)
-        results["ratio"]["rollups"] = rollups
-        results["ratio"]["stored_calls"] = sum(stored.values())
-        results["ratio"]["acknowledged_calls"] = expected_posts * sum(body_sent.values())
-        print(f"after the rounds: acknowledged {expected_posts * sum(body_sent.values()):,} calls (every 202, "
-              f"warm-ups included), stored {sum(stored.values()):,}", flush=True)
+                warm = run_wrk(url, path=path, duration=2, pid=pid, **common)  # warm-up (its 202s count too)
+                warmed += warm["status_2xx"] if name.startswith("metrics") else 0
+            for round_no in range(args.rounds):
+                for name, (url, path, pid) in scenarios.items():
+                    result = run_wrk(url, path=path, duration=args.duration, pid=pid, **common)
+                    runs[name].append(result)
+                    print(f"round {round_no + 1} {name}: {result['rps']:,.0f} req/s, errors {result['errors']}, "
+                          f"load {result['loadavg_before']:.1f}", flush=True)
+            baseline = runs["bare POST (baseline)"]
+            summary = {}
+            for name, rs in runs.items():
+                pairs = [r["rps"] / b["rps"] for r, b in zip(rs, baseline, strict=True)]
+                summary[name] = {"rps": statistics.median(r["rps"] for r in rs), "ratio": statistics.median(pairs),
+                                 "ratio_rounds": [round(p, 2) for p in pairs],
+                                 "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                                 "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                                 "web_cpu_ms_per_request": statistics.median(r["web_cpu_ms_per_request"] for r in rs),
+                                 "errors": sum(r["errors"] for r in rs), "accepted": sum(r["status_2xx"] for r in rs)}
+            results["ratio"] = {"runs": runs, "summary": summary}
+            # sent = stored after the wrk rounds (every 202 of every round and the warm-up counted the same body)
+            expected_posts = warmed + sum(r["status_2xx"] for name, rs in runs.items() if name.startswith("metrics")
+                                          for r in rs)
+            for name in [n for n in servers if n != "after"]:  # no request of theirs may land after the roll-up
+                servers[name].stop()
+            time.sleep(2)
+            rollups = {name: server.rollup() for name, server in servers.items()}
+            stored = stored_calls(seeded.environment_id)
+            results["ratio"]["rollups"] = rollups
+            results["ratio"]["stored_calls"] = sum(stored.values())
+            results["ratio"]["acknowledged_calls"] = expected_posts * sum(body_sent.values())
+            print(f"after the rounds: acknowledged {expected_posts * sum(body_sent.values()):,} calls (every 202, "
+                  f"warm-ups included), stored {sum(stored.values()):,}", flush=True)
         # 2. sustained
         if args.rate > 0:
             from rollout.models import MetricMinute
@@ -518,7 +519,7 @@ def report(results: dict[str, Any]) -> str:
              f"{after['loadavg'][0]}, {m['at']}; batch {results['batch_bytes']:,} B, {results['rows_per_batch']} rows",
              "", "| scenario | requests/s | ratio to bare POST (per round) | p50 | p99 | web CPU / request | errors |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, s in results["ratio"]["summary"].items():
+    for name, s in results.get("ratio", {}).get("summary", {}).items():
         rounds = ", ".join(f"{x:.2f}" for x in s["ratio_rounds"])
         lines.append(f"| {name} | {s['rps']:,.0f} | **{s['ratio']:.2f}×** ({rounds}) | {s['p50_ms']:.1f} ms "
                      f"| {s['p99_ms']:.1f} ms | {s['web_cpu_ms_per_request']:.2f} ms | {s['errors']} |")
