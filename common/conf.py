@@ -40,6 +40,16 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_ROLLUP_GRACE_SECONDS": 10,
     # Seconds a claimed-but-unfinished roll-up waits before another run finishes it.
     "METRICS_ROLLUP_RECOVER_SECONDS": 300,
+    # Seconds a batch's ``batch_id`` is remembered with Redis: a retry of an accepted batch within it is
+    # answered 202 and not counted again (rollout/telemetry/ingest.py).
+    "METRICS_BATCH_ID_SECONDS": 300,
+    # Batches that may wait for the roll-up in Redis; past it the metrics endpoint answers 503 (the SDK
+    # retries), so a stopped worker cannot fill Redis's memory.
+    "METRICS_BACKLOG_MAX": 100_000,
+    # Batches one roll-up transaction applies, and seconds one roll-up task runs before it hands the rest
+    # to the next one.
+    "METRICS_DRAIN_CHUNK": 500,
+    "METRICS_DRAIN_BUDGET_SECONDS": 30.0,
     # Seconds between guardrail checks of every active rollout (Celery beat).
     "GUARDRAIL_INTERVAL": 10.0,
     # A metrics batch that breaches a guardrail enqueues a check of its flag state at most this often (s).
@@ -82,6 +92,9 @@ DEFAULTS: dict[str, Any] = {
     # largest feedback batch accepted, in bytes.
     "FEEDBACK_DAYS": 90,
     "FEEDBACK_MAX_BODY": 512 * 1024,
+    # Data-migration telemetry (MigrationMinute counts, ConsistencySample samples) kept this many days,
+    # then deleted by the same hourly retention run (rollout/telemetry/retention.py).
+    "MIGRATION_MINUTE_DAYS": 30,
     # Bearer token /metrics requires when set (unset: /metrics is open; keep it off the public network).
     "METRICS_TOKEN": None,
     # A Celery worker serves its own /metrics (task durations) on this port when set (0: off).

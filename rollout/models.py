@@ -295,6 +295,21 @@ class MetricRollup(models.Model):
         return self.claim
 
 
+class MetricCursor(models.Model):
+    """How far the roll-up has read the Redis stream of accepted metrics batches
+    (rollout/telemetry/ingest.py): the last entry id whose counts are in ``MetricMinute``. Moved in the
+    same transaction as the counts it covers, so an entry is applied exactly once however often the
+    roll-up dies, is retried or runs twice at the same time."""
+
+    name = models.CharField(max_length=40, unique=True)
+    last_id = models.CharField(max_length=40, blank=True, default="")
+    batches = models.PositiveBigIntegerField(default=0, help_text="Batches applied so far (all time).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.last_id or '-'}"
+
+
 class Gate(models.TextChoices):
     MANUAL = "manual", "Manual"
     AUTO = "auto", "Automatic"

@@ -14,7 +14,7 @@ from rollout.delivery.publish import outbox_drain
 from rollout.delivery.ruleset import get_ruleset
 from rollout.plans.guardrails import active_rollout_ids, guardrail_check, scheduled_rollout_ids, scheduled_start
 from rollout.services.webhooks import DeliveryFailed, deliver
-from rollout.telemetry.ingest import metrics_rollup
+from rollout.telemetry.ingest import metrics_drain, metrics_rollup
 from rollout.telemetry.mismatches import mismatch_groups_refresh
 from rollout.telemetry.retention import metrics_retention as fold
 
@@ -30,10 +30,20 @@ def warm_ruleset(self: Task[[int], int | None], environment_id: int) -> int | No
 
 @shared_task(bind=True, max_retries=3, default_retry_delay=5)
 def rollup_metrics(self: Task[[bool], dict[str, int]], include_open: bool = False) -> dict[str, int]:
-    """Move closed minutes of SDK metrics from Redis into MetricMinute rows (beat: every minute)."""
+    """Everything waiting in Redis into MetricMinute rows (beat: every minute, a safety net for
+    ``drain_metrics``)."""
     result = metrics_rollup(include_open=include_open)
     return {"minutes": result.minutes, "rows": result.rows, "samples": result.samples,
-            "recovered": result.recovered}
+            "recovered": result.recovered, "batches": result.batches}
+
+
+@shared_task(ignore_result=True)
+def drain_metrics() -> int:
+    """Roll up the metrics batches accepted so far (queued by the endpoint when none is queued; see
+    rollout/telemetry/ingest.py). Returns the batches applied. A run queued while another is at it
+    waits for it, then takes what came since (at most one run waits: the queued flag stays set until a
+    run holds the cursor)."""
+    return metrics_drain().batches
 
 
 @shared_task
@@ -53,7 +63,9 @@ def check_guardrails() -> dict[str, int]:
 
 @shared_task(ignore_result=True)
 def check_guardrail(flag_state_id: int) -> str | None:
-    """A metrics batch showed a breach (rollout/plans/watch.py): judge this rollout now."""
+    """A metrics batch showed a breach (rollout/plans/watch.py): judge this rollout now, on every batch
+    accepted so far (the one that showed the breach may still wait for the roll-up)."""
+    metrics_drain()
     return guardrail_check(flag_state_id=flag_state_id).acted
 
 
@@ -97,9 +109,11 @@ def group_mismatches() -> int:
 
 @shared_task
 def metrics_retention() -> dict[str, int]:
-    """Beat (hourly): minute rows past the retention become hourly totals."""
+    """Beat (hourly): minute rows past the retention become hourly totals; data-migration telemetry past
+    its retention is deleted."""
     result = fold()
-    return {"minutes": result.minutes, "hours": result.hours, "samples": result.samples}
+    return {"minutes": result.minutes, "hours": result.hours, "samples": result.samples,
+            "migration_minutes": result.migration_minutes, "consistency_samples": result.consistency_samples}
 
 
 @shared_task(bind=True, max_retries=None)

@@ -3,15 +3,15 @@ metrics batch; docs/sdk-protocol.md): parsed strictly, then counted per minute, 
 the divergence list.
 
 The fields are optional: a batch without them (an older SDK) is counted as before. A bad field refuses the
-whole batch with ``400`` naming it, like the rest of the batch. Counts go straight to the database (one
-row per flag, stage, origin, operation and minute): migration calls are writes of the host's own data,
-orders of magnitude rarer than decisions.
+whole batch with ``400`` naming it, like the rest of the batch (one validator for both:
+``rollout/telemetry/rows.py``). With Redis they travel with the batch through the metrics stream and are
+applied by the roll-up in the same transaction as its counts (``rollout/telemetry/ingest.py``); without
+Redis (embedded mode) ``migration_record`` writes them at once. One row per flag, stage, origin, operation
+and minute.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,10 +19,8 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F
-from turnout.wire import LATENCY_BUCKETS_MS
 
 from common import clock
-from rollout.delivery.lean import BadRequest
 from rollout.models import (
     ConsistencySample,
     Divergence,
@@ -31,19 +29,16 @@ from rollout.models import (
     MigrationMinute,
     MigrationStage,
 )
+from rollout.telemetry import rows as check
+from rollout.telemetry.rows import HISTOGRAM_SIZE, PATHS
 
 COUNTERS = ("calls", "errors", "late", "skipped", "checks", "inconsistent", "check_errors", "divergences")
-ORIGINS = ("legacy", "parallel")
+ORIGINS = PATHS
 OPERATIONS = ("read", "write")
-HISTOGRAM_SIZE = len(LATENCY_BUCKETS_MS) + 1
-MAX_COUNT = 10**12
 MAX_ROWS = 2_000
 MAX_SAMPLES = 100
 MAX_DIVERGENCES = 1_000
-MAX_SAMPLE_SIDE_BYTES = 16 * 1024
 SAMPLES_PER_MINUTE = 50
-_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
-_KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -90,127 +85,53 @@ class MigrationBatch:
         return bool(self.rows or self.samples or self.divergences)
 
 
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequest(where, "must be an object")
-    return value
-
-
-def _list(value: Any, where: str, limit: int) -> list[Any]:
-    if not isinstance(value, list):
-        raise BadRequest(where, "must be a list")
-    if len(value) > limit:
-        raise BadRequest(where, f"has more than {limit} items")
-    return value
-
-
-def _count(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
-        raise BadRequest(where, f"must be an integer from 0 to {MAX_COUNT}")
-    return value
-
-
-def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise BadRequest(where, "must be a string of 1 to 100 printable characters")
-    return value
-
-
-def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
-    if value not in choices or not isinstance(value, str):
-        raise BadRequest(where, f"must be one of {', '.join(choices)}")
-    return value
-
-
-def _time(value: Any, where: str) -> datetime:
-    if not isinstance(value, str) or len(value) > 40:
-        raise BadRequest(where, "must be an ISO-8601 timestamp")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(where, "must be an ISO-8601 timestamp") from None
-    if parsed.tzinfo is None:
-        raise BadRequest(where, "must carry a time zone (e.g. Z)")
-    return parsed
-
-
-def _key_hash(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _KEY_HASH.match(value):
-        raise BadRequest(where, "must be the SHA-256 of the key, 64 lowercase hex digits")
-    return value
-
-
-def _text(value: Any, where: str, limit: int) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > limit:
-        raise BadRequest(where, f"must be a string of at most {limit} characters, or null")
-    return value
-
-
-def _side(value: Any, where: str) -> Any:
-    if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_SAMPLE_SIDE_BYTES:
-        raise BadRequest(where, f"is larger than {MAX_SAMPLE_SIDE_BYTES} bytes")
-    return value
-
-
 STAGES = tuple(MigrationStage.values)
 
 
 def _row(raw: Any, where: str) -> MigrationCounts:
-    row = _obj(raw, where)
-    latency = _list(row.get("latency_ms"), f"{where}.latency_ms", HISTOGRAM_SIZE)
-    if len(latency) != HISTOGRAM_SIZE:
-        raise BadRequest(f"{where}.latency_ms", f"must have exactly {HISTOGRAM_SIZE} counts (one per bucket)")
-    if row.get("version") is not None:
-        _count(row["version"], f"{where}.version")
-    return MigrationCounts(
-        flag=_name(row.get("flag"), f"{where}.flag"), stage=_choice(row.get("stage"), f"{where}.stage", STAGES),
-        origin=_choice(row.get("origin"), f"{where}.origin", ORIGINS),
-        operation=_choice(row.get("operation"), f"{where}.operation", OPERATIONS),
-        counts={name: _count(row.get(name, 0), f"{where}.{name}") for name in COUNTERS},
-        latency=[_count(n, f"{where}.latency_ms[{i}]") for i, n in enumerate(latency)])
+    row = check.counted_row(raw, where, dimensions={"stage": STAGES, "origin": ORIGINS, "operation": OPERATIONS},
+                            counters=COUNTERS)
+    return MigrationCounts(flag=row.flag, stage=row.keys["stage"], origin=row.keys["origin"],
+                           operation=row.keys["operation"], counts=row.counts, latency=row.latency)
 
 
 def _sample(raw: Any, where: str) -> Sample:
-    sample = _obj(raw, where)
-    truncated = sample.get("truncated", False)
-    if not isinstance(truncated, bool):
-        raise BadRequest(f"{where}.truncated", "must be true or false")
-    for side in ORIGINS:
-        if side not in sample:
-            raise BadRequest(f"{where}.{side}", "is required")
-    return Sample(flag=_name(sample.get("flag"), f"{where}.flag"),
-                  stage=_choice(sample.get("stage"), f"{where}.stage", STAGES),
-                  key_hash=_key_hash(sample.get("key_hash"), f"{where}.key_hash"),
-                  authoritative=_choice(sample.get("authoritative"), f"{where}.authoritative", ORIGINS),
-                  legacy=_side(sample["legacy"], f"{where}.legacy"),
-                  parallel=_side(sample["parallel"], f"{where}.parallel"),
-                  truncated=truncated, at=_time(sample.get("at"), f"{where}.at"))
+    sample = check.obj(raw, where)
+    legacy, parallel, truncated = check.sample_sides(sample, where)
+    return Sample(flag=check.name(sample.get("flag"), f"{where}.flag"),
+                  stage=check.choice(sample.get("stage"), f"{where}.stage", STAGES),
+                  key_hash=check.key_hash(sample.get("key_hash"), f"{where}.key_hash"),
+                  authoritative=check.choice(sample.get("authoritative"), f"{where}.authoritative", ORIGINS),
+                  legacy=legacy, parallel=parallel, truncated=truncated,
+                  at=check.timestamp(sample.get("at"), f"{where}.at"))
+
+
+def _text(value: Any, where: str, limit: int) -> str:
+    return check.optional_text(value, where, limit) or ""
 
 
 def _report(raw: Any, where: str) -> Report:
-    report = _obj(raw, where)
-    return Report(flag=_name(report.get("flag"), f"{where}.flag"),
-                  stage=_choice(report.get("stage"), f"{where}.stage", STAGES),
-                  key_hash=_key_hash(report.get("key_hash"), f"{where}.key_hash"),
-                  origin=_choice(report.get("origin"), f"{where}.origin", ORIGINS),
-                  operation=_choice(report.get("operation", "write"), f"{where}.operation", OPERATIONS),
+    report = check.obj(raw, where)
+    return Report(flag=check.name(report.get("flag"), f"{where}.flag"),
+                  stage=check.choice(report.get("stage"), f"{where}.stage", STAGES),
+                  key_hash=check.key_hash(report.get("key_hash"), f"{where}.key_hash"),
+                  origin=check.choice(report.get("origin"), f"{where}.origin", ORIGINS),
+                  operation=check.choice(report.get("operation", "write"), f"{where}.operation", OPERATIONS),
                   identifier=_text(report.get("identifier"), f"{where}.identifier", 200),
                   error=_text(report.get("error"), f"{where}.error", 300),
-                  at=_time(report.get("at"), f"{where}.at"))
+                  at=check.timestamp(report.get("at"), f"{where}.at"))
 
 
 def parse_migration_batch(data: Any) -> MigrationBatch:
     """The migration fields of a metrics batch (``turnout.wire``), checked; BadRequest names the first bad
     field (``migrations[2].origin``). Absent fields are empty."""
-    batch = _obj(data, "body")
-    rows = [_row(r, f"migrations[{i}]") for i, r in enumerate(_list(batch.get("migrations", []), "migrations",
-                                                                      MAX_ROWS))]
+    batch = check.obj(data, "body")
+    rows = [_row(r, f"migrations[{i}]") for i, r in enumerate(check.items(batch.get("migrations", []), "migrations",
+                                                                           MAX_ROWS))]
     samples = [_sample(s, f"consistency_samples[{i}]") for i, s in
-               enumerate(_list(batch.get("consistency_samples", []), "consistency_samples", MAX_SAMPLES))]
+               enumerate(check.items(batch.get("consistency_samples", []), "consistency_samples", MAX_SAMPLES))]
     reports = [_report(d, f"divergences[{i}]") for i, d in
-               enumerate(_list(batch.get("divergences", []), "divergences", MAX_DIVERGENCES))]
+               enumerate(check.items(batch.get("divergences", []), "divergences", MAX_DIVERGENCES))]
     return MigrationBatch(rows, samples, reports)
 
 
@@ -223,11 +144,16 @@ def migration_record(*, environment_id: int, batch: MigrationBatch, now: datetim
     Telemetry, not a change: no audit event (resolving a divergence is one)."""
     if not batch:
         return
-    minute = _minute(now or clock.now())
     with transaction.atomic():
-        _add_counts(environment_id, minute, batch.rows)
-        _store_samples(environment_id, minute, batch.samples)
-        _fold_divergences(environment_id, batch.divergences)
+        migration_apply(environment_id=environment_id, minute=_minute(now or clock.now()), batch=batch)
+
+
+def migration_apply(*, environment_id: int, minute: datetime, batch: MigrationBatch) -> None:
+    """``migration_record``'s writes, inside the caller's transaction (the metrics roll-up applies the
+    migration fields of many batches with their counts, rollout/telemetry/ingest.py)."""
+    _add_counts(environment_id, minute, batch.rows)
+    _store_samples(environment_id, minute, batch.samples)
+    _fold_divergences(environment_id, batch.divergences)
 
 
 def _add_counts(environment_id: int, minute: datetime, rows: list[MigrationCounts]) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
@@ -13,8 +15,10 @@ from turnout.types import Reason
 
 from common import metrics as prometheus
 from common.conf import get_setting
+from common.errors import RETRY_AFTER_SECONDS, UNAVAILABLE_MESSAGES
+from common.redis import get_async_redis
 from common.schema import ERROR_RESPONSES, AttributeValueField
-from rollout.datamigration.telemetry import migration_record, parse_migration_batch
+from rollout.datamigration.telemetry import parse_migration_batch
 from rollout.delivery.evaluation import acompiled_ruleset, compiled_ruleset, decision_body
 from rollout.delivery.lean import (
     BadRequest,
@@ -30,7 +34,7 @@ from rollout.delivery.serving import Need, accepts_gzip, etag_matches, served, s
 from rollout.plans.watch import trigger_checks
 from rollout.tasks import enqueue_check
 from rollout.telemetry.batches import parse_batch
-from rollout.telemetry.ingest import metrics_record
+from rollout.telemetry.ingest import Backlog, ametrics_accept, metrics_accept, queue_metrics_drain
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -213,15 +217,27 @@ def evaluate_bulk(request: HttpRequest) -> HttpResponse:
 @described({"POST": {
     "operation_id": "sdk_metrics",
     "summary": "Report a batch of SDK metrics (per flag × path counts, latency histogram, mismatch samples)",
-    "description": "The batch format is in docs/sdk-protocol.md (\"Metrics\"). `202` once counted; a bad "
-                   "field answers `400` naming it (`flags[2].latency_ms`), a body over the limit `413`.",
+    "description": "The batch format is in docs/sdk-protocol.md (\"Metrics\"). `202` once accepted (counted "
+                   "into the per-minute figures by the roll-up within moments); a retry of a batch with the "
+                   "same `batch_id` is answered `202` with `duplicate: true` and not counted again. A bad "
+                   "field answers `400` naming it (`flags[2].latency_ms`), a body over the limit `413`; "
+                   "`503` (`redis_unavailable`, or `metrics_backlog` when the roll-up is far behind) with "
+                   "`Retry-After`: send the batch again later, with its `batch_id` (after a Redis timeout it "
+                   "may have been taken; the retry is then counted once).",
     "request": OpenApiTypes.OBJECT,
-    "responses": {202: inline_serializer(name="SdkMetricsAccepted", fields={"accepted": serializers.BooleanField()}),
+    "responses": {202: inline_serializer(name="SdkMetricsAccepted", fields={
+                      "accepted": serializers.BooleanField(),
+                      "duplicate": serializers.BooleanField(required=False,
+                                                            help_text="Only when true: counted before")}),
                   413: ERROR_RESPONSES[400], **ERROR_RESPONSES},
     "tags": ["sdk"],
 }})
-def metrics(request: HttpRequest) -> HttpResponse:
-    guarded = sdk_guard(request)
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """Check the batch, then one append to the metrics stream (rollout/telemetry/ingest.py). Async like
+    the evaluation views: on the hot path the key is checked in the process and both Redis round trips
+    (throttle, append) are awaited on the event loop; a thread only for embedded mode, a batch that may
+    breach a guardrail, or queuing the roll-up."""
+    guarded = await asdk_guard(request)
     if isinstance(guarded, HttpResponse):
         return guarded
     principal = guarded[0]
@@ -232,8 +248,31 @@ def metrics(request: HttpRequest) -> HttpResponse:
     except BadRequest as exc:
         prometheus.record_sdk_report(environment=principal.environment, outcome="rejected")
         return bad_request(exc)
-    metrics_record(environment_id=principal.environment_id, batch=batch)
-    trigger_checks(principal.environment_id, batch, enqueue_check)  # never raises; at most an enqueue
-    migration_record(environment_id=principal.environment_id, batch=migrations)
-    prometheus.record_sdk_report(environment=principal.environment, outcome="accepted")
-    return json_response({"accepted": True}, status=202)
+    client = get_async_redis() if isinstance(request, ASGIRequest) else None
+    try:
+        if client is not None:
+            new, drain = await ametrics_accept(client, environment_id=principal.environment_id, body=request.body,
+                                               batch=batch)
+            if drain:
+                await sync_to_async(queue_metrics_drain)()
+        else:
+            new, _ = await sync_to_async(metrics_accept)(environment_id=principal.environment_id, body=request.body,
+                                                         batch=batch, migrations=migrations)
+    except Backlog as exc:
+        prometheus.record_sdk_report(environment=principal.environment, outcome="unavailable")
+        return _unavailable("metrics_backlog", f"The metrics roll-up is behind ({exc.waiting:,} batches wait); "
+                                               "nothing was counted. Send the batch again shortly.")
+    except redis.RedisError:
+        prometheus.record_sdk_report(environment=principal.environment, outcome="unavailable")
+        return _unavailable("redis_unavailable", UNAVAILABLE_MESSAGES["redis_unavailable"])
+    if new and any((row.path == "parallel" and row.counts["errors"]) or row.counts["mismatches"]
+                   for row in batch.rows):  # what batch_breaches looks at before it reads anything
+        await sync_to_async(trigger_checks)(principal.environment_id, batch, enqueue_check)  # never raises
+    prometheus.record_sdk_report(environment=principal.environment, outcome="accepted" if new else "duplicate")
+    return json_response({"accepted": True} if new else {"accepted": True, "duplicate": True}, status=202)
+
+
+def _unavailable(code: str, message: str) -> HttpResponse:
+    response = error_response(503, code, message)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

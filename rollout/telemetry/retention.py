@@ -1,9 +1,17 @@
-"""Metrics retention: minutes for ``METRICS_MINUTE_DAYS`` days, hourly totals after that.
+"""Telemetry retention, run hourly by beat (``rollout.tasks.metrics_retention``).
 
-Telemetry, not a change of state: no audit event. Each run folds a bounded batch of old minute
-rows into their hours (adding to an hour that already has totals) and deletes them in one
-transaction, so a crash never counts a minute twice or loses it. Mismatch samples older than the
-cutoff are deleted too (their groups keep the counts).
+- SDK metrics: minutes for ``METRICS_MINUTE_DAYS`` days, hourly totals after that. Each run folds a
+  bounded batch of old minute rows into their hours (adding to an hour that already has totals) and
+  deletes them in one transaction, so a crash never counts a minute twice or loses it. Mismatch samples
+  older than the cutoff are deleted too (their groups keep the counts).
+- Data-migration telemetry: ``MigrationMinute`` rows and ``ConsistencySample`` samples older than
+  ``MIGRATION_MINUTE_DAYS`` days are deleted, a bounded batch per run. Every reader of them judges a
+  recent window (the migration guardrails, the origin figures: minutes), and the lasting record of a
+  migration is elsewhere — its divergences (kept until resolved, and after) and the audit log of its
+  stages — so there is nothing to fold them into.
+
+Telemetry, not a change of state: no audit event. Cutoffs are whole hours, from ``now`` (the injectable
+clock, ``common.clock``).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from django.db import transaction
 
 from common import clock
 from common.conf import get_setting
-from rollout.models import MetricHour, MetricMinute, MismatchSample
+from rollout.models import ConsistencySample, MetricHour, MetricMinute, MigrationMinute, MismatchSample
 
 COUNTERS = ("calls", "runs", "errors", "fallbacks", "comparisons", "mismatches", "compare_skipped",
             "compare_errors", "compare_timeouts")
@@ -29,6 +37,8 @@ class RetentionResult:
     minutes: int
     hours: int
     samples: int
+    migration_minutes: int = 0
+    consistency_samples: int = 0
 
 
 def _add(a: list[int], b: list[int]) -> list[int]:
@@ -36,10 +46,16 @@ def _add(a: list[int], b: list[int]) -> list[int]:
     return [(a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(size)]
 
 
+def _cutoff(now: datetime | None, setting: str) -> datetime:
+    cutoff = (now or clock.now()) - timedelta(days=get_setting(setting))
+    return cutoff.replace(minute=0, second=0, microsecond=0)  # only whole hours
+
+
 def metrics_retention(*, now: datetime | None = None, batch: int = BATCH) -> RetentionResult:
-    """Fold minute rows older than the cutoff into hourly rows (one bounded batch)."""
-    cutoff = (now or clock.now()) - timedelta(days=get_setting("METRICS_MINUTE_DAYS"))
-    cutoff = cutoff.replace(minute=0, second=0, microsecond=0)  # only whole hours
+    """Fold minute rows older than the cutoff into hourly rows, and delete data-migration telemetry past
+    its own cutoff (one bounded batch of each)."""
+    migration_minutes, consistency_samples = migration_retention(now=now, batch=batch)
+    cutoff = _cutoff(now, "METRICS_MINUTE_DAYS")
     with transaction.atomic():
         rows = list(MetricMinute.objects.select_for_update().filter(minute__lt=cutoff).order_by("minute", "pk")[:batch])
         hours: dict[tuple[int, str, str, datetime], dict[str, Any]] = defaultdict(
@@ -66,4 +82,19 @@ def metrics_retention(*, now: datetime | None = None, batch: int = BATCH) -> Ret
                 obj.save()
         MetricMinute.objects.filter(pk__in=[r.pk for r in rows]).delete()
         samples, _ = MismatchSample.objects.filter(minute__lt=cutoff).delete()
-    return RetentionResult(minutes=len(rows), hours=len(hours), samples=samples)
+    return RetentionResult(minutes=len(rows), hours=len(hours), samples=samples,
+                           migration_minutes=migration_minutes, consistency_samples=consistency_samples)
+
+
+def migration_retention(*, now: datetime | None = None, batch: int = BATCH) -> tuple[int, int]:
+    """Delete up to ``batch`` MigrationMinute rows and as many ConsistencySample rows older than
+    ``MIGRATION_MINUTE_DAYS`` days (oldest first); how many of each."""
+    cutoff = _cutoff(now, "MIGRATION_MINUTE_DAYS")
+    with transaction.atomic():
+        minutes = list(MigrationMinute.objects.filter(minute__lt=cutoff).order_by("minute", "pk")
+                       .values_list("pk", flat=True)[:batch])
+        deleted_minutes, _ = MigrationMinute.objects.filter(pk__in=minutes).delete()
+        samples = list(ConsistencySample.objects.filter(minute__lt=cutoff).order_by("minute", "pk")
+                       .values_list("pk", flat=True)[:batch])
+        deleted_samples, _ = ConsistencySample.objects.filter(pk__in=samples).delete()
+    return deleted_minutes, deleted_samples

@@ -17,6 +17,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
@@ -313,6 +314,7 @@ class Recorder:
             return None
         batch: MetricsBatch = {
             "sdk": {"name": SDK_NAME, "version": sdk_version, "code_version": code_version},
+            "batch_id": uuid.uuid4().hex,
             "window": {"start": _iso(start), "end": _iso(now)},
             "flags": out,
             "mismatch_samples": samples,

@@ -165,6 +165,8 @@ class DivergenceReport(TypedDict):
 
 class MetricsBatch(TypedDict):
     sdk: dict[str, str | None]
+    #: unique per batch; a retry of the batch carries the same id, so the server counts it once
+    batch_id: str
     window: dict[str, str]
     flags: list[FlagRow]
     mismatch_samples: list[MismatchSample]

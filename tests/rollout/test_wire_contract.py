@@ -93,6 +93,7 @@ def test_metrics_batch__sent_by_the_sdk__parsed_by_the_server_field_for_field():
     assert [s.key_hash for s in parsed.samples] == [s["key_hash"] for s in batch["mismatch_samples"]]
     assert [e["state"] for e in parsed.breaker_events] == [e["state"] for e in batch["breaker_events"]]
     assert parsed.sdk["code_version"] == "abc"
+    assert parsed.batch_id == batch["batch_id"] and len(batch["batch_id"]) == 32  # a retry is counted once
 
 
 def test_metrics_batch__migration_fields__sent_by_the_sdk_parsed_by_the_server():

@@ -87,3 +87,21 @@ def test_metrics_batch__breach_with_the_broker_down__still_counted_202(
     assert _state().stage == 5  # not acted on here; the next check will
     assert guardrail_check(flag_state_id=_state().pk).acted == "rolled_back"
     assert _state().percentage == Decimal(5)
+
+
+def test_metrics_batch__breach_while_no_roll_up_ran__triggered_check_judges_that_batch(
+        planned: Any, actor: Any, redis_clean: Any, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accepting a batch only appends it to the metrics stream; the check it triggers rolls up what waits
+    before judging, so the batch that showed the breach is in the verdict (no roll-up is queued here)."""
+    from rollout.telemetry import ingest
+
+    monkeypatch.setattr(ingest, "queue_metrics_drain", lambda: None)
+    _at_25_percent(planned.key, actor, clock.now() - timedelta(minutes=10))
+    guardrail_set(actor=actor, flag=planned.key, environment="staging", version=None, max_error_rate=10,
+                  min_sample_size=50, window_seconds=300, action="rollback")
+    key = sdk_key_create(actor=actor, environment="staging", name="svc")[1]
+    failing = _batch(_row("parallel", calls=100, runs=100, errors=60), end=clock.now())
+    assert _post(client, key, failing).status_code == 202  # the check ran inline (eager tasks)
+    assert _state().stage == 4
+    check = _state().guardrail.last_check
+    assert check is not None and (check["parallel"]["runs"], check["parallel"]["errors"]) == (100, 60)
