@@ -43,14 +43,35 @@ class LeanASGIHandler(ASGIHandler):
             settings.MIDDLEWARE = full
 
 
+async def lifespan(receive: Receive, send: Send) -> None:
+    """The ASGI lifespan of a web process: at startup, with Redis, its ruleset listener starts (one
+    pub/sub subscription per process), so the process's copy of the current versions hears every
+    change from the first request on (``rollout/delivery/local.py``); at shutdown it stops."""
+    from common.redis import redis_url
+    from rollout.delivery.broadcast import broadcaster
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if redis_url():
+                broadcaster.start()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await broadcaster.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def sdk_asgi_application(full: ASGIApp, lean: ASGIApp | None = None) -> ASGIApp:
-    """An ASGI application sending HTTP requests for the SDK routes to the lean chain, everything
-    else (the UI, the management API, lifespan) to ``full``."""
+    """An ASGI application sending HTTP requests for the SDK routes to the lean chain, the lifespan
+    to ``lifespan``, everything else (the UI, the management API) to ``full``."""
     lean_app: ASGIApp = lean if lean is not None else LeanASGIHandler()
 
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and str(scope.get("path", "")).startswith(SDK_PREFIXES):
             await lean_app(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await lifespan(receive, send)
         else:
             await full(scope, receive, send)
 
