@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.urls import Resolver404, get_resolver
 
 Scope = dict[str, Any]  # the types Django's ASGIHandler.__call__ declares
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -30,7 +32,18 @@ SDK_PREFIXES = ("/api/v1/sdk/", "/ofrep/v1/")
 
 
 class LeanASGIHandler(ASGIHandler):
-    """Django's ASGI handler with the ``SDK_MIDDLEWARE`` chain."""
+    """Django's ASGI handler with the ``SDK_MIDDLEWARE`` chain.
+
+    Django's handler gives every request a thread of its own for the sync work done on its behalf
+    (``ThreadSensitiveContext``: at least the ``request_started`` signal's receivers), made when the
+    request starts and kept until it ends. For an async SDK view that is pure overhead — a thread
+    started per poll — and for a stream it is an idle thread held for hours, per stream. Requests
+    routed to an async view therefore run without one: what little sync work they do (the signal
+    receivers, a database read when the process meets a new version) runs on the process's shared
+    thread for such calls. Sync views (bulk evaluation, metrics) keep a thread per request.
+    """
+
+    _async_paths: dict[str, bool]
 
     def load_middleware(self, is_async: bool = False) -> None:
         # Django builds the chain from settings.MIDDLEWARE; it reads it once, here, when the handler
@@ -41,6 +54,29 @@ class LeanASGIHandler(ASGIHandler):
             super().load_middleware(is_async)
         finally:
             settings.MIDDLEWARE = full
+        self._async_paths = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._routes_to_async_view(scope):
+            await self.handle(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    def _routes_to_async_view(self, scope: Scope) -> bool:
+        path = str(scope.get("path", ""))
+        found = self._async_paths.get(path)
+        if found is None:
+            root = str(scope.get("root_path", ""))
+            try:
+                match = get_resolver().resolve(path[len(root):] if root and path.startswith(root) else path)
+            except Resolver404:
+                found = False
+            else:
+                found = iscoroutinefunction(match.func)
+            if len(self._async_paths) > 10_000:
+                self._async_paths.clear()
+            self._async_paths[path] = found
+        return found
 
 
 async def lifespan(receive: Receive, send: Send) -> None:

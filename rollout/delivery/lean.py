@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import math
 import time
@@ -171,6 +172,7 @@ def releasing(fn: Callable[..., T]) -> Callable[..., T]:
     lives for hours and must not hold a connection (a pool slot) while it waits, or a few hundred
     idle streams exhaust the pool or PostgreSQL itself."""
 
+    @functools.wraps(fn)
     def run(*args: Any) -> T:
         try:
             return fn(*args)
