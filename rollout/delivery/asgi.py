@@ -15,13 +15,16 @@ down. URL resolution, views, errors and responses are exactly those of the full 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
-from django.urls import Resolver404, get_resolver
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.urls import Resolver404, get_resolver, set_script_prefix
 
 Scope = dict[str, Any]  # the types Django's ASGIHandler.__call__ declares
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -58,9 +61,64 @@ class LeanASGIHandler(ASGIHandler):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._routes_to_async_view(scope):
-            await self.handle(scope, receive, send)
+            await self.handle_on_loop(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+    async def handle_on_loop(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Django's ``ASGIHandler.handle`` for a request routed to an async view, with no thread hop:
+        the ``request_started`` / ``request_finished`` signals are sent and the response closed on
+        the event loop. Their receivers are Django's tidying of database connections and caches, which
+        has nothing to do on the loop's thread (the SDK views never touch the database there: what
+        they read runs in a thread that releases its connection, ``lean.run_detached``); Django's
+        own ``handle`` sends them through a thread each (``sync_to_async``)."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request(request: Any, send: Send) -> Any:
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client went away while the answer was sent
+            return response
+
+        # As Django's: the disconnect listener first, so a client that leaves cancels the view.
+        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)),
+                 asyncio.create_task(process_request(request, send))]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            signals.request_finished.send(sender=self.__class__)
+        else:
+            response.close()
+        body_file.close()
 
     def _routes_to_async_view(self, scope: Scope) -> bool:
         path = str(scope.get("path", ""))

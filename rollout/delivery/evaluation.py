@@ -89,7 +89,11 @@ async def acompiled_ruleset(environment_id: int, *, environment: str | None = No
     found = compiled_ruleset_local(environment_id, environment=environment, version=version)
     if found is not None:
         return found
-    return await sync_to_async(compiled_ruleset)(environment_id, environment=environment, version=version)
+    from rollout.delivery.lean import releasing  # (lean reads this module's version key)
+
+    # In a thread that gives its database connection back: on the lean path no request has a thread
+    # of its own whose connection Django would tidy (rollout/delivery/asgi.py).
+    return await sync_to_async(releasing(compiled_ruleset))(environment_id, environment=environment, version=version)
 
 
 def compiled_ruleset(environment_id: int, *, environment: str | None = None,

@@ -173,9 +173,9 @@ def releasing(fn: Callable[..., T]) -> Callable[..., T]:
     idle streams exhaust the pool or PostgreSQL itself."""
 
     @functools.wraps(fn)
-    def run(*args: Any) -> T:
+    def run(*args: Any, **kwargs: Any) -> T:
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         finally:
             for connection in connections.all(initialized_only=True):
                 if not connection.in_atomic_block:  # (a test's transaction is left alone)
@@ -184,7 +184,7 @@ def releasing(fn: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-async def run_detached(fn: Callable[..., T], *args: Any, release: bool = True) -> T:
+async def run_detached(fn: Callable[..., T], *args: Any, release: bool = True, **kwargs: Any) -> T:
     """``fn(*args)`` in a thread that is not the request's own, with its connection released.
 
     Django's ASGI handler gives every request a thread of its own for ``sync_to_async`` calls, kept
@@ -195,7 +195,7 @@ async def run_detached(fn: Callable[..., T], *args: Any, release: bool = True) -
     context = contextvars.copy_context()
     context.run(SyncToAsync.thread_sensitive_context.set, None)  # type: ignore[arg-type]  # "no request's thread"
     call = sync_to_async(releasing(fn) if release else fn)
-    task = asyncio.get_running_loop().create_task(call(*args), context=context)
+    task = asyncio.get_running_loop().create_task(call(*args, **kwargs), context=context)
     return await task
 
 

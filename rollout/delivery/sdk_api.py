@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
@@ -24,6 +23,7 @@ from rollout.delivery.lean import (
     error_response,
     json_response,
     read_json,
+    run_detached,
     sdk_guard,
 )
 from rollout.delivery.serving import Need, accepts_gzip, etag_matches, served, served_local
@@ -66,13 +66,13 @@ async def ruleset(request: HttpRequest) -> HttpResponse:
     if entry is None or not entry.has(need):
         if entry is None and if_none_match:
             need = "etag"  # perhaps a 304: learn the ETag first, read bytes only if it does not match
-        entry = await sync_to_async(served)(principal.environment_id, principal.environment, version, need)
+        entry = await run_detached(served, principal.environment_id, principal.environment, version, need)
         if entry is None:
             return HttpResponse(status=404)
         matched = etag_matches(if_none_match, entry.etag, entry.gzip_etag)
         need = "etag" if matched else "gzip" if gzipped else "plain"
         if not entry.has(need):
-            entry = await sync_to_async(served)(principal.environment_id, principal.environment, entry.version, need)
+            entry = await run_detached(served, principal.environment_id, principal.environment, entry.version, need)
             if entry is None:
                 return HttpResponse(status=404)
             matched = etag_matches(if_none_match, entry.etag, entry.gzip_etag)
