@@ -39,7 +39,14 @@ from common.errors import error_body
 from common.jsonio import JsonInputError, loads
 from common.redis import get_async_redis, get_redis
 from common.secrets import digest
-from rollout.access.auth import NotLocal, SdkKeyAuthentication, SdkPrincipal, sdk_principal, sdk_principal_local
+from rollout.access.auth import (
+    NotLocal,
+    SdkKeyAuthentication,
+    SdkPrincipal,
+    sdk_key_local_expiry,
+    sdk_principal,
+    sdk_principal_local,
+)
 from rollout.delivery import local
 from rollout.delivery.evaluation import version_cache_key
 
@@ -200,23 +207,36 @@ async def run_detached(fn: Callable[..., T], *args: Any, release: bool = True, *
 
 
 _lookups: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[SdkPrincipal | None]] = {}
+REFRESH_AHEAD = 0.2  # the last fifth of the copy's life: renewed in the background, still answered from
+
+
+def _lookup(value: str | None, *, fresh: bool) -> asyncio.Task[SdkPrincipal | None]:
+    loop = asyncio.get_running_loop()
+    memo = (loop, digest(value or ""))
+    task = _lookups.get(memo)
+    if task is None:
+        task = loop.create_task(run_detached(sdk_principal, value, fresh=fresh))
+        _lookups[memo] = task
+        task.add_done_callback(lambda _: _lookups.pop(memo, None))
+    return task
 
 
 async def asdk_principal(value: str | None) -> SdkPrincipal | None:
     """``sdk_principal`` on the event loop: the process-local copy without any I/O; on a miss ONE
     lookup per key and process at a time (every request or stream heartbeat asking meanwhile awaits
-    the same one), outside the request's thread (``run_detached``)."""
+    the same one), outside the request's thread (``run_detached``). In the last fifth of the copy's
+    life (``SDK_KEY_LOCAL_SECONDS``) that lookup starts in the background while requests are still
+    answered from the copy, so a busy key never makes its requests wait for it; the staleness
+    stays what it was (the copy is never used past its expiry)."""
     principal = sdk_principal_local(value)
     if not isinstance(principal, NotLocal):
+        if principal is not None:
+            expires = sdk_key_local_expiry(value)
+            ahead = float(get_setting("SDK_KEY_LOCAL_SECONDS")) * REFRESH_AHEAD
+            if expires is not None and expires - time.monotonic() < ahead:
+                _lookup(value, fresh=True)
         return principal
-    loop = asyncio.get_running_loop()
-    memo = (loop, digest(value or ""))
-    task = _lookups.get(memo)
-    if task is None:
-        task = loop.create_task(run_detached(sdk_principal, value))
-        _lookups[memo] = task
-        task.add_done_callback(lambda _: _lookups.pop(memo, None))
-    return await asyncio.shield(task)
+    return await asyncio.shield(_lookup(value, fresh=False))
 
 
 def retry_after_seconds(wait: float) -> str:
