@@ -17,7 +17,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, TypeVar, cast
 
 import redis
@@ -204,6 +204,24 @@ async def run_detached(fn: Callable[..., T], *args: Any, release: bool = True, *
     call = sync_to_async(releasing(fn) if release else fn)
     task = asyncio.get_running_loop().create_task(call(*args, **kwargs), context=context)
     return await task
+
+
+_flights: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Task[Any]] = {}
+
+
+async def single_flight(key: Hashable, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``await start()``, except that while one is running for ``key`` in this process every other
+    caller awaits that one: when a new version appears, the requests that meet it at once read it
+    once, not once each, one after the other in the process's one thread for such reads."""
+    loop = asyncio.get_running_loop()
+    memo = (loop, key)
+    task = _flights.get(memo)
+    if task is None:
+        task = loop.create_task(start())
+        _flights[memo] = task
+        task.add_done_callback(lambda _: _flights.pop(memo, None))
+    result: T = await asyncio.shield(task)
+    return result
 
 
 _lookups: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[SdkPrincipal | None]] = {}
