@@ -80,6 +80,7 @@ class LeanASGIHandler(ASGIHandler):
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
         if request is None:
+            assert error_response is not None  # (create_request answers one or the other)
             body_file.close()
             await self.send_response(error_response, send)
             error_response.close()

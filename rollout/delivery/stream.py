@@ -7,6 +7,7 @@ reconnection rules are in docs/sdk-protocol.md.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator
@@ -53,9 +54,14 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
             # The reconnection delay a client should use, then the version it must hold now.
             yield b"retry: 1000\n\n" + ruleset_event(environment, version)
             last = version
+            # Heartbeats keep their own schedule from the stream's connection: an event does not move
+            # it, so thousands of streams told of one change do not all fall quiet and beat at once.
+            loop = asyncio.get_running_loop()
+            next_beat = loop.time() + heartbeat
             while True:
-                newer = await sub.wait(heartbeat)
+                newer = await sub.wait(max(0.0, next_beat - loop.time()))
                 if newer is None:
+                    next_beat = loop.time() + heartbeat
                     # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
                     # (the key from the process's copy; when that has expired, one lookup per key
                     # and process that every stream of the key awaits: not one thread call each)

@@ -13,7 +13,6 @@ import threading
 import time
 from typing import Any
 
-import httpx
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient
