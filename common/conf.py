@@ -24,6 +24,13 @@ DEFAULTS: dict[str, Any] = {
     # Seconds the current ruleset version may be served from Redis before the database is asked again
     # (it is rewritten on every commit that raises it; this only bounds a lost write).
     "VERSION_CACHE_SECONDS": 5,
+    # Seconds a web process answers SDK requests from its own copy of an environment's current ruleset
+    # version before asking Redis again. Changes committed anywhere reach the copy at once through the
+    # process's ruleset listener (pub/sub); this bounds how late it can be if a message is lost.
+    "SDK_VERSION_LOCAL_SECONDS": 1.0,
+    # Seconds a web process counts SDK requests in memory before adding them to the key's shared
+    # counter in Redis (the request that would cross the limit always asks Redis first).
+    "SDK_THROTTLE_SYNC_SECONDS": 1.0,
     # Ruleset versions compiled for evaluation kept per process (a few per environment is plenty).
     "COMPILED_RULESETS": 32,
     # Ruleset versions (ETag, bytes, gzip bytes) the ruleset endpoint keeps per process, all environments.

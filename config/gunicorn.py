@@ -2,7 +2,7 @@
 
 ASGI workers (uvicorn's, through the ``uvicorn-worker`` package) so one process serves requests and
 holds SDK streams. Environment (see docs/operations.md): ``BIND`` (default ``127.0.0.1:8000``),
-``WEB_CONCURRENCY`` (worker processes, default 2: about one per core), ``PROMETHEUS_MULTIPROC_DIR``,
+``WEB_CONCURRENCY`` (worker processes, default 2: about one per core), ``WEB_BACKLOG``, ``PROMETHEUS_MULTIPROC_DIR``,
 ``LOG_FORMAT`` / ``LOG_LEVEL``, ``TURNOUT_ENV``, ``TURNOUT_TRUSTED_PROXIES`` and ``FORWARDED_ALLOW_IPS``.
 """
 
@@ -23,6 +23,10 @@ timeout = env.get_int("WEB_TIMEOUT", 30)
 # On SIGTERM: stop accepting, let requests finish for this long; SDK streams are cut and reconnect elsewhere.
 graceful_timeout = env.get_int("WEB_GRACEFUL_TIMEOUT", 20)
 keepalive = env.get_int("WEB_KEEPALIVE", 5)
+# Connections the kernel queues before a worker accepts them (capped by net.core.somaxconn). A web
+# process restarting under thousands of SDK streams gets them all back at once: with gunicorn's
+# default of 2,048 the rest were reset while they waited.
+backlog = env.get_int("WEB_BACKLOG", 8192)
 # Forwarded headers (X-Forwarded-For/-Proto) are trusted only behind a proxy: with TURNOUT_TRUSTED_PROXIES
 # unset or 0 no peer is trusted (a client on the same host cannot pick its apparent address); with it set,
 # the peers in FORWARDED_ALLOW_IPS (comma-separated, default 127.0.0.1: a proxy on this host).

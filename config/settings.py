@@ -84,12 +84,12 @@ MIDDLEWARE = [
 # The SDK and OFREP routes (/api/v1/sdk/, /ofrep/v1/) under ASGI: only what their contract needs
 # (header-authenticated JSON, no sessions, cookies or pages). See rollout/delivery/asgi.py.
 SDK_MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "rollout.delivery.middleware.SecurityMiddleware",  # Django's, its hooks on the event loop
     "common.middleware.RequestIdMiddleware",
     "common.middleware.RequestLogMiddleware",
     "common.middleware.UnsupportedCharsetMiddleware",
-    "django.middleware.common.CommonMiddleware",  # Content-Length (clients check a body against it)
-    "common.errors.ServiceUnavailableMiddleware",
+    "rollout.delivery.middleware.CommonMiddleware",  # Content-Length (clients check a body against it)
+    "rollout.delivery.middleware.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

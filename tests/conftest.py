@@ -41,6 +41,7 @@ def forget_process_state() -> None:
     from rollout import context_processors
     from rollout.access import auth
     from rollout.delivery.evaluation import clear_compiled
+    from rollout.delivery.local import clear_local
     from rollout.delivery.patches import patches
     from rollout.delivery.serving import clear_served
 
@@ -52,6 +53,7 @@ def forget_process_state() -> None:
     clear_compiled()
     clear_served()
     patches.clear()
+    clear_local()
     auth._local_keys.clear()
     auth._touched.clear()
 

@@ -3,6 +3,7 @@
     bench/edge/run.sh                                  # 3 interleaved rounds, 10 s per scenario
     bench/edge/run.sh --rounds 5 --duration 15 --connections 20
     bench/edge/run.sh --members 1000000               # the same with a 1M-member cohort (304 stays flat)
+    bench/edge/run.sh --before main                    # also the SDK scenarios of another commit, in the same run
 
 Two servers run at the same time on loopback, each ``gunicorn -c config/gunicorn.py`` with the same
 number of uvicorn workers (2 by default):
@@ -18,6 +19,10 @@ scenario's requests/s is divided by its baseline's requests/s **of the same roun
 GET, POSTs by the bare POST); the recorded ratio is the median over rounds. Output: a Markdown table
 on stdout and ``bench/edge/results.json`` (machine, load average before and after every run,
 command line).
+
+With ``--before REF`` a third server runs the Turnout of that commit (``git archive`` into a
+temporary directory, the same virtualenv, database and Redis), and its SDK scenarios join every
+round as ``before: …`` rows: before and after measured side by side against the same baseline.
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--full", action="store_true", help="also full ruleset downloads (200, plain and gzip)")
     parser.add_argument("--port", type=int, default=8730)
+    parser.add_argument("--before", default=None, metavar="REF",
+                        help="also run the SDK scenarios against the Turnout of this commit, in the same rounds")
     parser.add_argument("--label", default="", help="a name for this run in the results (e.g. before / after)")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args()
@@ -161,9 +168,19 @@ def main() -> None:
     seeded = seed.seed(flags=args.flags, members=args.members)
     key = seed.sdk_key()
     scenarios = {**SCENARIOS, **(FULL_SCENARIOS if args.full else {})}
+    before_root: Path | None = None
+    if args.before:
+        before_root = Path(tempfile.mkdtemp(prefix="turnout-bench-before-"))
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(before_root)], input=archive.stdout, check=True)
+        for name, (mode, base) in list(scenarios.items()):
+            if not mode.startswith("bare"):
+                scenarios[f"before: {name}"] = (f"before:{mode}", base)
     started = machine()
     turnout = Layout(env, var_dir, port=args.port, workers=args.workers, celery=False).start()
     bare = Bare(args.port + 1, args.workers, var_dir).start()
+    before = (Layout(env, var_dir, port=args.port + 2, workers=args.workers, celery=False, root=before_root).start()
+              if before_root is not None else None)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in scenarios}
     try:
         status, headers, body = http(f"{turnout.url}/api/v1/sdk/ruleset", Authorization=f"Bearer {key}")
@@ -171,19 +188,28 @@ def main() -> None:
         etag = headers["etag"]
         common = {"key": key, "etag": etag, "flags": seeded.flags[:20], "connections": args.connections,
                   "threads": args.threads}
-        for mode, _ in scenarios.values():  # warm up both servers' workers (caches, compiled ruleset, pools)
-            target = bare if mode.startswith("bare") else turnout
-            run_wrk(target.url, mode=mode, duration=2, pid=_pid(target), **common)
+        def target_of(mode: str) -> tuple[Any, str]:
+            if mode.startswith("before:"):
+                return before, mode.removeprefix("before:")
+            return (bare if mode.startswith("bare") else turnout), mode
+
+        for mode, _ in scenarios.values():  # warm up every server's workers (caches, compiled ruleset, pools)
+            target, wrk_mode = target_of(mode)
+            run_wrk(target.url, mode=wrk_mode, duration=2, pid=_pid(target), **common)
         for round_no in range(args.rounds):
             for name, (mode, _) in scenarios.items():
-                target = bare if mode.startswith("bare") else turnout
-                result = run_wrk(target.url, mode=mode, duration=args.duration, pid=_pid(target), **common)
+                target, wrk_mode = target_of(mode)
+                result = run_wrk(target.url, mode=wrk_mode, duration=args.duration, pid=_pid(target), **common)
                 runs[name].append(result)
                 print(f"round {round_no + 1} {name}: {result['rps']:,.0f} req/s, errors {result['errors']}, "
                       f"load {result['loadavg_before']:.1f}", flush=True)
     finally:
+        if before is not None:
+            before.stop()
         bare.stop()
         turnout.stop()
+        if before_root is not None:
+            shutil.rmtree(before_root, ignore_errors=True)
     summary: dict[str, dict[str, Any]] = {}
     for name, (_, base) in scenarios.items():
         base_name = next(n for n, (m, _) in scenarios.items() if m == base)
@@ -196,7 +222,8 @@ def main() -> None:
             "errors": sum(r["errors"] for r in runs[name]),
             "baseline": base_name, "ratio": statistics.median(pairs), "ratio_rounds": [round(p, 2) for p in pairs],
         }
-    results = {"label": args.label, "command": " ".join(["bench/edge/run.sh", *sys.argv[1:]]),
+    results = {"label": args.label, "before_ref": args.before, "after_commit": _head(),
+               "command": " ".join(["bench/edge/run.sh", *sys.argv[1:]]),
                "machine": started, "machine_after": machine(),
                "args": {k: v for k, v in vars(args).items() if k != "out"}, "ruleset_bytes": len(body),
                "layout": f"gunicorn -c config/gunicorn.py, {args.workers} uvicorn workers each; Turnout: "
@@ -205,6 +232,13 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(report(results))
+
+
+def _head() -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
 def _pid(target: Any) -> int:

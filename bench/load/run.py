@@ -71,7 +71,9 @@ def production_env(*, database_url: str, redis_url: str, var_dir: Path) -> dict[
 class Layout:
     """The production process layout: gunicorn (uvicorn workers), a Celery worker, the beat."""
 
-    def __init__(self, env: dict[str, str], var_dir: Path, *, port: int, workers: int, celery: bool) -> None:
+    def __init__(self, env: dict[str, str], var_dir: Path, *, port: int, workers: int, celery: bool,
+                 root: Path = ROOT) -> None:
+        self.root = root  # the source tree the processes run (another commit's, to compare in one run)
         self.env = {**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers),
                     "PROMETHEUS_MULTIPROC_DIR": str(var_dir / f"prometheus-{port}")}
         self.port = port
@@ -86,7 +88,7 @@ class Layout:
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the process
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -219,11 +221,13 @@ def percentile(values: list[float], q: float) -> float:
 def bench_sse(env: dict[str, str], var_dir: Path, key: str, seeded: Any, args: argparse.Namespace) -> dict[str, Any]:
     from bench.load.sse import fan_out
 
-    layout = Layout(env, var_dir, port=args.port + 1, workers=1, celery=False).start()
+    root = Path(args.web_root) if args.web_root else ROOT
+    layout = Layout(env, var_dir, port=args.port + 1, workers=1, celery=False, root=root).start()
     try:
+        clients = args.sse_clients or max(1, min(8, args.streams // 2500))
         result = asyncio.run(fan_out(port=layout.port, key=key, streams=args.streams, changes=5,
                                      change=lambda i: _change(seeded, i),
-                                     server_pids=lambda: _children(layout.web_pid)))
+                                     server_pids=lambda: _children(layout.web_pid), clients=clients))
         result["loadavg"] = os.getloadavg()[0]
         return result
     finally:
@@ -303,6 +307,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--web-root", default=None,
+                        help="SSE: run the web process from this source tree (another commit's, e.g. from git archive)")
+    parser.add_argument("--sse-clients", type=int, default=0,
+                        help="client processes holding the streams (default: one per 2,500 streams, at most 8)")
     parser.add_argument("--flags", type=int, default=100)
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--growth", action="store_true",
@@ -388,7 +396,9 @@ def report(results: dict[str, Any]) -> str:
         row("OFREP bulk (all flags)", s["ofrep"])
     if "sse" in s:
         r = s["sse"]
-        lines += ["", f"SSE: {r['streams']:,} idle streams on one web process (connected in {r['connect_s']:.1f} s); "
+        lines += ["", f"SSE: {r['streams']:,} idle streams asked, {r['streams'] - r['connect_errors']:,} held, on one "
+                      f"web process ({r.get('client_processes', 1)} client processes; connected in {r['connect_s']:.1f} s; "
+                      f"errors: {r['error_samples']}); "
                       f"change → every stream, over {len(r['changes'])} changes:",
                   "", "| p50 | p95 | max | streams that saw every change |", "|---:|---:|---:|---:|",
                   f"| {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['complete']:,} |",

@@ -128,14 +128,24 @@ def sdk_principal_local(value: str | None) -> SdkPrincipal | NotLocal | None:
     return SdkPrincipal(key_id=cached[0], prefix=cached[1], environment_id=cached[2], environment=cached[3])
 
 
-def sdk_principal(value: str | None) -> SdkPrincipal | None:
-    """Resolve an SDK key (cached by digest; revocation deletes the cache entries on commit)."""
+def sdk_key_local_expiry(value: str | None) -> float | None:
+    """When this process's copy of the key's lookup expires (monotonic), None without one (no I/O)."""
+    if not value or not value.startswith("sdk_"):
+        return None
+    local = _local_keys.get(digest(value))
+    return None if local is None else local[0]
+
+
+def sdk_principal(value: str | None, *, fresh: bool = False) -> SdkPrincipal | None:
+    """Resolve an SDK key (cached by digest; revocation deletes the cache entries on commit).
+    ``fresh``: ask the shared cache (or the database) even if this process's copy is still valid,
+    and renew the copy (a refresh ahead of its expiry)."""
     if not value or not value.startswith("sdk_"):
         return None
     d = digest(value)
     now = time.monotonic()
     local = _local_keys.get(d)
-    if local is not None and local[0] > now:
+    if local is not None and local[0] > now and not fresh:
         cached = local[1]
         if not cached:
             return None

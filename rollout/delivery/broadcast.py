@@ -1,8 +1,11 @@
 """Ruleset versions fanned out to the SDK streams held by this process.
 
-Every stream subscribes here for its environment and waits on its own asyncio event. Each web
-process runs ONE listener task (started by its first stream) that brings news of versions
-committed anywhere — not one connection per stream:
+Every stream subscribes here for its environment and waits on its own asyncio event; a new version
+is handed to the process's event loop once and offered there to each stream. Each web process runs
+ONE listener task (started with the process by the ASGI lifespan, ``config/asgi.py``, or else by
+its first stream) that brings news of versions committed anywhere — not one connection per
+stream. Every version it hears of also updates the process's copy of the current versions, which
+the SDK endpoints answer from (``rollout/delivery/local.py``):
 
 - Every change is handed at once to the subscribers of the process that committed it
   (``rollout.delivery.publish.announce_committed``).
@@ -25,6 +28,7 @@ import contextvars
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +37,7 @@ from django.db import connection
 
 from common.conf import get_setting
 from common.redis import channel, client_options, redis_url
+from rollout.delivery import local
 from rollout.models import Environment
 
 logger = logging.getLogger("turnout.stream")
@@ -60,11 +65,19 @@ class Subscription:
     async def wait(self, timeout: float) -> int | None:
         """The newest version once one arrives, or None after ``timeout`` seconds of quiet."""
         try:
-            await asyncio.wait_for(self.event.wait(), timeout)
+            # (a timer on this task, not asyncio.wait_for's extra task per wait: 10,000 idle streams
+            # would each make one every heartbeat)
+            async with asyncio.timeout(timeout):
+                await self.event.wait()
         except TimeoutError:
             return None
         self.event.clear()
         return self.version
+
+
+def _fan_out(subs: list[Subscription], version: int) -> None:  # runs on the subscriptions' loop
+    for sub in subs:
+        sub._offer(version)
 
 
 class Broadcaster:
@@ -105,14 +118,47 @@ class Broadcaster:
     # -- delivery (any thread) ----------------------------------------------------------------
 
     def deliver(self, environment: str, version: int) -> None:
-        """Hand a version to this process's streams for that environment (thread-safe)."""
+        """Hand a version to this process's streams for that environment (thread-safe), and to the
+        process's copy of the current versions (``rollout/delivery/local.py``).
+
+        ONE fan-out per event loop (a web process has one): a single hand-over to the loop, which
+        then offers the version to every stream of the environment — not one cross-thread wake-up
+        per stream."""
+        local.versions.offer(environment, version, time.monotonic())
         with self._lock:
             subs = list(self._subs.get(environment, ()))
+        if not subs:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[Subscription]] = {}
         for sub in subs:
+            by_loop.setdefault(sub.loop, []).append(sub)
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, group in by_loop.items():
+            if loop is running:
+                _fan_out(group, version)
+                continue
             try:
-                sub.loop.call_soon_threadsafe(sub._offer, version)
-            except RuntimeError:  # that stream's loop has closed: it is gone
-                self.unsubscribe(sub)
+                loop.call_soon_threadsafe(_fan_out, group, version)
+            except RuntimeError:  # that loop has closed: its streams are gone
+                for sub in group:
+                    self.unsubscribe(sub)
+
+    def start(self) -> None:
+        """Start the process's listener now (a web process at startup, on its event loop), so the
+        process's copy of the current versions hears every change even before any stream opens."""
+        self._ensure_listener(asyncio.get_running_loop())
+
+    async def stop(self) -> None:
+        task, self._listener = self._listener, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
 
     # -- the Redis listener -------------------------------------------------------------------
 

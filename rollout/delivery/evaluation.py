@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from turnout.types import Decision
 
 from common.conf import get_setting
 from common.redis import get_redis
+from rollout.delivery import local
 from rollout.delivery.ruleset import current_version, get_ruleset
 
 logger = logging.getLogger("turnout.ruleset")
@@ -62,6 +64,8 @@ def version_cache_key(environment: str) -> str:
 
 
 def remember_version(environment: str, version: int) -> None:
+    """The version is current: into this process's copy (``rollout/delivery/local.py``) and Redis."""
+    local.versions.offer(environment, version, time.monotonic())
     client = get_redis()
     if client is None:
         return
@@ -89,7 +93,13 @@ async def acompiled_ruleset(environment_id: int, *, environment: str | None = No
     found = compiled_ruleset_local(environment_id, environment=environment, version=version)
     if found is not None:
         return found
-    return await sync_to_async(compiled_ruleset)(environment_id, environment=environment, version=version)
+    from rollout.delivery.lean import releasing, single_flight  # (lean reads this module's version key)
+
+    # In a thread that gives its database connection back: on the lean path no request has a thread
+    # of its own whose connection Django would tidy (rollout/delivery/asgi.py). One read per version
+    # and process at a time.
+    return await single_flight(("compiled", environment_id, version), lambda: sync_to_async(
+        releasing(compiled_ruleset))(environment_id, environment=environment, version=version))
 
 
 def compiled_ruleset(environment_id: int, *, environment: str | None = None,

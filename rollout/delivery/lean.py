@@ -11,16 +11,20 @@ budget for every SDK endpoint (``sdk_throttle_wait``), and the one error body. `
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, TypeVar, cast
 
 import redis
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import SyncToAsync, iscoroutinefunction, sync_to_async
 from django.core.cache import cache
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
@@ -34,7 +38,16 @@ from common.conf import get_setting
 from common.errors import error_body
 from common.jsonio import JsonInputError, loads
 from common.redis import get_async_redis, get_redis
-from rollout.access.auth import NotLocal, SdkKeyAuthentication, SdkPrincipal, sdk_principal, sdk_principal_local
+from common.secrets import digest
+from rollout.access.auth import (
+    NotLocal,
+    SdkKeyAuthentication,
+    SdkPrincipal,
+    sdk_key_local_expiry,
+    sdk_principal,
+    sdk_principal_local,
+)
+from rollout.delivery import local
 from rollout.delivery.evaluation import version_cache_key
 
 AUTH_MESSAGE = "Missing, invalid or revoked SDK key."
@@ -42,6 +55,7 @@ WWW_AUTHENTICATE = 'Bearer realm="sdk"'
 _JSON_SEPARATORS = (",", ":")
 
 _View = TypeVar("_View", bound=Callable[..., Any])  # a view function, plain or async
+T = TypeVar("T")
 
 
 class BadRequest(Exception):
@@ -118,21 +132,129 @@ def _count_request(ident: str, environment: str | None) -> tuple[float | None, i
 
 async def _acount_request(request: HttpRequest, ident: str, environment: str | None,
                           ) -> tuple[float | None, int | None]:
-    """``_count_request`` from an async view: the same round trip on the event loop's own
-    ``redis.asyncio`` client when served by ASGI. Otherwise (a WSGI server or the test client
-    runs an async view on a loop made for that one request, and embedded mode counts in the
-    local-memory cache) the sync ``_count_request`` on the request's thread."""
+    """``_count_request`` from an async view served by ASGI: counted in the process and the version
+    from the process's copy (``rollout/delivery/local.py``), so most requests make no round trip at
+    all; when the count is due to be added to the shared counter, the request would cross the limit,
+    or the copy of the version has expired, ONE pipelined round trip on the event loop's own
+    ``redis.asyncio`` client does both. Otherwise (a WSGI server or the test client runs an async
+    view on a loop made for that one request, and embedded mode counts in the local-memory cache)
+    the sync ``_count_request`` on the request's thread."""
     client = get_async_redis() if isinstance(request, ASGIRequest) else None
     if client is None:
-        return await sync_to_async(_count_request)(ident, environment)
+        return await run_detached(_count_request, ident, environment, release=False)
     num, duration, now, window, key = _window(ident)
+    mono = time.monotonic()
+    version = local.versions.get(environment, mono) if environment is not None else None
+    send = local.ALLOW
+    if num is not None and duration is not None:
+        send = local.throttle.count(ident, num, window, mono)
+        if send == local.REFUSE:
+            return (window + 1) * duration - now, version
+    if send == local.ALLOW and (environment is None or version is not None):
+        return None, version
     pipe = client.pipeline(transaction=False)
-    _queue(pipe, key, num, duration, environment)
+    if send > 0:
+        pipe.incrby(f"turnout:{key}", send)
+        pipe.expire(f"turnout:{key}", (duration or 0) + 1, nx=True)
+    if environment is not None:
+        pipe.get(version_cache_key(environment))
     try:
         results = await pipe.execute()
     except redis.RedisError:
-        return None, None  # as in _count_request
-    return _outcome(results, 0, num, duration, now, window, environment)
+        if send > 0:
+            local.throttle.failed(ident, window, send, mono)
+        return None, version  # as in _count_request: not counted (fail open); the database has the version
+    if environment is not None and results[-1] is not None:
+        version = local.versions.offer(environment, int(results[-1]), mono)
+    if send > 0 and num is not None and duration is not None:
+        total = int(results[0])
+        local.throttle.synced(ident, window, total, mono)
+        if total > num:
+            return (window + 1) * duration - now, version
+    return None, version
+
+
+def releasing(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` for a thread, giving its database connection back as soon as it returns: a stream
+    lives for hours and must not hold a connection (a pool slot) while it waits, or a few hundred
+    idle streams exhaust the pool or PostgreSQL itself."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for connection in connections.all(initialized_only=True):
+                if not connection.in_atomic_block:  # (a test's transaction is left alone)
+                    connection.close()
+
+    return run
+
+
+async def run_detached(fn: Callable[..., T], *args: Any, release: bool = True, **kwargs: Any) -> T:
+    """``fn(*args)`` in a thread that is not the request's own, with its connection released.
+
+    Django's ASGI handler gives every request a thread of its own for ``sync_to_async`` calls, kept
+    until the request ends: for an SDK stream that is hours, so 10,000 streams that each looked
+    something up would each keep an idle thread. This runs ``fn`` where a call made outside any
+    request would run (the process's one thread for such calls; under a test's ``async_to_sync``,
+    the test's thread, inside its transaction)."""
+    context = contextvars.copy_context()
+    context.run(SyncToAsync.thread_sensitive_context.set, None)  # type: ignore[arg-type]  # "no request's thread"
+    call = sync_to_async(releasing(fn) if release else fn)
+    task = asyncio.get_running_loop().create_task(call(*args, **kwargs), context=context)
+    return await task
+
+
+_flights: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Task[Any]] = {}
+
+
+async def single_flight(key: Hashable, start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``await start()``, except that while one is running for ``key`` in this process every other
+    caller awaits that one: when a new version appears, the requests that meet it at once read it
+    once, not once each, one after the other in the process's one thread for such reads."""
+    loop = asyncio.get_running_loop()
+    memo = (loop, key)
+    task = _flights.get(memo)
+    if task is None:
+        task = loop.create_task(start())
+        _flights[memo] = task
+        task.add_done_callback(lambda _: _flights.pop(memo, None))
+    result: T = await asyncio.shield(task)
+    return result
+
+
+_lookups: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[SdkPrincipal | None]] = {}
+REFRESH_AHEAD = 0.2  # the last fifth of the copy's life: renewed in the background, still answered from
+
+
+def _lookup(value: str | None, *, fresh: bool) -> asyncio.Task[SdkPrincipal | None]:
+    loop = asyncio.get_running_loop()
+    memo = (loop, digest(value or ""))
+    task = _lookups.get(memo)
+    if task is None:
+        task = loop.create_task(run_detached(sdk_principal, value, fresh=fresh))
+        _lookups[memo] = task
+        task.add_done_callback(lambda _: _lookups.pop(memo, None))
+    return task
+
+
+async def asdk_principal(value: str | None) -> SdkPrincipal | None:
+    """``sdk_principal`` on the event loop: the process-local copy without any I/O; on a miss ONE
+    lookup per key and process at a time (every request or stream heartbeat asking meanwhile awaits
+    the same one), outside the request's thread (``run_detached``). In the last fifth of the copy's
+    life (``SDK_KEY_LOCAL_SECONDS``) that lookup starts in the background while requests are still
+    answered from the copy, so a busy key never makes its requests wait for it; the staleness
+    stays what it was (the copy is never used past its expiry)."""
+    principal = sdk_principal_local(value)
+    if not isinstance(principal, NotLocal):
+        if principal is not None:
+            expires = sdk_key_local_expiry(value)
+            ahead = float(get_setting("SDK_KEY_LOCAL_SECONDS")) * REFRESH_AHEAD
+            if expires is not None and expires - time.monotonic() < ahead:
+                _lookup(value, fresh=True)
+        return principal
+    return await asyncio.shield(_lookup(value, fresh=False))
 
 
 def retry_after_seconds(wait: float) -> str:
@@ -184,11 +306,10 @@ def authenticate_for_evaluation(request: HttpRequest) -> tuple[SdkPrincipal, int
 
 async def aauthenticate_for_evaluation(request: HttpRequest) -> tuple[SdkPrincipal, int | None] | float | None:
     """``authenticate_for_evaluation`` for an async view: no thread unless the key has to be looked
-    up (a miss of the process-local copy, or its ``last_used`` bookkeeping is due)."""
-    value = bearer(request)
-    principal = sdk_principal_local(value)
-    if isinstance(principal, NotLocal):
-        principal = await sync_to_async(sdk_principal)(value)
+    up (a miss of the process-local copy, or its ``last_used`` bookkeeping is due: one lookup per
+    key and process at a time), and under ASGI no round trip unless one is due
+    (``_acount_request``)."""
+    principal = await asdk_principal(bearer(request))
     if principal is None:
         return None
     wait, version = await _acount_request(request, principal.prefix, principal.environment)

@@ -28,7 +28,9 @@ from rollout.delivery.lean import (
     error_response,
     json_response,
     read_json,
+    run_detached,
     sdk_guard,
+    single_flight,
 )
 from rollout.delivery.serving import Need, accepts_gzip, etag_matches, served, served_local
 from rollout.plans.watch import trigger_checks
@@ -70,13 +72,16 @@ async def ruleset(request: HttpRequest) -> HttpResponse:
     if entry is None or not entry.has(need):
         if entry is None and if_none_match:
             need = "etag"  # perhaps a 304: learn the ETag first, read bytes only if it does not match
-        entry = await sync_to_async(served)(principal.environment_id, principal.environment, version, need)
+        entry = await single_flight(("served", principal.environment_id, version, need), lambda: run_detached(
+            served, principal.environment_id, principal.environment, version, need))
         if entry is None:
             return HttpResponse(status=404)
         matched = etag_matches(if_none_match, entry.etag, entry.gzip_etag)
         need = "etag" if matched else "gzip" if gzipped else "plain"
         if not entry.has(need):
-            entry = await sync_to_async(served)(principal.environment_id, principal.environment, entry.version, need)
+            known = entry.version
+            entry = await single_flight(("served", principal.environment_id, known, need), lambda: run_detached(
+                served, principal.environment_id, principal.environment, known, need))
             if entry is None:
                 return HttpResponse(status=404)
             matched = etag_matches(if_none_match, entry.etag, entry.gzip_etag)

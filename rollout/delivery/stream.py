@@ -7,12 +7,11 @@ reconnection rules are in docs/sdk-protocol.md.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
-from django.db import connections
 from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
@@ -22,34 +21,25 @@ from common import metrics
 from common.auth import bearer
 from common.conf import get_setting
 from common.schema import ERROR_RESPONSES
-from rollout.access.auth import sdk_principal
+from rollout.delivery import local
 from rollout.delivery.broadcast import Subscription, broadcaster
-from rollout.delivery.lean import authenticate, described, throttled, unauthorized
+from rollout.delivery.lean import (
+    aauthenticate_for_evaluation,
+    asdk_principal,
+    described,
+    run_detached,
+    throttled,
+    unauthorized,
+)
 from rollout.delivery.patches import patches
 from rollout.delivery.ruleset import current_version
-
-T = TypeVar("T")
 
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
-def _releasing(fn: Callable[..., T]) -> Callable[..., T]:
-    """``fn`` for ``sync_to_async``, giving its database connection back as soon as it returns: a
-    stream lives for hours and must not hold a connection (a pool slot) while it waits, or a few
-    hundred idle streams exhaust the pool or PostgreSQL itself."""
-
-    def run(*args: Any) -> T:
-        try:
-            return fn(*args)
-        finally:
-            for connection in connections.all(initialized_only=True):
-                if not connection.in_atomic_block:  # (a test's transaction is left alone)
-                    connection.close()
-
-    return run
-
-
+@functools.lru_cache(maxsize=256)
 def ruleset_event(environment: str, version: int) -> bytes:
+    """The event announcing ``version`` (made once per version, not once per stream)."""
     data = json.dumps({"environment": environment, "version": version}, separators=(", ", ": "))
     return f"event: ruleset\nid: {version}\ndata: {data}\n\n".encode()
 
@@ -64,11 +54,18 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
             # The reconnection delay a client should use, then the version it must hold now.
             yield b"retry: 1000\n\n" + ruleset_event(environment, version)
             last = version
+            # Heartbeats keep their own schedule from the stream's connection: an event does not move
+            # it, so thousands of streams told of one change do not all fall quiet and beat at once.
+            loop = asyncio.get_running_loop()
+            next_beat = loop.time() + heartbeat
             while True:
-                newer = await sub.wait(heartbeat)
+                newer = await sub.wait(max(0.0, next_beat - loop.time()))
                 if newer is None:
+                    next_beat = loop.time() + heartbeat
                     # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
-                    if await sync_to_async(_releasing(sdk_principal))(secret) is None:
+                    # (the key from the process's copy; when that has expired, one lookup per key
+                    # and process that every stream of the key awaits: not one thread call each)
+                    if await asdk_principal(secret) is None:
                         return
                     yield KEEP_ALIVE
                 elif newer > last:
@@ -98,20 +95,28 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
     "tags": ["sdk"],
 }})
 async def stream(request: HttpRequest) -> HttpResponseBase:
-    result = await sync_to_async(_releasing(authenticate))(request)
+    """Connecting costs no thread and, with Redis, usually no round trip: the key, the throttle and
+    the current version come from the process's copies (``aauthenticate_for_evaluation``)."""
+    result = await aauthenticate_for_evaluation(request)
     if result is None:
         return unauthorized()
     if isinstance(result, float):
         return throttled(result)
+    principal, version = result
     # Subscribe first, then read the version: a change committed in between is still delivered.
-    sub = broadcaster.subscribe(result.environment)
-    current = await sync_to_async(_releasing(current_version))(result.environment_id)
-    if current is None:
-        broadcaster.unsubscribe(sub)
-        return unauthorized()
+    sub = broadcaster.subscribe(principal.environment)
+    environment = principal.environment
+    if version is None:  # no copy in the process (embedded mode, or Redis does not have it): the database
+        current = await run_detached(current_version, principal.environment_id)
+        if current is None:
+            broadcaster.unsubscribe(sub)
+            return unauthorized()
+        environment, version = current
+    # The highest version this process has heard of since (versions only grow).
+    version = max(version, local.versions.peek(environment) or 0)
     wants_patches = request.GET.get("patches") == "1"
-    response = StreamingHttpResponse(_events(sub, current[0], current[1], bearer(request),
-                                             environment_id=result.environment_id if wants_patches else None),
+    response = StreamingHttpResponse(_events(sub, environment, version, bearer(request),
+                                             environment_id=principal.environment_id if wants_patches else None),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
