@@ -210,7 +210,9 @@ def test_metrics__celery_task_runs__duration_observed_by_task_and_state(client: 
 
     labels = {"task": "rollout.tasks.warm_ruleset", "state": "SUCCESS"}
     before = metric_value(scrape(client), "turnout_task_duration_seconds_count", **labels)
-    assert warm_ruleset.delay(envs["staging"].pk).get() == envs["staging"].ruleset_version
+    # (disable_sync_subtasks: Celery's "inside a task" guard is one flag per process, which an eager task
+    # running meanwhile in another thread of this process sets; this call waits on no task of its own)
+    assert warm_ruleset.delay(envs["staging"].pk).get(disable_sync_subtasks=False) == envs["staging"].ruleset_version
     assert metric_value(scrape(client), "turnout_task_duration_seconds_count", **labels) == before + 1
 
 
@@ -273,7 +275,7 @@ def test_task_log__task_logs__line_carries_task_name_and_id(envs: Any) -> None:
         result = warm_ruleset.apply(args=(envs["staging"].pk,), task_id="task-77")
     finally:
         logger.removeHandler(handler)
-    assert result.get() == envs["staging"].ruleset_version
+    assert result.get(disable_sync_subtasks=False) == envs["staging"].ruleset_version
     built = [json.loads(line) for line in stream.getvalue().splitlines() if '"ruleset.built"' in line]
     assert [(x["task"], x["task_id"], x["environment"]) for x in built] == [
         ("rollout.tasks.warm_ruleset", "task-77", "staging")

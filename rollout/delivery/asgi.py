@@ -26,6 +26,9 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
+from common.redis import redis_url
+from rollout.delivery.broadcast import broadcaster
+
 Scope = dict[str, Any]  # the types Django's ASGIHandler.__call__ declares
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
@@ -142,8 +145,6 @@ async def lifespan(receive: Receive, send: Send) -> None:
     """The ASGI lifespan of a web process: at startup, with Redis, its ruleset listener starts (one
     pub/sub subscription per process), so the process's copy of the current versions hears every
     change from the first request on (``rollout/delivery/local.py``); at shutdown it stops."""
-    from common.redis import redis_url
-    from rollout.delivery.broadcast import broadcaster
 
     while True:
         message = await receive()

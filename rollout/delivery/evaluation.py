@@ -22,6 +22,7 @@ from turnout.types import Decision
 from common.conf import get_setting
 from common.redis import get_redis
 from rollout.delivery import local
+from rollout.delivery.lean import releasing, single_flight
 from rollout.delivery.ruleset import current_version, get_ruleset
 
 logger = logging.getLogger("turnout.ruleset")
@@ -59,8 +60,7 @@ return 0
 """
 
 
-def version_cache_key(environment: str) -> str:
-    return f"turnout:ruleset-version:{environment}"
+version_cache_key = local.version_cache_key  # (where it has always been imported from)
 
 
 def remember_version(environment: str, version: int) -> None:
@@ -93,8 +93,6 @@ async def acompiled_ruleset(environment_id: int, *, environment: str | None = No
     found = compiled_ruleset_local(environment_id, environment=environment, version=version)
     if found is not None:
         return found
-    from rollout.delivery.lean import releasing, single_flight  # (lean reads this module's version key)
-
     # In a thread that gives its database connection back: on the lean path no request has a thread
     # of its own whose connection Django would tidy (rollout/delivery/asgi.py). One read per version
     # and process at a time.

@@ -48,7 +48,7 @@ from rollout.access.auth import (
     sdk_principal_local,
 )
 from rollout.delivery import local
-from rollout.delivery.evaluation import version_cache_key
+from rollout.delivery.local import version_cache_key
 
 AUTH_MESSAGE = "Missing, invalid or revoked SDK key."
 WWW_AUTHENTICATE = 'Bearer realm="sdk"'

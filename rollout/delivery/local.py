@@ -37,6 +37,11 @@ from dataclasses import dataclass
 from common.conf import get_setting
 
 
+def version_cache_key(environment: str) -> str:
+    """The Redis key holding an environment's current ruleset version (beside this process's copy)."""
+    return f"turnout:ruleset-version:{environment}"
+
+
 class LocalVersions:
     """environment key -> (highest version heard of, monotonic time until which it is valid)."""
 

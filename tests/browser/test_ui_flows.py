@@ -538,7 +538,8 @@ def test_readiness__traffic_reported_by_the_sdk__charts_legacy_against_parallel(
     page = site.session_for("ada")
     page.goto(f"{site.url}/flags/invoice-engine/staging/readiness/")
     report = page.locator("#readiness-staging")
-    parallel = report.get_by_role("row", name=re.compile(r"^parallel"))
+    traffic = report.get_by_role("table", name="Legacy and parallel over the window")
+    parallel = traffic.get_by_role("row", name=re.compile(r"^parallel"))
     expect(parallel.get_by_role("cell").first).not_to_have_text("0")
     expect(parallel).to_contain_text("%")  # an error rate: the parallel path failed now and then
     expect(report.locator("canvas")).to_have_count(3)

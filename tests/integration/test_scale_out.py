@@ -120,18 +120,22 @@ def test_gunicorn_two_workers__requests_spread_over_workers__metrics_summed_in_o
     server = GunicornProcess(workers=2, multiproc_dir=tmp_path / "prometheus")
     server.start()
     try:
-        # Wait until both workers answer (each keeps its own values in its own file).
+        # Wait until both workers have served (each keeps its own counters in its own file): which worker
+        # accepts a connection is the kernel's choice, so send small concurrent bursts until both have.
+        def counting_workers() -> set[str]:
+            return {p.name.rsplit("_", 1)[-1] for p in (tmp_path / "prometheus").glob("counter_*.db")}
+
         deadline = time.monotonic() + 30
-        while len(list((tmp_path / "prometheus").glob("*.db"))) < 2 and time.monotonic() < deadline:
-            _get(f"{server.url}/api/v1/sdk/ruleset", Authorization=f"Bearer {secret}")
-            time.sleep(0.05)
+        while len(counting_workers()) < 2 and time.monotonic() < deadline:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda u: _get(u, Authorization=f"Bearer {secret}"),
+                              [f"{server.url}/api/v1/sdk/ruleset"] * 16))
         before = _metric(server.url, "turnout_http_requests_total", route="api/v1/sdk/ruleset", status="200")
         urls = [f"{server.url}/api/v1/sdk/ruleset"] * 40
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = list(pool.map(lambda u: _get(u, Authorization=f"Bearer {secret}")[0], urls))
         assert statuses == [200] * 40
-        pids = {p.name.rsplit("_", 1)[-1] for p in (tmp_path / "prometheus").glob("counter_*.db")}
-        assert len(pids) == 2  # both workers counted requests...
+        assert len(counting_workers()) == 2  # both workers counted requests...
         for _ in range(5):  # ...and any worker's scrape shows the sum
             after = _metric(server.url, "turnout_http_requests_total", route="api/v1/sdk/ruleset", status="200")
             assert after - before == 40
