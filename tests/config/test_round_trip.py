@@ -156,7 +156,8 @@ MIGRATION_FLAGS = (5, 8, 9, 10)
 
 def _migrations(envs: list[str], system: Any) -> None:
     """Migration flags in each shape the ``migration`` block must carry: a split ahead of the base, a cohort
-    placed ahead, complete (irreversible), rolled back from live, a divergence limit alone at 'off'."""
+    placed ahead (then killed), complete (irreversible), rolled back from live, a divergence limit alone at
+    'off'."""
     from actions.submit import submit_state
 
     def stage_set(flag: str, env: str, **params: Any) -> None:
@@ -175,6 +176,7 @@ def _migrations(envs: list[str], system: Any) -> None:
     for stage in ("dual_write", "shadow", "live"):
         stage_set("flag-10", envs[2], stage=stage)
     submit_state(actor=system, flag="flag-10", environment=envs[2], action="migration.rolled_back", reason="back")
+    submit_state(actor=system, flag="flag-9", environment=envs[0], action="flag_state.killed", reason="stop")
     stage_set("flag-10", envs[1], stage="dual_write")
     stage_set("flag-10", envs[1], splits=[{"stage": "shadow", "percentage": 50}])
     stage_set("flag-10", envs[1], splits=[{"stage": "shadow", "percentage": 50}, {"stage": "live", "percentage": 5}],
@@ -233,6 +235,7 @@ def test_round_trip__generated_data__same_files_and_rulesets(db: Any, actors: di
                                                   "max_divergences": 50}
         assert migration[("flag-8", "env-1")] == {"stage": "complete"}
         assert migration[("flag-9", "env-0")]["cohorts"] == [{"cohort": "c1", "stage": "shadow"}]
+        assert yaml.safe_load(files["flags/flag-9.yaml"])["flags"][0]["environments"]["env-0"]["enabled"] is False
         assert migration[("flag-9", "env-2")] == {"stage": "off", "max_divergences": 5}
         assert migration[("flag-10", "env-2")] == {"stage": "shadow"}
         assert migration[("flag-10", "env-0")] is None  # a migration flag state at 'off' writes no block
