@@ -12,6 +12,12 @@ export applied to an empty installation stands where the original stands. Applyi
 ``progress`` differs moves the rollout through the action layer, as the API's ``advance``, ``rollback``,
 ``pause`` and ``resume`` do — with the same policy (an advance in an environment that requires approval
 is a change request; a rollback never waits). A file without the block leaves progress alone.
+
+A migration flag's data-migration stages (docs/migrations.md) are a state's optional ``migration`` block
+(``{stage, splits, cohorts, max_divergences}``, as the API's ``migration.stage_set`` takes them), written once
+the migration has left ``off`` or holds splits, cohorts or a divergence limit. Applying a different block
+moves the migration one allowed step at a time: forward by ``migration.stage_set``, back by
+``migration.rolled_back`` — with the API's policy; ``complete`` is irreversible.
 """
 
 from __future__ import annotations
@@ -26,7 +32,18 @@ import yaml
 
 from actions.config.files import FORMAT
 from cohorts.models import Cohort, CohortMember, MemberKind
-from rollout.models import Environment, Flag, FlagKind, FlagState, Guardrail, GuardrailQuery, RolloutStage, Workload
+from rollout.models import (
+    Environment,
+    Flag,
+    FlagKind,
+    FlagState,
+    Guardrail,
+    GuardrailQuery,
+    MigrationStage,
+    MigrationState,
+    RolloutStage,
+    Workload,
+)
 from rollout.snapshots import environment_snapshot, guardrail_snapshot, stage_snapshot, workload_snapshot
 
 WORKLOAD_FIELDS = ("key", "name", "description", "owner", "risk", "phase", "reversibility", "legacy_system",
@@ -46,6 +63,7 @@ class Current:
     flags: dict[str, dict[str, Any]] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+    migrations: dict[str, dict[str, Any]] = field(default_factory=dict)  # "flag@env" of migration flags
 
     def section(self, name: str) -> dict[str, dict[str, Any]]:
         section: dict[str, dict[str, Any]] = getattr(self, name)
@@ -77,6 +95,21 @@ def _plan(stages: list[RolloutStage]) -> list[dict[str, Any]]:
 def _guardrails(guardrail: Guardrail | None) -> dict[str, Any] | None:
     snap = guardrail_snapshot(guardrail)
     return dict(snap) if snap is not None else None
+
+
+def migration_block(m: MigrationState | None) -> dict[str, Any]:
+    """A migration state as the files write it: the stage, then splits, cohorts and the divergence limit
+    when there are any (a block ``{stage: off}`` is what a migration flag state without a row stands at)."""
+    if m is None:
+        return {"stage": str(MigrationStage.OFF)}
+    block: dict[str, Any] = {"stage": str(m.stage)}
+    if m.splits:
+        block["splits"] = [{"stage": s["stage"], "percentage": float(s["percentage"])} for s in m.splits]
+    if m.cohort_stages:
+        block["cohorts"] = [{"cohort": c["cohort"], "stage": c["stage"]} for c in m.cohort_stages]
+    if m.max_divergences is not None:
+        block["max_divergences"] = m.max_divergences
+    return block
 
 
 def current() -> Current:
@@ -113,6 +146,7 @@ def current() -> Current:
     states = (FlagState.objects.select_related("flag", "environment")
               .prefetch_related("include_cohorts", "exclude_cohorts").order_by("flag__key", "environment__order",
                                                                                 "environment__key"))
+    migrations = {m.flag_state_id: m for m in MigrationState.objects.all()}
     for state in states:
         key = f"{state.flag.key}@{state.environment.key}"
         now.flags[state.flag.key]["environments"][state.environment.key] = {
@@ -128,6 +162,11 @@ def current() -> Current:
             "prometheus": queries.get(state.pk, []),
         }
         now.versions[f"flag_state:{key}"] = state.version
+        if state.flag.kind == FlagKind.MIGRATION:
+            block = migration_block(migrations.get(state.pk))
+            now.migrations[key] = block
+            if block != {"stage": MigrationStage.OFF}:
+                now.flags[state.flag.key]["environments"][state.environment.key]["migration"] = block
         now.progress[key] = {"stage": state.stage, "paused": state.paused_at is not None}
         if state.stage or state.paused_at is not None:
             plan = stages.get(state.pk, [])

@@ -36,7 +36,16 @@ from cohorts.services import MAX_MEMBERS_PER_REQUEST, cohort_create, cohort_dele
 from common import clock
 from common.actors import Actor
 from common.errors import Conflict, Forbidden, ServiceError, ValidationFailed
-from rollout.models import Environment, Flag, FlagKind, FlagState, MetricMinute, Workload
+from rollout.datamigration.rules import (
+    STAGES,
+    Config,
+    backward_moves,
+    clean_config,
+    position,
+    skipped_stages,
+)
+from rollout.datamigration.services import rollback_target
+from rollout.models import Environment, Flag, FlagKind, FlagState, MetricMinute, MigrationStage, Workload
 from rollout.policy import NO_EFFECT, Ruling, Verdict, decide
 from rollout.services.environments import environment_create, environment_update
 from rollout.services.flags import flag_create, flag_delete
@@ -44,6 +53,7 @@ from rollout.services.workloads import workload_create, workload_delete
 
 ORDER = ("environment", "workload", "cohort", "flag", "flag_state", "delete")
 EVALUATED_WITHIN = timedelta(days=1)
+MAX_MIGRATION_STEPS = 30
 GUARDRAIL_DEFAULTS: dict[str, Any] = {"max_error_rate": None, "max_error_rate_increase": None,
                                       "max_latency_p95_ratio": None, "max_mismatch_rate": None,
                                       "min_sample_size": 100, "window_seconds": 300, "action": "rollback"}
@@ -306,6 +316,12 @@ class _Planner:
                             unknown = True
                             self.state_problem(key, env_key, ("plan", index, "include_cohorts", n),
                                                f"cohort '{cohort}' is neither in the files nor in the installation")
+                for n, entry in enumerate((state.get("migration") or {}).get("cohorts", [])):
+                    if entry["cohort"] not in cohorts:
+                        unknown = True
+                        self.state_problem(key, env_key, ("migration", "cohorts", n, "cohort"),
+                                           f"cohort '{entry['cohort']}' is neither in the files nor in the "
+                                           "installation")
                 env = self.environment(env_key)
                 if env is None:
                     self.state_problem(key, env_key, (),
@@ -354,7 +370,7 @@ class _Planner:
             return change
 
         wanted_sorted = {k: (sorted(v) if k in {"include_cohorts", "exclude_cohorts"} else v)
-                         for k, v in wanted.items() if k != "progress"}
+                         for k, v in wanted.items() if k not in {"progress", "migration"}}
         diff = _diff(before, wanted_sorted)
         old_plan: list[dict[str, Any]] = list(before["plan"])
         new_plan = [_stage(s) for s in wanted["plan"]] if wanted.get("plan") else old_plan
@@ -450,7 +466,10 @@ class _Planner:
                 step(Action.FLAG_STATE_RESUMED, {}, {"progress.paused": {"before": True, "after": False}},
                      ("progress", "paused"))
                 expected["enabled"] = True
-        # 5. the split and targeting, then retirement, compared with the row after the steps above
+        # 5. a migration flag's data-migration stages: back by rollbacks, forward one allowed step at a time
+        if wanted.get("migration") is not None:
+            self.migration(flag, env, wanted["migration"], step, expected)
+        # 6. the split and targeting, then retirement, compared with the row after the steps above
         rest = _diff(expected, {k: v for k, v in wanted_sorted.items()
                                 if k not in {"plan", "guardrails", "prometheus"}})
         simple = {k: v for k, v in rest.items() if k != "retired"}
@@ -469,6 +488,71 @@ class _Planner:
         if not steps and self.now.flags.get(flag.key) is not None:
             self.change("flag_state", key, "unchanged", where)
         return bool(steps)
+
+    def migration(self, flag: Flag, env: Environment, wanted: Mapping[str, Any], step: Any,
+                  expected: dict[str, Any]) -> None:
+        """The steps from the migration as it stands to the file's ``migration`` block, each an action the API
+        offers: ``migration.rolled_back`` (the furthest tier one stage back) while the file has anyone at an
+        earlier stage than now, then ``migration.stage_set`` moves that never skip a stage (the divergence
+        limit rides on the first). Policy is the action layer's, step by step, as for the API."""
+        key = f"{flag.key}@{env.key}"
+        if flag.kind != FlagKind.MIGRATION:
+            self.state_problem(flag.key, env.key, ("migration",),
+                               f"flag '{flag.key}' is a {flag.kind} flag: only a migration flag has data-migration "
+                               "stages")
+            return
+        known = set(self.now.cohorts) | set(self.desired.cohorts)
+        try:
+            new = clean_config(stage=wanted["stage"], splits=list(wanted.get("splits", [])),
+                               cohorts=list(wanted.get("cohorts", [])), known_cohorts=known)
+        except ValidationFailed as exc:
+            name, messages = next(iter(exc.fields.items()))
+            self.state_problem(flag.key, env.key, ("migration", *_path(name)), messages[0])
+            return
+        now_block = self.now.migrations.get(key, {"stage": str(MigrationStage.OFF)})
+        old = Config(now_block["stage"], tuple(now_block.get("splits", ())), tuple(now_block.get("cohorts", ())))
+        old_limit, new_limit = now_block.get("max_divergences"), wanted.get("max_divergences")
+        if new == old and old_limit == new_limit:
+            return
+        if old.stage == MigrationStage.COMPLETE:
+            self.state_problem(flag.key, env.key, ("migration", "stage"),
+                               f"the migration of '{key}' is complete: 'complete' is irreversible (legacy is no "
+                               "longer written) and no file can undo or change it; put the block back to "
+                               "{stage: complete}")
+            return
+        cur, moves = old, 0
+        while backward_moves(cur, new) and moves < MAX_MIGRATION_STEPS:
+            back = rollback_target(cur)
+            step(Action.MIGRATION_ROLLED_BACK, {}, {"migration": {"before": cur.rule(), "after": back.rule()}},
+                 ("migration", "stage"))
+            cur, moves = back, moves + 1
+        limit_moved = old_limit != new_limit
+        while cur != new and moves < MAX_MIGRATION_STEPS:
+            nxt = _forward_step(cur, new)
+            if nxt is None:
+                self.state_problem(flag.key, env.key, ("migration",),
+                                   f"'{key}' cannot move from {cur.rule()} to {new.rule()} one allowed step at a "
+                                   "time; apply the move in smaller steps")
+                return
+            params: dict[str, Any] = {"stage": nxt.stage, "splits": list(nxt.splits), "cohorts": list(nxt.cohorts)}
+            diff: dict[str, Any] = {"migration": {"before": cur.rule(), "after": nxt.rule()}}
+            if limit_moved:
+                params["max_divergences"] = new_limit
+                diff["migration.max_divergences"] = {"before": old_limit, "after": new_limit}
+                limit_moved = False
+            step(Action.MIGRATION_STAGE_SET, params, diff, ("migration", "stage"))
+            if cur.stage == MigrationStage.OFF and nxt.stage != MigrationStage.OFF:
+                expected["enabled"] = True  # a migration under way is switched on, as the API does
+            cur, moves = nxt, moves + 1
+        if cur != new:
+            self.state_problem(flag.key, env.key, ("migration",),
+                               f"'{key}' needs more than {MAX_MIGRATION_STEPS} steps to reach the file's migration; "
+                               "apply the move in smaller steps")
+            return
+        if limit_moved:
+            step(Action.MIGRATION_STAGE_SET, {"max_divergences": new_limit},
+                 {"migration.max_divergences": {"before": old_limit, "after": new_limit}},
+                 ("migration", "max_divergences"))
 
     def together(self, key: str, steps: list[Change], obj: Any) -> None:
         """Several changes of one flag state, once one of them needs a second person, become **one** change
@@ -544,6 +628,39 @@ class _Planner:
                                                    "flag_state", "delete"))}
         changes = sorted(self.changes, key=lambda c: order[c.stage])  # stable: file order within a stage
         return Plan(changes=changes, versions=dict(sorted(self.now.versions.items())))
+
+
+def _path(name: str) -> tuple[str | int, ...]:
+    """``splits.1.percentage`` as a path into the block."""
+    return tuple(int(part) if part.isdigit() else part for part in name.split(".") if part)
+
+
+def _forward_step(cur: Config, new: Config) -> Config | None:
+    """The next ``migration.stage_set`` from ``cur`` towards ``new`` (nobody behind ``cur``): ``new`` itself
+    when it skips no stage, else everyone ``new`` puts further brought one stage beyond the furthest tier
+    (the base one stage on). None when no such step exists."""
+    if not skipped_stages(cur, new):
+        return new
+    limit = position(cur.furthest) + 1
+    base = STAGES[min(position(new.stage), position(cur.stage) + 1)]
+    last = min(limit, position(MigrationStage.RAMPDOWN))  # splits never name 'complete'
+    splits = []
+    for index in range(position(base) + 1, last + 1):
+        share = max(new.reach(STAGES[index]), cur.reach(STAGES[index]))
+        beyond = max(new.reach(STAGES[index + 1]), cur.reach(STAGES[index + 1])) if index < last else 0.0
+        if share > beyond:
+            splits.append({"stage": STAGES[index], "percentage": share})
+    placed = {c["cohort"]: c["stage"] for c in cur.cohorts}
+    cohorts = [{"cohort": c["cohort"], "stage": STAGES[min(position(c["stage"]), limit)]} for c in new.cohorts]
+    cohorts += [{"cohort": name, "stage": stage} for name, stage in placed.items()
+                if name not in {c["cohort"] for c in new.cohorts} and position(stage) > position(base)]
+    try:
+        nxt = clean_config(stage=base, splits=splits, cohorts=cohorts, known_cohorts=[c["cohort"] for c in cohorts])
+    except ValidationFailed:
+        return None
+    if nxt == cur or backward_moves(cur, nxt) or skipped_stages(cur, nxt):
+        return None
+    return nxt
 
 
 def _stage(stage: Mapping[str, Any]) -> dict[str, Any]:

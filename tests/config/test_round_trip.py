@@ -59,6 +59,20 @@ def test_round_trip__demo_story_started_plan__same_progress_files_and_rulesets(
     assert rulesets_stages(after)["invoice-engine@production"] > 0
 
 
+def test_round_trip__demo_data_migration_in_shadow__same_stage_files_and_rulesets(
+        demo: None, actors: dict[str, Any]) -> None:
+    from rollout.datamigration.demo import FLAG, seed_migration_demo
+
+    seed_migration_demo()  # accounts-store in staging at 'shadow' with a divergence limit (as dev_setup leaves it)
+    files, again, before, after = _round_trip(actors["admin"])
+
+    staging = yaml.safe_load(files[f"flags/{FLAG}.yaml"])["flags"][0]["environments"]["staging"]
+    assert staging["migration"] == {"stage": "shadow", "max_divergences": 50}
+    assert again == files
+    assert canonical(after) == canonical(before)
+    assert after["staging"]["flags"][FLAG]["migration"]["stage"] == "shadow"
+
+
 def test_round_trip__applied_again__plan_has_no_changes(demo: None, actors: dict[str, Any]) -> None:
     from actions.config.plan import plan
 
@@ -107,7 +121,7 @@ def _generate(seed: int) -> None:
         key = f"flag-{f}"
         flag_create(actor=system, key=key, workload=f"w{f % 4}", bucket_by=rng.choice(["", "tenant_id"]),
                     description=f"flag {f}", salt=key if f % 3 else f"salt-{f}",
-                    kind="migration" if f == 5 else "release")
+                    kind="migration" if f in MIGRATION_FLAGS else "release")
         for env in envs:
             pct = rng.choice([0, 5, 12.5, 50, 100])
             inc = rng.sample(cohorts, rng.randint(0, 2))
@@ -133,6 +147,40 @@ def _generate(seed: int) -> None:
             flag_state_retire(actor=system, flag=key, environment=envs[0])
     if seed == 1:  # one seed carries started rollouts (CI time: each advance is a real action)
         _progress(rng, envs, system)
+    else:  # the other, data migrations at every stage, with splits, placed cohorts and rollbacks
+        _migrations(envs, system)
+
+
+MIGRATION_FLAGS = (5, 8, 9, 10)
+
+
+def _migrations(envs: list[str], system: Any) -> None:
+    """Migration flags in each shape the ``migration`` block must carry: a split ahead of the base, a cohort
+    placed ahead (then killed), complete (irreversible), rolled back from live, a divergence limit alone at
+    'off'."""
+    from actions.submit import submit_state
+
+    def stage_set(flag: str, env: str, **params: Any) -> None:
+        submit_state(actor=system, flag=flag, environment=env, action="migration.stage_set", params=params,
+                     reason="generated")
+
+    stage_set("flag-5", envs[0], stage="dual_write")
+    stage_set("flag-5", envs[0], stage="shadow", max_divergences=50)
+    stage_set("flag-5", envs[0], splits=[{"stage": "live", "percentage": 25}])
+    for stage in ("dual_write", "shadow", "live", "rampdown", "complete"):
+        stage_set("flag-8", envs[1], stage=stage)
+    stage_set("flag-8", envs[0], stage="off", splits=[{"stage": "dual_write", "percentage": 12.5}])
+    stage_set("flag-9", envs[0], stage="dual_write")
+    stage_set("flag-9", envs[0], splits=[{"stage": "shadow", "percentage": 10}], cohorts=[{"cohort": "c1", "stage": "shadow"}])
+    stage_set("flag-9", envs[2], max_divergences=5)
+    for stage in ("dual_write", "shadow", "live"):
+        stage_set("flag-10", envs[2], stage=stage)
+    submit_state(actor=system, flag="flag-10", environment=envs[2], action="migration.rolled_back", reason="back")
+    submit_state(actor=system, flag="flag-9", environment=envs[0], action="flag_state.killed", reason="stop")
+    stage_set("flag-10", envs[1], stage="dual_write")
+    stage_set("flag-10", envs[1], splits=[{"stage": "shadow", "percentage": 50}])
+    stage_set("flag-10", envs[1], splits=[{"stage": "shadow", "percentage": 50}, {"stage": "live", "percentage": 5}],
+              cohorts=[{"cohort": "c3", "stage": "live"}])
 
 
 def _progress(rng: random.Random, envs: list[str], system: Any) -> None:
@@ -179,3 +227,18 @@ def test_round_trip__generated_data__same_files_and_rulesets(db: Any, actors: di
         assert progress["flag-6"] == {"stage": None, "paused": True}
         assert "enabled: false" in files["flags/flag-2.yaml"]
         assert rulesets_stages(before) == rulesets_stages(after) and any(rulesets_stages(before).values())
+    else:  # every migration shape kept its stages, splits, cohorts and limit
+        migration = {(k, e): yaml.safe_load(files[f"flags/{k}.yaml"])["flags"][0]["environments"][e].get("migration")
+                     for k, e in (("flag-5", "env-0"), ("flag-8", "env-1"), ("flag-9", "env-0"), ("flag-9", "env-2"),
+                                  ("flag-10", "env-2"), ("flag-10", "env-0"))}
+        assert migration[("flag-5", "env-0")] == {"stage": "shadow", "splits": [{"stage": "live", "percentage": 25.0}],
+                                                  "max_divergences": 50}
+        assert migration[("flag-8", "env-1")] == {"stage": "complete"}
+        assert migration[("flag-9", "env-0")]["cohorts"] == [{"cohort": "c1", "stage": "shadow"}]
+        assert yaml.safe_load(files["flags/flag-9.yaml"])["flags"][0]["environments"]["env-0"]["enabled"] is False
+        assert migration[("flag-9", "env-2")] == {"stage": "off", "max_divergences": 5}
+        assert migration[("flag-10", "env-2")] == {"stage": "shadow"}
+        assert migration[("flag-10", "env-0")] is None  # a migration flag state at 'off' writes no block
+        stages = {f"{flag}@{env}": rule["migration"] for env, doc in after.items()
+                  for flag, rule in doc["flags"].items() if "migration" in rule}
+        assert stages["flag-8@env-1"]["stage"] == "complete" and stages["flag-10@env-1"]["cohorts"]
