@@ -8,11 +8,9 @@ only appends its own event).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
 from django.http import FileResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -59,6 +57,7 @@ from common.api import StrictQueryMixin
 from common.errors import Conflict, NotFound
 from common.permissions import Capability, HasCapability
 from common.schema import ERROR_RESPONSES, ErrorSerializer
+from common.streaming import streamed
 
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such object")
 NOT_READY = OpenApiResponse(ErrorSerializer, description="Not ready, or not kept")
@@ -161,21 +160,6 @@ class PublicKeyView(StrictQueryMixin, APIView):
         return Response({"keys": [k.as_dict() for k in public_keys()]})
 
 
-def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
-    return next(chunks, None)
-
-
-async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Serve a database-backed generator under ASGI chunk by chunk (Django would otherwise buffer it all)."""
-    pull = sync_to_async(_next_chunk, thread_sensitive=True)
-    while (chunk := await pull(chunks)) is not None:
-        yield chunk
-
-
-def _streamed(request: Request, chunks: Iterator[bytes]) -> Iterator[bytes] | AsyncIterator[bytes]:
-    return _async_chunks(chunks) if isinstance(request._request, ASGIRequest) else chunks
-
-
 def _accepted(export: AuditExport) -> Response:
     body = AuditExportSerializer(export).data
     return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
@@ -228,7 +212,7 @@ class ExportView(AuditView):
             audit_export_finish(export_id=export.pk,
                                 manifest=build_manifest(export, [stats.file_entry(name, export.format)], stats))
 
-        response = StreamingHttpResponse(_streamed(request, chunks()), content_type=CONTENT_TYPES[export.format])
+        response = StreamingHttpResponse(streamed(request, chunks()), content_type=CONTENT_TYPES[export.format])
         return _export_links(response, export, name)
 
 

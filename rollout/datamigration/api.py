@@ -26,6 +26,7 @@ from common.fields import ReasonField, key_field
 from common.inputs import Input
 from common.permissions import Capability
 from common.schema import IF_MATCH, errors
+from common.streaming import streamed
 from rollout.api.change_requests import outcome_response
 from rollout.datamigration.outputs import CompleteReadinessOutput, DivergenceCountOutput, OriginFiguresOutput
 from rollout.datamigration.reports import (
@@ -230,7 +231,7 @@ class DivergenceExportView(ManagementView):
         if fmt not in ("csv", "jsonl"):
             raise ValidationFailed.field("format", "must be 'csv' or 'jsonl'")
         state = flag_state_get(key, env)
-        response = StreamingHttpResponse(export_lines(state, fmt=fmt, resolved=_resolved(request)),
+        response = StreamingHttpResponse(streamed(request, export_lines(state, fmt=fmt, resolved=_resolved(request))),
                                          content_type="text/csv" if fmt == "csv" else "application/x-ndjson")
         response["Content-Disposition"] = f'attachment; filename="divergences-{key}-{env}.{fmt}"'
         return response

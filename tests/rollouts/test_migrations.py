@@ -450,3 +450,33 @@ def test_simulate_migration__bad_options__command_error(options: dict[str, Any],
 
     with pytest.raises(CommandError, match=message):
         call_command("simulate_migration", sdk_key="sdk_x", flag=FLAG, **options)
+
+
+def test_api__divergence_export_under_asgi__streamed_not_buffered(migration: str, actor: Actor, api: Client,
+                                                                  client: Client, sdk_key: str) -> None:
+    """Under ASGI (uvicorn: `make run`, Procfile.dev) Django read a sync generator whole before the first byte
+    went out, with a warning; the export hands it over chunk by chunk, as the audit export does."""
+    import warnings
+
+    from asgiref.sync import async_to_sync
+    from django.contrib.auth import get_user_model
+    from django.test import AsyncClient
+
+    walk(actor, "dual_write", "shadow")
+    post_batch(client, sdk_key, divergences=[report("shadow", "parallel", identifier="row-1"),
+                                             report("shadow", "parallel", key="t-2", identifier="row-2")])
+    root = get_user_model().objects.get(username="root")
+
+    async def export() -> tuple[Any, list[bytes]]:
+        asgi = AsyncClient()
+        await asgi.aforce_login(root)
+        response = await asgi.get(URL + "divergences/export?format=jsonl")
+        assert response.status_code == 200 and response.is_async  # an async stream, not a buffered sync one
+        return response, [chunk async for chunk in response.streaming_content]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, chunks = async_to_sync(export)()
+    assert not [w for w in caught if "synchronous iterators" in str(w.message)]
+    lines = b"".join(chunks).decode().splitlines()
+    assert sorted(json.loads(line)["identifier"] for line in lines) == ["row-1", "row-2"]
