@@ -34,8 +34,11 @@ test: $(STAMP) test-sdk test-server
 test-sdk: $(STAMP)
 	$(BIN)/python -m pytest -p no:django -p no:cacheprovider tests/sdk -q
 
+# The server suite in TEST_WORKERS processes (pytest-xdist, a test file per process at a time): each has its
+# own test database, Redis database and var directory (tests/worker_env.py).
+TEST_WORKERS ?= 2
 test-server: $(STAMP)
-	$(BIN)/python -m pytest tests --ignore=tests/sdk -q
+	$(BIN)/python -m pytest tests --ignore=tests/sdk -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

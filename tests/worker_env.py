@@ -8,6 +8,7 @@ its own Redis database and var directory, as pytest-django gives it its own test
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 _REDIS_DATABASES = 16
@@ -32,8 +33,9 @@ def _apply() -> None:
         return
     if os.environ.get("REDIS_URL"):
         os.environ["REDIS_URL"] = redis_url_for_worker(os.environ["REDIS_URL"], index)
-    if os.environ.get("TURNOUT_VAR_DIR"):
-        os.environ["TURNOUT_VAR_DIR"] = os.path.join(os.environ["TURNOUT_VAR_DIR"], f"gw{index}")
+    # the var directory holds the SQLite test database, the embedded broker and the secret key
+    base = os.environ.get("TURNOUT_VAR_DIR") or str(Path(__file__).resolve().parents[1] / "var")
+    os.environ["TURNOUT_VAR_DIR"] = os.path.join(base, f"test-gw{index}")
 
 
 _apply()
