@@ -55,7 +55,7 @@ def ruleset_event(environment: str, version: int) -> bytes:
 
 
 async def _events(sub: Subscription, environment: str, version: int, secret: str | None, *,
-                  environment_id: int | None = None) -> AsyncIterator[bytes]:
+                  environment_id: int | None = None, refs: bool = False) -> AsyncIterator[bytes]:
     """The stream's events; with ``environment_id`` (the SDK asked for patches) a change the process
     can express as a patch from the version last sent is sent as one (``rollout/delivery/patches.py``)."""
     heartbeat = float(get_setting("STREAM_HEARTBEAT_SECONDS"))
@@ -72,7 +72,7 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
                         return
                     yield KEEP_ALIVE
                 elif newer > last:
-                    patched = None if environment_id is None else await patches.get(environment_id, last)
+                    patched = None if environment_id is None else await patches.get(environment_id, last, refs)
                     metrics.record_stream_event(environment=environment)
                     if patched is not None and patched[0] >= newer:
                         last = patched[0]
@@ -110,8 +110,10 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
         broadcaster.unsubscribe(sub)
         return unauthorized()
     wants_patches = request.GET.get("patches") == "1"
+    refs = request.GET.get("members") == "1"  # patches between documents with member-list references
     response = StreamingHttpResponse(_events(sub, current[0], current[1], bearer(request),
-                                             environment_id=result.environment_id if wants_patches else None),
+                                             environment_id=result.environment_id if wants_patches else None,
+                                             refs=refs),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
