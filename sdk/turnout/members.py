@@ -1,42 +1,44 @@
-"""Member lists of large cohorts: a compact, sorted array of member hashes (docs/sdk-protocol.md,
-"Member lists").
+"""Member lists of large cohorts: a compact array of member hashes (docs/sdk-protocol.md, "Member lists").
 
 A cohort with more listed members than the server inlines (``MEMBER_LIST_INLINE_MAX``, 10,000 by
-default) is carried in the ruleset as a reference, ``"members": {"version": 7, "count": 1000000}``,
-and its include / exclude lists travel in a document of their own, with its own version and ETag,
-fetched by the sync thread (``GET /api/v1/sdk/cohorts/<key>/members``). In memory a list costs 10
-bytes per member plus a 4-byte offset per index bucket (~8 members per bucket): a million members is
-~10.5 MB, where the same list inline is ~115 MB of Python strings.
+default) is carried in the ruleset of SDKs that ask (``?members=1``) as a reference,
+``"members": {"version": 7, "count": 1000000}`` (schema 2), and its include / exclude lists travel in
+a document of their own, with its own version and ETag, fetched by the sync thread
+(``GET /api/v1/sdk/cohorts/<key>/members``). In memory a list costs 8 bytes per member plus a 4-byte
+offset per index bucket (~8 members per bucket): a million members is ~8.5 MB, where the same list
+inline is ~100 MB of Python strings.
 
-**Hashes.** A member's hash is the first 10 bytes (80 bits) of ``sha256(f"{salt}/{value}")``,
-``salt`` chosen by the server per list version. Exact for members: the server checks that no two
-listed values share a hash (it changes the salt if two ever do), so every listed value is found
-with its own list. A value that is not listed is mistaken for a member only if its 80-bit hash
-equals one of the n listed hashes: probability ``n / 2**80`` per distinct value (8.3e-19 for a
-million members) — a service deciding for a billion distinct non-members a day would wait on
-average ~3 million years for the first. Finding such a value on purpose means ~2**80 / n
-sha256 evaluations (~1.2e18 for a million members), far beyond an attacker's reach.
+**Hashes.** A member's hash is the first 10 bytes (80 bits) of ``sha256(f"{salt}/{value}")``, ``salt``
+chosen by the server per list version. Exact for members: the server checks that no two listed values
+share a hash (it changes the salt if two ever do), so every listed value is found in its own list and
+no other. A value that is not listed is mistaken for a member only if its 80-bit hash equals one of the
+n listed hashes: probability ``n / 2**80`` per distinct value (8.3e-19 for a million members) — a
+service deciding for a billion distinct non-members a day would wait ~3 million years on average for
+the first. Finding such a value on purpose takes ~``2**80 / n`` sha256 evaluations (~1.2e18 for a
+million members), beyond an attacker's reach.
 
-**Wire format** (``application/vnd.turnout.members``, served gzip-compressed): the line
-``TMBR1``, a JSON header line, then the sections. A full list has two sections, include then
-exclude; each is ``2**bits + 1`` little-endian uint32 offsets (``offsets[b]`` = number of hashes
-whose top ``bits`` bits are below ``b``) followed by the sorted hashes stored as 10 byte planes
-(plane ``j`` holds byte ``j`` of every hash, most significant first). The planes make the sorted
-hashes compress (~8.1 MB for a million). Loading is a few slice copies (no per-member Python work),
-and a lookup hashes once and binary-searches one bucket of ~8.
+**Layout.** A hash ``h`` falls in bucket ``h >> (80 - bits)`` (``bits`` from 16 to 20, ~8 hashes per
+bucket); the bucket is implied by where the hash is stored, so each member is its low ``80 - bits``
+bits as one uint64, sorted within its bucket. A lookup hashes once and binary-searches one bucket.
+
+**Wire format** (``application/vnd.turnout.members``): the line ``TMBR1``, a JSON header line, then the
+sections. A full list has two, include then exclude; each is ``2**bits + 1`` little-endian uint32
+offsets (``offsets[b]`` = hashes in buckets below ``b``) then ``count`` little-endian uint64 keys.
+Loading is two array copies (no per-member Python work). Hashes do not compress, so gzip saves little
+(the offsets); the server offers it, and the SDK does not ask for it (a gunzip would cost more load time
+than the few percent it saves on the wire).
 
 A delta (``?since=<version>``) carries the hashes added to and removed from each list since that
-version, as plain sorted 10-byte records; it is applied on top of exactly that version.
+version as sorted 10-byte records; it applies on top of exactly that version and salt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import sys
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Any, Final
@@ -61,11 +63,12 @@ HASH_BYTES: Final = 10
 HASH_NAME: Final = "sha256/80"
 MAGIC: Final = b"TMBR1\n"
 MEDIA_TYPE: Final = "application/vnd.turnout.members"
-#: the most index bits a list uses (a 4 MiB offset table), whatever its size
+#: index bits: at least 16 (so the 80 - bits kept per hash fit in 64), at most 20 (a 4 MiB table)
+MIN_BITS: Final = 16
 MAX_BITS: Final = 20
 
-_split = struct.Struct(">QH").unpack_from  # a hash: its high 64 bits and low 16 bits
 _LITTLE = sys.byteorder == "little"
+_from_bytes = int.from_bytes
 
 
 class MemberListError(ValueError):
@@ -78,176 +81,141 @@ def member_hash(salt: str, value: str) -> bytes:
 
 
 def index_bits(count: int) -> int:
-    """Index bits for a list of ``count`` hashes: about 8 hashes per bucket, at most ``MAX_BITS``."""
-    return max(0, min(MAX_BITS, count.bit_length() - 3))
+    """Index bits for a list of ``count`` hashes: about 8 hashes per bucket, within MIN_BITS..MAX_BITS."""
+    return max(MIN_BITS, min(MAX_BITS, count.bit_length() - 3))
+
+
+def _native(values: array[int]) -> array[int]:
+    """Little-endian wire order <-> this host's order (a no-op on little-endian hosts)."""
+    if not _LITTLE:  # pragma: no cover - big-endian hosts
+        values.byteswap()
+    return values
 
 
 class HashSet:
-    """One sorted list of member hashes, searchable without a Python object per member."""
+    """One list of member hashes, searchable without a Python object per member (see "Layout")."""
 
-    __slots__ = ("_bits", "_hi", "_hi_bytes", "_lo", "_lo_bytes", "_offsets", "_shift", "count")
+    __slots__ = ("_bits", "_keys", "_mask", "_offsets", "_shift", "count")
 
-    def __init__(self, hi: bytearray, lo: bytearray, offsets: array[int], bits: int) -> None:
-        """``hi``: native uint64 (the high 64 bits of each hash, sorted), ``lo``: native uint16, ``offsets``:
-        ``2**bits + 1`` bucket starts (use ``from_sorted`` or ``decode``)."""
-        self.count = len(lo) // 2
-        if len(hi) != 8 * self.count or len(offsets) != (1 << bits) + 1 or offsets[-1] != self.count:
+    def __init__(self, keys: array[int], offsets: array[int], bits: int) -> None:
+        """``keys``: native uint64 (``array("Q")``), ``offsets``: ``2**bits + 1`` uint32 (``array("I")``);
+        use ``from_sorted`` or ``decode``."""
+        if not MIN_BITS <= bits <= MAX_BITS:
+            raise MemberListError(f"member list: index bits must be from {MIN_BITS} to {MAX_BITS}, got {bits}")
+        self.count = len(keys)
+        if len(offsets) != (1 << bits) + 1 or offsets[0] != 0 or offsets[-1] != self.count:
             raise MemberListError("member list: sections do not agree on the number of hashes")
-        self._hi_bytes, self._lo_bytes = hi, lo
-        self._hi = memoryview(hi).cast("Q")
-        self._lo = memoryview(lo).cast("H")
         if max(offsets) != self.count:
             raise MemberListError("member list: an offset points past the end of its section")
+        self._keys = keys
         self._offsets = offsets
         self._bits = bits
-        self._shift = 64 - bits
+        self._shift = 8 * HASH_BYTES - bits
+        self._mask = (1 << self._shift) - 1
 
     @classmethod
     def from_sorted(cls, hashes: Sequence[bytes], bits: int | None = None) -> HashSet:
         """From hashes already sorted (bytes order), each ``HASH_BYTES`` long."""
-        raw = b"".join(hashes)
-        return cls.from_records(raw, len(hashes), index_bits(len(hashes)) if bits is None else bits)
+        return cls.from_ints([_from_bytes(h, "big") for h in hashes], bits)
 
     @classmethod
-    def from_records(cls, raw: bytes, count: int, bits: int) -> HashSet:
-        """From ``count`` sorted 10-byte records concatenated."""
-        planes = memoryview(b"".join(raw[j::HASH_BYTES] for j in range(HASH_BYTES)))
-        hi, lo = _columns(planes, count)
-        return cls(hi, lo, _offsets_of(memoryview(hi).cast("Q"), bits), bits)
-
-    @classmethod
-    def from_planes(cls, planes: memoryview, count: int, bits: int, offsets: array[int]) -> HashSet:
-        hi, lo = _columns(planes, count)
-        return cls(hi, lo, offsets, bits)
+    def from_ints(cls, ints: list[int], bits: int | None = None) -> HashSet:
+        """From sorted 80-bit hash values."""
+        bits = index_bits(len(ints)) if bits is None else bits
+        shift = 8 * HASH_BYTES - bits
+        mask = (1 << shift) - 1
+        keys = array("Q", [h & mask for h in ints])
+        offsets = array("I", [0]) * ((1 << bits) + 1)
+        count = len(ints)
+        for b in range(1, 1 << bits):
+            offsets[b] = bisect_left(ints, b << shift, offsets[b - 1], count)
+        offsets[-1] = count
+        return cls(keys, offsets, bits)
 
     @property
     def nbytes(self) -> int:
-        return len(self._hi_bytes) + len(self._lo_bytes) + self._offsets.itemsize * len(self._offsets)
+        return self._keys.itemsize * len(self._keys) + self._offsets.itemsize * len(self._offsets)
 
-    def contains(self, hi: int, lo: int) -> bool:
-        b = hi >> self._shift if self._bits else 0
-        end = self._offsets[b + 1]
-        keys = self._hi
-        i = bisect_left(keys, hi, self._offsets[b], end)
-        while i < end and keys[i] == hi:
-            if self._lo[i] == lo:
-                return True
-            i += 1
-        return False
+    def contains(self, h: int) -> bool:
+        """Whether the 80-bit hash value ``h`` is in the set."""
+        offsets = self._offsets
+        b = h >> self._shift
+        end = offsets[b + 1]
+        r = h & self._mask
+        i = bisect_left(self._keys, r, offsets[b], end)
+        return i < end and self._keys[i] == r
 
     def __contains__(self, digest: object) -> bool:
         if not isinstance(digest, bytes) or len(digest) != HASH_BYTES:
             return False
-        return self.contains(*_split(digest))
+        return self.contains(_from_bytes(digest, "big"))
 
-    def records(self) -> bytes:
-        """The sorted hashes as concatenated 10-byte records (tests, deltas)."""
-        hi, lo = self._hi, self._lo
-        return b"".join(struct.pack(">QH", hi[i], lo[i]) for i in range(self.count))
+    def _bucket(self, b: int) -> set[int]:
+        base = b << self._shift
+        return {base | self._keys[i] for i in range(self._offsets[b], self._offsets[b + 1])}
 
-    def changed(self, added: Sequence[bytes], removed: Sequence[bytes]) -> HashSet:
-        """A new set: this one with ``removed`` taken out and ``added`` put in (each sorted, 10-byte)."""
-        drop = sorted({self._position(*_split(d)) for d in removed if d in self})
-        adds = sorted(d for d in set(added) if d not in self)
-        inserts = [(self._insert_at(*_split(d)), d) for d in adds]
-        hi_parts: list[bytes | memoryview] = []
-        lo_parts: list[bytes | memoryview] = []
-        hi_view, lo_view = memoryview(self._hi_bytes), memoryview(self._lo_bytes)
-        events = sorted([(p, 1, b"") for p in drop] + [(p, 0, d) for p, d in inserts])
+    def changed(self, added: Iterable[bytes], removed: Iterable[bytes]) -> HashSet:
+        """A new set: this one with ``removed`` taken out and ``added`` put in (10-byte hashes). Costs a copy
+        of the arrays (C speed) and Python work per changed hash only."""
+        keys, offsets, shift, mask = self._keys, self._offsets, self._shift, self._mask
+        drops: list[int] = []
+        for h in {_from_bytes(d, "big") for d in removed}:
+            b, r = h >> shift, h & mask
+            i = bisect_left(keys, r, offsets[b], offsets[b + 1])
+            if i < offsets[b + 1] and keys[i] == r:
+                drops.append(i)
+        news = sorted(h for h in {_from_bytes(d, "big") for d in added} if not self.contains(h))
+        inserts = [(bisect_left(keys, h & mask, offsets[h >> shift], offsets[(h >> shift) + 1]), h & mask)
+                   for h in news]
+        events = sorted([(i, 1, 0) for i in drops] + [(i, 0, r) for i, r in inserts])
+        out = array("Q")
         start = 0
-        for position, kind, digest in events:
-            hi_parts.append(hi_view[8 * start:8 * position])
-            lo_parts.append(lo_view[2 * start:2 * position])
+        for position, kind, r in events:
+            out.extend(keys[start:position])
             if kind == 0:
-                high, low = _split(digest)
-                hi_parts.append(array("Q", [high]).tobytes())
-                lo_parts.append(array("H", [low]).tobytes())
+                out.append(r)
                 start = position
             else:
                 start = position + 1
-        hi_parts.append(hi_view[8 * start:])
-        lo_parts.append(lo_view[2 * start:])
-        delta = [0] * (len(self._offsets))
-        for digest in adds:
-            delta[_bucket(digest, self._bits) + 1] += 1
-        for position in drop:
-            delta[_bucket_of_hi(self._hi[position], self._bits) + 1] -= 1
-        offsets = array("I", (o + d for o, d in zip(self._offsets, accumulate(delta), strict=True)))
-        return HashSet(bytearray(b"".join(hi_parts)), bytearray(b"".join(lo_parts)), offsets, self._bits)
-
-    def _position(self, hi: int, lo: int) -> int:
-        b = hi >> self._shift if self._bits else 0
-        i = bisect_left(self._hi, hi, self._offsets[b], self._offsets[b + 1])
-        while self._lo[i] != lo:
-            i += 1
-        return i
-
-    def _insert_at(self, hi: int, lo: int) -> int:
-        b = hi >> self._shift if self._bits else 0
-        end = self._offsets[b + 1]
-        i = bisect_left(self._hi, hi, self._offsets[b], end)
-        while i < end and self._hi[i] == hi and self._lo[i] < lo:
-            i += 1
-        return i
-
-
-def _bucket(digest: bytes, bits: int) -> int:
-    return int.from_bytes(digest[:8], "big") >> (64 - bits) if bits else 0
-
-
-def _bucket_of_hi(hi: int, bits: int) -> int:
-    return hi >> (64 - bits) if bits else 0
-
-
-def _columns(planes: memoryview, count: int) -> tuple[bytearray, bytearray]:
-    """Byte planes → native uint64 high parts and uint16 low parts (slice copies, no per-hash work)."""
-    hi, lo = bytearray(8 * count), bytearray(2 * count)
-    for j in range(8):
-        hi[(7 - j if _LITTLE else j)::8] = planes[j * count:(j + 1) * count]
-    lo[(1 if _LITTLE else 0)::2] = planes[8 * count:9 * count]
-    lo[(0 if _LITTLE else 1)::2] = planes[9 * count:10 * count]
-    return hi, lo
-
-
-def _offsets_of(keys: Sequence[int], bits: int) -> array[int]:
-    """Bucket starts of sorted high parts: one C-level bisect per bucket boundary."""
-    count = len(keys)
-    offsets = array("I", [0]) * ((1 << bits) + 1)
-    shift = 64 - bits
-    for b in range(1, 1 << bits):
-        offsets[b] = bisect_left(keys, b << shift, offsets[b - 1], count)
-    offsets[-1] = count
-    return offsets
+        out.extend(keys[start:])
+        delta = [0] * len(offsets)
+        for h in news:
+            delta[(h >> shift) + 1] += 1
+        for i in drops:
+            delta[bisect_right(offsets, i)] -= 1
+        moved = array("I", (o + d for o, d in zip(offsets, accumulate(delta), strict=True)))
+        return HashSet(out, moved, self._bits)
 
 
 def diff(old: MemberList, new: MemberList) -> MemberDelta | None:
-    """The delta from ``old`` to ``new`` (None when their salts differ: only the whole list will do).
-    Buckets whose bytes are equal are skipped at C speed; only the changed ones are compared."""
+    """The delta from ``old`` to ``new``; None when only the whole list will do (another salt or index
+    size). Buckets whose bytes are equal are skipped at C speed; only the changed ones are compared."""
     if old.salt != new.salt or old.cohort != new.cohort:
         return None
     parts: list[list[bytes]] = []
     for a, b in ((old.include, new.include), (old.exclude, new.exclude)):
-        added, removed = _set_diff(a, b)
+        if a._bits != b._bits:
+            if a.count or b.count:
+                return None
+        added, removed = _set_diff(a, b) if a.count or b.count else ([], [])
         parts += [added, removed]
     return MemberDelta(new.cohort, old.version, new.version, new.salt, parts[0], parts[1], parts[2], parts[3])
 
 
 def _set_diff(a: HashSet, b: HashSet) -> tuple[list[bytes], list[bytes]]:
-    bits = max(a._bits, b._bits)
-    oa = a._offsets if a._bits == bits else _offsets_of(a._hi, bits)
-    ob = b._offsets if b._bits == bits else _offsets_of(b._hi, bits)
-    ha, la, hb, lb = memoryview(a._hi_bytes), memoryview(a._lo_bytes), memoryview(b._hi_bytes), memoryview(b._lo_bytes)
-    added: list[bytes] = []
-    removed: list[bytes] = []
-    for k in range(1 << bits):
+    oa, ob = a._offsets, b._offsets
+    ka, kb = memoryview(a._keys).cast("B"), memoryview(b._keys).cast("B")
+    added: list[int] = []
+    removed: list[int] = []
+    for k in range(len(oa) - 1):
         s1, e1, s2, e2 = oa[k], oa[k + 1], ob[k], ob[k + 1]
-        if e1 - s1 == e2 - s2 and ha[8 * s1:8 * e1] == hb[8 * s2:8 * e2] and la[2 * s1:2 * e1] == lb[2 * s2:2 * e2]:
+        if e1 - s1 == e2 - s2 and ka[8 * s1:8 * e1] == kb[8 * s2:8 * e2]:
             continue
-        before = {struct.pack(">QH", a._hi[i], a._lo[i]) for i in range(s1, e1)}
-        after = {struct.pack(">QH", b._hi[i], b._lo[i]) for i in range(s2, e2)}
+        before, after = a._bucket(k), b._bucket(k)
         added += after - before
         removed += before - after
-    return sorted(added), sorted(removed)
+    return ([h.to_bytes(HASH_BYTES, "big") for h in sorted(added)],
+            [h.to_bytes(HASH_BYTES, "big") for h in sorted(removed)])
 
 
 class MemberList:
@@ -281,9 +249,12 @@ class MemberList:
 
             hashes_in = sorted(map(digest, inc))
             hashes_ex = sorted(map(digest, exc))
-            if salt is not None or len(set(hashes_in).union(hashes_ex)) == len(inc) + len(exc):
+            # (a value in both lists has one hash in both: exclude wins at lookup, as for inline lists)
+            if salt is not None or len(set(hashes_in).union(hashes_ex)) == len(inc | exc):
                 return cls(cohort, version, chosen, HashSet.from_sorted(hashes_in), HashSet.from_sorted(hashes_ex))
             attempt += 1
+            if attempt > 64:  # pragma: no cover - 80-bit hashes of distinct values do not collide 64 times
+                raise MemberListError(f"member list of {cohort!r}: no collision-free salt found")
 
     @property
     def nbytes(self) -> int:
@@ -292,10 +263,10 @@ class MemberList:
 
     def lookup(self, value: str) -> int:
         """0: not listed, 1: included, 2: excluded."""
-        hi, lo = _split(hashlib.sha256(f"{self.salt}/{value}".encode()).digest())
-        if self.exclude.count and self.exclude.contains(hi, lo):
+        h = _from_bytes(hashlib.sha256(f"{self.salt}/{value}".encode()).digest()[:HASH_BYTES], "big")
+        if self.exclude.count and self.exclude.contains(h):
             return 2
-        if self.include.count and self.include.contains(hi, lo):
+        if self.include.count and self.include.contains(h):
             return 1
         return 0
 
@@ -305,15 +276,15 @@ class MemberList:
         include, exclude = self.include, self.exclude
         inc = include.contains if include.count else None
         exc = exclude.contains if exclude.count else None
-        split = _split
+        from_bytes = _from_bytes
 
         def probe(value: str) -> int:
-            h = prefix.copy()
-            h.update(value.encode())
-            hi, lo = split(h.digest())
-            if exc is not None and exc(hi, lo):
+            d = prefix.copy()
+            d.update(value.encode())
+            h = from_bytes(d.digest()[:10], "big")
+            if exc is not None and exc(h):
                 return 2
-            if inc is not None and inc(hi, lo):
+            if inc is not None and inc(h):
                 return 1
             return 0
 
@@ -350,16 +321,7 @@ def _header(fields: dict[str, Any]) -> bytes:
 
 
 def _section(hashes: HashSet) -> bytes:
-    offsets = array("I", hashes._offsets)
-    if not _LITTLE:  # pragma: no cover - big-endian hosts
-        offsets.byteswap()
-    count = hashes.count
-    hi, lo = hashes._hi_bytes, hashes._lo_bytes
-    planes = [bytes(hi[(7 - j if _LITTLE else j)::8]) for j in range(8)]
-    planes.append(bytes(lo[(1 if _LITTLE else 0)::2]))
-    planes.append(bytes(lo[(0 if _LITTLE else 1)::2]))
-    assert all(len(p) == count for p in planes)
-    return offsets.tobytes() + b"".join(planes)
+    return _native(array("I", hashes._offsets)).tobytes() + _native(array("Q", hashes._keys)).tobytes()
 
 
 def encode(members: MemberList) -> bytes:
@@ -422,18 +384,17 @@ def decode(body: bytes) -> MemberList | MemberDelta:
     sets: list[HashSet] = []
     at = 0
     for name in ("include", "exclude"):
-        count = _count(header, name, len(data) // HASH_BYTES)
+        count = _count(header, name, len(data) // 8)
         bits = _count(header, f"{name}_bits", MAX_BITS)
         size = 4 * ((1 << bits) + 1)
-        if at + size + count * HASH_BYTES > len(data):
+        if at + size + count * 8 > len(data):
             raise MemberListError(f"member list: the {name} section is truncated")
-        offsets = array("I")
+        offsets, keys = array("I"), array("Q")
         offsets.frombytes(data[at:at + size])
-        if not _LITTLE:  # pragma: no cover - big-endian hosts
-            offsets.byteswap()
         at += size
-        sets.append(HashSet.from_planes(data[at:at + count * HASH_BYTES], count, bits, offsets))
-        at += count * HASH_BYTES
+        keys.frombytes(data[at:at + count * 8])
+        at += count * 8
+        sets.append(HashSet(_native(keys), _native(offsets), bits))
     if at != len(data):
         raise MemberListError("member list: trailing bytes after the exclude section")
     return MemberList(cohort, version, salt, sets[0], sets[1])

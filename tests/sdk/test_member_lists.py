@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import pytest
+from fakeserver import FAST, make_client, make_doc, server, wait_for  # noqa: F401  (fixtures)
 from turnout import engine
 from turnout.members import (
     HASH_BYTES,
@@ -23,8 +24,6 @@ from turnout.members import (
     member_hash,
 )
 from turnout.types import ErrorCode, Path, Reason
-
-from fakeserver import FAST, make_client, make_doc, server, wait_for  # noqa: F401  (fixtures)
 
 MILLION = 1_000_000
 
@@ -57,8 +56,8 @@ def test_million_member_cohort__every_member_and_sampled_non_members__decide_exa
     assert (member.reason, member.rule) == (Reason.TARGETING_MATCH, "cohort:big")
     # Non-members: none is taken for a member (the split is 0% for the include flag, 100% for the exclude one).
     rng = random.Random(14)
-    outsiders = [f"user-{MILLION + rng.randrange(10**9)}" for _ in range(50_000)]
-    outsiders += [f"{rng.random()}" for _ in range(20_000)] + ["", "USER-1", "user-01", "user-1 ", "user-1000000"]
+    outsiders = [f"user-{MILLION + rng.randrange(10**9)}" for _ in range(15_000)]
+    outsiders += [f"{rng.random()}" for _ in range(5_000)] + ["", "USER-1", "user-01", "user-1 ", "user-1000000"]
     for key in outsiders:
         assert decide("pilot-flag", key).path is Path.LEGACY, key
         if key:
@@ -67,9 +66,9 @@ def test_million_member_cohort__every_member_and_sampled_non_members__decide_exa
     loaded = decode(encode(listed))
     assert isinstance(loaded, MemberList)
     again = engine.compile_ruleset(_doc(), {"big": loaded}).decide
-    assert all(again("pilot-flag", v).path is parallel for v in values[::7])
+    assert all(again("pilot-flag", v).path is parallel for v in values[::101])
     assert not any(again("pilot-flag", k).path is parallel for k in outsiders)
-    assert listed.nbytes < 11 * 1024 * 1024  # 10 bytes per member + the bucket index
+    assert listed.nbytes < 9 * 1024 * 1024  # 8 bytes per member + the bucket index
 
 
 def test_member_list__exclude_wins_and_match_on_attribute__as_inline_lists():
@@ -114,7 +113,7 @@ def test_member_list_reference__old_schema_reader__refuses_the_document():
         bad = copy.deepcopy(doc)
         bad["cohorts"]["big"]["include"] = ["x"]
         engine.compile_ruleset(bad)
-    with pytest.raises(engine.RulesetError, match="members.version"):
+    with pytest.raises(engine.RulesetError, match=r"members\.version"):
         bad = copy.deepcopy(doc)
         bad["cohorts"]["big"]["members"] = {"version": "7"}
         engine.compile_ruleset(bad)
@@ -132,7 +131,7 @@ def test_member_list_document__corrupt_or_foreign__refused_with_a_named_problem(
 def test_member_list_delta__applied__equals_the_new_list_and_is_small():
     values = [f"user-{i}" for i in range(50_000)]
     old = MemberList.from_values("big", 3, values, ["banned-1"])
-    new = MemberList.from_values("big", 4, values[10:] + ["fresh-1", "fresh-2"], ["banned-1", "banned-2"])
+    new = MemberList.from_values("big", 4, [*values[10:], "fresh-1", "fresh-2"], ["banned-1", "banned-2"])
     delta = diff(old, new)
     assert delta is not None
     assert (len(delta.add_include), len(delta.remove_include), len(delta.add_exclude), len(delta.remove_exclude)) \
@@ -183,7 +182,7 @@ def test_member_hash__collision_among_members__salt_changes_until_none():
 # -- the sync thread ------------------------------------------------------------------------------
 
 
-def test_sync__member_list_referenced__fetched_gzip_and_decisions_exact(server, make_client):  # noqa: F811
+def test_sync__member_list_referenced__fetched_plain_and_decisions_exact(server, make_client):  # noqa: F811
     listed = MemberList.from_values("big", 1, ["user-1", "user-2"], ["user-3"])
     server.member_lists["big"] = encode(listed)
     server.gzip = gzip.compress
@@ -191,10 +190,11 @@ def test_sync__member_list_referenced__fetched_gzip_and_decisions_exact(server, 
     client = make_client(server.url, **FAST)
     assert wait_for(lambda: client.decide("pilot-flag", "user-1").path is Path.PARALLEL)
     assert client.decide("pilot-flag", "user-9").path is Path.LEGACY
-    assert client.decide("guard-flag", "user-3").reason is Reason.TARGETING_MATCH
+    assert client.decide("guard-flag", "user-1").reason is Reason.TARGETING_MATCH  # a member: excluded from it
+    assert client.decide("guard-flag", "user-3").reason is Reason.SPLIT  # excluded from the cohort: not a member
     assert "members=1" in server.ruleset_queries[0]
     assert server.member_queries[0] == ("big", "")
-    assert server.counts["members_gzip"] == 1
+    assert server.counts["members_gzip"] == 0  # hashes do not compress: the SDK does not ask for gzip
 
 
 def test_sync__member_list_fetch_fails__last_good_list_kept_then_new_one_installed(server, make_client):  # noqa: F811
@@ -233,7 +233,7 @@ def test_sync__no_list_ever_loaded__legacy_not_ready_until_it_arrives(server, ma
 def test_sync__member_list_changes__only_the_delta_is_fetched(server, make_client):  # noqa: F811
     values = [f"user-{i}" for i in range(20_000)]
     v1 = MemberList.from_values("big", 1, values)
-    v2 = MemberList.from_values("big", 2, values[1:] + ["user-new"])
+    v2 = MemberList.from_values("big", 2, [*values[1:], "user-new"])
     server.member_lists["big"] = encode(v1)
     server.set_ruleset(_doc(1, 1))
     client = make_client(server.url, **FAST)
