@@ -194,9 +194,8 @@ def diff(old: MemberList, new: MemberList) -> MemberDelta | None:
         return None
     parts: list[list[bytes]] = []
     for a, b in ((old.include, new.include), (old.exclude, new.exclude)):
-        if a._bits != b._bits:
-            if a.count or b.count:
-                return None
+        if a._bits != b._bits and (a.count or b.count):
+            return None
         added, removed = _set_diff(a, b) if a.count or b.count else ([], [])
         parts += [added, removed]
     return MemberDelta(new.cohort, old.version, new.version, new.salt, parts[0], parts[1], parts[2], parts[3])
