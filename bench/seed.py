@@ -53,7 +53,8 @@ def _create_database(url: str) -> None:
 
 DOMAIN_TABLES = [
     "rollout_flagstate_include_cohorts", "rollout_flagstate_exclude_cohorts", "rollout_flagstate", "rollout_flag",
-    "rollout_workload", "cohorts_cohortmember", "cohorts_cohort", "rollout_sdkkey", "rollout_environment",
+    "rollout_workload", "cohorts_cohortmember", "cohorts_memberliststate", "cohorts_cohort", "rollout_sdkkey",
+    "rollout_environment",
 ]
 
 
@@ -77,7 +78,7 @@ def seed(*, flags: int, members: int, environment: str = "production") -> Seeded
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from cohorts.models import Cohort, MemberKind
+    from cohorts.models import Cohort, MemberKind, MemberListState
     from rollout.models import Environment, Flag, FlagState, Workload
 
     with transaction.atomic():
@@ -115,6 +116,9 @@ def seed(*, flags: int, members: int, environment: str = "production") -> Seeded
                 copy.write_row((pilot.pk, f"user-{i:07d}", MemberKind.INCLUDE.value, now))
             for i in range(50):
                 copy.write_row((regulated.pk, f"tenant-{i:04d}", MemberKind.INCLUDE.value, now))
+    # The member services keep each cohort's list version and count; the seed writes rows directly.
+    MemberListState.objects.create(cohort=pilot, version=1, count=members)
+    MemberListState.objects.create(cohort=regulated, version=1, count=50)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE cohorts_cohortmember")
     return Seeded(environment_id=env.pk, flags=keys, members=members)

@@ -58,3 +58,18 @@ class CohortMember(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cohort_id}:{self.kind}:{self.subject}"
+
+
+class MemberListState(models.Model):
+    """A cohort's member lists: their own version, raised by every change to the lists and by nothing
+    else (so a large cohort's member-list document, rollout/delivery/members.py, is rebuilt only when
+    they change), and the number of listed members (include + exclude), from which the ruleset builder
+    decides without counting rows whether the lists travel inline or as a reference. Kept by the member
+    services; a cohort whose lists never changed has no row (version 0, no members)."""
+
+    cohort = models.OneToOneField(Cohort, on_delete=models.CASCADE, primary_key=True, related_name="member_list")
+    version = models.PositiveIntegerField(default=0)
+    count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.cohort_id}: v{self.version} ({self.count} members)"

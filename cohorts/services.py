@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from audit.names import Action
 from audit.services import audit_record, audited_atomic
-from cohorts.models import Cohort, CohortMember, MemberKind
+from cohorts.models import Cohort, CohortMember, MemberKind, MemberListState
 from cohorts.snapshots import cohort_snapshot
 from common.actors import Actor
 from common.errors import Conflict, NotFound, ValidationFailed
@@ -255,6 +255,10 @@ def _members_changed(cohort: Cohort) -> None:
     """Member lists are part of the cohort: a change moves its version (stale writes then get 409)."""
     cohort.version += 1
     cohort.save(update_fields=["version", "updated_at"])
+    # The lists' own version and count (the cohort's row is locked: no other change runs meanwhile).
+    count = CohortMember.objects.filter(cohort=cohort).count()
+    if not MemberListState.objects.filter(cohort=cohort).update(version=models.F("version") + 1, count=count):
+        MemberListState.objects.create(cohort=cohort, version=1, count=count)
     _ruleset_changed(cohort)
 
 

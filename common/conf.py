@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "COMPILED_RULESETS": 32,
     # Ruleset versions (ETag, bytes, gzip bytes) the ruleset endpoint keeps per process, all environments.
     "RULESET_SERVED_LOCAL": 8,
+    # Cohorts with more listed members than this reach SDKs that ask for references (``?members=1``) as a
+    # member-list document of their own (rollout/delivery/members.py); smaller ones stay inline.
+    "MEMBER_LIST_INLINE_MAX": 10_000,
     # Largest request body the SDK evaluate / OFREP endpoints accept, in bytes.
     "EVALUATE_MAX_BODY": 64 * 1024,
     # Largest metrics batch accepted, in bytes, and its row / sample limits.

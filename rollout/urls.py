@@ -8,7 +8,7 @@ from rollout.api import environments, flags, keys, promotion, users, workloads
 from rollout.api import rollouts as rollouts_api
 from rollout.api import stale as stale_api
 from rollout.datamigration import api as migration_api
-from rollout.delivery import sdk_api
+from rollout.delivery import members_api, sdk_api
 from rollout.delivery import stream as stream_api
 from rollout.feedback import api as feedback_api
 
@@ -21,6 +21,7 @@ urlpatterns = [
     path("sdk/stream", stream_api.stream, name="sdk-stream"),
     path("sdk/metrics", sdk_api.metrics, name="sdk-metrics"),
     path("sdk/feedback", feedback_api.sdk_feedback, name="sdk-feedback"),
+    path("sdk/cohorts/<str:key>/members", members_api.cohort_members, name="sdk-cohort-members"),
     path("environments/", environments.EnvironmentListView.as_view(), name="environment-list"),
     path("environments/<str:key>/", environments.EnvironmentDetailView.as_view(), name="environment-detail"),
     path("workloads/", workloads.WorkloadListView.as_view(), name="workload-list"),

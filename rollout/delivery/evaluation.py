@@ -23,6 +23,7 @@ from common.conf import get_setting
 from common.redis import get_redis
 from rollout.delivery import local
 from rollout.delivery.lean import releasing, single_flight
+from rollout.delivery.members import member_lists_for
 from rollout.delivery.ruleset import current_version, get_ruleset
 
 logger = logging.getLogger("turnout.ruleset")
@@ -119,7 +120,9 @@ def compiled_ruleset(environment_id: int, *, environment: str | None = None,
     found = _compiled.get((environment_id, current[1]))
     if found is not None:
         return found
-    built = get_ruleset(environment_id)
+    # The form with member-list references, compiled with the lists (rollout/delivery/members.py): a
+    # million-member cohort costs this process ~10 MB, not the ~115 MB of its lists inline.
+    built = get_ruleset(environment_id, refs=True)
     if built is None:
         return None
     key = (environment_id, built.version)
@@ -129,7 +132,10 @@ def compiled_ruleset(environment_id: int, *, environment: str | None = None,
             return found
     # The server built this document from validated rows: a RulesetError here is a bug, and
     # surfaces as a 500 rather than as decisions nobody can explain.
-    compiled = CompiledRuleset(built.environment, built.version, built.etag, compile_ruleset(built.document()))
+    doc = built.document()
+    refs = {k: c["members"]["version"] for k, c in (doc.get("cohorts") or {}).items() if "members" in c}
+    compiled = CompiledRuleset(built.environment, built.version, built.etag,
+                               compile_ruleset(doc, member_lists_for(refs)))
     with _lock:
         _compiled[key] = compiled
         while len(_compiled) > get_setting("COMPILED_RULESETS"):

@@ -59,13 +59,14 @@ def patch_event(patch: RulesetPatch) -> bytes:
     return f"event: patch\nid: {patch['version']}\ndata: {data}\n\n".encode()
 
 
-def ruleset_patch(environment_id: int, base: int) -> tuple[int, bytes] | None:
+def ruleset_patch(environment_id: int, base: int, refs: bool = False) -> tuple[int, bytes] | None:
     """The ``patch`` event from version ``base`` to the environment's current version, and that
-    version; None when there is no worthwhile patch (the stream announces the version instead)."""
-    built = get_ruleset(environment_id)
+    version; None when there is no worthwhile patch (the stream announces the version instead).
+    ``refs``: between documents of the form with member-list references (``members=1``)."""
+    built = get_ruleset(environment_id, refs)
     if built is None or built.version <= base:
         return None
-    old_body = degrade(lambda: cache.get(_cache_key(built.environment, base)), None, what="ruleset")
+    old_body = degrade(lambda: cache.get(_cache_key(built.environment, base, refs)), None, what="ruleset")
     if not isinstance(old_body, bytes):
         return None
     patch = diff(json.loads(old_body), built.document())
@@ -85,10 +86,10 @@ class PatchCache:
     LIMIT = 256
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[int, int], asyncio.Future[tuple[int, bytes] | None]] = {}
+        self._pending: dict[tuple[int, int, bool], asyncio.Future[tuple[int, bytes] | None]] = {}
 
-    async def get(self, environment_id: int, base: int) -> tuple[int, bytes] | None:
-        key = (environment_id, base)
+    async def get(self, environment_id: int, base: int, refs: bool = False) -> tuple[int, bytes] | None:
+        key = (environment_id, base, refs)
         found = self._pending.get(key)
         if found is None or found.get_loop() is not asyncio.get_running_loop():
             if len(self._pending) >= self.LIMIT:
@@ -97,7 +98,7 @@ class PatchCache:
             self._pending[key] = found
             result: tuple[int, bytes] | None
             try:
-                result = await sync_to_async(_released_patch)(environment_id, base)
+                result = await sync_to_async(_released_patch)(environment_id, base, refs)
             except Exception as exc:  # a patch is an optimisation: the stream announces the version instead
                 logger.warning("stream.patch_failed", extra={"error": type(exc).__name__}, exc_info=True)
                 result = None
@@ -109,11 +110,11 @@ class PatchCache:
         self._pending.clear()
 
 
-def _released_patch(environment_id: int, base: int) -> tuple[int, bytes] | None:
+def _released_patch(environment_id: int, base: int, refs: bool = False) -> tuple[int, bytes] | None:
     from django.db import connections
 
     try:
-        return ruleset_patch(environment_id, base)
+        return ruleset_patch(environment_id, base, refs)
     finally:
         for connection in connections.all(initialized_only=True):
             if not connection.in_atomic_block:  # (a test's transaction is left alone)

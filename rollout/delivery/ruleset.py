@@ -26,7 +26,7 @@ from django.core.cache import cache
 from redis.exceptions import LockError
 from turnout.wire import SCHEMA, CohortRule, FlagRule, RulesetDocument
 
-from cohorts.models import Cohort, CohortMember, MemberKind
+from cohorts.models import Cohort, CohortMember, MemberKind, MemberListState
 from common import metrics
 from common.conf import get_setting
 from common.redis import degrade, get_redis
@@ -65,6 +65,7 @@ class BuiltRuleset:
     version: int
     body: bytes  # the serialized document
     etag: str = ""  # make_etag(...); computed when not given
+    refs: bool = False  # the form with member-list references (``?members=1``)
 
     def __post_init__(self) -> None:
         if not self.etag:
@@ -75,7 +76,11 @@ class BuiltRuleset:
         return document
 
 
-def _cohort_doc(cohort: Cohort) -> CohortRule:
+def _cohort_doc(cohort: Cohort, *, listed: tuple[int, int] | None = None) -> CohortRule:
+    if listed is not None and listed[1] > int(get_setting("MEMBER_LIST_INLINE_MAX")):
+        # A large cohort: its lists are a document of their own (rollout/delivery/members.py), not read here.
+        return {"match_on": cohort.match_on or None, "rules": cohort.rules,
+                "members": {"version": listed[0], "count": listed[1]}}
     include: list[str] = []
     exclude: list[str] = []
     members = (
@@ -86,8 +91,10 @@ def _cohort_doc(cohort: Cohort) -> CohortRule:
     return {"match_on": cohort.match_on or None, "rules": cohort.rules, "include": include, "exclude": exclude}
 
 
-def build_document(env: Environment) -> RulesetDocument:
-    """The ruleset for one environment as it stands in the database now (``turnout.wire``)."""
+def build_document(env: Environment, *, refs: bool = False) -> RulesetDocument:
+    """The ruleset for one environment as it stands in the database now (``turnout.wire``). With
+    ``refs``, large cohorts carry a member-list reference instead of their lists (``schema`` 2 when
+    one does; docs/sdk-protocol.md, "Member lists")."""
     flags: dict[str, FlagRule] = {}
     used: dict[int, Cohort] = {}
     staged: set[str] = set()
@@ -116,33 +123,53 @@ def build_document(env: Environment) -> RulesetDocument:
     if staged:
         for cohort in Cohort.objects.filter(key__in=staged):
             used.setdefault(cohort.pk, cohort)
-    cohorts = {c.key: _cohort_doc(c) for c in sorted(used.values(), key=lambda c: c.key)}
-    return {"schema": SCHEMA, "environment": env.key, "version": env.ruleset_version, "cohorts": cohorts,
-            "flags": flags}
+    # cohort id -> (member-list version, listed members), for the form with references
+    lists: dict[int, tuple[int, int]] = {}
+    if refs and used:
+        lists = {pk: (version, count) for pk, version, count in
+                 MemberListState.objects.filter(cohort_id__in=used).values_list("cohort_id", "version", "count")}
+    cohorts = {c.key: _cohort_doc(c, listed=lists.get(c.pk)) for c in sorted(used.values(), key=lambda c: c.key)}
+    referenced = any("members" in c for c in cohorts.values())
+    return {"schema": 2 if referenced else SCHEMA, "environment": env.key, "version": env.ruleset_version,
+            "cohorts": cohorts, "flags": flags}
 
 
-def _cache_key(env_key: str, version: int) -> str:
-    return f"ruleset:{env_key}:{version}"
+def _form(refs: bool) -> str:
+    """The cache keys' mark of the form with member-list references (``?members=1``)."""
+    return "-r" if refs else ""
 
 
-def _etag_key(env_key: str, version: int) -> str:
-    return f"ruleset-etag:{env_key}:{version}"
+def _differs(doc: RulesetDocument, refs: bool) -> bool:
+    """Whether the other form of this document would differ from it (a cohort large enough for a reference)."""
+    if refs:
+        return doc["schema"] != SCHEMA
+    limit = int(get_setting("MEMBER_LIST_INLINE_MAX"))
+    return any(len(c.get("include") or ()) + len(c.get("exclude") or ()) > limit
+               for c in (doc.get("cohorts") or {}).values())
 
 
-def _gzip_key(env_key: str, version: int) -> str:
-    return f"ruleset-gz:{env_key}:{version}"
+def _cache_key(env_key: str, version: int, refs: bool = False) -> str:
+    return f"ruleset{_form(refs)}:{env_key}:{version}"
 
 
-def cached_etag(env_key: str, version: int) -> str | None:
+def _etag_key(env_key: str, version: int, refs: bool = False) -> str:
+    return f"ruleset-etag{_form(refs)}:{env_key}:{version}"
+
+
+def _gzip_key(env_key: str, version: int, refs: bool = False) -> str:
+    return f"ruleset-gz{_form(refs)}:{env_key}:{version}"
+
+
+def cached_etag(env_key: str, version: int, refs: bool = False) -> str | None:
     """The ETag of a version already built into the cache, without reading its body (None: not
     cached, or the cache is away)."""
-    found = degrade(lambda: cache.get(_etag_key(env_key, version)), None, what="ruleset")
+    found = degrade(lambda: cache.get(_etag_key(env_key, version, refs)), None, what="ruleset")
     return found if isinstance(found, str) else None
 
 
 def cached_gzip(built: BuiltRuleset) -> bytes:
     """The version's gzip-compressed bytes: from the cache, else compressed here and cached."""
-    key = _gzip_key(built.environment, built.version)
+    key = _gzip_key(built.environment, built.version, built.refs)
     found = degrade(lambda: cache.get(key), None, what="ruleset")
     if isinstance(found, bytes):
         return found
@@ -151,10 +178,10 @@ def cached_gzip(built: BuiltRuleset) -> bytes:
     return packed
 
 
-def _latest_key(env_key: str) -> str:
+def _latest_key(env_key: str, refs: bool = False) -> str:
     """The newest version built into the cache: what a waiter takes when the builder it waited for
     built a newer version than the one it asked for."""
-    return f"ruleset-latest:{env_key}"
+    return f"ruleset-latest{_form(refs)}:{env_key}"
 
 
 def current_version(environment_id: int) -> tuple[str, int] | None:
@@ -162,8 +189,9 @@ def current_version(environment_id: int) -> tuple[str, int] | None:
     return (row[0], row[1]) if row else None
 
 
-def get_ruleset(environment_id: int) -> BuiltRuleset | None:
+def get_ruleset(environment_id: int, refs: bool = False) -> BuiltRuleset | None:
     """The current ruleset of an environment: one indexed read for the version, then the cache.
+    ``refs``: the form with member-list references.
 
     The cache unreachable (Redis down or hung): built from the database, so SDKs that poll keep
     getting changes — a kill switch pulled during an outage among them."""
@@ -172,13 +200,13 @@ def get_ruleset(environment_id: int) -> BuiltRuleset | None:
         return None
     env_key, version = current
     try:
-        body = cache.get(_cache_key(env_key, version))
+        body = cache.get(_cache_key(env_key, version, refs))
     except redis.RedisError:
-        return _build(environment_id, store=False)
+        return _build(environment_id, store=False, refs=refs)
     if body is not None:
         # The ETag was stored beside the body when it was built (so nothing is hashed here).
-        return BuiltRuleset(env_key, version, body, cached_etag(env_key, version) or "")
-    return _build_and_cache(environment_id, env_key, version)
+        return BuiltRuleset(env_key, version, body, cached_etag(env_key, version, refs) or "", refs)
+    return _build_and_cache(environment_id, env_key, version, refs)
 
 
 class BuildLock:
@@ -189,8 +217,8 @@ class BuildLock:
     (one process, so no other process can hold it). It expires after ``BUILD_LOCK_SECONDS`` when
     a builder dies holding it."""
 
-    def __init__(self, env_key: str, version: int) -> None:
-        self.name = f"ruleset-build:{env_key}:{version}"
+    def __init__(self, env_key: str, version: int, refs: bool = False) -> None:
+        self.name = f"ruleset-build{_form(refs)}:{env_key}:{version}"
         self.token = secrets.token_hex(8)
         self._lock: Any = None
 
@@ -213,75 +241,79 @@ class BuildLock:
             logger.info("ruleset.build_lock_lost", extra={"lock": self.name, "error": type(exc).__name__})
 
 
-def _build_and_cache(environment_id: int, env_key: str, version: int) -> BuiltRuleset:
-    lock = BuildLock(env_key, version)
+def _build_and_cache(environment_id: int, env_key: str, version: int, refs: bool = False) -> BuiltRuleset:
+    lock = BuildLock(env_key, version, refs)
     try:
         held = lock.acquire()
     except redis.RedisError:
-        return _build(environment_id, store=False)
+        return _build(environment_id, store=False, refs=refs)
     if not held:
         # Another process is building: wait a little for it (any version >= ours will do), then
         # build from the database ourselves — never long, and never touching its lock.
-        found = _wait_for_build(env_key, version)
+        found = _wait_for_build(env_key, version, refs)
         if found is not None:
             return found
         logger.info("ruleset.build_wait_expired", extra={"environment": env_key, "version": version})
-        return _build(environment_id, store=True)
+        return _build(environment_id, store=True, refs=refs)
     try:
         # Checked again under the lock: another process may have built and cached this version (and
         # released its lock) between our cache miss and taking the lock.
-        body = degrade(lambda: cache.get(_cache_key(env_key, version)), None, what="ruleset")
+        body = degrade(lambda: cache.get(_cache_key(env_key, version, refs)), None, what="ruleset")
         if body is not None:
-            return BuiltRuleset(env_key, version, body)
-        return _build(environment_id, store=True)
+            return BuiltRuleset(env_key, version, body, refs=refs)
+        return _build(environment_id, store=True, refs=refs)
     finally:
         lock.release()
 
 
-def _wait_for_build(env_key: str, version: int) -> BuiltRuleset | None:
+def _wait_for_build(env_key: str, version: int, refs: bool = False) -> BuiltRuleset | None:
     """The cached document of ``version`` or of any newer version, polled for at most
     ``BUILD_WAIT_SECONDS``; None when none appeared (or the cache failed)."""
-    key, latest_key = _cache_key(env_key, version), _latest_key(env_key)
+    key, latest_key = _cache_key(env_key, version, refs), _latest_key(env_key, refs)
     deadline = time.monotonic() + BUILD_WAIT_SECONDS
     while time.monotonic() < deadline:
         time.sleep(BUILD_POLL_SECONDS)
         try:
             found = cache.get_many([key, latest_key])
             if key in found:
-                return BuiltRuleset(env_key, version, found[key])
+                return BuiltRuleset(env_key, version, found[key], refs=refs)
             latest = found.get(latest_key)
             if isinstance(latest, int) and latest > version:
-                body = cache.get(_cache_key(env_key, latest))
+                body = cache.get(_cache_key(env_key, latest, refs))
                 if body is not None:
-                    return BuiltRuleset(env_key, latest, body)
+                    return BuiltRuleset(env_key, latest, body, refs=refs)
         except redis.RedisError:
             return None
     return None
 
 
-def _build(environment_id: int, *, store: bool) -> BuiltRuleset:
+def _build(environment_id: int, *, store: bool, refs: bool = False) -> BuiltRuleset:
     """Build the environment's current ruleset from the database; with ``store``, cache it (a
     cache that fails only means the next request builds again)."""
     started = time.perf_counter()
     for _ in range(5):
         env = Environment.objects.get(pk=environment_id)
-        doc = build_document(env)
+        doc = build_document(env, refs=refs)
         # Every change bumps the version in its own transaction: if it did not move while we
         # read, the document is a consistent picture of that version.
         if Environment.objects.filter(pk=environment_id, ruleset_version=env.ruleset_version).exists():
             break
     body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-    built = BuiltRuleset(env.key, env.ruleset_version, body)
+    built = BuiltRuleset(env.key, env.ruleset_version, body, refs=refs)
     if store:
         # The ETag and the compressed bytes go in with the body: the first 304 or gzip request of
         # any process finds them without hashing or compressing anything.
         version = env.ruleset_version
-        degrade(lambda: cache.set_many({_cache_key(env.key, version): body,
-                                        _etag_key(env.key, version): built.etag,
-                                        _gzip_key(env.key, version): compress(body),
-                                        _latest_key(env.key): version},
-                                       timeout=get_setting("RULESET_CACHE_TIMEOUT")), [], what="ruleset")
+        packed = compress(body)
+        # Without a large cohort both forms are the same bytes: one build serves old and new SDKs.
+        forms = (False, True) if not _differs(doc, refs) else (refs,)
+        entries: dict[str, Any] = {}
+        for form in forms:
+            entries.update({_cache_key(env.key, version, form): body, _etag_key(env.key, version, form): built.etag,
+                            _gzip_key(env.key, version, form): packed, _latest_key(env.key, form): version})
+        degrade(lambda: cache.set_many(entries, timeout=get_setting("RULESET_CACHE_TIMEOUT")), [], what="ruleset")
     metrics.record_ruleset_build(environment=env.key, seconds=time.perf_counter() - started)
     logger.info("ruleset.built", extra={"environment": env.key, "version": env.ruleset_version,
-                                        "bytes": len(body), "flags": len(doc["flags"]), "cached": store})
+                                        "bytes": len(body), "flags": len(doc["flags"]), "cached": store,
+                                        "refs": refs})
     return built

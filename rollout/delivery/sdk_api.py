@@ -51,8 +51,12 @@ def _etag_matches(header: str, etag: str) -> bool:
                    "(`Content-Encoding: gzip`, compressed once per version; its ETag ends in `-gz\"`, and "
                    "either ETag of the current version answers `304`).",
     "parameters": [OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False),
-                   OpenApiParameter("Accept-Encoding", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)],
-    "responses": {200: OpenApiResponse(OpenApiTypes.OBJECT, description="The ruleset document, schema 1"),
+                   OpenApiParameter("Accept-Encoding", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False),
+                   OpenApiParameter("members", OpenApiTypes.STR, OpenApiParameter.QUERY, required=False,
+                                    description="`1`: large cohorts as member-list references (schema 2 when "
+                                                "one is present; docs/sdk-protocol.md, \"Member lists\")")],
+    "responses": {200: OpenApiResponse(OpenApiTypes.OBJECT, description="The ruleset document, schema 1 "
+                                                                         "(2 with member-list references)"),
                   304: OpenApiResponse(description="Unchanged since the ETag given"), **ERROR_RESPONSES},
     "tags": ["sdk"],
 }}, name="RulesetView")
@@ -66,22 +70,23 @@ async def ruleset(request: HttpRequest) -> HttpResponse:
     principal, version = guarded
     if_none_match = request.headers.get("If-None-Match", "")
     gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    entry = served_local(principal.environment_id, principal.environment, version)
+    refs = request.GET.get("members") == "1"  # the SDK reads member-list references (docs/sdk-protocol.md)
+    entry = served_local(principal.environment_id, principal.environment, version, refs)
     matched = entry is not None and etag_matches(if_none_match, entry.etag, entry.gzip_etag)
     need: Need = "etag" if matched else "gzip" if gzipped else "plain"
     if entry is None or not entry.has(need):
         if entry is None and if_none_match:
             need = "etag"  # perhaps a 304: learn the ETag first, read bytes only if it does not match
-        entry = await single_flight(("served", principal.environment_id, version, need), lambda: run_detached(
-            served, principal.environment_id, principal.environment, version, need))
+        entry = await single_flight(("served", principal.environment_id, version, need, refs), lambda: run_detached(
+            served, principal.environment_id, principal.environment, version, need, refs))
         if entry is None:
             return HttpResponse(status=404)
         matched = etag_matches(if_none_match, entry.etag, entry.gzip_etag)
         need = "etag" if matched else "gzip" if gzipped else "plain"
         if not entry.has(need):
             known = entry.version
-            entry = await single_flight(("served", principal.environment_id, known, need), lambda: run_detached(
-                served, principal.environment_id, principal.environment, known, need))
+            entry = await single_flight(("served", principal.environment_id, known, need, refs), lambda: run_detached(
+                served, principal.environment_id, principal.environment, known, need, refs))
             if entry is None:
                 return HttpResponse(status=404)
             matched = etag_matches(if_none_match, entry.etag, entry.gzip_etag)

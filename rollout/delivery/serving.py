@@ -43,6 +43,7 @@ class Served:
     etag: str
     body: bytes | None = None
     gzipped: bytes | None = None
+    refs: bool = False  # the form with member-list references (``?members=1``)
 
     @property
     def gzip_etag(self) -> str:
@@ -53,40 +54,42 @@ class Served:
 
 
 _lock = threading.Lock()
-_served: OrderedDict[tuple[int, int], Served] = OrderedDict()
+_served: OrderedDict[tuple[int, int, bool], Served] = OrderedDict()
 
 
-def served_local(environment_id: int, environment: str, version: int | None) -> Served | None:
+def served_local(environment_id: int, environment: str, version: int | None, refs: bool = False) -> Served | None:
     """The version as this process already holds it (no I/O); None when only ``served`` can answer."""
     if version is None:
         return None
-    found = _served.get((environment_id, version))
+    found = _served.get((environment_id, version, refs))
     return found if found is not None and found.environment == environment else None
 
 
 def _keep(environment_id: int, entry: Served) -> Served:
     with _lock:
-        found = _served.get((environment_id, entry.version))
+        key = (environment_id, entry.version, entry.refs)
+        found = _served.get(key)
         if found is not None and found.etag == entry.etag:
             # Another request got here first: fill in what it lacks, keep one object.
             found.body = found.body or entry.body
             found.gzipped = found.gzipped or entry.gzipped
             return found
-        _served[(environment_id, entry.version)] = entry
-        _served.move_to_end((environment_id, entry.version))
+        _served[key] = entry
+        _served.move_to_end(key)
         while len(_served) > max(1, int(get_setting("RULESET_SERVED_LOCAL"))):
             _served.popitem(last=False)
     return entry
 
 
 def _from_built(built: BuiltRuleset, need: Need) -> Served:
-    entry = Served(built.environment, built.version, built.etag, built.body)
+    entry = Served(built.environment, built.version, built.etag, built.body, refs=built.refs)
     if need == "gzip":
         entry.gzipped = cached_gzip(built)
     return entry
 
 
-def served(environment_id: int, environment: str, version: int | None, need: Need) -> Served | None:
+def served(environment_id: int, environment: str, version: int | None, need: Need, refs: bool = False,
+           ) -> Served | None:
     """The current version of the environment's ruleset with at least what ``need`` asks for (the
     ETag, the plain bytes or the gzip bytes); None when the environment is gone.
 
@@ -98,19 +101,19 @@ def served(environment_id: int, environment: str, version: int | None, need: Nee
             return None
         environment, version = current
         remember_version(environment, version)
-    entry = served_local(environment_id, environment, version)
+    entry = served_local(environment_id, environment, version, refs)
     if entry is not None and entry.has(need):
         return entry
     if entry is None and need == "etag":
-        etag = cached_etag(environment, version)
+        etag = cached_etag(environment, version, refs)
         if etag is not None:
-            return _keep(environment_id, Served(environment, version, etag))
+            return _keep(environment_id, Served(environment, version, etag, refs=refs))
     if entry is not None and need == "gzip" and entry.body is not None:
-        entry.gzipped = cached_gzip(BuiltRuleset(entry.environment, entry.version, entry.body, entry.etag))
+        entry.gzipped = cached_gzip(BuiltRuleset(entry.environment, entry.version, entry.body, entry.etag, refs))
         return entry
     # The bytes are needed (or the version is not built yet): the cache, else one build. What comes
     # back is the database's current version, never older than the one asked for.
-    built = get_ruleset(environment_id)
+    built = get_ruleset(environment_id, refs)
     if built is None:
         return None
     return _keep(environment_id, _from_built(built, need))

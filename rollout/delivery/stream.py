@@ -45,7 +45,7 @@ def ruleset_event(environment: str, version: int) -> bytes:
 
 
 async def _events(sub: Subscription, environment: str, version: int, secret: str | None, *,
-                  environment_id: int | None = None) -> AsyncIterator[bytes]:
+                  environment_id: int | None = None, refs: bool = False) -> AsyncIterator[bytes]:
     """The stream's events; with ``environment_id`` (the SDK asked for patches) a change the process
     can express as a patch from the version last sent is sent as one (``rollout/delivery/patches.py``)."""
     heartbeat = float(get_setting("STREAM_HEARTBEAT_SECONDS"))
@@ -69,7 +69,7 @@ async def _events(sub: Subscription, environment: str, version: int, secret: str
                         return
                     yield KEEP_ALIVE
                 elif newer > last:
-                    patched = None if environment_id is None else await patches.get(environment_id, last)
+                    patched = None if environment_id is None else await patches.get(environment_id, last, refs)
                     metrics.record_stream_event(environment=environment)
                     if patched is not None and patched[0] >= newer:
                         last = patched[0]
@@ -115,8 +115,10 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
     # The highest version this process has heard of since (versions only grow).
     version = max(version, local.versions.peek(environment) or 0)
     wants_patches = request.GET.get("patches") == "1"
+    refs = request.GET.get("members") == "1"  # patches between documents with member-list references
     response = StreamingHttpResponse(_events(sub, environment, version, bearer(request),
-                                             environment_id=principal.environment_id if wants_patches else None),
+                                             environment_id=principal.environment_id if wants_patches else None,
+                                             refs=refs),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once

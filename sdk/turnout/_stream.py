@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._transport import HTTPStatusError, Transport, TransportError
-from .wire import STREAM_PATCHES_QUERY, STREAM_PATH
+from .wire import RULESET_MEMBERS_QUERY, STREAM_PATCHES_QUERY, STREAM_PATH
 
 __all__ = ["Event", "SSEParser", "Stream", "StreamUnsupported"]
 
@@ -87,7 +87,7 @@ class Stream:
         self._transport.track(conn)
         try:
             # Asks for patch events (small updates); a server that does not know them ignores the query.
-            conn.request("GET", self._transport.path(f"{STREAM_PATH}?{STREAM_PATCHES_QUERY}"),
+            conn.request("GET", self._transport.path(f"{STREAM_PATH}?{STREAM_PATCHES_QUERY}&{RULESET_MEMBERS_QUERY}"),
                          headers=self._transport.headers(extra))
             # keep the socket: http.client hands it to the response (conn.sock becomes None)
             # when the server answers "Connection: close", as a stream does

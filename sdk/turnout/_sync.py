@@ -13,8 +13,9 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+from urllib.parse import quote
 
 from . import engine as _engine
 from ._metrics import Recorder, Sender
@@ -22,7 +23,9 @@ from ._options import Options
 from ._problems import Problems
 from ._stream import Stream, StreamUnsupported
 from ._transport import HTTPStatusError, Transport, TransportError
-from .wire import METRICS_PATH, RULESET_PATH, apply_patch
+from .members import MemberDelta, MemberList, MemberListError
+from .members import decode as decode_members
+from .wire import MEMBERS_PATH, METRICS_PATH, RULESET_MEMBERS_QUERY, RULESET_PATH, apply_patch
 
 __all__ = ["MetricsShipper", "RulesetSync", "jitter"]
 
@@ -90,6 +93,10 @@ class RulesetSync:
         self.etag: str | None = None
         self.stream: Stream | None = None
         self.last_event_id: str | None = None
+        #: member lists of the cohorts the ruleset references (``turnout.members``), the last good of each,
+        #: and the ETag each came with
+        self.members: dict[str, MemberList] = {}
+        self.member_etags: dict[str, str] = {}
         #: set once the first fetch has an outcome (a ruleset in use, or a failure): what the
         #: client's ``start_wait`` waits for
         self.attempted = threading.Event()
@@ -119,7 +126,7 @@ class RulesetSync:
             headers["If-None-Match"] = self.etag
         problem = self.problems.report
         try:
-            resp = self.transport.request("GET", RULESET_PATH, headers=headers)
+            resp = self.transport.request("GET", f"{RULESET_PATH}?{RULESET_MEMBERS_QUERY}", headers=headers)
         except TransportError as exc:
             if self.stop.is_set():
                 return False  # close() cut the request short: not the server's failure
@@ -128,7 +135,8 @@ class RulesetSync:
             return False
         if resp.status == 304:
             self.problems.resolved("fetch:")
-            return True
+            current = self.current()
+            return True if current is None else self.complete(current)
         if resp.status in (401, 403):
             problem("fetch:unauthorized",
                     f"the server rejected the SDK key (HTTP {resp.status}); {self.keeping()}", "fetch",
@@ -142,7 +150,9 @@ class RulesetSync:
         self.problems.resolved("fetch:")
         try:
             body = decoded_body(resp.body, resp.headers.get("Content-Encoding"), self.transport.max_body)
-            ruleset = _engine.compile_ruleset(json.loads(body))
+            doc = json.loads(body)
+            lists_ok = self.fetch_members(doc)
+            ruleset = _engine.compile_ruleset(doc, self.members)
         except Exception as exc:  # any document at all, any depth: "unusable", never a crash
             problem("ruleset:invalid",
                     f"the server sent an unusable ruleset ({type(exc).__name__}: {_short(exc)}); "
@@ -155,6 +165,89 @@ class RulesetSync:
         self.install(ruleset, etag)
         if previous != ruleset.version:
             log.debug("turnout.ruleset.installed: version %s", ruleset.version)
+        return lists_ok
+
+    # -- member lists of large cohorts (turnout.members) ----------------------------------------
+
+    def complete(self, current: _engine.Ruleset) -> bool:
+        """The ruleset in use is unchanged (304): fetch the member lists it still lacks or holds at an
+        older version, and put them in use (recompiled, one swap). True when none is missing."""
+        refs = current.member_refs
+        if all(c in current.member_lists and current.member_lists[c].version >= v for c, v in refs.items()):
+            return True
+        ok = self.fetch_members(current.doc)
+        if any(self.members.get(c) is not current.member_lists.get(c) for c in refs):
+            try:
+                self.install(_engine.compile_ruleset(current.doc, self.members), self.etag)
+            except Exception as exc:  # pragma: no cover - the same document compiled before
+                log.debug("turnout.members.recompile_failed: %s", _short(exc))
+                return False
+        return ok
+
+    def fetch_members(self, doc: Any) -> bool:
+        """Bring ``self.members`` up to the member-list versions ``doc`` references (a delta from the
+        version held when the server has one). A list that cannot be fetched keeps the last good one
+        (its cohort then decides as of that version) or, with none, makes the flags that use it decide
+        legacy until it arrives: reported, retried by the loop with backoff. True when all are current."""
+        refs = _member_refs(doc)
+        for gone in set(self.members) - set(refs):
+            self.members.pop(gone, None)
+            self.member_etags.pop(gone, None)
+        ok = True
+        for cohort, version in refs.items():
+            held = self.members.get(cohort)
+            if held is not None and held.version >= version:
+                continue
+            if self.stop.is_set():
+                return False
+            ok = self.fetch_member_list(cohort, held) and ok
+        return ok
+
+    def fetch_member_list(self, cohort: str, held: MemberList | None) -> bool:
+        problem = self.problems.report
+        keeping = (f"keeping version {held.version} of its list" if held is not None
+                   else "its flags decide legacy until it arrives")
+        path = MEMBERS_PATH.format(key=quote(cohort, safe=""))
+        # Hashes do not compress (gzip saves ~7%, the offsets): a gunzip would cost more load time than it saves.
+        headers = {"Accept-Encoding": "identity"}
+        if held is not None:
+            path += f"?since={held.version}"
+            etag = self.member_etags.get(cohort)
+            if etag:
+                headers["If-None-Match"] = etag
+        try:
+            resp = self.transport.request("GET", path, headers=headers)
+        except TransportError as exc:
+            if not self.stop.is_set():
+                problem(f"members:{cohort}:{exc.kind}", f"cannot fetch the member list of cohort {cohort!r} ({exc}); "
+                        f"{keeping}", "fetch", exc, event="members.fetch_failed")
+            return False
+        if resp.status == 304:
+            return held is not None
+        if resp.status != 200:
+            problem(f"members:{cohort}:http-{resp.status}", f"the server answered HTTP {resp.status} for the member "
+                    f"list of cohort {cohort!r}; {keeping}", "fetch", event="members.fetch_failed")
+            return False
+        try:
+            body = decoded_body(resp.body, resp.headers.get("Content-Encoding"), self.transport.max_body)
+            found = decode_members(body)
+            if isinstance(found, MemberDelta):
+                if held is None:
+                    raise MemberListError("a delta without a list to apply it to")
+                found = held.patched(found)
+            if found.cohort != cohort:
+                raise MemberListError(f"the document is the list of cohort {found.cohort!r}")
+        except Exception as exc:  # any body at all: "unusable", never a crash
+            problem(f"members:{cohort}:invalid", f"the server sent an unusable member list for cohort {cohort!r} "
+                    f"({type(exc).__name__}: {_short(exc)}); {keeping}", "ruleset", exc, event="members.rejected")
+            self.member_etags.pop(cohort, None)  # the next attempt fetches the whole list
+            return False
+        self.problems.resolved(f"members:{cohort}:")
+        self.members[cohort] = found
+        etag = resp.headers.get("ETag")
+        if etag:
+            self.member_etags[cohort] = etag
+        log.debug("turnout.members.installed: cohort %s version %s", cohort, found.version)
         return True
 
     def backoff(self, failures: int) -> float:
@@ -263,7 +356,9 @@ class RulesetSync:
         if patch.get("base") != current.version:
             return self.refresh()  # a gap
         try:
-            ruleset = _engine.compile_ruleset(apply_patch(current.doc, patch))  # type: ignore[arg-type]  # a compiled doc
+            doc = apply_patch(current.doc, patch)  # type: ignore[arg-type]  # a compiled doc
+            lists_ok = self.fetch_members(doc)
+            ruleset = _engine.compile_ruleset(doc, self.members)
         except Exception as exc:  # never raised into the host: fetch the whole document instead
             log.debug("turnout.ruleset.patch_unusable: %s", _short(exc))
             return self.refresh()
@@ -271,7 +366,7 @@ class RulesetSync:
         self.etag = etag if isinstance(etag, str) else None
         self.install(ruleset, self.etag)
         log.debug("turnout.ruleset.patched: version %s", ruleset.version)
-        return True
+        return lists_ok  # a list that could not be fetched: leave the stream, the loop retries it with backoff
 
 
 class MetricsShipper:
@@ -369,6 +464,21 @@ class MetricsShipper:
                 self.problems.report("metrics:dropped", "metrics batches dropped after failed sends", "metrics",
                                      notify=False, event="metrics.dropped")
             return err is None
+
+
+def _member_refs(doc: Any) -> dict[str, int]:
+    """cohort -> referenced member-list version, from a ruleset document (malformed parts skipped:
+    compiling the document reports them)."""
+    cohorts = doc.get("cohorts") if isinstance(doc, Mapping) else None
+    if not isinstance(cohorts, Mapping):
+        return {}
+    refs: dict[str, int] = {}
+    for key, cohort in cohorts.items():
+        ref = cohort.get("members") if isinstance(cohort, Mapping) else None
+        version = ref.get("version") if isinstance(ref, Mapping) else None
+        if isinstance(key, str) and type(version) is int:
+            refs[key] = version
+    return refs
 
 
 def _short(exc: BaseException) -> str:

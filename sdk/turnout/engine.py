@@ -44,6 +44,7 @@ from itertools import chain
 from typing import Any
 
 from turnout._rules import RuleError, compile_rules, explain_rules, pattern_warnings, rules_are_empty, validate_rules
+from turnout.members import MemberList
 from turnout.types import Decision, ErrorCode, Path, Reason, Stage, StageDecision
 
 __all__ = [
@@ -61,6 +62,10 @@ __all__ = [
 ]
 
 SCHEMA = 1
+#: schema 2 is schema 1 plus cohort member-list references (``turnout.members``): a document carries
+#: it only when it references a list, so an SDK that predates references refuses it (keeping its last
+#: good ruleset) instead of reading such a cohort as having no members.
+SCHEMAS = (1, 2)
 BUCKETS = 1_000_000
 
 _LEGACY = Path.LEGACY
@@ -184,8 +189,8 @@ def validate_ruleset(doc: object) -> None:
     if not isinstance(doc, Mapping):
         raise RulesetError("ruleset: must be an object")
     schema = doc.get("schema")
-    if schema != SCHEMA or isinstance(schema, bool):
-        raise RulesetError(f"schema: unsupported schema {schema!r} (expected {SCHEMA})")
+    if schema not in SCHEMAS or isinstance(schema, bool):
+        raise RulesetError(f"schema: unsupported schema {schema!r} (expected {SCHEMA} or 2)")
     if not isinstance(doc.get("environment"), str):
         raise RulesetError("environment: must be a string")
     version = doc.get("version")
@@ -223,6 +228,15 @@ def _validate_cohort(cohort: object, path: str) -> None:
         members = cohort.get(field)
         if members is not None:
             _check_string_list(members, f"{path}.{field}")
+    ref = cohort.get("members")
+    if ref is not None:
+        if not isinstance(ref, Mapping):
+            raise RulesetError(f"{path}.members: must be an object")
+        version = ref.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise RulesetError(f"{path}.members.version: must be an integer >= 0, got {version!r}")
+        if cohort.get("include") or cohort.get("exclude"):
+            raise RulesetError(f"{path}: a cohort with a member-list reference lists no members inline")
 
 
 def _validate_flag(flag: object, path: str, cohorts: Mapping[str, Any]) -> None:
@@ -268,9 +282,12 @@ Matcher = Callable[[str, Mapping[str, Any]], bool]
 FlagFn = Callable[[str, Any], Decision]
 
 
-def _compile_cohort(cohort: Mapping[str, Any]) -> Matcher:
-    """``(key, attrs) -> bool``: (value in include or rules match) and value not in exclude."""
+def _compile_cohort(cohort: Mapping[str, Any], listed: MemberList | None = None) -> Matcher:
+    """``(key, attrs) -> bool``: (value in include or rules match) and value not in exclude. With
+    ``listed``, the lists are that member list's (a cohort with a ``members`` reference)."""
     match_on: str | None = cohort.get("match_on")
+    if listed is not None:
+        return _compile_listed(match_on, listed, compile_rules(cohort.get("rules")))
     include = frozenset(cohort.get("include") or ())
     exclude = frozenset(cohort.get("exclude") or ())
     pred = compile_rules(cohort.get("rules"))
@@ -310,8 +327,39 @@ def _compile_cohort(cohort: Mapping[str, Any]) -> Matcher:
     return member
 
 
+def _compile_listed(match_on: str | None, listed: MemberList, pred: Callable[..., bool] | None) -> Matcher:
+    probe: Callable[[str], int] = listed.probe()
+    _str = str
+
+    def member(key: str, attrs: Mapping[str, Any], match_on: str | None = match_on,
+               probe: Callable[[str], int] = probe, pred: Callable[..., bool] | None = pred) -> bool:
+        if match_on is None:
+            value: Any = key
+        else:
+            value = attrs.get(match_on)
+            if value is not None and value.__class__ is not _str:
+                value = _str(value)
+        if value is not None:
+            kind = probe(value)
+            if kind:
+                return kind == 1
+        return pred is not None and pred(attrs)
+
+    return member
+
+
+def _present(matcher: Matcher | None) -> Matcher:
+    if matcher is None:  # pragma: no cover - callers return a waiting decision first
+        raise RulesetError("a member list is missing")
+    return matcher
+
+
+def _waiting_for(cohorts: list[str]) -> str:
+    return "member list of cohort " + ", ".join(repr(c) for c in cohorts) + " not loaded yet: deciding legacy"
+
+
 def _compile_flag(
-    fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Matcher], version: int, specialize: bool = True
+    fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Matcher | None], version: int, specialize: bool = True
 ) -> FlagFn:
     stage: int | None = flag.get("stage")
     if not flag["enabled"]:
@@ -320,6 +368,13 @@ def _compile_flag(
     if flag.get("retired"):
         retired = Decision(fkey, _PARALLEL, Reason.STATIC, False, None, "retired", None, stage, version)
         return lambda key, attrs: retired
+    waiting = [c for c in chain(flag.get("exclude_cohorts") or (), flag.get("include_cohorts") or ())
+               if matchers[c] is None]
+    if waiting:
+        # A member list this process has not loaded yet: the flag decides legacy, as with no ruleset.
+        pending = Decision(fkey, _LEGACY, Reason.ERROR, False, ErrorCode.PROVIDER_NOT_READY, "error", None, stage,
+                           version, _waiting_for(waiting))
+        return lambda key, attrs: pending
 
     salt: str = flag.get("salt") or fkey
     bucket_by: str | None = flag.get("bucket_by")
@@ -342,10 +397,12 @@ def _compile_flag(
         for subject, value in (flag.get("overrides") or {}).items()
     }
     excludes = tuple(
-        (matchers[c], pair(_LEGACY, Reason.TARGETING_MATCH, f"cohort:{c}")) for c in flag.get("exclude_cohorts") or ()
+        (_present(matchers[c]), pair(_LEGACY, Reason.TARGETING_MATCH, f"cohort:{c}"))
+        for c in flag.get("exclude_cohorts") or ()
     )
     includes = tuple(
-        (matchers[c], pair(_PARALLEL, Reason.TARGETING_MATCH, f"cohort:{c}")) for c in flag.get("include_cohorts") or ()
+        (_present(matchers[c]), pair(_PARALLEL, Reason.TARGETING_MATCH, f"cohort:{c}"))
+        for c in flag.get("include_cohorts") or ()
     )
     unbucketed = (
         Decision(fkey, _LEGACY, Reason.DEFAULT, False, None, "default", None, stage, version,
@@ -513,7 +570,7 @@ def validate_migration(migration: object, path: str, cohorts: Mapping[str, Any])
 
 
 def _compile_stages(
-    fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Matcher], version: int, decide: FlagFn,
+    fkey: str, flag: Mapping[str, Any], matchers: Mapping[str, Matcher | None], version: int, decide: FlagFn,
     problems: list[str],
 ) -> StageFn:
     migration = flag.get("migration")
@@ -535,12 +592,16 @@ def _compile_stages(
         disabled = StageDecision(fkey, Stage.OFF, Reason.DISABLED, None, "disabled", None, version)
         return lambda key, attrs: disabled
     base = _STAGES[migration["stage"]]
+    waiting = [e["cohort"] for e in migration.get("cohorts") or () if matchers[e["cohort"]] is None]
+    if waiting and not flag.get("retired") and base is not Stage.COMPLETE:
+        pending = _stage_error(fkey, ErrorCode.PROVIDER_NOT_READY, version)
+        return lambda key, attrs: pending
     if flag.get("retired") or base is Stage.COMPLETE:
         complete = StageDecision(fkey, Stage.COMPLETE, Reason.STATIC, None, "retired" if flag.get("retired")
                                  else "stage", None, version)
         return lambda key, attrs: complete
     by_cohort = tuple(
-        (matchers[e["cohort"]], StageDecision(fkey, _STAGES[e["stage"]], Reason.TARGETING_MATCH, None,
+        (_present(matchers[e["cohort"]]), StageDecision(fkey, _STAGES[e["stage"]], Reason.TARGETING_MATCH, None,
                                                f"cohort:{e['cohort']}", None, version))
         for e in migration.get("cohorts") or ()
     )
@@ -584,7 +645,8 @@ def _compile_stages(
 class Ruleset:
     """A validated, precompiled ruleset document. Immutable; safe to share across threads."""
 
-    __slots__ = ("_cohorts", "_fns", "_keyless", "_stages", "doc", "environment", "flag_keys", "version", "warnings")
+    __slots__ = ("_cohorts", "_fns", "_keyless", "_stages", "doc", "environment", "flag_keys", "member_lists",
+                 "member_refs", "version", "warnings")
 
     environment: str
     version: int
@@ -593,8 +655,13 @@ class Ruleset:
     #: One message per ``matches`` pattern this host cannot run in linear time (its condition is
     #: false): without ``google-re2``, a pattern not proven safe for Python's ``re``.
     warnings: tuple[str, ...]
+    #: cohort -> the member-list version the document references (cohorts whose lists are not inline)
+    member_refs: Mapping[str, int]
+    #: cohort -> the member list in use (any version: the last good one while a newer one is fetched);
+    #: a referenced cohort missing here makes the flags that use it decide legacy (PROVIDER_NOT_READY)
+    member_lists: Mapping[str, MemberList]
 
-    def __init__(self, doc: Mapping[str, Any]) -> None:
+    def __init__(self, doc: Mapping[str, Any], members: Mapping[str, MemberList] | None = None) -> None:
         """Compile a document that ``validate_ruleset`` accepted (use ``compile_ruleset``)."""
         self.doc = doc
         self.environment = doc["environment"]
@@ -606,7 +673,14 @@ class Ruleset:
             c for f in flags.values() for c in chain(f.get("exclude_cohorts") or (), f.get("include_cohorts") or ())
         }
         used |= {c for f in flags.values() for c in migration_cohorts(f.get("migration")) if c in cohorts}
-        matchers = {c: _compile_cohort(cohorts[c]) for c in used}
+        self.member_refs = {c: int(cohorts[c]["members"]["version"]) for c in cohorts
+                            if isinstance(cohorts[c].get("members"), Mapping)}
+        lists = {c: m for c, m in (members or {}).items() if c in self.member_refs and isinstance(m, MemberList)}
+        self.member_lists = lists
+        matchers: dict[str, Matcher | None] = {
+            c: None if c in self.member_refs and c not in lists else _compile_cohort(cohorts[c], lists.get(c))
+            for c in used
+        }
         self._fns: dict[str, FlagFn] = {k: _compile_flag(k, f, matchers, version) for k, f in flags.items()}
         stage_problems: list[str] = []
         self._stages: dict[str, StageFn] = {
@@ -664,11 +738,12 @@ class Ruleset:
             return _error("", ErrorCode.GENERAL, None)
 
 
-def compile_ruleset(doc: Mapping[str, Any]) -> Ruleset:
-    """Validate and precompile a ruleset document; raises RulesetError if it is invalid."""
+def compile_ruleset(doc: Mapping[str, Any], members: Mapping[str, MemberList] | None = None) -> Ruleset:
+    """Validate and precompile a ruleset document; raises RulesetError if it is invalid. ``members``:
+    the member lists of cohorts the document references (``turnout.members``), by cohort key."""
     try:
         validate_ruleset(doc)
-        return Ruleset(doc)
+        return Ruleset(doc, members)
     except RulesetError:
         raise
     except Exception as exc:  # a structure validation did not foresee: still "invalid"
@@ -785,8 +860,10 @@ def explain_cohort(
 
     Accepts a Ruleset or a document (validated first: RulesetError if it is invalid).
     """
+    listed: MemberList | None = None
     if isinstance(ruleset_or_doc, Ruleset):
         cohorts = ruleset_or_doc._cohorts
+        listed = ruleset_or_doc.member_lists.get(cohort_key)
     else:
         validate_ruleset(ruleset_or_doc)
         cohorts = ruleset_or_doc.get("cohorts") or {}
@@ -806,10 +883,13 @@ def explain_cohort(
             value = str(value)
         who = f"{match_on} {value!r}" if value is not None else f"no '{match_on}' attribute"
     if value is not None:
-        if value in (cohort.get("exclude") or ()):
+        kind = listed.lookup(value) if listed is not None else 0
+        if kind == 2 or value in (cohort.get("exclude") or ()):
             return False, f"excluded: {who} is listed in exclude"
-        if value in (cohort.get("include") or ()):
+        if kind == 1 or value in (cohort.get("include") or ()):
             return True, f"{who} is listed in include"
+    if listed is None and cohort.get("members") is not None:
+        return False, f"the member list of cohort {cohort_key!r} is not loaded"
     rules = cohort.get("rules")
     if rules_are_empty(rules):
         if value is None:

@@ -17,7 +17,10 @@ from typing import Any, Final, Literal, NotRequired, TypedDict
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
+    "MEMBERS_MEDIA_TYPE",
+    "MEMBERS_PATH",
     "METRICS_PATH",
+    "RULESET_MEMBERS_QUERY",
     "RULESET_PATH",
     "SCHEMA",
     "SDK_NAME",
@@ -29,6 +32,7 @@ __all__ = [
     "DivergenceReport",
     "FlagRow",
     "FlagRule",
+    "MemberListRef",
     "MetricsBatch",
     "MigrationRow",
     "MigrationRule",
@@ -49,6 +53,12 @@ SDK_NAME: Final = "turnout-python"
 SCHEMA: Final = 1
 
 RULESET_PATH: Final = "/api/v1/sdk/ruleset"
+#: the ruleset's (and the stream's) query asking for member-list references instead of large inline
+#: lists (docs/sdk-protocol.md, "Member lists"); servers that do not know it send inline lists
+RULESET_MEMBERS_QUERY: Final = "members=1"
+#: a large cohort's member-list document (``turnout.members``); ``{key}`` is the cohort key, URL-quoted
+MEMBERS_PATH: Final = "/api/v1/sdk/cohorts/{key}/members"
+MEMBERS_MEDIA_TYPE: Final = "application/vnd.turnout.members"
 STREAM_PATH: Final = "/api/v1/sdk/stream"
 #: the stream's query asking for ``patch`` events (servers that do not know it send ``ruleset`` events only)
 STREAM_PATCHES_QUERY: Final = "patches=1"
@@ -182,15 +192,26 @@ class MetricsBatch(TypedDict):
 PathName = Literal["legacy", "parallel"]
 
 
+class MemberListRef(TypedDict):
+    """A cohort whose lists travel as a member-list document (``MEMBERS_PATH``) at this version or later;
+    ``count`` is the number of listed members (include + exclude), for information."""
+
+    version: int
+    count: NotRequired[int]
+
+
 class CohortRule(TypedDict):
     """One cohort: who is in it. ``rules`` is the attribute-rule tree (``all``/``any``/``not``
     over ``{attr, op, values}`` conditions; ``turnout._rules`` checks it), ``include``/``exclude``
-    list values of the ``match_on`` attribute (absent: the context key)."""
+    list values of the ``match_on`` attribute (absent: the context key). ``members`` (schema 2, only
+    for SDKs that asked with ``RULESET_MEMBERS_QUERY``) replaces ``include``/``exclude`` by a reference
+    to the cohort's member-list document."""
 
     match_on: NotRequired[str | None]
     rules: NotRequired[dict[str, Any] | None]
     include: NotRequired[list[str]]
     exclude: NotRequired[list[str]]
+    members: NotRequired[MemberListRef]
 
 
 class MigrationSplit(TypedDict):
@@ -232,7 +253,8 @@ class FlagRule(TypedDict):
 
 
 class RulesetDocument(TypedDict):
-    """An environment's ruleset (``schema`` 1). ``version`` only grows. Readers ignore fields
+    """An environment's ruleset (``schema`` 1; 2 when a cohort carries a ``members`` reference). ``version``
+    only grows. Readers ignore fields
     they do not know, so a newer server can add some."""
 
     schema: int

@@ -133,7 +133,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         fake = self.fake
-        if self.path == "/api/v1/sdk/ruleset":
+        route, _, query = self.path.partition("?")
+        if route.startswith("/api/v1/sdk/cohorts/") and route.endswith("/members"):
+            self._members(route[len("/api/v1/sdk/cohorts/"):-len("/members")], query)
+            return
+        if route == "/api/v1/sdk/ruleset":
+            fake.ruleset_queries.append(query)
             fake.counts["ruleset"] += 1
             if fake.mode == "hang":
                 self._hold("ruleset")
@@ -185,6 +190,46 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream()
         else:
             self._json(404, {"error": {"code": "not_found", "message": self.path}})
+
+    def _members(self, cohort: str, query: str) -> None:
+        """A member-list document (``turnout.members``) from ``fake.member_lists``; ``members_mode``
+        "500" fails every list request; ``since=`` gets a delta when ``member_deltas`` has one."""
+        fake = self.fake
+        fake.counts["members"] += 1
+        fake.member_queries.append((cohort, query))
+        if not self._authorized():
+            return
+        if fake.members_mode == "500":
+            self._json(500, {"error": {"code": "server_error", "message": "boom"}})
+            return
+        with fake._lock:
+            body = fake.member_lists.get(cohort)
+        if body is None:
+            self._json(404, {"error": {"code": "not_found", "message": cohort}})
+            return
+        etag = '"m-' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.end_headers()
+            return
+        since = query.partition("since=")[2]
+        delta = fake.member_deltas.get((cohort, int(since))) if since.isdigit() else None
+        if delta is not None:
+            body = delta
+            fake.counts["members_delta"] += 1
+        gzipped = fake.gzip is not None and "gzip" in (self.headers.get("Accept-Encoding") or "")
+        if gzipped and fake.gzip is not None:
+            body = fake.gzip(body)
+            fake.counts["members_gzip"] += 1
+        self.send_response(200)
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Type", "application/vnd.turnout.members")
+        self.send_header("ETag", etag)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _stream(self) -> None:
         fake = self.fake
@@ -292,6 +337,13 @@ class FakeServer:
         #: the Accept-Encoding header of every 200 ruleset answer, in order
         self.accept_encodings: list[str | None] = []
         self.metrics: list[MetricsBatch] = []
+        #: member-list documents by cohort (``turnout.members.encode``), deltas by (cohort, since)
+        self.member_lists: dict[str, bytes] = {}
+        self.member_deltas: dict[tuple[str, int], bytes] = {}
+        self.members_mode = "ok"  # ok | 500
+        self.member_queries: list[tuple[str, str]] = []
+        #: the query string of every ruleset request, in order
+        self.ruleset_queries: list[str] = []
         self.counts: Counter[str] = Counter()
         self.auth_headers: list[str] = []
         self.last_event_ids: list[str | None] = []

@@ -499,7 +499,7 @@ def test_compile_ruleset__design_example__decides() -> None:
 
 INVALID_DOCS = [
     (None, "ruleset: must be an object"),
-    ({"schema": 2, "environment": "e", "version": 1, "flags": {}}, "schema: unsupported schema 2"),
+    ({"schema": 3, "environment": "e", "version": 1, "flags": {}}, "schema: unsupported schema 3"),
     ({"schema": True, "environment": "e", "version": 1, "flags": {}}, "schema:"),
     ({"schema": 1, "version": 1, "flags": {}}, "environment: must be a string"),
     ({"schema": 1, "environment": "e", "version": -1, "flags": {}}, "version: must be an integer >= 0"),
