@@ -207,8 +207,15 @@ def celery_worker_process(transactional_db: Any, redis_url: str) -> Iterator[sub
 @pytest.fixture(autouse=True)
 def _eager_celery() -> Iterator[None]:
     """Tasks run inline in unit tests; ``celery_worker_process`` switches this off."""
+    from celery._state import _set_task_join_will_block
+
     from config.celery import app
 
+    # Celery guards "never wait on a result inside a task" with one flag per process, which an eager task
+    # sets while it runs and puts back after. Two eager tasks at once in two threads of this process (a test
+    # posting from several threads, a live server's thread) can put it back in the wrong order and leave it
+    # set for good: every later test's result.get() would then refuse. Each test starts outside any task.
+    _set_task_join_will_block(False)
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
     yield

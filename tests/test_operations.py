@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -210,9 +212,7 @@ def test_metrics__celery_task_runs__duration_observed_by_task_and_state(client: 
 
     labels = {"task": "rollout.tasks.warm_ruleset", "state": "SUCCESS"}
     before = metric_value(scrape(client), "turnout_task_duration_seconds_count", **labels)
-    # (disable_sync_subtasks: Celery's "inside a task" guard is one flag per process, which an eager task
-    # running meanwhile in another thread of this process sets; this call waits on no task of its own)
-    assert warm_ruleset.delay(envs["staging"].pk).get(disable_sync_subtasks=False) == envs["staging"].ruleset_version
+    assert warm_ruleset.delay(envs["staging"].pk).get() == envs["staging"].ruleset_version
     assert metric_value(scrape(client), "turnout_task_duration_seconds_count", **labels) == before + 1
 
 
@@ -242,19 +242,30 @@ def test_plain_log__task_context__key_value_fields() -> None:
     assert line.endswith("WARNING x hello task=rollout.tasks.warm_ruleset task_id=abc flag=f1")
 
 
+@contextlib.contextmanager
+def json_lines(name: str) -> Iterator[io.StringIO]:
+    """What logger ``name`` writes at INFO, as JSON lines, whatever level the run was started with
+    (`make` exports LOG_LEVEL=WARNING for `make run`, and so for the tests too)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def test_request_log__request_served__http_request_line_with_route_status_and_request_id(
     client: Any, db: Any, settings: Any
 ) -> None:
     settings.LOG_REQUESTS = True
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("turnout.http")
-    logger.addHandler(handler)
-    try:
+    with json_lines("turnout.http") as stream:
         response = client.get("/api/v1/sdk/ruleset", headers={"X-Request-ID": "abc-42"})
-    finally:
-        logger.removeHandler(handler)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert response.status_code == 401 and response["X-Request-ID"] == "abc-42"
     assert [(x["event"], x["request_id"], x["route"], x["status"], x["method"]) for x in lines] == [
@@ -266,16 +277,9 @@ def test_request_log__request_served__http_request_line_with_route_status_and_re
 def test_task_log__task_logs__line_carries_task_name_and_id(envs: Any) -> None:
     from rollout.tasks import warm_ruleset
 
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("turnout.ruleset")
-    logger.addHandler(handler)
-    try:
+    with json_lines("turnout.ruleset") as stream:
         result = warm_ruleset.apply(args=(envs["staging"].pk,), task_id="task-77")
-    finally:
-        logger.removeHandler(handler)
-    assert result.get(disable_sync_subtasks=False) == envs["staging"].ruleset_version
+    assert result.get() == envs["staging"].ruleset_version
     built = [json.loads(line) for line in stream.getvalue().splitlines() if '"ruleset.built"' in line]
     assert [(x["task"], x["task_id"], x["environment"]) for x in built] == [
         ("rollout.tasks.warm_ruleset", "task-77", "staging")
