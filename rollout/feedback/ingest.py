@@ -29,6 +29,7 @@ from common import clock
 from rollout.delivery.lean import BadRequest
 from rollout.feedback.models import COMMENT_MAX, Feedback, PathSource
 from rollout.models import FlagState
+from rollout.telemetry import rows
 
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
 _KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -57,30 +58,14 @@ class Stored:
     unknown_flags: list[str]
 
 
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequest(where, "must be an object")
-    return value
-
-
 def _time(value: Any, where: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 40:
-        raise BadRequest(where, "must be an ISO-8601 timestamp")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(where, "must be an ISO-8601 timestamp") from None
-    if parsed.tzinfo is None:
-        raise BadRequest(where, "must carry a time zone (e.g. Z)")
-    return parsed
+    return None if value is None else rows.timestamp(value, where)
 
 
 def _attributes(value: Any, where: str) -> tuple[dict[str, Any], bool]:
     if value is None:
         return {}, False
-    attrs = _obj(value, where)
+    attrs = rows.obj(value, where)
     if len(attrs) > MAX_ATTRIBUTES:
         raise BadRequest(where, f"has more than {MAX_ATTRIBUTES} attributes")
     out: dict[str, Any] = {}
@@ -100,7 +85,7 @@ def _attributes(value: Any, where: str) -> tuple[dict[str, Any], bool]:
 
 
 def _entry(raw: Any, where: str) -> Entry:
-    entry = _obj(raw, where)
+    entry = rows.obj(raw, where)
     flag = entry.get("flag")
     if not isinstance(flag, str) or not _NAME.match(flag):
         raise BadRequest(f"{where}.flag", "must be a string of 1 to 100 printable characters")
@@ -147,7 +132,7 @@ def _entry(raw: Any, where: str) -> Entry:
 
 def parse_feedback(data: Any) -> list[Entry]:
     """The entries of a batch ``{"feedback": [...]}`` (``sdk`` optional), checked field by field."""
-    body = _obj(data, "body")
+    body = rows.obj(data, "body")
     entries = body.get("feedback")
     if not isinstance(entries, list):
         raise BadRequest("feedback", "must be a list of feedback entries")
