@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -122,20 +121,19 @@ def record_sdk_report(*, environment: str, outcome: str) -> None:
     SDK_METRIC_REPORTS.labels(environment=environment, outcome=outcome).inc()
 
 
-def record_stream_event(*, environment: str) -> None:
-    STREAM_EVENTS.labels(environment=environment).inc()
+def record_stream_event(*, environment: str, count: int = 1) -> None:
+    """``count`` streams were sent a ruleset event (one call per fan-out, not one per stream)."""
+    STREAM_EVENTS.labels(environment=environment).inc(count)
 
 
-@contextmanager
-def stream_connection(environment: str) -> Iterator[None]:
-    """Counts one open SDK stream for as long as the block runs (use inside the stream's generator)."""
+def stream_opened(environment: str) -> None:
+    """One more open SDK stream (``stream_closed`` when it ends)."""
     STREAM_OPENED.labels(environment=environment).inc()
-    gauge = STREAM_CONNECTIONS.labels(environment=environment)
-    gauge.inc()
-    try:
-        yield
-    finally:
-        gauge.dec()
+    STREAM_CONNECTIONS.labels(environment=environment).inc()
+
+
+def stream_closed(environment: str) -> None:
+    STREAM_CONNECTIONS.labels(environment=environment).dec()
 
 
 def record_ruleset_build(*, environment: str, seconds: float) -> None:

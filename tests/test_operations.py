@@ -192,8 +192,9 @@ def test_metrics__hook_functions__exposed_with_their_labels(client: Any, db: Any
     metrics.record_evaluation(api="ofrep_bulk", environment="staging", reason="SPLIT", count=5)
     metrics.record_guardrail_action(environment="production", action="rollback")
     metrics.record_sdk_report(environment="staging", outcome="accepted")
-    with metrics.stream_connection("staging"):
-        during = scrape(client)
+    metrics.stream_opened("staging")
+    during = scrape(client)
+    metrics.stream_closed("staging")
     after = scrape(client)
     assert (metric_value(after, "turnout_evaluations_total", api="ofrep_bulk", environment="staging", reason="SPLIT")
             - metric_value(before, "turnout_evaluations_total", api="ofrep_bulk", environment="staging",

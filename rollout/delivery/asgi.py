@@ -24,10 +24,12 @@ from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http.response import HttpResponseBase
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
 from common.redis import redis_url
 from rollout.delivery.broadcast import broadcaster
+from rollout.delivery.stream import EventStreamResponse, OpenStream
 
 Scope = dict[str, Any]  # the types Django's ASGIHandler.__call__ declares
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -91,6 +93,8 @@ class LeanASGIHandler(ASGIHandler):
 
         async def process_request(request: Any, send: Send) -> Any:
             response = await self.run_get_response(request)
+            if isinstance(response, EventStreamResponse):
+                return response  # served below, by the process's fan-out
             try:
                 await self.send_response(response, send)
             except asyncio.CancelledError:
@@ -98,9 +102,24 @@ class LeanASGIHandler(ASGIHandler):
             return response
 
         # As Django's: the disconnect listener first, so a client that leaves cancels the view.
-        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)),
-                 asyncio.create_task(process_request(request, send))]
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        processor = asyncio.create_task(process_request(request, send))
+        del request  # (an open stream keeps nothing of it)
+        tasks = [listener, processor]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if (not listener.done() and processor.done() and not processor.cancelled()
+                and processor.exception() is None and isinstance(processor.result(), EventStreamResponse)):
+            # An open stream keeps nothing of the request, its middleware or its response: the response
+            # is closed (the request's resources released, ``request_finished`` sent) once what the
+            # stream needs of it is taken, and only the server's ``send`` and the listener remain.
+            response = processor.result()
+            start = {"type": "http.response.start", "status": response.status_code, "headers": _headers(response)}
+            opened = response.opening()
+            response.close()
+            body_file.close()
+            del response, processor, tasks, process_request, body_file, error_response, scope
+            await serve_event_stream(opened, start, send, listener)
+            return
         for task in tasks:
             if task.done():
                 try:
@@ -139,6 +158,31 @@ class LeanASGIHandler(ASGIHandler):
                 self._async_paths.clear()
             self._async_paths[path] = found
         return found
+
+
+async def serve_event_stream(opened: OpenStream, start: Mapping[str, Any], send: Send,
+                             left: asyncio.Task[None]) -> None:
+    """An SDK stream: its headers, then the stream is the process's fan-out's until ``left`` (the
+    disconnect listener) ends: the client went away, or the stream was ended, which completes the
+    response."""
+    try:
+        await send(start)
+        await opened.serve(send, left)
+    finally:
+        if not left.done():
+            left.cancel()
+        try:
+            await left
+        except (asyncio.CancelledError, RequestAborted):
+            pass
+
+
+def _headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
+    """A response's headers as ASGI wants them (as Django's ``ASGIHandler.send_response``)."""
+    headers = [(str(name).encode("ascii"), str(value).encode("latin1")) for name, value in response.items()]
+    headers += [(b"Set-Cookie", cookie.output(header="").encode("ascii").strip())
+                for cookie in response.cookies.values()]
+    return headers
 
 
 async def lifespan(receive: Receive, send: Send) -> None:

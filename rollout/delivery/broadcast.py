@@ -1,7 +1,7 @@
 """Ruleset versions fanned out to the SDK streams held by this process.
 
-Every stream subscribes here for its environment and waits on its own asyncio event; a new version
-is handed to the process's event loop once and offered there to each stream. Each web process runs
+Every stream subscribes here for its environment; a new version is handed to the process's event
+loop once and written there to all of its streams in one pass (``rollout/delivery/fanout.py``). Each web process runs
 ONE listener task (started with the process by the ASGI lifespan, ``config/asgi.py``, or else by
 its first stream) that brings news of versions committed anywhere — not one connection per
 stream. Every version it hears of also updates the process's copy of the current versions, which
@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from django.db import connection
@@ -46,47 +46,29 @@ RULESET_CHANNEL = "ruleset"
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-class Subscription:
-    """One stream's mailbox: the newest version announced for its environment."""
+class Subscriber(Protocol):
+    """What the broadcaster needs of a stream (``rollout.delivery.fanout.EventStream``)."""
 
-    __slots__ = ("environment", "event", "loop", "version")
-
-    def __init__(self, environment: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.environment = environment
-        self.loop = loop
-        self.event = asyncio.Event()
-        self.version = 0
-
-    def _offer(self, version: int) -> None:  # runs on self.loop
-        if version > self.version:
-            self.version = version
-            self.event.set()
-
-    async def wait(self, timeout: float) -> int | None:
-        """The newest version once one arrives, or None after ``timeout`` seconds of quiet."""
-        try:
-            # (a timer on this task, not asyncio.wait_for's extra task per wait: 10,000 idle streams
-            # would each make one every heartbeat)
-            async with asyncio.timeout(timeout):
-                await self.event.wait()
-        except TimeoutError:
-            return None
-        self.event.clear()
-        return self.version
+    environment: str
+    loop: asyncio.AbstractEventLoop
 
 
-def _fan_out(subs: list[Subscription], version: int) -> None:  # runs on the subscriptions' loop
-    for sub in subs:
-        sub._offer(version)
+FanOut = Callable[[list[Any], int], None]
 
 
 class Broadcaster:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subs: dict[str, set[Subscription]] = {}
+        self._subs: dict[str, set[Subscriber]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listener_loop: asyncio.AbstractEventLoop | None = None
         self._connect_hooks: list[Callable[[], object]] = []
+        self._fan_out: FanOut | None = None
+
+    def set_fan_out(self, fan_out: FanOut) -> None:
+        """What writes a version to a loop's streams of one environment (``fanout.fan_out``, which
+        registers itself here: every stream is made by that module)."""
+        self._fan_out = fan_out
 
     def on_connect(self, hook: Callable[[], object]) -> None:
         """Run ``hook`` (in a worker thread) each time the listener (re)connects to Redis: the outbox
@@ -95,15 +77,12 @@ class Broadcaster:
 
     # -- subscribers (called on the event loop) -----------------------------------------------
 
-    def subscribe(self, environment: str) -> Subscription:
-        loop = asyncio.get_running_loop()
-        sub = Subscription(environment, loop)
+    def subscribe(self, sub: Subscriber) -> None:
         with self._lock:
-            self._subs.setdefault(environment, set()).add(sub)
-        self._ensure_listener(loop)
-        return sub
+            self._subs.setdefault(sub.environment, set()).add(sub)
+        self._ensure_listener(sub.loop)
 
-    def unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:
             subs = self._subs.get(sub.environment)
             if subs is not None:
@@ -129,7 +108,9 @@ class Broadcaster:
             subs = list(self._subs.get(environment, ()))
         if not subs:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[Subscription]] = {}
+        fan_out = self._fan_out
+        assert fan_out is not None  # (set by the module that makes the streams)
+        by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = {}
         for sub in subs:
             by_loop.setdefault(sub.loop, []).append(sub)
         try:
@@ -138,10 +119,10 @@ class Broadcaster:
             running = None
         for loop, group in by_loop.items():
             if loop is running:
-                _fan_out(group, version)
+                fan_out(group, version)
                 continue
             try:
-                loop.call_soon_threadsafe(_fan_out, group, version)
+                loop.call_soon_threadsafe(fan_out, group, version)
             except RuntimeError:  # that loop has closed: its streams are gone
                 for sub in group:
                     self.unsubscribe(sub)

@@ -1,84 +1,96 @@
 """``GET /api/v1/sdk/stream``: server-sent events announcing new ruleset versions.
 
-An async view under ASGI: an idle stream is a suspended coroutine waiting on an asyncio event, so
-one web process holds hundreds of them without tying up a worker or a thread. Format and
-reconnection rules are in docs/sdk-protocol.md.
+An async view under ASGI: the view authenticates and answers an ``EventStreamResponse``; the open
+stream is then the process's to write to (``rollout/delivery/fanout.py``: one pass per change, one
+heartbeat schedule), and its coroutine only waits for the client to leave, so one web process holds
+10,000 of them without a thread each (``bench/README.md``). Format and reconnection rules are in
+docs/sdk-protocol.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
-from common import metrics
 from common.auth import bearer
-from common.conf import get_setting
 from common.schema import ERROR_RESPONSES
-from rollout.delivery import local
-from rollout.delivery.broadcast import Subscription, broadcaster
+from rollout.delivery.fanout import EventStream, Send, close_stream, open_stream
 from rollout.delivery.lean import (
     aauthenticate_for_evaluation,
-    asdk_principal,
     described,
     run_detached,
+    single_flight,
     throttled,
     unauthorized,
 )
-from rollout.delivery.patches import patches
 from rollout.delivery.ruleset import current_version
 
-KEEP_ALIVE = b": keep-alive\n\n"
+
+class OpenStream:
+    """What an open stream needs of its request: its environment, what it asked for, its key (for the
+    heartbeats' checks) and the version it was told on connecting."""
+
+    __slots__ = ("environment", "environment_id", "refs", "secret", "version")
+
+    def __init__(self, *, environment: str, version: int, secret: str | None, environment_id: int | None,
+                 refs: bool) -> None:
+        self.environment = environment
+        self.version = version
+        self.secret = secret
+        self.environment_id = environment_id
+        self.refs = refs
+
+    def stream(self, send: Send) -> EventStream:
+        return EventStream(environment=self.environment, send=send, secret=self.secret,
+                           environment_id=self.environment_id, refs=self.refs)
+
+    async def serve(self, send: Send, left: asyncio.Future[Any]) -> None:
+        """Run the stream on the server's ``send`` until ``left`` (the client went away, or the stream
+        was ended and so completed the response) is done."""
+        stream = self.stream(send)
+        open_stream(stream, self.version)
+        try:
+            await left
+        except Exception:  # (RequestAborted: the client left; the handler deals with ``left``)
+            pass
+        finally:
+            close_stream(stream)
 
 
-@functools.lru_cache(maxsize=256)
-def ruleset_event(environment: str, version: int) -> bytes:
-    """The event announcing ``version`` (made once per version, not once per stream)."""
-    data = json.dumps({"environment": environment, "version": version}, separators=(", ", ": "))
-    return f"event: ruleset\nid: {version}\ndata: {data}\n\n".encode()
+class EventStreamResponse(StreamingHttpResponse):
+    """The stream's response. Served by Django's handler it is a streaming response like any other
+    (its events pass through an in-process queue); the SDK routes' own handler
+    (``rollout/delivery/asgi.py``) instead sends its headers and then hands the server's ``send`` to
+    the process's fan-out (``OpenStream.serve``), keeping nothing of the request or the response."""
 
+    def __init__(self, opened: OpenStream) -> None:
+        self._opened = opened
+        super().__init__(self._queued(), content_type="text/event-stream")
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
 
-async def _events(sub: Subscription, environment: str, version: int, secret: str | None, *,
-                  environment_id: int | None = None, refs: bool = False) -> AsyncIterator[bytes]:
-    """The stream's events; with ``environment_id`` (the SDK asked for patches) a change the process
-    can express as a patch from the version last sent is sent as one (``rollout/delivery/patches.py``)."""
-    heartbeat = float(get_setting("STREAM_HEARTBEAT_SECONDS"))
-    try:
-        with metrics.stream_connection(environment):
-            # The reconnection delay a client should use, then the version it must hold now.
-            yield b"retry: 1000\n\n" + ruleset_event(environment, version)
-            last = version
-            # Heartbeats keep their own schedule from the stream's connection: an event does not move
-            # it, so thousands of streams told of one change do not all fall quiet and beat at once.
-            loop = asyncio.get_running_loop()
-            next_beat = loop.time() + heartbeat
-            while True:
-                newer = await sub.wait(max(0.0, next_beat - loop.time()))
-                if newer is None:
-                    next_beat = loop.time() + heartbeat
-                    # Quiet: keep proxies from closing the connection, and end streams of revoked keys.
-                    # (the key from the process's copy; when that has expired, one lookup per key
-                    # and process that every stream of the key awaits: not one thread call each)
-                    if await asdk_principal(secret) is None:
-                        return
-                    yield KEEP_ALIVE
-                elif newer > last:
-                    patched = None if environment_id is None else await patches.get(environment_id, last, refs)
-                    metrics.record_stream_event(environment=environment)
-                    if patched is not None and patched[0] >= newer:
-                        last = patched[0]
-                        yield patched[1]
-                    else:
-                        last = newer
-                        yield ruleset_event(environment, newer)
-    finally:  # the client went away (the ASGI handler cancels us) or the key was revoked
-        broadcaster.unsubscribe(sub)
+    def opening(self) -> OpenStream:
+        return self._opened
+
+    async def _queued(self) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def send(message: Mapping[str, Any]) -> None:
+            queue.put_nowait(message["body"] if message.get("more_body") else None)
+
+        stream = self._opened.stream(send)
+        open_stream(stream, self._opened.version)
+        try:
+            while (body := await queue.get()) is not None:
+                yield body
+        finally:  # the client went away (the ASGI handler cancels us) or the stream was ended
+            close_stream(stream)
 
 
 @described({"GET": {
@@ -103,23 +115,18 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
     if isinstance(result, float):
         return throttled(result)
     principal, version = result
-    # Subscribe first, then read the version: a change committed in between is still delivered.
-    sub = broadcaster.subscribe(principal.environment)
     environment = principal.environment
     if version is None:  # no copy in the process (embedded mode, or Redis does not have it): the database
-        current = await run_detached(current_version, principal.environment_id)
+        # (one read per environment and process at a time: a web process restarting under thousands of
+        # streams has them all reconnect at once, and they would otherwise queue for the one thread)
+        environment_id = principal.environment_id
+        current = await single_flight(("current_version", environment_id),
+                                      lambda: run_detached(current_version, environment_id))
         if current is None:
-            broadcaster.unsubscribe(sub)
             return unauthorized()
         environment, version = current
-    # The highest version this process has heard of since (versions only grow).
-    version = max(version, local.versions.peek(environment) or 0)
-    wants_patches = request.GET.get("patches") == "1"
-    refs = request.GET.get("members") == "1"  # patches between documents with member-list references
-    response = StreamingHttpResponse(_events(sub, environment, version, bearer(request),
-                                             environment_id=principal.environment_id if wants_patches else None,
-                                             refs=refs),
-                                     content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
-    return response
+    # (the stream, once open, is sent the newer of this and the newest version the process has heard of)
+    return EventStreamResponse(OpenStream(
+        environment=environment, version=version, secret=bearer(request),
+        environment_id=principal.environment_id if request.GET.get("patches") == "1" else None,
+        refs=request.GET.get("members") == "1"))  # patches between documents with member-list references
