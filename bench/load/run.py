@@ -222,16 +222,44 @@ def bench_sse(env: dict[str, str], var_dir: Path, key: str, seeded: Any, args: a
     from bench.load.sse import fan_out
 
     root = Path(args.web_root) if args.web_root else ROOT
-    layout = Layout(env, var_dir, port=args.port + 1, workers=1, celery=False, root=root).start()
+    # The web process's garbage-collector pauses, on the clients' clock (bench/load/gcprobe).
+    gc_log = var_dir / f"gc-{args.port + 1}"
+    for old in var_dir.glob(f"{gc_log.name}.*"):
+        old.unlink()
+    web_env = {**env, "TURNOUT_BENCH_GC_LOG": str(gc_log),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "gcprobe"), env.get("PYTHONPATH")]))}
+    layout = Layout(web_env, var_dir, port=args.port + 1, workers=1, celery=False, root=root).start()
     try:
         clients = args.sse_clients or max(1, min(8, args.streams // 2500))
+        pids = _children(layout.web_pid)
         result = asyncio.run(fan_out(port=layout.port, key=key, streams=args.streams, changes=5,
                                      change=lambda i: _change(seeded, i),
-                                     server_pids=lambda: _children(layout.web_pid), clients=clients))
+                                     server_pids=lambda: _children(layout.web_pid), clients=clients,
+                                     sdk_query=not args.sse_bare))
         result["loadavg"] = os.getloadavg()[0]
+        result["gc"] = _gc_pauses(gc_log, pids, result)
         return result
     finally:
         layout.stop()
+
+
+def _gc_pauses(gc_log: Path, pids: list[int], result: dict[str, Any]) -> dict[str, Any]:
+    """The web process's full collections while the streams connected, and every pause of 10 ms or
+    more between a change and the last stream hearing of it."""
+    pauses: list[tuple[float, int, float]] = []
+    for pid in pids:
+        path = gc_log.parent / f"{gc_log.name}.{pid}"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                start, generation, took = line.split()
+                pauses.append((float(start), int(generation), float(took)))
+    changes = result["changes"]
+    first = min((c["t0"] for c in changes), default=float("inf"))
+    during = [{"version": c["version"], "generation": g, "ms": took, "after_change_ms": round((t - c["t0"]) * 1000)}
+              for c in changes for t, g, took in pauses if c["t0"] <= t <= c["t0"] + c["max_ms"] / 1000]
+    connecting = [took for t, g, took in pauses if g == 2 and t < first]
+    return {"full_collections_connecting": len(connecting), "full_max_ms_connecting": max(connecting, default=0.0),
+            "pauses_during_changes": during}
 
 
 def _children(pid: int) -> list[int]:
@@ -311,6 +339,8 @@ def main() -> None:
                         help="SSE: run the web process from this source tree (another commit's, e.g. from git archive)")
     parser.add_argument("--sse-clients", type=int, default=0,
                         help="client processes holding the streams (default: one per 2,500 streams, at most 8)")
+    parser.add_argument("--sse-bare", action="store_true",
+                        help="open streams without the SDK's ?patches=1&members=1 (changes announced, not patched)")
     parser.add_argument("--flags", type=int, default=100)
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--growth", action="store_true",
@@ -404,7 +434,14 @@ def report(results: dict[str, Any]) -> str:
                   f"| {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['complete']:,} |",
                   "", f"Web process memory: {r.get('rss_before_bytes', 0) / 2**20:,.1f} MiB before, "
                       f"{r.get('rss_held_bytes', 0) / 2**20:,.1f} MiB holding the streams: "
-                      f"{(r.get('bytes_per_stream') or 0) / 1024:,.1f} KiB per idle stream"]
+                      f"{(r.get('bytes_per_stream') or 0) / 1024:,.1f} KiB per idle stream",
+                  "", "Per change: " + "; ".join(f"v{c['version']} p95 {c['p95_ms']:.0f} ms (first {c['first_ms']:.0f} ms)"
+                                                 for c in r["changes"])]
+        if "gc" in r:
+            g = r["gc"]
+            lines += ["", f"Web process garbage collector: {g['full_collections_connecting']} full collections while "
+                          f"connecting (longest {g['full_max_ms_connecting']:.0f} ms); pauses of 10 ms or more during "
+                          f"the changes: {g['pauses_during_changes'] or 'none'}"]
     if "metrics" in s:
         r = s["metrics"]
         if "unavailable" in r:

@@ -21,10 +21,10 @@ class Stream:
         self.error: str | None = None
 
 
-async def _hold(port: int, key: str, stream: Stream, stop: asyncio.Event) -> None:
+async def _hold(port: int, key: str, stream: Stream, stop: asyncio.Event, path: str) -> None:
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 16)
-        writer.write((f"GET /api/v1/sdk/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                       f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n").encode())
         await writer.drain()
         status = await reader.readline()
@@ -67,18 +67,18 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-def _client_main(conn: Any, port: int, key: str, streams: int) -> None:
+def _client_main(conn: Any, port: int, key: str, streams: int, path: str) -> None:
     """One client process: hold ``streams`` streams, report to the parent over ``conn``."""
-    asyncio.run(_client(conn, port, key, streams))
+    asyncio.run(_client(conn, port, key, streams, path))
 
 
-async def _client(conn: Any, port: int, key: str, streams: int) -> None:
+async def _client(conn: Any, port: int, key: str, streams: int, path: str) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     held = [Stream() for _ in range(streams)]
     tasks = []
     for i, stream in enumerate(held):
-        tasks.append(asyncio.create_task(_hold(port, key, stream, stop)))
+        tasks.append(asyncio.create_task(_hold(port, key, stream, stop, path)))
         if i % 100 == 99:
             await asyncio.sleep(0.05)  # connect in waves, as SDKs starting up would
     await asyncio.gather(*(s.first.wait() for s in held))
@@ -101,11 +101,15 @@ async def _client(conn: Any, port: int, key: str, streams: int) -> None:
 
 async def fan_out(*, port: int, key: str, streams: int, changes: int,
                   change: Callable[[int], int], server_pids: Callable[[], list[int]] | None = None,
-                  clients: int = 1) -> dict[str, Any]:
+                  clients: int = 1, sdk_query: bool = True) -> dict[str, Any]:
     """``server_pids``: the web processes whose memory per idle stream is recorded (RSS with the
     streams held minus RSS before any). ``clients``: client processes sharing the streams, each with
     its own event loop and core time, so the client side is not what limits the fan-out (arrival
-    times are ``time.monotonic()``, one clock for every process of the machine)."""
+    times are ``time.monotonic()``, one clock for every process of the machine). ``sdk_query``: open
+    each stream as the SDK does (``?patches=1&members=1``: a change arrives as a patch), else bare."""
+    from turnout.wire import RULESET_MEMBERS_QUERY, STREAM_PATCHES_QUERY, STREAM_PATH
+
+    path = f"{STREAM_PATH}?{STREAM_PATCHES_QUERY}&{RULESET_MEMBERS_QUERY}" if sdk_query else STREAM_PATH
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -115,7 +119,7 @@ async def fan_out(*, port: int, key: str, streams: int, changes: int,
     start = time.monotonic()
     for share in shares:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_client_main, args=(child, port, key, share), daemon=True)
+        proc = ctx.Process(target=_client_main, args=(child, port, key, share, path), daemon=True)
         proc.start()
         pipes.append(parent)
         procs.append(proc)
@@ -156,14 +160,14 @@ async def fan_out(*, port: int, key: str, streams: int, changes: int,
     for version, t0 in t0s.items():
         delays = [(s[version] - t0) * 1000 for s in seen if version in s]
         all_delays += delays
-        per_change.append({"version": version, "reached": len(delays), "p50_ms": _pct(delays, 50),
+        per_change.append({"version": version, "t0": t0, "reached": len(delays), "p50_ms": _pct(delays, 50),
                            "p95_ms": _pct(delays, 95), "max_ms": max(delays) if delays else float("nan"),
                            # how long the change itself took (service call, commit, announcement), and
                            # the first stream's delay: what the fan-out adds is p95 minus these
                            "change_ms": (committed[version] - t0) * 1000,
                            "first_ms": min(delays) if delays else float("nan")})
     complete = sum(1 for s in seen if all(v in s for v in t0s))
-    return {"streams": streams, "client_processes": clients, "connect_s": connect_s, "connect_errors": len(errors),
+    return {"streams": streams, "client_processes": clients, "path": path, "connect_s": connect_s, "connect_errors": len(errors),
             "rss_before_bytes": rss_before, "rss_held_bytes": rss_held,
             # per stream actually held (connections that failed to open hold nothing)
             "bytes_per_stream": (rss_held - rss_before) / max(1, streams - len(errors)) if server_pids else None,

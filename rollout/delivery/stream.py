@@ -71,26 +71,31 @@ class EventStreamResponse(StreamingHttpResponse):
 
     def __init__(self, opened: OpenStream) -> None:
         self._opened = opened
-        super().__init__(self._queued(), content_type="text/event-stream")
+        super().__init__(_queued(opened), content_type="text/event-stream")
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
 
     def opening(self) -> OpenStream:
         return self._opened
 
-    async def _queued(self) -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-        async def send(message: Mapping[str, Any]) -> None:
-            queue.put_nowait(message["body"] if message.get("more_body") else None)
 
-        stream = self._opened.stream(send)
-        open_stream(stream, self._opened.version)
-        try:
-            while (body := await queue.get()) is not None:
-                yield body
-        finally:  # the client went away (the ASGI handler cancels us) or the stream was ended
-            close_stream(stream)
+async def _queued(opened: OpenStream) -> AsyncIterator[bytes]:
+    """The stream as a streaming response's content: its events pass through a queue. (A function of
+    its own, not a method: the response and its content do not hold each other, so a response the
+    SDK routes' handler serves directly is freed the moment it is done with, without a collection.)"""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def send(message: Mapping[str, Any]) -> None:
+        queue.put_nowait(message["body"] if message.get("more_body") else None)
+
+    stream = opened.stream(send)
+    open_stream(stream, opened.version)
+    try:
+        while (body := await queue.get()) is not None:
+            yield body
+    finally:  # the client went away (the ASGI handler cancels us) or the stream was ended
+        close_stream(stream)
 
 
 @described({"GET": {
