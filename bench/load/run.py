@@ -231,13 +231,12 @@ def bench_sse(env: dict[str, str], var_dir: Path, key: str, seeded: Any, args: a
     layout = Layout(web_env, var_dir, port=args.port + 1, workers=1, celery=False, root=root).start()
     try:
         clients = args.sse_clients or max(1, min(8, args.streams // 2500))
-        pids = _children(layout.web_pid)
         result = asyncio.run(fan_out(port=layout.port, key=key, streams=args.streams, changes=5,
                                      change=lambda i: _change(seeded, i),
                                      server_pids=lambda: _children(layout.web_pid), clients=clients,
                                      sdk_query=not args.sse_bare))
         result["loadavg"] = os.getloadavg()[0]
-        result["gc"] = _gc_pauses(gc_log, pids, result)
+        result["gc"] = _gc_pauses(gc_log, _children(layout.web_pid), result)
         return result
     finally:
         layout.stop()

@@ -12,8 +12,8 @@ import time
 
 _path = os.environ.get("TURNOUT_BENCH_GC_LOG")
 if _path:
-    _log = open(f"{_path}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115 - open for the process's life
     _started = [0.0]
+    _logs: dict = {}
 
     def _record(phase: str, info: dict) -> None:
         if phase == "start":
@@ -21,6 +21,10 @@ if _path:
             return
         took = time.monotonic() - _started[0]
         if took >= 0.01 or info["generation"] == 2:
-            _log.write(f"{_started[0]:.4f} {info['generation']} {took * 1000:.1f}\n")
+            pid = os.getpid()  # (a gunicorn worker is forked from its master: a file of its own)
+            log = _logs.get(pid)
+            if log is None:
+                log = _logs[pid] = open(f"{_path}.{pid}", "a", buffering=1)  # noqa: SIM115 - kept open
+            log.write(f"{_started[0]:.4f} {info['generation']} {took * 1000:.1f}\n")
 
     gc.callbacks.append(_record)
