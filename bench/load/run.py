@@ -361,7 +361,9 @@ def main() -> None:
     from bench import seed
 
     seed.setup_django("turnout_bench_load")
-    results: dict[str, Any] = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "out"},
+    # (another tree's location is this machine's business: the record says only that one was used)
+    recorded = {k: ("another source tree" if k == "web_root" and v else v) for k, v in vars(args).items() if k != "out"}
+    results: dict[str, Any] = {"machine": machine(), "args": recorded,
                                "layout": "gunicorn -c config/gunicorn.py (2 uvicorn workers) + celery worker "
                                          "(threads, 4) + celery beat; PostgreSQL; Redis"}
     if args.growth:
