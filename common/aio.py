@@ -10,7 +10,7 @@ and only one that has to wait (the server's flow control paused writing) becomes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any
 
 
@@ -23,32 +23,48 @@ def start_now(awaitable: Awaitable[Any]) -> asyncio.Task[Any] | None:
         waiting_on = coro.send(None)
     except StopIteration:
         return None
-    return asyncio.get_running_loop().create_task(_finish(coro, waiting_on))
+    return asyncio.get_running_loop().create_task(_Resumed(coro, waiting_on))
 
 
-async def _finish(coro: Generator[Any, None, Any], waiting_on: Any) -> Any:
-    """The rest of ``coro``, driven as a task would drive it: each time it yields an asyncio future
-    (the thing it waits on), resume it once that future is done; a bare ``yield`` (``sleep(0)``)
-    gives the loop one turn. Cancelling this task cancels what ``coro`` waits on and throws the
-    cancellation into ``coro``."""
-    while True:
-        try:
-            if waiting_on is None:
-                await asyncio.sleep(0)
-            else:
-                # The flag a task clears when it takes the future over (asyncio.Future.__await__).
-                waiting_on._asyncio_future_blocking = False
-                if not waiting_on.done():
-                    await asyncio.wait((waiting_on,))
-        except asyncio.CancelledError as exc:
-            if waiting_on is not None:
-                waiting_on.cancel()
-            try:
-                waiting_on = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-            continue
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration as stop:
-            return stop.value
+class _Resumed(Coroutine[Any, Any, Any]):
+    """``coro`` handed to a task where ``start_now`` left it: the task's first step is given what
+    ``coro`` first waited on (so the task waits on it as on anything a coroutine awaits), and every
+    later step goes to ``coro`` itself. The task's own cancellation is then a task's: what ``coro``
+    waits on is cancelled and the cancellation thrown into ``coro`` — also when the task is cancelled
+    before its first step (a wrapper coroutine would be ended there without ``coro`` being told)."""
+
+    __slots__ = ("_coro", "_first", "_started")
+
+    def __init__(self, coro: Generator[Any, None, Any], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+        self._started = False
+
+    def send(self, value: Any) -> Any:
+        if not self._started:
+            self._started = True
+            first, self._first = self._first, None
+            return first
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        first, self._first = self._first, None
+        if not self._started and asyncio.isfuture(first) and (
+                isinstance(typ, asyncio.CancelledError) or typ is asyncio.CancelledError):
+            first.cancel()  # (as a task cancelled while it waits on it: what it waits on first)
+        self._started = True
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Any:  # (awaiting it is iterating it: ``send`` and ``throw`` as above)
+        return self
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
