@@ -10,6 +10,7 @@ docs/sdk-protocol.md.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -80,22 +81,57 @@ class EventStreamResponse(StreamingHttpResponse):
 
 
 
+class _Handoff:
+    """A stream's events on their way to Django's streaming response, one at a time: a write made
+    while the previous one is not yet taken waits, as a server's ``send`` waits while its flow control
+    holds writing back, so the fan-out brings a slow client to the newest version once it reads
+    again (``fanout._written``) instead of queuing every version meanwhile without bound."""
+
+    __slots__ = ("gone", "items", "ready", "room")
+
+    def __init__(self) -> None:
+        self.items: deque[bytes | None] = deque()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.ready = asyncio.Event()
+        self.gone = False
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        while self.items and not self.gone:
+            self.room.clear()
+            await self.room.wait()
+        if not self.gone:
+            self.items.append(message["body"] if message.get("more_body") else None)
+            self.ready.set()
+
+    async def get(self) -> bytes | None:
+        while not self.items:
+            self.ready.clear()
+            await self.ready.wait()
+        item = self.items.popleft()
+        self.room.set()
+        return item
+
+    def close(self) -> None:
+        """The response is done with: a write still waiting returns (as a server's does once its client left)."""
+        self.gone = True
+        self.room.set()
+
+
 async def _queued(opened: OpenStream) -> AsyncIterator[bytes]:
-    """The stream as a streaming response's content: its events pass through a queue. (A function of
-    its own, not a method: the response and its content do not hold each other, so a response the
-    SDK routes' handler serves directly is freed the moment it is done with, without a collection.)"""
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    async def send(message: Mapping[str, Any]) -> None:
-        queue.put_nowait(message["body"] if message.get("more_body") else None)
-
-    stream = opened.stream(send)
+    """The stream as a streaming response's content: its events are handed over one at a time
+    (``_Handoff``). (A function of its own, not a method: the response and its content do not hold
+    each other, so a response the SDK routes' handler serves directly is freed the moment it is done
+    with, without a collection.)"""
+    handoff = _Handoff()
+    stream = opened.stream(handoff.send)
     open_stream(stream, opened.version)
     try:
-        while (body := await queue.get()) is not None:
+        while (body := await handoff.get()) is not None:
             yield body
     finally:  # the client went away (the ASGI handler cancels us) or the stream was ended
         close_stream(stream)
+        handoff.close()
 
 
 @described({"GET": {

@@ -22,8 +22,9 @@ import redis
 
 from common.redis import channel
 from rollout.access.keys import sdk_key_create
-from rollout.delivery.broadcast import RULESET_CHANNEL
+from rollout.delivery.broadcast import RULESET_CHANNEL, broadcaster
 from tests.conftest import ROOT, ServerProcess, subprocess_env, wait_for_port
+from tests.rollout.test_stream_fanout import AsgiStream, key  # noqa: F401  (key: the fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -357,14 +358,14 @@ def test_fan_out__patch_streams_slow_writes_and_slow_patches_while_versions_move
     cache: dict[tuple[int, int, bool], asyncio.Future[tuple[int, bytes] | None]] = {}
 
     async def get(environment_id: int, base: int, refs: bool = False) -> tuple[int, bytes] | None:
-        key = (environment_id, base, refs)
-        if key not in cache:  # (as the real one: once per base, the result kept)
-            cache[key] = asyncio.get_running_loop().create_future()
+        memo = (environment_id, base, refs)
+        if memo not in cache:  # (as the real one: once per base, the result kept)
+            cache[memo] = asyncio.get_running_loop().create_future()
             await asyncio.sleep(rng.random() * 0.01)
             to = current["version"]
-            cache[key].set_result(None if rng.random() < 0.2 else
+            cache[memo].set_result(None if rng.random() < 0.2 else
                                   (to, f"event: patch\nid: {to}\ndata: {base}\n\n".encode()))
-        return await asyncio.shield(cache[key])
+        return await asyncio.shield(cache[memo])
 
     monkeypatch.setattr(fanout.patches, "get", get)
 
@@ -405,3 +406,66 @@ def test_fan_out__patch_streams_slow_writes_and_slow_patches_while_versions_move
         for (_, before, _), (kind, _, base) in itertools.pairwise(events):
             if kind == "patch":
                 assert base == before, events
+
+
+# -- served by Django's own handler -----------------------------------------------------------------
+
+
+def test_stream_served_by_djangos_handler__client_reads_slowly__brought_to_the_newest_not_every_version(
+        key, settings):  # noqa: F811  (the fixture, imported)
+    """The stream served by Django's own ASGI handler (the whole application's, as under a root path,
+    or Django's test client): its events pass through a queue to Django's streaming response. A client
+    whose writes the server holds back must, as through the SDK handler, be brought to the newest
+    version once it reads again — not be queued every version meanwhile (a queue without bound, held
+    for as long as the client stays connected)."""
+    import asyncio
+
+    from tests.rollout.test_stream_fanout import _run
+
+    settings.TURNOUT_STREAM_HEARTBEAT_SECONDS = 30
+    settings.TURNOUT_SDK_VERSION_LOCAL_SECONDS = 3600
+
+    class HeldBack(AsgiStream):
+        def __init__(self, key: str) -> None:
+            super().__init__(key)
+            self.gate = asyncio.Event()
+
+        async def send(self, message: Any) -> None:
+            if message["type"] == "http.response.body" and self.bodies:
+                await self.gate.wait()  # the client stopped reading after its first event
+            await super().send(message)
+
+        async def run(self) -> None:
+            from config.asgi import django_application
+
+            headers = [(b"authorization", f"Bearer {self.key}".encode()), (b"host", b"127.0.0.1")]
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                     "scheme": "http", "path": "/api/v1/sdk/stream", "raw_path": b"/api/v1/sdk/stream",
+                     "query_string": b"", "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
+                     "server": ("127.0.0.1", 80)}
+            await django_application(scope, self.receive, self.send)
+
+    async def scenario() -> tuple[list[int], int]:
+        stream = HeldBack(key)
+        task = asyncio.create_task(stream.run())
+        async with asyncio.timeout(30):
+            await stream.first.wait()
+        first = _versions(b"".join(stream.bodies))[0]
+        last = first + 2000
+        for version in range(first + 1, last + 1):
+            broadcaster.deliver("staging", version)
+            if version % 100 == 0:
+                await asyncio.sleep(0)
+        stream.gate.set()
+        async with asyncio.timeout(20):
+            while f"id: {last}\n".encode() not in b"".join(stream.bodies[-2:]):
+                await asyncio.sleep(0.01)
+        stream.leave.set()
+        async with asyncio.timeout(10):
+            await task
+        return _versions(b"".join(stream.bodies)), broadcaster.subscriber_count()
+
+    versions, left = _run(scenario)
+    assert versions == sorted(set(versions))
+    assert len(versions) < 100, f"{len(versions)} events: every version was queued for the slow client"
+    assert left == 0
