@@ -469,3 +469,59 @@ def test_stream_served_by_djangos_handler__client_reads_slowly__brought_to_the_n
     assert versions == sorted(set(versions))
     assert len(versions) < 100, f"{len(versions)} events: every version was queued for the slow client"
     assert left == 0
+
+
+def test_stream_served_by_djangos_handler__client_leaves_while_held_back__nothing_left_waiting(
+        key, settings):  # noqa: F811  (the fixture, imported)
+    import asyncio
+    import gc
+
+    from rollout.delivery import fanout
+    from tests.rollout.test_stream_fanout import _run
+
+    settings.TURNOUT_STREAM_HEARTBEAT_SECONDS = 30
+    settings.TURNOUT_SDK_VERSION_LOCAL_SECONDS = 3600
+
+    class Stuck(AsgiStream):
+        async def send(self, message: Any) -> None:
+            if message["type"] == "http.response.body" and self.bodies:
+                await asyncio.Event().wait()  # the client never reads again
+            await super().send(message)
+
+        async def run(self) -> None:
+            from config.asgi import django_application
+
+            headers = [(b"authorization", f"Bearer {self.key}".encode()), (b"host", b"127.0.0.1")]
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                     "scheme": "http", "path": "/api/v1/sdk/stream", "raw_path": b"/api/v1/sdk/stream",
+                     "query_string": b"", "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
+                     "server": ("127.0.0.1", 80)}
+            await django_application(scope, self.receive, self.send)
+
+    async def scenario() -> tuple[int, list[str]]:
+        stream = Stuck(key)
+        task = asyncio.create_task(stream.run())
+        async with asyncio.timeout(30):
+            await stream.first.wait()
+        first = _versions(b"".join(stream.bodies))[0]
+        for version in range(first + 1, first + 50):
+            broadcaster.deliver("staging", version)
+            await asyncio.sleep(0)
+        stream.leave.set()
+        async with asyncio.timeout(10):
+            await task
+            while fanout._background:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+        # (Django's handler closes only the outermost of the response's generators when the client
+        # leaves; the stream's own is closed when collected, as before this change)
+        gc.collect()
+        await asyncio.sleep(0.05)
+        me = asyncio.current_task()
+        waiting = [repr(t) for t in asyncio.all_tasks() if t is not me and not t.done()
+                   and "heartbeats" not in t.get_name() and "listener" not in t.get_name()]
+        return broadcaster.subscriber_count(), waiting
+
+    left, waiting = _run(scenario)
+    assert left == 0
+    assert waiting == []
