@@ -219,36 +219,49 @@ class Heartbeats:
             self.task = self.loop.create_task(self._run(), name="turnout-stream-heartbeats")
 
     async def _run(self) -> None:
-        from rollout.delivery.lean import asdk_principal  # (lean imports the views' helpers)
-
         queue = self.queue
         while queue:
             now = self.loop.time()
-            due: list[EventStream] = []
+            due: dict[str | None, list[EventStream]] = {}  # by key
             while queue and (queue[0].closed or queue[0].beat_at <= now):
                 stream = queue.popleft()
                 if not stream.closed:
-                    due.append(stream)
+                    due.setdefault(stream.secret, []).append(stream)
             if not due:
                 if queue:
                     await asyncio.sleep(queue[0].beat_at - now)
                 continue
-            try:
-                # One check per key (not per stream): a stream of a revoked key ends.
-                revoked = {secret for secret in {s.secret for s in due} if await asdk_principal(secret) is None}
-            except Exception as exc:  # the key store away: beat anyway, check at the next beat
-                logger.warning("stream.key_check_failed", extra={"error": type(exc).__name__})
-                revoked = set()
             interval = float(get_setting("STREAM_HEARTBEAT_SECONDS"))
-            for stream in due:
-                if stream.closed:
-                    continue
-                if stream.secret in revoked:
-                    end_stream(stream)
-                    continue
-                _write(stream, KEEP_ALIVE, None)
-                stream.beat_at += interval
-                queue.append(stream)
+            for streams in due.values():
+                for stream in streams:
+                    stream.beat_at += interval
+                    queue.append(stream)
+            for secret, streams in due.items():
+                # One check per key (not per stream), each on its own: a key whose check has to wait
+                # holds up the beats of its own streams only, never the schedule.
+                check = start_now(_beat(secret, streams))
+                if check is not None:
+                    _background.add(check)
+                    check.add_done_callback(_background.discard)
+            await asyncio.sleep(0)
+
+
+async def _beat(secret: str | None, streams: list[EventStream]) -> None:
+    """The keep-alive of ``streams`` (all of key ``secret``), or their end if the key was revoked."""
+    from rollout.delivery.lean import asdk_principal  # (lean imports the views' helpers)
+
+    try:
+        revoked = await asdk_principal(secret) is None
+    except Exception as exc:  # the key store away: beat anyway, check at the next beat
+        logger.warning("stream.key_check_failed", extra={"error": type(exc).__name__})
+        revoked = False
+    for stream in streams:
+        if stream.closed:
+            continue
+        if revoked:
+            end_stream(stream)
+        else:
+            _write(stream, KEEP_ALIVE, None)
 
 
 _schedules: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Heartbeats] = weakref.WeakKeyDictionary()

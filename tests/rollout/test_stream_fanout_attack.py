@@ -525,3 +525,48 @@ def test_stream_served_by_djangos_handler__client_leaves_while_held_back__nothin
     left, waiting = _run(scenario)
     assert left == 0
     assert waiting == []
+
+
+# -- heartbeats ----------------------------------------------------------------------------------
+
+
+def test_heartbeats__one_keys_check_slow__streams_of_other_keys_still_beat(monkeypatch, settings):
+    """Each stream's keep-alive used to wait for its own key's check only. With one schedule for
+    all streams, a key whose check has to wait (its copy expired — with the defaults, every key
+    that only streams — and the one thread for such reads busy, or the database slow) must not stop
+    the keep-alives of every other stream of the process, which proxies then close as idle."""
+    import asyncio
+
+    from rollout.delivery import fanout, lean
+    from tests.rollout.test_stream_fanout import _run
+
+    settings.TURNOUT_STREAM_HEARTBEAT_SECONDS = 0.05
+
+    async def asdk_principal(secret: str | None) -> object | None:
+        if secret == "slow":
+            await asyncio.sleep(30)
+        return object()
+
+    monkeypatch.setattr(lean, "asdk_principal", asdk_principal)
+
+    async def scenario() -> int:
+        bodies: list[bytes] = []
+
+        async def send(message: Any) -> None:
+            bodies.append(message["body"])
+
+        async def nowhere(message: Any) -> None:
+            pass
+
+        quick = fanout.EventStream(environment="beat-attack", send=send, secret="quick")
+        slow = fanout.EventStream(environment="beat-attack", send=nowhere, secret="slow")
+        fanout.open_stream(quick, 1)
+        fanout.open_stream(slow, 1)
+        deadline = asyncio.get_running_loop().time() + 5
+        while bodies.count(fanout.KEEP_ALIVE) < 5 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for stream in (quick, slow):
+            fanout.close_stream(stream)
+        return bodies.count(fanout.KEEP_ALIVE)
+
+    assert _run(scenario) >= 5
