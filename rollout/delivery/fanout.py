@@ -28,12 +28,13 @@ streams held the Django way such a pass took a second, which a change could land
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import logging
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from common import metrics
@@ -146,12 +147,19 @@ def _written(stream: EventStream, task: asyncio.Task[Any]) -> None:
         close_stream(stream)
     elif stream.wanted > stream.last:
         # Announced while the client was slow: send it the newest version now (a patch from the one it has, if it can).
-        task = stream.loop.create_task(_send_group([stream], stream.last, stream.wanted))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        _spawn(stream.loop, _send_group([stream], stream.last, stream.wanted))
 
 
 _background: set[asyncio.Task[Any]] = set()  # (tasks are only weakly held by the loop)
+
+
+def _spawn(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+    """A task of the process's streams, in a context of its own: not the one the change was handed
+    over in (a request that committed it, on its own thread: a patch computed there would queue
+    behind that request's own work, on its thread, ``asgiref.sync.ThreadSensitiveContext``)."""
+    task = loop.create_task(coro, context=contextvars.Context())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def fan_out(streams: list[EventStream], version: int) -> None:
@@ -169,9 +177,7 @@ def fan_out(streams: list[EventStream], version: int) -> None:
         if environment_id is None:
             _write_all(group, ruleset_event(group[0].environment, version), version)
         else:  # a patch from ``base``: computed (once per process) in a task, then written to the group
-            task = asyncio.get_running_loop().create_task(_send_group(group, base, version))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            _spawn(asyncio.get_running_loop(), _send_group(group, base, version))
 
 
 def _write_all(group: list[EventStream], body: bytes, version: int) -> None:
@@ -216,7 +222,8 @@ class Heartbeats:
         stream.beat_at = self.loop.time() + float(get_setting("STREAM_HEARTBEAT_SECONDS"))
         self.queue.append(stream)
         if self.task is None or self.task.done():
-            self.task = self.loop.create_task(self._run(), name="turnout-stream-heartbeats")
+            self.task = self.loop.create_task(self._run(), name="turnout-stream-heartbeats",
+                                              context=contextvars.Context())  # (outlives the stream that started it)
 
     async def _run(self) -> None:
         queue = self.queue

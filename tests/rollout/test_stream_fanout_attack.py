@@ -570,3 +570,54 @@ def test_heartbeats__one_keys_check_slow__streams_of_other_keys_still_beat(monke
         return bodies.count(fanout.KEEP_ALIVE)
 
     assert _run(scenario) >= 5
+
+
+# -- the context a change is written in ---------------------------------------------------------------
+
+
+def test_fan_out__change_committed_by_a_request_in_its_own_thread__patches_not_computed_on_that_requests_thread(
+        monkeypatch):
+    """A change committed by a sync view (the management API under Django's handler: a thread of
+    its own per request, ``ThreadSensitiveContext``) is handed to the loop from that thread. The
+    patches for the process's streams must be computed where the streams' own work runs — not queued
+    on the committing request's thread (behind the rest of that request, delaying every patch
+    stream's event and that request's response, and closing that request's database connection)."""
+    import asyncio
+
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+
+    from rollout.delivery import fanout, patches
+    from tests.rollout.test_stream_fanout import _run
+
+    threads: dict[str, int] = {}
+
+    def released_patch(environment_id: int, base: int, refs: bool = False) -> tuple[int, bytes] | None:
+        threads["patch"] = threading.get_ident()
+        return None
+
+    monkeypatch.setattr(patches, "_released_patch", released_patch)
+    patches.patches.clear()
+
+    async def scenario() -> None:
+        bodies: list[bytes] = []
+
+        async def send(message: Any) -> None:
+            bodies.append(message["body"])
+
+        stream = fanout.EventStream(environment="context-attack", send=send, secret="s", environment_id=991)
+        fanout.open_stream(stream, 1)
+
+        def view() -> None:  # the committing request's view, on its own thread
+            threads["request"] = threading.get_ident()
+            broadcaster.deliver("context-attack", 2)
+            time.sleep(0.2)  # (the rest of the request)
+
+        async with ThreadSensitiveContext():
+            await sync_to_async(view)()
+        async with asyncio.timeout(10):
+            while stream.last < 2:
+                await asyncio.sleep(0.01)
+        fanout.close_stream(stream)
+
+    _run(scenario)
+    assert threads["patch"] != threads["request"]
