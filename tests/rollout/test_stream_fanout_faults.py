@@ -1,4 +1,4 @@
-"""Attacks on the SDK streams' one fan-out pass (``rollout/delivery/fanout.py``): slow clients whose
+"""Faults against the SDK streams' one fan-out pass (``rollout/delivery/fanout.py``): slow clients whose
 writes are held back, clients leaving meanwhile, revoked keys, server shutdown, exceptions escaping
 into the event loop, the open-streams gauge. Real uvicorn processes where it matters."""
 
