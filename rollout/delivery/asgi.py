@@ -202,13 +202,20 @@ async def lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+def _app_path(scope: Scope) -> str:
+    """The request's path within the application: an ASGI ``path`` includes the ``root_path`` a
+    deployment under a prefix (``uvicorn --root-path /turnout``) adds."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+    return path[len(root):] if root and path.startswith(root) else path
+
+
 def sdk_asgi_application(full: ASGIApp, lean: ASGIApp | None = None) -> ASGIApp:
     """An ASGI application sending HTTP requests for the SDK routes to the lean chain, the lifespan
     to ``lifespan``, everything else (the UI, the management API) to ``full``."""
     lean_app: ASGIApp = lean if lean is not None else LeanASGIHandler()
 
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and str(scope.get("path", "")).startswith(SDK_PREFIXES):
+        if scope["type"] == "http" and _app_path(scope).startswith(SDK_PREFIXES):
             await lean_app(scope, receive, send)
         elif scope["type"] == "lifespan":
             await lifespan(receive, send)

@@ -469,3 +469,28 @@ def test_stream__client_stops_reading__others_still_told_at_once_and_it_catches_
     for sock in (slow, fast):
         sock.close()
     client.close()
+
+
+@pytest.mark.parametrize(("root", "path", "lean"), [
+    ("", "/api/v1/sdk/stream", True),
+    ("/turnout", "/turnout/api/v1/sdk/stream", True),
+    ("/turnout", "/turnout/ofrep/v1/evaluate/flags", True),
+    ("/turnout", "/turnout/flags/", False),
+    ("", "/turnout/api/v1/sdk/stream", False),
+])
+def test_sdk_routes__deployed_under_a_root_path__still_served_by_the_lean_handler(root, path, lean):
+    """An ASGI ``path`` includes the deployment's ``root_path``: the SDK routes were matched against
+    the whole path, so under a prefix every stream went through the full middleware chain and
+    Django's streaming response instead."""
+    from rollout.delivery.asgi import sdk_asgi_application
+
+    reached: list[str] = []
+
+    def app(name: str) -> Any:
+        async def call(scope: Any, receive: Any, send: Any) -> None:
+            reached.append(name)
+        return call
+
+    application = sdk_asgi_application(app("full"), app("lean"))
+    asyncio.run(application({"type": "http", "path": path, "root_path": root}, None, None))
+    assert reached == ["lean" if lean else "full"]
