@@ -294,41 +294,6 @@ def test_embedded_mode__slow_client_leaves__others_told_by_the_database_watcher(
 # -- start_now ----------------------------------------------------------------------------------
 
 
-def test_start_now__task_cancelled_before_its_first_step__coroutine_still_told_and_its_future_cancelled():
-    """As a task (or Python 3.12's eager task) would: cancelling the task that finishes a held-back
-    write at once — before the loop has run it (``end_stream`` from the heartbeat pass, in the loop
-    turn the write was held back in) — must still throw the cancellation into the write and cancel
-    what it waits on, not leave it suspended on the server's flow control for ever."""
-    import asyncio
-
-    from common.aio import start_now
-
-    async def scenario() -> tuple[list[bool], bool]:
-        future = asyncio.get_running_loop().create_future()
-        cleaned: list[bool] = []
-
-        async def slow() -> None:
-            try:
-                await future
-            except asyncio.CancelledError:
-                cleaned.append(True)
-                raise
-
-        task = start_now(slow())
-        assert task is not None
-        task.cancel()  # (no turn of the loop in between)
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return cleaned, future.cancelled()
-
-    cleaned, cancelled = asyncio.run(scenario())
-    assert cleaned == [True]
-    assert cancelled
-
-
-# -- the fan-out under concurrent deliveries ------------------------------------------------------
-
-
 def _events(bodies: list[bytes]) -> list[tuple[str, int, int | None]]:
     """(kind, version, base of a patch) of each event written."""
     found: list[tuple[str, int, int | None]] = []
@@ -435,19 +400,9 @@ def test_stream_served_by_djangos_handler__client_reads_slowly__brought_to_the_n
                 await self.gate.wait()  # the client stopped reading after its first event
             await super().send(message)
 
-        async def run(self) -> None:
-            from config.asgi import django_application
-
-            headers = [(b"authorization", f"Bearer {self.key}".encode()), (b"host", b"127.0.0.1")]
-            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                     "scheme": "http", "path": "/api/v1/sdk/stream", "raw_path": b"/api/v1/sdk/stream",
-                     "query_string": b"", "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
-                     "server": ("127.0.0.1", 80)}
-            await django_application(scope, self.receive, self.send)
-
     async def scenario() -> tuple[list[int], int]:
         stream = HeldBack(key)
-        task = asyncio.create_task(stream.run())
+        task = asyncio.create_task(stream.run(django_only=True))
         async with asyncio.timeout(30):
             await stream.first.wait()
         first = _versions(b"".join(stream.bodies))[0]
@@ -488,19 +443,9 @@ def test_stream_served_by_djangos_handler__client_leaves_while_held_back__nothin
                 await asyncio.Event().wait()  # the client never reads again
             await super().send(message)
 
-        async def run(self) -> None:
-            from config.asgi import django_application
-
-            headers = [(b"authorization", f"Bearer {self.key}".encode()), (b"host", b"127.0.0.1")]
-            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                     "scheme": "http", "path": "/api/v1/sdk/stream", "raw_path": b"/api/v1/sdk/stream",
-                     "query_string": b"", "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000),
-                     "server": ("127.0.0.1", 80)}
-            await django_application(scope, self.receive, self.send)
-
     async def scenario() -> tuple[int, list[str]]:
         stream = Stuck(key)
-        task = asyncio.create_task(stream.run())
+        task = asyncio.create_task(stream.run(django_only=True))
         async with asyncio.timeout(30):
             await stream.first.wait()
         first = _versions(b"".join(stream.bodies))[0]
